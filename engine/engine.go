@@ -1,0 +1,186 @@
+// Package engine decides affiliate commissions: it validates order events, picks the policy
+// version in force at the order's time, evaluates its qualification and rate rules, and computes
+// the commission exactly. It is pure: no I/O, no clock, no globals that change. The same order and
+// policy version always give the same Decision, byte for byte.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/apd/v3"
+
+	"github.com/commissioner/commissioner/rules"
+)
+
+// ErrNoRateRule: a qualified order matched no rate rule (a policy defect `policy check` lints for).
+var ErrNoRateRule = errors.New("no rate rule matched")
+
+// ErrNoFlatAmount: the matching rate rule has flat amounts, but none in the order's currency.
+var ErrNoFlatAmount = errors.New("no flat amount for the order's currency")
+
+// Engine decides orders against an immutable policy set. It is safe for concurrent use.
+type Engine struct {
+	set  *rules.Set
+	pool sync.Pool
+}
+
+type evalState struct {
+	vars rules.Vars
+	act  *rules.Activation
+}
+
+// New returns an engine over a loaded policy set.
+func New(set *rules.Set) *Engine {
+	e := &Engine{set: set}
+	e.pool.New = func() any {
+		st := &evalState{}
+		st.act = rules.NewActivation(&st.vars)
+		return st
+	}
+	return e
+}
+
+// Policies returns the engine's policy set.
+func (e *Engine) Policies() *rules.Set { return e.set }
+
+// PolicyFor returns the policy version in force for the order: the latest effective_from at or
+// before placed_at.
+func (e *Engine) PolicyFor(o *Order) (*rules.Policy, error) {
+	return e.set.InForce(o.Program, o.PlacedAt)
+}
+
+// Decide decides an order with the version in force at its placed_at.
+func (e *Engine) Decide(ctx context.Context, o *Order) (*Decision, error) {
+	p, err := e.PolicyFor(o)
+	if err != nil {
+		return nil, err
+	}
+	return e.DecideWith(ctx, p, o)
+}
+
+// DecideWith decides an order with a given policy version (replay, --version, an order's
+// lifecycle). The policy must be of the order's program.
+func (e *Engine) DecideWith(ctx context.Context, p *rules.Policy, o *Order) (*Decision, error) {
+	if p.Program != o.Program {
+		return nil, fmt.Errorf("%w: order %s is of program %q, the policy of %q", rules.ErrUnknownProgram, o.OrderID, o.Program, p.Program)
+	}
+	st := e.pool.Get().(*evalState)
+	defer e.pool.Put(st)
+	o.fillVars(&st.vars)
+
+	d := &Decision{
+		OrderID: o.OrderID, Program: o.Program, AffiliateID: o.AffiliateID,
+		Policy: p, PolicyVersion: p.Version, PolicyDigest: p.Digest,
+		Currency: o.Currency, Rounding: p.Rounding,
+		Trace: make([]Outcome, 0, len(p.Qualify)+len(p.Rates)),
+	}
+	d.Qualified = true
+	for i, r := range p.Qualify {
+		ok, err := r.Eval(ctx, st.act)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.File, err)
+		}
+		d.Trace = append(d.Trace, Outcome{Stage: StageQualify, Index: i, Result: ok})
+		if !ok {
+			d.Qualified = false
+			d.FailedRules = append(d.FailedRules, r.ID)
+		}
+	}
+	if !d.Qualified {
+		d.Commission, _ = roundTo(&d.Commission, o.Currency, p.Rounding)
+		return d, nil
+	}
+	for i, r := range p.Rates {
+		ok, err := r.Eval(ctx, st.act)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.File, err)
+		}
+		d.Trace = append(d.Trace, Outcome{Stage: StageRate, Index: i, Result: ok})
+		if !ok {
+			continue
+		}
+		d.RateRule = r.ID
+		if r.Rate != nil {
+			d.Rate.Set(r.Rate)
+		}
+		var flat *apd.Decimal
+		if r.Flat != nil {
+			if flat = r.Flat[o.Currency.Code]; flat == nil {
+				return nil, fmt.Errorf("%s: rule %s: %w %s", p.File, r.ID, ErrNoFlatAmount, o.Currency.Code)
+			}
+			d.Flat.Set(flat)
+			d.hasFlat = true
+		}
+		d.Base = CommissionableAmount(o)
+		c, err := Commission(&d.Base, r.Rate, flat, o.Currency, p.Rounding)
+		if err != nil {
+			return nil, fmt.Errorf("order %s: %w", o.OrderID, err)
+		}
+		d.Commission = c
+		return d, nil
+	}
+	return nil, fmt.Errorf("%s: %w for order %s (program %s v%d)", p.File, ErrNoRateRule, o.OrderID, p.Program, p.Version)
+}
+
+// Stage is the part of a policy a rule belongs to.
+type Stage uint8
+
+const (
+	StageQualify Stage = iota
+	StageRate
+)
+
+func (s Stage) String() string {
+	if s == StageRate {
+		return "rate"
+	}
+	return "qualify"
+}
+
+// Outcome is what one rule said about the order. Rules not listed were not evaluated (rate rules
+// after the first match, or all rate rules of an order that failed qualification).
+type Outcome struct {
+	Stage  Stage
+	Index  int // the rule's position in its section
+	Result bool
+}
+
+// Decision is the engine's verdict on one order event under one policy version.
+type Decision struct {
+	OrderID       string
+	Program       string
+	AffiliateID   string
+	Policy        *rules.Policy
+	PolicyVersion int
+	PolicyDigest  string
+	Qualified     bool
+	FailedRules   []string // the qualification rules that failed, in policy order
+	RateRule      string   // the rate rule that matched; "" when not qualified
+	Rate          apd.Decimal
+	Flat          apd.Decimal
+	Base          apd.Decimal // the commissionable amount: amount − refunded_amount
+	Commission    apd.Decimal // with exactly Currency.MinorUnits decimals
+	Currency      Currency
+	Rounding      apd.Rounder
+	Trace         []Outcome
+
+	hasFlat bool
+}
+
+// HasFlat reports whether the matching rule paid a flat amount.
+func (d *Decision) HasFlat() bool { return d.hasFlat }
+
+// RuleID returns the id of the rule an outcome is about.
+func (d *Decision) RuleID(o Outcome) string {
+	if o.Stage == StageRate {
+		return d.Policy.Rates[o.Index].ID
+	}
+	return d.Policy.Qualify[o.Index].ID
+}
+
+// EffectiveFrom is when the deciding policy version took effect.
+func (d *Decision) EffectiveFrom() time.Time { return d.Policy.EffectiveFrom }

@@ -1,0 +1,180 @@
+package rules
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"reflect"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/ext"
+	"cel.dev/cel-go/interpreter"
+	"github.com/cockroachdb/apd/v3"
+)
+
+// Item is one line of an order as rules see it: order.items is a list of these, with fields sku,
+// category and quantity. The amount is exact and not visible to CEL.
+type Item struct {
+	SKU      string       `cel:"sku"`
+	Category string       `cel:"category"`
+	Quantity int64        `cel:"quantity"`
+	Amount   *apd.Decimal `cel:"-"`
+}
+
+// Vars are the facts of one order event that rules may read. The engine fills them from a
+// validated order; rules never read anything else (no clock, no I/O), so the same Vars and the
+// same policy version always give the same outcome.
+type Vars struct {
+	OrderID        string
+	Program        string
+	AffiliateID    string
+	Status         string
+	PlacedAt       time.Time
+	CompletedAt    time.Time // zero when HasCompletedAt is false
+	HasCompletedAt bool
+	ClickAt        time.Time // zero when HasClick is false
+	HasClick       bool
+	BuyerID        string
+	BuyerCountry   string
+	BuyerNew       bool
+	TrafficCountry string
+	Currency       string
+	Amount         *apd.Decimal
+	RefundedAmount *apd.Decimal
+	Items          []Item
+}
+
+// variable is one name of the order schema: its CEL type, a one-line doc, and how to read it.
+type variable struct {
+	name string
+	typ  *cel.Type
+	doc  string
+	get  func(v *Vars) ref.Val
+}
+
+var itemType = cel.ObjectType("rules.Item")
+
+// schema is the order schema every rule is type-checked against. Its order is the order of the
+// README's reference table and of the environment fingerprint.
+var schema = []variable{
+	{"order.id", cel.StringType, "the order id", func(v *Vars) ref.Val { return types.String(v.OrderID) }},
+	{"order.program", cel.StringType, "the program the order belongs to", func(v *Vars) ref.Val { return types.String(v.Program) }},
+	{"order.affiliate_id", cel.StringType, "the referring affiliate", func(v *Vars) ref.Val { return types.String(v.AffiliateID) }},
+	{"order.status", cel.StringType, `"pending", "completed", "cancelled" or "refunded"`, func(v *Vars) ref.Val { return types.String(v.Status) }},
+	{"order.placed_at", cel.TimestampType, "when the order was placed", func(v *Vars) ref.Val { return types.Timestamp{Time: v.PlacedAt} }},
+	{"order.has_completed_at", cel.BoolType, "whether completed_at was given", func(v *Vars) ref.Val { return types.Bool(v.HasCompletedAt) }},
+	{"order.completed_at", cel.TimestampType, "when the order completed (1970-01-01 when absent)", func(v *Vars) ref.Val { return types.Timestamp{Time: v.CompletedAt} }},
+	{"order.has_click", cel.BoolType, "whether an affiliate click referred the buyer", func(v *Vars) ref.Val { return types.Bool(v.HasClick) }},
+	{"order.click_at", cel.TimestampType, "when the referring click happened (1970-01-01 when absent)", func(v *Vars) ref.Val { return types.Timestamp{Time: v.ClickAt} }},
+	{"order.buyer.id", cel.StringType, "the buyer", func(v *Vars) ref.Val { return types.String(v.BuyerID) }},
+	{"order.buyer.country", cel.StringType, "the buyer's country, ISO 3166-1 alpha-2", func(v *Vars) ref.Val { return types.String(v.BuyerCountry) }},
+	{"order.buyer.new", cel.BoolType, "whether this is the buyer's first paid order", func(v *Vars) ref.Val { return types.Bool(v.BuyerNew) }},
+	{"order.traffic_country", cel.StringType, "where the referring traffic came from, ISO 3166-1 alpha-2", func(v *Vars) ref.Val { return types.String(v.TrafficCountry) }},
+	{"order.currency", cel.StringType, "ISO 4217 currency code", func(v *Vars) ref.Val { return types.String(v.Currency) }},
+	{"order.amount", DecimalType, "the order amount (exact decimal)", func(v *Vars) ref.Val { return Decimal{D: v.Amount} }},
+	{"order.refunded_amount", DecimalType, "the amount refunded so far (exact decimal)", func(v *Vars) ref.Val { return Decimal{D: v.RefundedAmount} }},
+	{"order.items", cel.ListType(itemType), "the order's items: sku, category, quantity", nil},
+}
+
+var schemaIndex = func() map[string]int {
+	m := make(map[string]int, len(schema))
+	for i, v := range schema {
+		m[v.name] = i
+	}
+	return m
+}()
+
+// SchemaDoc lists the order schema as (name, CEL type, doc) rows, for documentation and `policy check -v`.
+func SchemaDoc() [][3]string {
+	rows := make([][3]string, len(schema))
+	for i, v := range schema {
+		rows[i] = [3]string{v.name, v.typ.String(), v.doc}
+	}
+	return rows
+}
+
+// Activation resolves the order schema's names against one order's Vars. It is the typed
+// activation the compiled programs evaluate over: no map is built per order.
+type Activation struct {
+	vars    *Vars
+	adapter types.Adapter
+}
+
+// NewActivation returns an activation over v. v must not change while the activation is in use.
+func NewActivation(v *Vars) *Activation { return &Activation{vars: v, adapter: baseAdapter()} }
+
+// Reset points the activation at another order, so one activation serves many orders.
+func (a *Activation) Reset(v *Vars) { a.vars = v }
+
+// ResolveName implements interpreter.Activation.
+func (a *Activation) ResolveName(name string) (any, bool) {
+	i, ok := schemaIndex[name]
+	if !ok {
+		return nil, false
+	}
+	if name == "order.items" {
+		return a.adapter.NativeToValue(a.vars.Items), true
+	}
+	return schema[i].get(a.vars), true
+}
+
+// Parent implements interpreter.Activation.
+func (a *Activation) Parent() interpreter.Activation { return nil }
+
+var baseEnvOnce = sync.OnceValues(func() (*cel.Env, error) {
+	opts := []cel.EnvOption{
+		ext.NativeTypes(reflect.TypeFor[Item](), ext.ParseStructTags(true)),
+		ext.Strings(),
+		ext.Sets(),
+		decimalLibrary(),
+	}
+	for _, v := range schema {
+		opts = append(opts, cel.Variable(v.name, v.typ))
+	}
+	return cel.NewEnv(opts...)
+})
+
+func baseEnv() *cel.Env {
+	env, err := baseEnvOnce()
+	if err != nil {
+		// The schema is fixed at build time: an error here is a programming error.
+		panic(fmt.Sprintf("rules: building the CEL environment: %v", err))
+	}
+	return env
+}
+
+func baseAdapter() types.Adapter { return baseEnv().CELTypeAdapter() }
+
+// EnvFingerprint identifies the CEL environment rules are compiled in: the cel-go version, the
+// order schema and the functions added to standard CEL. A decision records it, so a replay can tell
+// whether it runs in the environment the decision was made in.
+var EnvFingerprint = sync.OnceValue(func() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "cel-go %s\n", celVersion())
+	for _, v := range schema {
+		fmt.Fprintf(&b, "var %s %s\n", v.name, v.typ)
+	}
+	fmt.Fprintf(&b, "libs: ext.Strings ext.Sets decimal(string|int) decimal-ordering\n")
+	sum := sha256.Sum256([]byte(b.String()))
+	return "cel-go@" + celVersion() + "+" + hex.EncodeToString(sum[:8])
+})
+
+func celVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		deps := append([]*debug.Module(nil), bi.Deps...)
+		sort.Slice(deps, func(i, j int) bool { return deps[i].Path < deps[j].Path })
+		for _, m := range deps {
+			if m.Path == "cel.dev/cel-go" {
+				return m.Version
+			}
+		}
+	}
+	return "unknown"
+}

@@ -1,0 +1,181 @@
+package rules
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Set is a loaded, compiled set of policy versions for one or more programs. It is immutable and
+// safe for concurrent use; a reload builds a new Set and swaps it whole.
+type Set struct {
+	programs map[string][]*Policy // each sorted by (EffectiveFrom, Version)
+	warnings Problems
+}
+
+// NewSet builds a set from compiled policies, checking that no program has two files with one
+// version number.
+func NewSet(policies []*Policy) (*Set, Problems) {
+	s := &Set{programs: map[string][]*Policy{}}
+	var ps Problems
+	byVersion := map[string]*Policy{}
+	for _, p := range policies {
+		key := fmt.Sprintf("%s\x00%d", p.Program, p.Version)
+		if prev, dup := byVersion[key]; dup {
+			ps = append(ps, Problem{File: p.File, Line: 1, Message: fmt.Sprintf("program %s version %d is defined twice: here and in %s (give each file its own version)", p.Program, p.Version, prev.File)})
+			continue
+		}
+		byVersion[key] = p
+		s.programs[p.Program] = append(s.programs[p.Program], p)
+	}
+	for _, vs := range s.programs {
+		sort.Slice(vs, func(i, j int) bool {
+			if !vs[i].EffectiveFrom.Equal(vs[j].EffectiveFrom) {
+				return vs[i].EffectiveFrom.Before(vs[j].EffectiveFrom)
+			}
+			return vs[i].Version < vs[j].Version
+		})
+	}
+	if len(ps) > 0 {
+		return nil, ps
+	}
+	return s, nil
+}
+
+// LoadDir compiles every policy file (*.yaml, *.yml) below dir and builds a set. It reports every
+// problem of every file at once; the set is nil when any is an error. Warnings come back with a
+// non-nil set (Set.Warnings).
+func LoadDir(dir string) (*Set, error) {
+	files, err := policyFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("loading policies: no policy files (*.yaml) below %s", dir)
+	}
+	var all Problems
+	var compiled []*Policy
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("loading policies: %w", err)
+		}
+		p, ps := Compile(f, src)
+		all = append(all, ps...)
+		if p != nil {
+			compiled = append(compiled, p)
+		}
+	}
+	if all.HasErrors() {
+		return nil, all
+	}
+	s, ps := NewSet(compiled)
+	if ps != nil {
+		return nil, append(all, ps...)
+	}
+	s.warnings = all
+	return s, nil
+}
+
+// LoadFile compiles one policy file into a set of its own (a candidate policy for replay).
+func LoadFile(path string) (*Set, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("loading policy: %w", err)
+	}
+	if info.IsDir() {
+		return LoadDir(path)
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("loading policy: %w", err)
+	}
+	p, ps := Compile(path, src)
+	if p == nil {
+		return nil, ps
+	}
+	s, dup := NewSet([]*Policy{p})
+	if dup != nil {
+		return nil, dup
+	}
+	s.warnings = ps
+	return s, nil
+}
+
+func policyFiles(dir string) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != dir {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading policies: %w", err)
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+// Warnings returns the problems that did not stop the set from loading.
+func (s *Set) Warnings() Problems { return s.warnings }
+
+// Programs returns the names of the loaded programs, sorted.
+func (s *Set) Programs() []string {
+	out := make([]string, 0, len(s.programs))
+	for p := range s.programs {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Versions returns a program's versions in effective order.
+func (s *Set) Versions(program string) []*Policy { return s.programs[program] }
+
+// All returns every policy of every program, by program then effective order.
+func (s *Set) All() []*Policy {
+	var out []*Policy
+	for _, p := range s.Programs() {
+		out = append(out, s.programs[p]...)
+	}
+	return out
+}
+
+// InForce returns the version in force for a program at time at: the one with the latest
+// effective_from at or before at (the highest version number on a tie).
+func (s *Set) InForce(program string, at time.Time) (*Policy, error) {
+	vs, ok := s.programs[program]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownProgram, program)
+	}
+	i := sort.Search(len(vs), func(i int) bool { return vs[i].EffectiveFrom.After(at) })
+	if i == 0 {
+		return nil, fmt.Errorf("%w: program %s at %s (the first version starts %s)", ErrNoPolicyInForce, program, at.UTC().Format(time.RFC3339), vs[0].EffectiveFrom.Format(time.RFC3339))
+	}
+	return vs[i-1], nil
+}
+
+// Version returns a program's version n.
+func (s *Set) Version(program string, n int) (*Policy, error) {
+	vs, ok := s.programs[program]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownProgram, program)
+	}
+	for _, p := range vs {
+		if p.Version == n {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: program %s has no version %d", ErrUnknownVersion, program, n)
+}
