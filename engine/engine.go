@@ -75,7 +75,7 @@ func (e *Engine) DecideWith(ctx context.Context, p *rules.Policy, o *Order) (*De
 	d := &Decision{
 		OrderID: o.OrderID, Program: o.Program, AffiliateID: o.AffiliateID,
 		Policy: p, PolicyVersion: p.Version, PolicyDigest: p.Digest,
-		Currency: o.Currency, Rounding: p.Rounding,
+		Currency: o.Currency, Rounding: p.Rounding, Env: rules.EnvFingerprint(),
 		Trace: make([]Outcome, 0, len(p.Qualify)+len(p.Rates)),
 	}
 	d.Qualified = true
@@ -167,6 +167,8 @@ type Decision struct {
 	Currency      Currency
 	Rounding      apd.Rounder
 	Trace         []Outcome
+	// Env is the CEL environment fingerprint the rules ran in (rules.EnvFingerprint).
+	Env string
 
 	hasFlat bool
 }
