@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/common/types/traits"
@@ -72,8 +73,7 @@ type Rule struct {
 	Expr   string
 	Reason string // said when the rule fails
 	Line   int
-	prg    cel.Program
-	names  []string
+	compiled
 }
 
 // RateRule is a rate rule: the first whose condition is true sets the rate and/or flat amount.
@@ -84,10 +84,16 @@ type RateRule struct {
 	// Rate is a percentage of the commissionable amount (10 means 10%); nil when the rule pays only a flat amount.
 	Rate *apd.Decimal
 	// Flat is a fixed amount per order, by currency; nil when the rule pays only a rate.
-	Flat  map[string]*apd.Decimal
-	Line  int
-	prg   cel.Program
-	names []string
+	Flat map[string]*apd.Decimal
+	Line int
+	compiled
+}
+
+// compiled is a rule's planned program and what static analysis learnt about it.
+type compiled struct {
+	prg      cel.Program
+	names    []string // schema names the expression reads, in schema order
+	literals []string // string literals it mentions, for lint probes
 }
 
 // TestCase is an example order with its expected decision, kept in the policy file.
@@ -284,7 +290,7 @@ func Compile(file string, source []byte) (*Policy, Problems) {
 		}
 		if v, ok := scalarOf(ps, m, "expr", r.ID, true); ok {
 			r.Expr = v.Value
-			r.prg, r.names = compileExpr(ps, env, sizes, v, r.ID)
+			r.compiled = compileExpr(ps, env, sizes, v, r.ID)
 		}
 		p.Qualify = append(p.Qualify, r)
 	}
@@ -308,7 +314,7 @@ func Compile(file string, source []byte) (*Policy, Problems) {
 		}
 		if v, ok := scalarOf(ps, m, "when", r.ID, true); ok {
 			r.When = v.Value
-			r.prg, r.names = compileExpr(ps, env, sizes, v, r.ID)
+			r.compiled = compileExpr(ps, env, sizes, v, r.ID)
 		}
 		if v, ok := scalarOf(ps, m, "rate", r.ID, false); ok {
 			r.Rate = parsePercent(ps, v, r.ID)
@@ -338,34 +344,50 @@ func Compile(file string, source []byte) (*Policy, Problems) {
 
 // compileExpr type-checks a rule expression against the order schema and the policy's constants,
 // checks that it is boolean and that its estimated cost is bounded, and plans it.
-func compileExpr(ps *problems, env *cel.Env, sizes sizeEstimator, v Scalar, id string) (cel.Program, []string) {
+func compileExpr(ps *problems, env *cel.Env, sizes sizeEstimator, v Scalar, id string) compiled {
 	ast, iss := env.Compile(v.Value)
 	if iss.Err() != nil {
 		for _, e := range iss.Errors() {
 			line, col := exprPosition(v, e.Location.Line(), e.Location.Column())
-			ps.atPos(line, col, id, "%s", e.Message)
+			msg := e.Message
+			if strings.Contains(msg, "(commissioner.Decimal, int)") && strings.Contains(msg, "_==_") {
+				msg += ": amounts are exact decimals, compare with decimal(0) or decimal(\"12.50\")"
+			}
+			ps.atPos(line, col, id, "%s", msg)
 		}
-		return nil, nil
+		return compiled{}
 	}
 	if !ast.OutputType().IsExactType(cel.BoolType) {
 		ps.at(v, id, "the expression must be a bool, it is %s", ast.OutputType())
-		return nil, nil
+		return compiled{}
 	}
 	est, err := env.EstimateCost(ast, sizes)
 	if err != nil {
 		ps.at(v, id, "estimating cost: %v", err)
-		return nil, nil
+		return compiled{}
 	}
 	if est.Max > MaxEstimatedCost {
 		ps.at(v, id, "estimated cost up to %d exceeds the limit %d: simplify the expression", est.Max, MaxEstimatedCost)
-		return nil, nil
+		return compiled{}
 	}
 	prg, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(RuntimeCostLimit))
 	if err != nil {
 		ps.at(v, id, "planning: %v", err)
-		return nil, nil
+		return compiled{}
 	}
-	return prg, referencedNames(ast)
+	return compiled{prg: prg, names: referencedNames(ast), literals: stringLiterals(ast)}
+}
+
+func stringLiterals(ast *cel.Ast) []string {
+	var out []string
+	celast.PreOrderVisit(ast.NativeRep().Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		if e.Kind() == celast.LiteralKind {
+			if s, ok := e.AsLiteral().(types.String); ok {
+				out = append(out, string(s))
+			}
+		}
+	}))
+	return out
 }
 
 // exprPosition maps a position inside a rule's expression to the file position. A plain or quoted
