@@ -182,7 +182,10 @@ func newProbeSpace(p *Policy) *probeSpace {
 	str("order.status", []string{"completed", "pending", "cancelled", "refunded"}, func(v *Vars, s string) { v.Status = s })
 	boolean("order.buyer.new", func(v *Vars, b bool) { v.BuyerNew = b })
 	clicks := []func(*Vars) string{
-		func(v *Vars) string { v.HasClick, v.ClickAt = true, v.PlacedAt.Add(-time.Hour); return "a click 1h before the order" },
+		func(v *Vars) string {
+			v.HasClick, v.ClickAt = true, v.PlacedAt.Add(-time.Hour)
+			return "a click 1h before the order"
+		},
 		func(v *Vars) string { v.HasClick, v.ClickAt = false, time.Unix(0, 0).UTC(); return "no click" },
 	}
 	set("order.has_click", clicks...)
@@ -192,7 +195,10 @@ func newProbeSpace(p *Policy) *probeSpace {
 			v.HasCompletedAt, v.CompletedAt = true, v.PlacedAt.Add(time.Hour)
 			return "completed 1h after placing"
 		},
-		func(v *Vars) string { v.HasCompletedAt, v.CompletedAt = false, time.Unix(0, 0).UTC(); return "no completed_at" },
+		func(v *Vars) string {
+			v.HasCompletedAt, v.CompletedAt = false, time.Unix(0, 0).UTC()
+			return "no completed_at"
+		},
 	}
 	set("order.has_completed_at", completions...)
 	set("order.completed_at", completions...)

@@ -195,4 +195,3 @@ func decideLines(ctx context.Context, in io.Reader, out io.Writer, workers int, 
 	}
 	return rejected, ctx.Err()
 }
-
