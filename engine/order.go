@@ -261,7 +261,7 @@ func (s *scanner) decimalText() ([]byte, error) {
 		}
 		inner := scanner{b: []byte(v)}
 		num, err := inner.number()
-		if err != nil || inner.i != len(inner.b) {
+		if err != nil || len(num) != len(v) { // the whole string, no spaces around it
 			return nil, fmt.Errorf("%q is not a decimal number", v)
 		}
 		return num, nil
