@@ -1,0 +1,125 @@
+// Package httpapi serves Commissioner over HTTP: health (/healthz, /readyz) and Prometheus
+// metrics (/metrics). Handlers only read; nothing here decides or writes commissions.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Config is the HTTP listener's configuration.
+type Config struct {
+	Addr string `koanf:"addr"` // host:port; "" disables the server
+}
+
+// Validate checks the address.
+func (c Config) Validate() error {
+	if c.Addr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("http.addr %q: %w", c.Addr, err)
+	}
+	return nil
+}
+
+// ReadinessCheck reports whether the service can do its work (broker connected, store reachable,
+// policies loaded); a non-nil error makes /readyz answer 503 with the error's text.
+type ReadinessCheck func(ctx context.Context) error
+
+// Server is the HTTP server. Build it with New; Run serves until the context ends.
+type Server struct {
+	cfg      Config
+	mux      *http.ServeMux
+	ready    ReadinessCheck
+	listener net.Listener
+}
+
+// New returns a server with /healthz, /readyz and /metrics (from gatherer) registered. More
+// routes can be added with Handle before Run.
+func New(cfg Config, gatherer prometheus.Gatherer, ready ReadinessCheck) *Server {
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), ready: ready}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	return s
+}
+
+// Handle registers a handler on the server's mux.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Handler returns the server's root handler (for tests with httptest).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if s.ready != nil {
+		if err := s.ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// Listen binds the address, so a caller learns a ":0" port before Run.
+func (s *Server) Listen() (net.Addr, error) {
+	l, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", s.cfg.Addr, err)
+	}
+	s.listener = l
+	return l.Addr(), nil
+}
+
+// Run serves until ctx is cancelled, then shuts down gracefully (in-flight requests get 5 s).
+func (s *Server) Run(ctx context.Context) error {
+	if s.listener == nil {
+		if _, err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(s.listener) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving http: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutting down http: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving http: %w", err)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client may have gone; nothing useful to do with the error
+}
