@@ -43,8 +43,26 @@ func roundTo(d *apd.Decimal, cur Currency, rounding apd.Rounder) (apd.Decimal, e
 	ctx := exact
 	ctx.Rounding = rounding
 	var out apd.Decimal
-	if _, err := ctx.Quantize(&out, d, -cur.MinorUnits); err != nil {
+	// apd's Quantize turns a value below a tenth of the unit into 0 whatever the rounding mode
+	// (0.0001 rounded up to cents gave 0.00, not 0.01). Such a value is rounded one unit further
+	// from zero, where its digits count, and the unit is then taken back: the same result in every mode.
+	x, tiny := d, !d.IsZero() && int64(d.Exponent)+d.NumDigits() < int64(-cur.MinorUnits)
+	var unit, shifted apd.Decimal
+	if tiny {
+		unit.SetFinite(1, -cur.MinorUnits)
+		unit.Negative = d.Negative
+		if _, err := exact.Add(&shifted, d, &unit); err != nil {
+			return apd.Decimal{}, fmt.Errorf("rounding %s to %d decimals: %w", d.Text('f'), cur.MinorUnits, err)
+		}
+		x = &shifted
+	}
+	if _, err := ctx.Quantize(&out, x, -cur.MinorUnits); err != nil {
 		return apd.Decimal{}, fmt.Errorf("rounding %s to %d decimals: %w", d.Text('f'), cur.MinorUnits, err)
+	}
+	if tiny {
+		if _, err := exact.Sub(&out, &out, &unit); err != nil {
+			return apd.Decimal{}, fmt.Errorf("rounding %s to %d decimals: %w", d.Text('f'), cur.MinorUnits, err)
+		}
 	}
 	if out.IsZero() {
 		out.Negative = false
