@@ -92,8 +92,9 @@ type RateRule struct {
 // compiled is a rule's planned program and what static analysis learnt about it.
 type compiled struct {
 	prg      cel.Program
-	names    []string // schema names the expression reads, in schema order
-	literals []string // string literals it mentions, for lint probes
+	names     []string // schema names the expression reads, in schema order
+	constants []string // the policy constants it refers to, sorted
+	literals  []string // string literals it mentions, for lint probes
 }
 
 // TestCase is an example order with its expected decision, kept in the policy file.
@@ -124,6 +125,9 @@ func (r *Rule) Eval(ctx context.Context, act *Activation) (bool, error) {
 // Names returns the order fields the rule reads, in schema order.
 func (r *Rule) Names() []string { return r.names }
 
+// Constants returns the policy constants the rule refers to, sorted.
+func (r *Rule) Constants() []string { return r.constants }
+
 // Eval evaluates the rate rule's condition.
 func (r *RateRule) Eval(ctx context.Context, act *Activation) (bool, error) {
 	return evalBool(ctx, r.prg, act, r.ID)
@@ -131,6 +135,9 @@ func (r *RateRule) Eval(ctx context.Context, act *Activation) (bool, error) {
 
 // Names returns the order fields the rule reads, in schema order.
 func (r *RateRule) Names() []string { return r.names }
+
+// Constants returns the policy constants the rule refers to, sorted.
+func (r *RateRule) Constants() []string { return r.constants }
 
 func evalBool(ctx context.Context, prg cel.Program, act *Activation, id string) (bool, error) {
 	out, _, err := prg.ContextEval(ctx, act)
@@ -375,7 +382,8 @@ func compileExpr(ps *problems, env *cel.Env, sizes sizeEstimator, v Scalar, id s
 		ps.at(v, id, "planning: %v", err)
 		return compiled{}
 	}
-	return compiled{prg: prg, names: referencedNames(ast), literals: stringLiterals(ast)}
+	names, consts := referencedNames(ast, sizes.constants)
+	return compiled{prg: prg, names: names, constants: consts, literals: stringLiterals(ast)}
 }
 
 func stringLiterals(ast *cel.Ast) []string {
@@ -400,20 +408,26 @@ func exprPosition(v Scalar, line, col int) (int, int) {
 }
 
 // referencedNames lists the schema names an expression reads, in schema order.
-func referencedNames(ast *cel.Ast) []string {
+// and the policy constants it refers to.
+func referencedNames(ast *cel.Ast, constants map[string]uint64) (names, consts []string) {
 	refs := map[string]bool{}
 	for _, r := range ast.NativeRep().ReferenceMap() {
 		if r.Name != "" {
 			refs[r.Name] = true
 		}
 	}
-	var out []string
 	for _, v := range schema {
 		if refs[v.name] {
-			out = append(out, v.name)
+			names = append(names, v.name)
 		}
 	}
-	return out
+	for name := range refs {
+		if _, ok := constants[name]; ok {
+			consts = append(consts, name)
+		}
+	}
+	sort.Strings(consts)
+	return names, consts
 }
 
 func parsePercent(ps *problems, v Scalar, id string) *apd.Decimal {
