@@ -91,7 +91,7 @@ type RateRule struct {
 
 // compiled is a rule's planned program and what static analysis learnt about it.
 type compiled struct {
-	prg      cel.Program
+	prg       cel.Program
 	names     []string // schema names the expression reads, in schema order
 	constants []string // the policy constants it refers to, sorted
 	literals  []string // string literals it mentions, for lint probes
