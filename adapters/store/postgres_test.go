@@ -1,0 +1,96 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun/driver/pgdriver"
+)
+
+// postgresURL is the test server: COMMISSIONER_TEST_POSTGRES, or the local one.
+func postgresURL() string {
+	if u := os.Getenv("COMMISSIONER_TEST_POSTGRES"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+var (
+	pgAdminOnce sync.Once
+	pgAdmin     *sql.DB
+	pgAdminErr  error
+)
+
+// postgresAdmin returns a connection to the test server, skipping the test when there is none
+// (failing when COMMISSIONER_INTEGRATION=1).
+func postgresAdmin(tb testing.TB) *sql.DB {
+	tb.Helper()
+	pgAdminOnce.Do(func() {
+		db := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(postgresURL()), pgdriver.WithDialTimeout(3*time.Second)))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if pgAdminErr = db.PingContext(ctx); pgAdminErr != nil {
+			db.Close()
+			return
+		}
+		pgAdmin = db
+	})
+	if pgAdminErr != nil {
+		msg := "PostgreSQL at " + Config{DSN: postgresURL()}.String() + " is not reachable: " + pgAdminErr.Error()
+		if integrationRequired() {
+			tb.Fatalf("%s (COMMISSIONER_INTEGRATION=1)", msg)
+		}
+		tb.Skipf("%s; set COMMISSIONER_INTEGRATION=1 to make this a failure", msg)
+	}
+	return pgAdmin
+}
+
+// freshSchema creates an empty schema, dropped when the test ends, and returns a config whose
+// connections use it (search_path) and are named after it (application_name).
+func freshSchema(tb testing.TB) Config {
+	tb.Helper()
+	admin := postgresAdmin(tb)
+	var b [6]byte
+	rand.Read(b[:])
+	schema := "storetest_" + hex.EncodeToString(b[:])
+	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
+		tb.Fatalf("creating schema %s: %v", schema, err)
+	}
+	tb.Cleanup(func() {
+		if _, err := admin.Exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
+			tb.Errorf("dropping schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(postgresURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	q.Set("application_name", schema)
+	u.RawQuery = q.Encode()
+	return Config{DSN: u.String()}
+}
+
+func postgresBackend() backend {
+	return backend{
+		fresh: func(t *testing.T) Config { return freshSchema(t) },
+		kill: func(t *testing.T, cfg Config) {
+			u, _ := url.Parse(cfg.DSN)
+			app := u.Query().Get("application_name")
+			if _, err := postgresAdmin(t).Exec(
+				"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", app); err != nil {
+				t.Fatalf("terminating the store's connections: %v", err)
+			}
+		},
+	}
+}
+
+func TestPostgres(t *testing.T) { runSuite(t, postgresBackend()) }

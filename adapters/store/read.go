@@ -1,0 +1,400 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/apd/v3"
+)
+
+// ErrNotFound: no stored row has that key.
+var ErrNotFound = errors.New("not found")
+
+// Stats summarises what is stored. Money is exact: decimal strings, never float.
+type Stats struct {
+	Events      int64 // order events stored (valid orders)
+	Decisions   int64
+	Qualified   int64 // decisions whose order qualified
+	DeadLetters int64
+	// Commission is the total commission of qualified decisions per currency, as an exact
+	// decimal string with the currency's minor units ("1234.50").
+	Commission map[string]string
+	// ByRateRule counts qualified decisions per matching rate rule.
+	ByRateRule map[string]int64
+	// ByFailedRule counts decisions per failed qualification rule (an order failing two rules
+	// counts for both).
+	ByFailedRule map[string]int64
+}
+
+// StoredEvent is one stored order event.
+type StoredEvent struct {
+	ID          int64 // the row id: insertion order
+	EventID     string
+	Program     string
+	OrderID     string
+	AffiliateID string
+	Subject     string
+	StreamSeq   uint64
+	Raw         []byte // the order JSON exactly as received
+	PlacedAt    time.Time
+	ReceivedAt  time.Time
+}
+
+// EventFilter selects stored events. Zero fields select everything.
+type EventFilter struct {
+	Program   string
+	From, To  time.Time // placed_at in [From, To); a zero time is unbounded
+	Affiliate string
+	// LatestPerOrder keeps only the latest event of each (program, order): the highest stream
+	// sequence, then the latest stored.
+	LatestPerOrder bool
+}
+
+// TraceEntry is what one rule of the deciding policy said.
+type TraceEntry struct {
+	Stage   string // "qualify" or "rate"
+	Rule    string
+	Outcome string // pass, fail, match, no_match or not_evaluated
+}
+
+// StoredDecision is one stored decision, with its place in its program's hash chain.
+type StoredDecision struct {
+	ID            int64
+	EventID       string
+	OrderID       string
+	Program       string
+	AffiliateID   string
+	PolicyVersion int
+	PolicyDigest  string
+	Qualified     bool
+	FailedRules   []string
+	RateRule      string
+	Rate          apd.Decimal
+	Flat          apd.Decimal // meaningful only when HasFlat
+	HasFlat       bool
+	Base          apd.Decimal
+	Commission    apd.Decimal
+	Currency      string
+	Rounding      string
+	Trace         []TraceEntry
+	Env           string
+	StreamSeq     uint64
+	DecidedAt     time.Time
+	ChainSeq      int64
+	PrevHash      string
+	Hash          string
+}
+
+// StoredPolicy is a policy version as first used.
+type StoredPolicy struct {
+	Program       string
+	Version       int
+	Digest        string
+	Source        []byte // the file's bytes
+	File          string
+	EffectiveFrom time.Time
+	FirstUsedAt   time.Time
+}
+
+// ChainHead is the end of one program's decision chain.
+type ChainHead struct {
+	Program  string
+	ChainSeq int64 // the number of chained decisions
+	Hash     string
+}
+
+// Stats counts what is stored and totals commissions exactly.
+func (s *Store) Stats(ctx context.Context) (Stats, error) {
+	st := Stats{Commission: map[string]string{}, ByRateRule: map[string]int64{}, ByFailedRule: map[string]int64{}}
+	counts := []struct {
+		n     *int64
+		query string
+	}{
+		{&st.Events, "SELECT count(*) FROM order_events"},
+		{&st.Decisions, "SELECT count(*) FROM decisions"},
+		{&st.Qualified, "SELECT count(*) FROM decisions WHERE qualified"},
+		{&st.DeadLetters, "SELECT count(*) FROM dead_letters"},
+	}
+	for _, c := range counts {
+		if err := s.db.NewRaw(c.query).Scan(ctx, c.n); err != nil {
+			return Stats{}, fmt.Errorf("reading stats: %w", err)
+		}
+	}
+
+	sum := "SUM(commission)::text"
+	failed := "SELECT r.value AS k, count(*) AS n FROM decisions, jsonb_array_elements_text(failed_rules::jsonb) AS r(value) WHERE NOT qualified GROUP BY r.value"
+	if s.kind == SQLite {
+		sum = decimalSumFunc + "(commission)"
+		failed = "SELECT j.value AS k, count(*) AS n FROM decisions, json_each(decisions.failed_rules) AS j WHERE NOT qualified GROUP BY j.value"
+	}
+	type kv struct {
+		K string `bun:"k"`
+		V string `bun:"v"`
+	}
+	var totals []kv
+	if err := s.db.NewRaw("SELECT currency AS k, "+sum+" AS v FROM decisions WHERE qualified GROUP BY currency").Scan(ctx, &totals); err != nil {
+		return Stats{}, fmt.Errorf("reading commission totals: %w", err)
+	}
+	for _, t := range totals {
+		d, err := parseDecimal(t.V, "commission total")
+		if err != nil {
+			return Stats{}, err
+		}
+		st.Commission[t.K] = d.Text('f')
+	}
+	type kn struct {
+		K string `bun:"k"`
+		N int64  `bun:"n"`
+	}
+	var byRate, byFailed []kn
+	if err := s.db.NewRaw("SELECT rate_rule AS k, count(*) AS n FROM decisions WHERE qualified GROUP BY rate_rule").Scan(ctx, &byRate); err != nil {
+		return Stats{}, fmt.Errorf("reading decisions per rate rule: %w", err)
+	}
+	if err := s.db.NewRaw(failed).Scan(ctx, &byFailed); err != nil {
+		return Stats{}, fmt.Errorf("reading decisions per failed rule: %w", err)
+	}
+	for _, r := range byRate {
+		st.ByRateRule[r.K] = r.N
+	}
+	for _, r := range byFailed {
+		st.ByFailedRule[r.K] = r.N
+	}
+	return st, nil
+}
+
+// --- decisions ---
+
+const decisionColumns = "id, event_id, order_id, program, affiliate_id, policy_version, policy_digest, qualified, " +
+	"failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, " +
+	"chain_seq, prev_hash, hash"
+
+// decisionText casts the decimal columns to text in PostgreSQL, so they scan as exact strings.
+func (s *Store) decisionColumns() string {
+	if s.kind == Postgres {
+		return strings.NewReplacer(" rate,", " rate::text,", " flat,", " flat::text,", " base,", " base::text,",
+			" commission,", " commission::text,").Replace(decisionColumns)
+	}
+	return decisionColumns
+}
+
+func scanDecision(rows interface{ Scan(...any) error }) (StoredDecision, error) {
+	var (
+		d                                  StoredDecision
+		failed, rate, base, commission, tr string
+		flat                               sql.NullString
+		streamSeq                          int64
+	)
+	if err := rows.Scan(&d.ID, &d.EventID, &d.OrderID, &d.Program, &d.AffiliateID, &d.PolicyVersion, &d.PolicyDigest,
+		&d.Qualified, &failed, &d.RateRule, &rate, &flat, &base, &commission, &d.Currency, &d.Rounding, &tr, &d.Env,
+		&streamSeq, &d.DecidedAt, &d.ChainSeq, &d.PrevHash, &d.Hash); err != nil {
+		return d, err
+	}
+	d.StreamSeq = uint64(streamSeq)
+	d.DecidedAt = d.DecidedAt.UTC()
+	var err error
+	if d.Rate, err = parseDecimal(rate, "rate"); err != nil {
+		return d, err
+	}
+	if d.Base, err = parseDecimal(base, "base"); err != nil {
+		return d, err
+	}
+	if d.Commission, err = parseDecimal(commission, "commission"); err != nil {
+		return d, err
+	}
+	if flat.Valid {
+		d.HasFlat = true
+		if d.Flat, err = parseDecimal(flat.String, "flat"); err != nil {
+			return d, err
+		}
+	}
+	if err := json.Unmarshal([]byte(failed), &d.FailedRules); err != nil {
+		return d, fmt.Errorf("reading failed_rules of decision %d: %w", d.ID, err)
+	}
+	var trace [][3]string
+	if err := json.Unmarshal([]byte(tr), &trace); err != nil {
+		return d, fmt.Errorf("reading trace of decision %d: %w", d.ID, err)
+	}
+	d.Trace = make([]TraceEntry, len(trace))
+	for i, t := range trace {
+		d.Trace[i] = TraceEntry{Stage: t[0], Rule: t[1], Outcome: t[2]}
+	}
+	return d, nil
+}
+
+// queryDecisions runs a query over decisionColumns and calls fn for each row, streaming.
+func (s *Store) queryDecisions(ctx context.Context, fn func(StoredDecision) error, tail string, args ...any) error {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+s.decisionColumns()+" FROM decisions "+tail, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		d, err := scanDecision(rows)
+		if err != nil {
+			return err
+		}
+		if err := fn(d); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Decision returns one decision by its id; ErrNotFound when there is none.
+func (s *Store) Decision(ctx context.Context, id int64) (StoredDecision, error) {
+	var out StoredDecision
+	found := false
+	err := s.queryDecisions(ctx, func(d StoredDecision) error { out, found = d, true; return nil }, "WHERE id = ?", id)
+	if err != nil {
+		return out, fmt.Errorf("reading decision %d: %w", id, err)
+	}
+	if !found {
+		return out, fmt.Errorf("decision %d: %w", id, ErrNotFound)
+	}
+	return out, nil
+}
+
+// DecisionsByOrder returns every decision of an order (all its events, all policy versions),
+// newest first. An empty program matches every program. No decision is not an error.
+func (s *Store) DecisionsByOrder(ctx context.Context, program, orderID string) ([]StoredDecision, error) {
+	var out []StoredDecision
+	collect := func(d StoredDecision) error { out = append(out, d); return nil }
+	var err error
+	if program == "" {
+		err = s.queryDecisions(ctx, collect, "WHERE order_id = ? ORDER BY decided_at DESC, id DESC", orderID)
+	} else {
+		err = s.queryDecisions(ctx, collect, "WHERE program = ? AND order_id = ? ORDER BY decided_at DESC, id DESC", program, orderID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading decisions of order %s: %w", orderID, err)
+	}
+	return out, nil
+}
+
+// WalkChain calls fn for each decision of a program in chain order (chain_seq 1, 2, …),
+// streaming: memory stays flat however long the chain. fn's error stops the walk and is returned.
+func (s *Store) WalkChain(ctx context.Context, program string, fn func(StoredDecision) error) error {
+	if err := s.queryDecisions(ctx, fn, "WHERE program = ? ORDER BY chain_seq", program); err != nil {
+		return fmt.Errorf("walking the decision chain of %s: %w", program, err)
+	}
+	return nil
+}
+
+// ChainHeads returns the head of every program's decision chain, by program.
+func (s *Store) ChainHeads(ctx context.Context) ([]ChainHead, error) {
+	var rows []chainHeadRow
+	if err := s.db.NewSelect().Model(&rows).Order("program").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("reading chain heads: %w", err)
+	}
+	out := make([]ChainHead, len(rows))
+	for i, r := range rows {
+		out[i] = ChainHead{Program: r.Program, ChainSeq: r.ChainSeq, Hash: r.Hash}
+	}
+	return out, nil
+}
+
+// PolicyVersion returns a stored policy version; ErrNotFound when it was never used.
+func (s *Store) PolicyVersion(ctx context.Context, program string, version int) (StoredPolicy, error) {
+	var r policyRow
+	err := s.db.NewSelect().Model(&r).Where("program = ? AND version = ?", program, version).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return StoredPolicy{}, fmt.Errorf("policy %s v%d: %w", program, version, ErrNotFound)
+	}
+	if err != nil {
+		return StoredPolicy{}, fmt.Errorf("reading policy %s v%d: %w", program, version, err)
+	}
+	return StoredPolicy{Program: r.Program, Version: r.Version, Digest: r.Digest, Source: []byte(r.Source), File: r.File,
+		EffectiveFrom: r.EffectiveFrom.UTC(), FirstUsedAt: r.FirstUsedAt.UTC()}, nil
+}
+
+// --- events ---
+
+// Events calls fn for each stored event the filter selects, in placed_at order (then storage
+// order), streaming rows from the database: replaying millions of events keeps memory flat. fn's
+// error stops the walk and is returned. fn must not write to this Store on SQLite while the walk
+// is open only if it needs to see its own writes (it runs outside any transaction).
+func (s *Store) Events(ctx context.Context, f EventFilter, fn func(StoredEvent) error) error {
+	var where []string
+	var args []any
+	if f.Program != "" {
+		where, args = append(where, "program = ?"), append(args, f.Program)
+	}
+	if !f.From.IsZero() {
+		where, args = append(where, "placed_at >= ?"), append(args, f.From.UTC())
+	}
+	if !f.To.IsZero() {
+		where, args = append(where, "placed_at < ?"), append(args, f.To.UTC())
+	}
+	if f.Affiliate != "" {
+		where, args = append(where, "affiliate_id = ?"), append(args, f.Affiliate)
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = "WHERE " + strings.Join(where, " AND ")
+	}
+	const cols = "id, event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at"
+	query := "SELECT " + cols + " FROM order_events " + cond + " ORDER BY placed_at, id"
+	if f.LatestPerOrder {
+		query = "SELECT " + cols + " FROM (SELECT " + cols + ", ROW_NUMBER() OVER (PARTITION BY program, order_id " +
+			"ORDER BY stream_seq DESC, id DESC) AS rn FROM order_events " + cond + ") AS e WHERE rn = 1 ORDER BY placed_at, id"
+	}
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("reading events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var e StoredEvent
+		var seq int64
+		if err := rows.Scan(&e.ID, &e.EventID, &e.Program, &e.OrderID, &e.AffiliateID, &e.Subject, &seq, &e.Raw,
+			&e.PlacedAt, &e.ReceivedAt); err != nil {
+			return fmt.Errorf("reading events: %w", err)
+		}
+		e.StreamSeq = uint64(seq)
+		e.PlacedAt, e.ReceivedAt = e.PlacedAt.UTC(), e.ReceivedAt.UTC()
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading events: %w", err)
+	}
+	return nil
+}
+
+// --- reliability checks ---
+
+// CountEventsWithoutDecision counts stored order events that have neither a decision nor a dead
+// letter: after every batch is saved, it must be 0.
+func (s *Store) CountEventsWithoutDecision(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.NewRaw(`SELECT count(*) FROM order_events e
+		WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.event_id = e.event_id)
+		AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.event_id = e.event_id)`).Scan(ctx, &n)
+	if err != nil {
+		return 0, fmt.Errorf("counting events without a decision: %w", err)
+	}
+	return n, nil
+}
+
+// CountDuplicateDecisions counts decisions beyond the first for one order event of one program
+// (under any policy version) or for one (program, order, stream sequence): 0 when each event was
+// decided exactly once.
+func (s *Store) CountDuplicateDecisions(ctx context.Context) (int64, error) {
+	var byEvent, bySeq int64
+	err := s.db.NewRaw(`SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT program, event_id FROM decisions) AS k) FROM decisions`).Scan(ctx, &byEvent)
+	if err != nil {
+		return 0, fmt.Errorf("counting duplicate decisions: %w", err)
+	}
+	err = s.db.NewRaw(`SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT program, order_id, stream_seq FROM decisions WHERE stream_seq > 0) AS k)
+		FROM decisions WHERE stream_seq > 0`).Scan(ctx, &bySeq)
+	if err != nil {
+		return 0, fmt.Errorf("counting duplicate decisions: %w", err)
+	}
+	return max(byEvent, bySeq), nil
+}

@@ -1,0 +1,17 @@
+package store
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+// sqliteBackend makes each database a file in the test's temp dir.
+func sqliteBackend() backend {
+	return backend{
+		fresh: func(t *testing.T) Config {
+			return Config{DSN: "sqlite://" + filepath.Join(t.TempDir(), "commissioner.db")}
+		},
+	}
+}
+
+func TestSQLite(t *testing.T) { runSuite(t, sqliteBackend()) }

@@ -1,0 +1,255 @@
+// Package store persists Commissioner's order events, policy versions, decisions and dead letters
+// with bun, on SQLite (the embedded default, through the pure-Go modernc.org/sqlite driver) or
+// PostgreSQL (through bun's pgdriver). One code path serves both; the few dialect differences
+// (column types, row locks, JSON and exact decimal aggregation) are handled inside.
+//
+// The write side is SaveBatch: one transaction per batch of engine results, idempotent under
+// redelivery (unique keys, ON CONFLICT DO NOTHING), extending a tamper-evident hash chain of
+// decisions per program. The read side serves replay, explain, audit and the demo summary.
+//
+// A *Store is safe for concurrent use by several goroutines, and several processes (several
+// *Store values) may write to one database at once: each program's chain stays one chain.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/driver/pgdriver"
+	"modernc.org/sqlite"
+)
+
+// Config says which database to use. It is the store's part of Commissioner's configuration.
+type Config struct {
+	// DSN is one of:
+	//   - postgres://user:password@host:port/database?sslmode=disable (or postgresql://…):
+	//     PostgreSQL; query parameters other than pgdriver's own (sslmode, application_name,
+	//     timeouts…) are sent as run-time parameters, e.g. search_path=myschema;
+	//   - sqlite:///path/to/file.db (or sqlite://relative/file.db), or a plain file path: SQLite.
+	DSN string
+}
+
+// Kind is the database behind a DSN.
+type Kind string
+
+const (
+	SQLite   Kind = "sqlite"
+	Postgres Kind = "postgres"
+)
+
+// ErrConfig is matched (errors.Is) by every configuration error.
+var ErrConfig = errors.New("invalid store configuration")
+
+// parsed is a validated DSN.
+type parsed struct {
+	kind Kind
+	path string // SQLite file
+	url  string // PostgreSQL URL
+}
+
+func (c Config) parse() (parsed, error) {
+	dsn := strings.TrimSpace(c.DSN)
+	switch {
+	case dsn == "":
+		return parsed{}, fmt.Errorf("%w: store.dsn is empty: give a PostgreSQL URL (postgres://…) or a SQLite file (sqlite:///path/to/file.db)", ErrConfig)
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return parsed{}, fmt.Errorf("%w: store.dsn: %v", ErrConfig, redactErr(err, c.DSN))
+		}
+		if u.Host == "" {
+			return parsed{}, fmt.Errorf("%w: store.dsn %s names no host", ErrConfig, c.String())
+		}
+		return parsed{kind: Postgres, url: dsn}, nil
+	case strings.HasPrefix(dsn, "sqlite://"):
+		return sqlitePath(strings.TrimPrefix(dsn, "sqlite://"), dsn)
+	case strings.Contains(dsn, "://"):
+		scheme, _, _ := strings.Cut(dsn, "://")
+		return parsed{}, fmt.Errorf("%w: store.dsn scheme %q is not supported (postgres://, postgresql://, sqlite://, or a file path)", ErrConfig, scheme)
+	default:
+		return sqlitePath(dsn, dsn)
+	}
+}
+
+func sqlitePath(path, dsn string) (parsed, error) {
+	if path == "" {
+		return parsed{}, fmt.Errorf("%w: store.dsn %q names no SQLite file", ErrConfig, dsn)
+	}
+	if strings.ContainsAny(path, "?#") || path == ":memory:" {
+		return parsed{}, fmt.Errorf("%w: store.dsn %q: a SQLite file path may not contain '?' or '#' and may not be :memory: (decisions must be durable)", ErrConfig, dsn)
+	}
+	return parsed{kind: SQLite, path: path}, nil
+}
+
+// Validate reports whether the DSN names a database this package can open.
+func (c Config) Validate() error {
+	_, err := c.parse()
+	return err
+}
+
+// Kind returns the database kind the DSN names ("" when it is invalid).
+func (c Config) Kind() Kind {
+	p, _ := c.parse()
+	return p.kind
+}
+
+// String returns the DSN with any password masked, for logs and `commissioner config`.
+func (c Config) String() string { return redactDSN(c.DSN) }
+
+func redactDSN(dsn string) string {
+	if !strings.Contains(dsn, "://") || strings.HasPrefix(dsn, "sqlite://") {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		// Unparsable: show only the scheme, never what might be a password.
+		scheme, _, _ := strings.Cut(dsn, "://")
+		return scheme + "://(unparsable, hidden)"
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// redactErr keeps url.Parse errors from quoting the DSN (and its password).
+func redactErr(err error, dsn string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), dsn, redactDSN(dsn)))
+}
+
+// sqliteBusyTimeout is how long a SQLite writer waits for another process's write transaction.
+const sqliteBusyTimeoutMS = 10000
+
+// sqliteDSN builds the modernc.org/sqlite DSN.
+//
+//   - journal_mode=WAL: readers (replay, audit, the API) never block the writer, nor it them.
+//   - synchronous=FULL: the WAL is fsynced at every commit. The pipeline acks a batch as soon as
+//     SaveBatch returns, so a commit must survive a power cut or an OS crash, not only a process
+//     crash (NORMAL would lose the last commits then, and those messages would never be
+//     redelivered). One fsync per batch of ~1 000 orders costs little.
+//   - busy_timeout: a second process's writer waits for the lock rather than failing at once.
+//   - _txlock=immediate: every transaction takes the write lock at BEGIN, so a writer that read
+//     the chain head can never fail to upgrade to a write lock (SQLITE_BUSY_SNAPSHOT) — the write
+//     transaction itself is the lock on the chain.
+func sqliteDSN(path string) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeoutMS))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Set("_txlock", "immediate")
+	return path + "?" + q.Encode()
+}
+
+// Store is the bun persistence layer. Make one with Open; Close it when done.
+type Store struct {
+	db   *bun.DB
+	kind Kind
+	cfg  Config
+
+	// writeMu serialises this process's SQLite write transactions, so they queue in Go rather
+	// than polling SQLite's busy handler. (Other processes still wait through busy_timeout.)
+	// Unused for PostgreSQL, where row locks do the work.
+	writeMu sync.Mutex
+
+	// known caches the policy versions this Store has seen stored: "program\x00version" → digest.
+	// Filled only after a commit, so a rolled-back batch never leaves a version marked as stored.
+	knownMu sync.Mutex
+	known   map[string]string
+	heads   map[string]bool // programs whose chain_heads row exists
+
+	// hookBeforeCommit, when set (tests), runs at the end of SaveBatch's transaction.
+	hookBeforeCommit func(ctx context.Context) error
+}
+
+// Open connects to the database the config names, checks that it answers, and migrates the
+// schema to the latest version (Migrate). A failed Open closes what it opened.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	p, err := cfg.parse()
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{kind: p.kind, cfg: cfg, known: map[string]string{}, heads: map[string]bool{}}
+	switch p.kind {
+	case SQLite:
+		if dir := filepath.Dir(p.path); dir != "" {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, fmt.Errorf("opening store %s: %w", cfg, err)
+			}
+		}
+		sqldb, err := sql.Open("sqlite", sqliteDSN(p.path))
+		if err != nil {
+			return nil, fmt.Errorf("opening store %s: %w", cfg, err)
+		}
+		// A few connections: one writer at a time (the write lock), readers beside it (WAL).
+		sqldb.SetMaxOpenConns(4)
+		sqldb.SetMaxIdleConns(4)
+		s.db = bun.NewDB(sqldb, sqlitedialect.New())
+	case Postgres:
+		sqldb := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(p.url)))
+		sqldb.SetMaxOpenConns(8)
+		sqldb.SetMaxIdleConns(8)
+		s.db = bun.NewDB(sqldb, pgdialect.New())
+	}
+	if err := s.db.PingContext(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("opening store %s: %w", cfg, err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("opening store %s: %w", cfg, err)
+	}
+	return s, nil
+}
+
+// Kind returns the database kind.
+func (s *Store) Kind() Kind { return s.kind }
+
+// String names the store with its password masked.
+func (s *Store) String() string { return string(s.kind) + " " + s.cfg.String() }
+
+// DB returns the underlying bun database, for tests and one-off tools. Writing through it
+// bypasses the hash chain.
+func (s *Store) DB() *bun.DB { return s.db }
+
+// Close closes the database. It waits for queries in flight; calls after Close fail.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("closing store %s: %w", s.cfg, err)
+	}
+	return nil
+}
+
+// init registers the exact decimal aggregate on the "sqlite" driver (SQLite's own SUM goes
+// through float64; commission totals must not). The driver requires registration before any
+// connection opens, hence init rather than Open.
+func init() {
+	sqlite.MustRegisterFunction(decimalSumFunc, &sqlite.FunctionImpl{
+		NArgs:         1,
+		Deterministic: true,
+		MakeAggregate: func(sqlite.FunctionContext) (sqlite.AggregateFunction, error) {
+			return &decimalSum{}, nil
+		},
+	})
+}

@@ -1,0 +1,754 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/apd/v3"
+
+	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/rules"
+)
+
+// backend is one database the conformance suite runs against.
+type backend struct {
+	// fresh makes a new, empty database (dropped when the test ends) and returns its config.
+	// Several Stores may be opened on one config.
+	fresh func(t *testing.T) Config
+	// kill, when set, breaks every connection of the database made by fresh, while a
+	// transaction is open (the database becoming unreachable mid-batch).
+	kill func(t *testing.T, cfg Config)
+}
+
+// openStore opens a Store and closes it when the test ends.
+func openStore(t *testing.T, cfg Config) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", cfg, err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func mustSave(t *testing.T, s *Store, results []engine.Result) Saved {
+	t.Helper()
+	saved, err := s.SaveBatch(context.Background(), results)
+	if err != nil {
+		t.Fatalf("SaveBatch: %v", err)
+	}
+	return saved
+}
+
+func mustStats(t *testing.T, s *Store) Stats {
+	t.Helper()
+	st, err := s.Stats(context.Background())
+	if err != nil {
+		t.Fatalf("Stats: %v", err)
+	}
+	return st
+}
+
+// runSuite is the store conformance suite: every database the store supports must pass it.
+func runSuite(t *testing.T, b backend) {
+	ctx := context.Background()
+
+	t.Run("saves decisions, events and dead letters", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		results := genBatch(t, batchSpec{prefix: "a", orders: 300, invalid: 5, unknownProgram: 3, noPolicy: 2, seed: 1})
+		want := expected(results)
+		if want.qualified == 0 || want.qualified == want.decisions {
+			t.Fatalf("the generated batch has %d qualified of %d decisions: want a mix", want.qualified, want.decisions)
+		}
+		got := mustSave(t, s, results)
+		if got != (Saved{Events: want.events, Decisions: want.decisions, DeadLetters: want.dead}) {
+			t.Errorf("SaveBatch = %+v, want %+v", got, Saved{Events: want.events, Decisions: want.decisions, DeadLetters: want.dead})
+		}
+		st := mustStats(t, s)
+		if st.Events != int64(want.events) || st.Decisions != int64(want.decisions) || st.Qualified != int64(want.qualified) || st.DeadLetters != int64(want.dead) {
+			t.Errorf("Stats = events %d, decisions %d, qualified %d, dead %d; want %d, %d, %d, %d",
+				st.Events, st.Decisions, st.Qualified, st.DeadLetters, want.events, want.decisions, want.qualified, want.dead)
+		}
+		checkStatsBreakdown(t, st, results)
+
+		// Dead letters carry their kind and reason.
+		var dl []struct {
+			EventID string `bun:"event_id"`
+			Kind    string `bun:"kind"`
+			Reason  string `bun:"reason"`
+			OrderID string `bun:"order_id"`
+			Raw     []byte `bun:"raw"`
+		}
+		if err := s.DB().NewSelect().Table("dead_letters").Column("event_id", "kind", "reason", "order_id", "raw").Scan(ctx, &dl); err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[string]int{}
+		byID := map[string]int{}
+		for i, d := range dl {
+			kinds[d.Kind]++
+			byID[d.EventID] = i
+		}
+		if want := map[string]int{KindInvalid: 5, KindUnknownProgram: 3, KindNoPolicy: 2}; fmt.Sprint(kinds) != fmt.Sprint(want) {
+			t.Errorf("dead letters by kind = %v, want %v", kinds, want)
+		}
+		for _, r := range results {
+			if r.Err == nil {
+				continue
+			}
+			d := dl[byID[r.Event.ID]]
+			if d.Reason != r.Err.Error() || d.OrderID != r.OrderID() || string(d.Raw) != string(r.Event.Raw) {
+				t.Errorf("dead letter %s = reason %q, order %q, raw %q; want %q, %q, %q",
+					r.Event.ID, d.Reason, d.OrderID, d.Raw, r.Err, r.OrderID(), r.Event.Raw)
+			}
+		}
+
+		// Each decision reads back exactly as decided.
+		for _, r := range results {
+			if r.Err != nil {
+				continue
+			}
+			ds, err := s.DecisionsByOrder(ctx, "alibaba", r.Order.OrderID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ds) != 1 {
+				t.Fatalf("DecisionsByOrder(%s) = %d decisions, want 1", r.Order.OrderID, len(ds))
+			}
+			checkDecision(t, ds[0], r)
+			byID, err := s.Decision(ctx, ds[0].ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDecision(t, byID, r)
+		}
+		if _, err := s.Decision(ctx, 1<<40); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Decision(missing) error = %v, want ErrNotFound", err)
+		}
+
+		// The policy version is stored with its exact source.
+		p := seedPolicy(t)
+		sp, err := s.PolicyVersion(ctx, "alibaba", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sp.Digest != p.Digest || string(sp.Source) != string(p.Source) || sp.File != p.File || !sp.EffectiveFrom.Equal(p.EffectiveFrom) || sp.FirstUsedAt.IsZero() {
+			t.Errorf("PolicyVersion = digest %s, file %s, effective %s, first used %s, %d bytes; want %s, %s, %s, set, %d bytes",
+				sp.Digest, sp.File, sp.EffectiveFrom, sp.FirstUsedAt, len(sp.Source), p.Digest, p.File, p.EffectiveFrom, len(p.Source))
+		}
+		if _, err := s.PolicyVersion(ctx, "alibaba", 99); !errors.Is(err, ErrNotFound) {
+			t.Errorf("PolicyVersion(v99) error = %v, want ErrNotFound", err)
+		}
+		if n, err := s.CountEventsWithoutDecision(ctx); err != nil || n != 0 {
+			t.Errorf("CountEventsWithoutDecision = %d, %v; want 0", n, err)
+		}
+		if n, err := s.CountDuplicateDecisions(ctx); err != nil || n != 0 {
+			t.Errorf("CountDuplicateDecisions = %d, %v; want 0", n, err)
+		}
+		verifyChain(t, s, "alibaba", int64(want.decisions))
+	})
+
+	t.Run("a redelivered batch doubles nothing and keeps the chain", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		first := genBatch(t, batchSpec{prefix: "r", orders: 200, invalid: 3, unknownProgram: 1, seed: 2})
+		want := expected(first)
+		mustSave(t, s, first)
+		heads, _ := s.ChainHeads(ctx)
+		before := mustStats(t, s)
+
+		again := mustSave(t, s, first)
+		if again != (Saved{Duplicates: len(first)}) {
+			t.Errorf("saving the batch again = %+v, want %+v", again, Saved{Duplicates: len(first)})
+		}
+		after := mustStats(t, s)
+		if fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("Stats after redelivery = %+v, want %+v", after, before)
+		}
+		heads2, _ := s.ChainHeads(ctx)
+		if fmt.Sprint(heads2) != fmt.Sprint(heads) {
+			t.Errorf("chain heads after redelivery = %v, want %v", heads2, heads)
+		}
+
+		// A batch half redelivered, half new (and one event twice in it) stores only the new.
+		fresh := genBatch(t, batchSpec{prefix: "r2", orders: 100, invalid: 2, seed: 3})
+		mixed := append(append(append([]engine.Result{}, first[:100]...), fresh...), fresh[0])
+		got := mustSave(t, s, mixed)
+		wantFresh := expected(fresh)
+		if got != (Saved{Events: wantFresh.events, Decisions: wantFresh.decisions, DeadLetters: wantFresh.dead, Duplicates: 101}) {
+			t.Errorf("saving a mixed batch = %+v, want %+v", got, Saved{Events: wantFresh.events, Decisions: wantFresh.decisions, DeadLetters: wantFresh.dead, Duplicates: 101})
+		}
+		verifyChain(t, s, "alibaba", int64(want.decisions+wantFresh.decisions))
+		if n, err := s.CountDuplicateDecisions(ctx); err != nil || n != 0 {
+			t.Errorf("CountDuplicateDecisions = %d, %v; want 0", n, err)
+		}
+
+		// An empty batch is fine.
+		if got := mustSave(t, s, nil); got != (Saved{}) {
+			t.Errorf("SaveBatch(nil) = %+v, want zero", got)
+		}
+	})
+
+	t.Run("two writers on one database keep one chain", func(t *testing.T) {
+		cfg := b.fresh(t)
+		s1, s2 := openStore(t, cfg), openStore(t, cfg)
+		// Both writers save the same 6 batches, in opposite orders, plus 3 batches of their own:
+		// every event must be decided once, and the chain must be one chain.
+		var shared, own1, own2 [][]engine.Result
+		for i := range 6 {
+			shared = append(shared, genBatch(t, batchSpec{prefix: "s" + strconv.Itoa(i), orders: 150, invalid: 1, seed: uint64(10 + i)}))
+		}
+		for i := range 3 {
+			own1 = append(own1, genBatch(t, batchSpec{prefix: "x" + strconv.Itoa(i), orders: 150, seed: uint64(20 + i)}))
+			own2 = append(own2, genBatch(t, batchSpec{prefix: "y" + strconv.Itoa(i), orders: 150, seed: uint64(30 + i)}))
+		}
+		run := func(s *Store, batches [][]engine.Result) (Saved, error) {
+			var total Saved
+			for _, bt := range batches {
+				got, err := s.SaveBatch(ctx, bt)
+				if err != nil {
+					return total, err
+				}
+				total.Events += got.Events
+				total.Decisions += got.Decisions
+				total.DeadLetters += got.DeadLetters
+				total.Duplicates += got.Duplicates
+			}
+			return total, nil
+		}
+		var reversed [][]engine.Result
+		for i := len(shared) - 1; i >= 0; i-- {
+			reversed = append(reversed, shared[i])
+		}
+		var wg sync.WaitGroup
+		var got [2]Saved
+		var errs [2]error
+		interleave := func(own, sh [][]engine.Result) [][]engine.Result {
+			var out [][]engine.Result
+			for i := range sh {
+				out = append(out, sh[i])
+				if i < len(own) {
+					out = append(out, own[i])
+				}
+			}
+			return out
+		}
+		wg.Add(2)
+		go func() { defer wg.Done(); got[0], errs[0] = run(s1, interleave(own1, shared)) }()
+		go func() { defer wg.Done(); got[1], errs[1] = run(s2, interleave(own2, reversed)) }()
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("writer %d: %v", i+1, err)
+			}
+		}
+		var want counts
+		for _, bt := range append(append(append([][]engine.Result{}, shared...), own1...), own2...) {
+			c := expected(bt)
+			want.events += c.events
+			want.decisions += c.decisions
+			want.dead += c.dead
+		}
+		if d := got[0].Decisions + got[1].Decisions; d != want.decisions {
+			t.Errorf("the writers stored %d decisions together, want %d", d, want.decisions)
+		}
+		if e := got[0].Events + got[1].Events; e != want.events {
+			t.Errorf("the writers stored %d events together, want %d", e, want.events)
+		}
+		st := mustStats(t, s1)
+		if st.Decisions != int64(want.decisions) || st.Events != int64(want.events) || st.DeadLetters != int64(want.dead) {
+			t.Errorf("Stats = %d decisions, %d events, %d dead; want %d, %d, %d", st.Decisions, st.Events, st.DeadLetters, want.decisions, want.events, want.dead)
+		}
+		if n, err := s1.CountDuplicateDecisions(ctx); err != nil || n != 0 {
+			t.Errorf("CountDuplicateDecisions = %d, %v; want 0", n, err)
+		}
+		if n, err := s1.CountEventsWithoutDecision(ctx); err != nil || n != 0 {
+			t.Errorf("CountEventsWithoutDecision = %d, %v; want 0", n, err)
+		}
+		verifyChain(t, s2, "alibaba", int64(want.decisions))
+	})
+
+	t.Run("a policy file changed under the same version is refused", func(t *testing.T) {
+		cfg := b.fresh(t)
+		s := openStore(t, cfg)
+		p, changed := seedPolicy(t), changedSeedPolicy(t)
+		if err := s.CheckPolicies(ctx, nil); err != nil {
+			t.Fatalf("CheckPolicies(none): %v", err)
+		}
+		if err := s.CheckPolicies(ctx, seedEngine(t).Policies().All()); err != nil {
+			t.Errorf("CheckPolicies before any use: %v", err)
+		}
+		if err := s.CheckPolicies(ctx, []*rules.Policy{changed}); err != nil {
+			t.Errorf("CheckPolicies(changed) before the version was used: %v (an unused version may change)", err)
+		}
+		mustSave(t, s, genBatch(t, batchSpec{prefix: "p", orders: 10, seed: 4}))
+		if err := s.CheckPolicies(ctx, seedEngine(t).Policies().All()); err != nil {
+			t.Errorf("CheckPolicies(same files): %v", err)
+		}
+		err := s.CheckPolicies(ctx, []*rules.Policy{changed})
+		if !errors.Is(err, ErrPolicyChanged) {
+			t.Fatalf("CheckPolicies(changed) = %v, want ErrPolicyChanged", err)
+		}
+		for _, want := range []string{p.File, "alibaba", "version 1", p.Digest, changed.Digest, "bump the version"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("CheckPolicies error %q does not say %q", err, want)
+			}
+		}
+		var pc *PolicyChangedError
+		if !errors.As(err, &pc) || pc.StoredDigest != p.Digest || pc.CurrentDigest != changed.Digest {
+			t.Errorf("CheckPolicies error = %#v, want a *PolicyChangedError with both digests", err)
+		}
+
+		// Decisions made with the changed file are refused too, by a Store that has not seen the
+		// version yet (another process) and by one that has.
+		e := engine.New(mustSetOf(t, changed))
+		ev := event("changed-1", 1000, genOrder(randFor(5), "changed-1").JSON())
+		results := e.DecideEvents(ctx, []engine.Event{ev}, nil)
+		if results[0].Err != nil {
+			t.Fatal(results[0].Err)
+		}
+		for name, st := range map[string]*Store{"the same store": s, "another store": openStore(t, cfg)} {
+			_, err := st.SaveBatch(ctx, results)
+			if !errors.Is(err, ErrPolicyChanged) {
+				t.Errorf("%s: SaveBatch with the changed policy = %v, want ErrPolicyChanged", name, err)
+			}
+		}
+		if st := mustStats(t, s); st.Decisions != 10 {
+			t.Errorf("after refused batches, %d decisions stored, want 10", st.Decisions)
+		}
+	})
+
+	t.Run("totals and decimals are exact", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		r := randFor(6)
+		var events []engine.Event
+		add := func(o orderSpec) {
+			events = append(events, event("big-"+o.ID, uint64(len(events)+1), o.JSON()))
+		}
+		// Amounts whose commissions sum far beyond float64's 15–17 significant digits.
+		for i, amount := range []string{"12345678901234567.89", "98765432109876543.21", "55555555555555555.55", "123.45", "33333333333333333.33"} {
+			o := genOrder(r, "big"+strconv.Itoa(i))
+			o.Status, o.Traffic, o.Category, o.Refunded = "completed", "US", "books", ""
+			o.Country, o.Currency, o.Amount, o.New = "US", "USD", amount, true // 10%
+			o.ClickAt = o.PlacedAt.Add(-time.Hour)
+			add(o)
+		}
+		// Currencies with 0 and 3 minor units, and rounding ties.
+		for i, c := range []struct{ country, currency, amount string }{{"JP", "JPY", "12345"}, {"ZA", "ZAR", "1000.10"}, {"GB", "GBP", "123.45"}} {
+			o := genOrder(r, "cur"+strconv.Itoa(i))
+			o.Status, o.Traffic, o.Category, o.Refunded = "completed", c.country, "books", ""
+			o.Country, o.Currency, o.Amount = c.country, c.currency, c.amount
+			o.ClickAt = o.PlacedAt.Add(-time.Hour)
+			add(o)
+		}
+		o := genOrder(r, "bhd")
+		o.Status, o.Traffic, o.Category, o.Refunded, o.Country, o.Currency, o.Amount = "completed", "BR", "books", "", "BR", "BHD", "1.234"
+		o.ClickAt = o.PlacedAt.Add(-time.Hour)
+		add(o)
+		results := decide(t, events)
+		want := map[string]*apd.Decimal{}
+		for _, res := range results {
+			if res.Err != nil || !res.Decision.Qualified {
+				t.Fatalf("order %s: %v (qualified %v): the test needs every order to qualify", res.Event.ID, res.Err, res.Decision != nil && res.Decision.Qualified)
+			}
+			d := res.Decision
+			if want[d.Currency.Code] == nil {
+				want[d.Currency.Code] = new(apd.Decimal)
+			}
+			if _, err := exactSum.Add(want[d.Currency.Code], want[d.Currency.Code], &d.Commission); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustSave(t, s, results)
+		st := mustStats(t, s)
+		if got, w := st.Commission["USD"], "19999999990000012.35"; got != w || want["USD"].Text('f') != w {
+			t.Errorf("USD total = %s (engine sum %s), want %s", got, want["USD"].Text('f'), w)
+		}
+		if f, _ := strconv.ParseFloat(st.Commission["USD"], 64); strconv.FormatFloat(f, 'f', 2, 64) == st.Commission["USD"] {
+			t.Errorf("USD total %s survives float64: the case does not test exactness", st.Commission["USD"])
+		}
+		for cur, w := range want {
+			if st.Commission[cur] != w.Text('f') {
+				t.Errorf("%s total = %q, want %q", cur, st.Commission[cur], w.Text('f'))
+			}
+		}
+		if len(st.Commission) != len(want) {
+			t.Errorf("Stats.Commission = %v, want %d currencies", st.Commission, len(want))
+		}
+		for _, res := range results {
+			ds, err := s.DecisionsByOrder(ctx, "", res.Order.OrderID)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("DecisionsByOrder(%s) = %d, %v", res.Order.OrderID, len(ds), err)
+			}
+			checkDecision(t, ds[0], res)
+		}
+	})
+
+	t.Run("a failure mid-batch writes nothing", func(t *testing.T) {
+		cfg := b.fresh(t)
+		s := openStore(t, cfg)
+		base := genBatch(t, batchSpec{prefix: "f0", orders: 50, seed: 8})
+		mustSave(t, s, base)
+		before := mustStats(t, s)
+		heads, _ := s.ChainHeads(ctx)
+		batch := genBatch(t, batchSpec{prefix: "f1", orders: 200, invalid: 2, seed: 9})
+
+		// unchanged looks through a new Store: s's own pool may hold connections that died.
+		unchanged := func(what string) {
+			t.Helper()
+			observer := openStore(t, cfg)
+			if after := mustStats(t, observer); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Errorf("after %s: Stats = %+v, want unchanged %+v", what, after, before)
+			}
+			if h, _ := observer.ChainHeads(ctx); fmt.Sprint(h) != fmt.Sprint(heads) {
+				t.Errorf("after %s: chain heads = %v, want unchanged %v", what, h, heads)
+			}
+		}
+
+		// The context is cancelled with the transaction open.
+		cctx, cancel := context.WithCancel(ctx)
+		s.hookBeforeCommit = func(context.Context) error { cancel(); return nil }
+		if _, err := s.SaveBatch(cctx, batch); !errors.Is(err, context.Canceled) {
+			t.Errorf("SaveBatch with the context cancelled mid-batch = %v, want context.Canceled", err)
+		}
+		s.hookBeforeCommit = nil
+		unchanged("a cancelled batch")
+
+		// The database goes away with the transaction open.
+		if b.kill != nil {
+			s.hookBeforeCommit = func(context.Context) error { b.kill(t, cfg); return nil }
+			if _, err := s.SaveBatch(ctx, batch); err == nil {
+				t.Errorf("SaveBatch with the connection killed mid-batch succeeded, want an error")
+			}
+			s.hookBeforeCommit = nil
+			unchanged("a batch whose connection died")
+		}
+
+		// A batch whose policy version is new dies mid-way: the version must not be taken as
+		// stored (the retry must store it).
+		fresh := openStore(t, b.fresh(t))
+		fresh.hookBeforeCommit = func(context.Context) error { return errors.New("injected failure") }
+		if _, err := fresh.SaveBatch(ctx, batch); err == nil || !strings.Contains(err.Error(), "injected failure") {
+			t.Errorf("SaveBatch with an injected failure = %v, want it", err)
+		}
+		fresh.hookBeforeCommit = nil
+		mustSave(t, fresh, batch)
+		if _, err := fresh.PolicyVersion(ctx, "alibaba", 1); err != nil {
+			t.Errorf("after the retry, PolicyVersion: %v", err)
+		}
+
+		// The retry after the failures stores everything, once. As the pipeline does, it retries
+		// while connections that died with the server fail one by one (at most the pool's size).
+		want := expected(batch)
+		var got Saved
+		var err error
+		for range 10 {
+			if got, err = s.SaveBatch(ctx, batch); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("retrying SaveBatch: %v", err)
+		}
+		if got != (Saved{Events: want.events, Decisions: want.decisions, DeadLetters: want.dead}) {
+			t.Errorf("the retry = %+v, want %+v", got, Saved{Events: want.events, Decisions: want.decisions, DeadLetters: want.dead})
+		}
+		verifyChain(t, s, "alibaba", before.Decisions+int64(want.decisions))
+
+		// A closed store refuses.
+		closed, err := Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := closed.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := closed.SaveBatch(ctx, genBatch(t, batchSpec{prefix: "f2", orders: 5, seed: 10})); err == nil {
+			t.Errorf("SaveBatch on a closed store succeeded, want an error")
+		}
+	})
+
+	t.Run("events stream in placed_at order with filters", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		results := genBatch(t, batchSpec{prefix: "e", orders: 300, seed: 11})
+		// A lifecycle: the same order again, later in the stream, now refunded.
+		first := results[0].Order
+		again := genOrder(randFor(12), first.OrderID)
+		again.PlacedAt, again.Affiliate, again.Status, again.Refunded = first.PlacedAt, first.AffiliateID, "refunded", again.Amount
+		results = append(results, decide(t, []engine.Event{event("e-again", 5000, again.JSON())})...)
+		mustSave(t, s, results)
+
+		collect := func(f EventFilter) []StoredEvent {
+			t.Helper()
+			var out []StoredEvent
+			if err := s.Events(ctx, f, func(e StoredEvent) error { out = append(out, e); return nil }); err != nil {
+				t.Fatalf("Events(%+v): %v", f, err)
+			}
+			return out
+		}
+		all := collect(EventFilter{})
+		if len(all) != len(results) {
+			t.Fatalf("Events() = %d events, want %d", len(all), len(results))
+		}
+		for i := 1; i < len(all); i++ {
+			if all[i].PlacedAt.Before(all[i-1].PlacedAt) {
+				t.Fatalf("Events() not in placed_at order at %d: %s after %s", i, all[i].PlacedAt, all[i-1].PlacedAt)
+			}
+		}
+		byID := map[string]engine.Result{}
+		for _, r := range results {
+			byID[r.Event.ID] = r
+		}
+		for _, e := range all {
+			r := byID[e.EventID]
+			if string(e.Raw) != string(r.Event.Raw) || e.OrderID != r.Order.OrderID || e.Program != "alibaba" ||
+				e.StreamSeq != r.Event.StreamSeq || !e.PlacedAt.Equal(r.Order.PlacedAt) || !e.ReceivedAt.Equal(r.Event.ReceivedAt) ||
+				e.AffiliateID != r.Order.AffiliateID || e.Subject != r.Event.Subject {
+				t.Fatalf("stored event %+v does not match %+v", e, r.Event)
+			}
+		}
+		latest := collect(EventFilter{LatestPerOrder: true})
+		if len(latest) != len(results)-1 {
+			t.Errorf("Events(LatestPerOrder) = %d, want %d", len(latest), len(results)-1)
+		}
+		for _, e := range latest {
+			if e.OrderID == first.OrderID && e.EventID != "e-again" {
+				t.Errorf("Events(LatestPerOrder) kept %s for order %s, want e-again", e.EventID, first.OrderID)
+			}
+		}
+		from, to := time.Date(2025, 3, 10, 0, 0, 0, 0, time.UTC), time.Date(2025, 3, 20, 0, 0, 0, 0, time.UTC)
+		aff := results[1].Order.AffiliateID
+		var wantRange, wantAff int
+		for _, r := range results {
+			if !r.Order.PlacedAt.Before(from) && r.Order.PlacedAt.Before(to) {
+				wantRange++
+			}
+			if r.Order.AffiliateID == aff {
+				wantAff++
+			}
+		}
+		if got := collect(EventFilter{Program: "alibaba", From: from, To: to}); len(got) != wantRange || wantRange == 0 {
+			t.Errorf("Events(from, to) = %d, want %d", len(got), wantRange)
+		}
+		if got := collect(EventFilter{Affiliate: aff}); len(got) != wantAff {
+			t.Errorf("Events(affiliate %s) = %d, want %d", aff, len(got), wantAff)
+		}
+		if got := collect(EventFilter{Program: "other"}); len(got) != 0 {
+			t.Errorf("Events(program other) = %d, want 0", len(got))
+		}
+		stop := errors.New("stop")
+		n := 0
+		if err := s.Events(ctx, EventFilter{}, func(StoredEvent) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+			t.Errorf("Events with fn failing = %v after %d calls, want stop after 1", err, n)
+		}
+		ds, err := s.DecisionsByOrder(ctx, "alibaba", first.OrderID)
+		if err != nil || len(ds) != 2 || ds[0].EventID != "e-again" {
+			t.Errorf("DecisionsByOrder(lifecycle) = %d decisions (first %v), %v; want 2, newest e-again first", len(ds), firstEventID(ds), err)
+		}
+	})
+
+	t.Run("audit catches an edited row", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		results := genBatch(t, batchSpec{prefix: "t", orders: 40, seed: 13})
+		mustSave(t, s, results)
+		verifyChain(t, s, "alibaba", 40)
+		// Edit a decision's commission behind the store's back, then put it back and delete a row.
+		var original string
+		if err := s.DB().NewRaw("SELECT commission FROM decisions WHERE chain_seq = 7").Scan(ctx, &original); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.DB().NewRaw("UPDATE decisions SET commission = ? WHERE chain_seq = 7", "999999.99").Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkChain(t, s, "alibaba", 40); err == nil || !strings.Contains(err.Error(), "chain_seq 7") {
+			t.Errorf("verifying after editing decision 7 = %v, want it named", err)
+		}
+		if _, err := s.DB().NewRaw("UPDATE decisions SET commission = ? WHERE chain_seq = 7", original).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.DB().NewRaw("DELETE FROM decisions WHERE chain_seq = 12").Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkChain(t, s, "alibaba", 40); err == nil || !strings.Contains(err.Error(), "chain_seq 13") {
+			t.Errorf("verifying after deleting decision 12 = %v, want chain_seq 13 named", err)
+		}
+	})
+}
+
+func firstEventID(ds []StoredDecision) string {
+	if len(ds) == 0 {
+		return ""
+	}
+	return ds[0].EventID
+}
+
+// checkDecision compares a stored decision with the engine's.
+func checkDecision(t *testing.T, got StoredDecision, r engine.Result) {
+	t.Helper()
+	d := r.Decision
+	failed := d.FailedRules
+	if failed == nil {
+		failed = []string{}
+	}
+	gotFailed := got.FailedRules
+	if gotFailed == nil {
+		gotFailed = []string{}
+	}
+	type view struct {
+		EventID, OrderID, Program, Affiliate, Digest, RateRule, Rate, Base, Commission, Flat, Currency, Rounding, Env string
+		Version                                                                                                       int
+		Qualified, HasFlat                                                                                            bool
+		Failed                                                                                                        string
+		StreamSeq                                                                                                     uint64
+	}
+	flat := ""
+	if d.HasFlat() {
+		flat = d.Flat.Text('f')
+	}
+	gotFlat := ""
+	if got.HasFlat {
+		gotFlat = got.Flat.Text('f')
+	}
+	g := view{got.EventID, got.OrderID, got.Program, got.AffiliateID, got.PolicyDigest, got.RateRule, got.Rate.Text('f'),
+		got.Base.Text('f'), got.Commission.Text('f'), gotFlat, got.Currency, got.Rounding, got.Env, got.PolicyVersion,
+		got.Qualified, got.HasFlat, fmt.Sprint(gotFailed), got.StreamSeq}
+	w := view{r.Event.ID, d.OrderID, d.Program, d.AffiliateID, d.PolicyDigest, d.RateRule, d.Rate.Text('f'),
+		d.Base.Text('f'), d.Commission.Text('f'), flat, d.Currency.Code, string(d.Rounding), d.Env, d.PolicyVersion,
+		d.Qualified, d.HasFlat(), fmt.Sprint(failed), r.Event.StreamSeq}
+	if g != w {
+		t.Errorf("stored decision of %s:\n got %+v\nwant %+v", r.Event.ID, g, w)
+	}
+	if len(got.Trace) != len(d.Policy.Qualify)+len(d.Policy.Rates) {
+		t.Errorf("stored trace of %s has %d entries, want %d", r.Event.ID, len(got.Trace), len(d.Policy.Qualify)+len(d.Policy.Rates))
+	}
+	for _, o := range d.Trace {
+		i := o.Index
+		if o.Stage == engine.StageRate {
+			i += len(d.Policy.Qualify)
+		}
+		te := got.Trace[i]
+		want := map[bool]string{true: "pass", false: "fail"}[o.Result]
+		if o.Stage == engine.StageRate {
+			want = map[bool]string{true: "match", false: "no_match"}[o.Result]
+		}
+		if te.Stage != o.Stage.String() || te.Rule != d.RuleID(o) || te.Outcome != want {
+			t.Errorf("stored trace of %s [%d] = %+v, want {%s %s %s}", r.Event.ID, i, te, o.Stage, d.RuleID(o), want)
+		}
+	}
+}
+
+// checkStatsBreakdown compares Stats' per-rule counts and totals with the results.
+func checkStatsBreakdown(t *testing.T, st Stats, results []engine.Result) {
+	t.Helper()
+	byRate, byFailed := map[string]int64{}, map[string]int64{}
+	totals := map[string]*apd.Decimal{}
+	for _, r := range results {
+		if r.Err != nil {
+			continue
+		}
+		d := r.Decision
+		if d.Qualified {
+			byRate[d.RateRule]++
+			if totals[d.Currency.Code] == nil {
+				totals[d.Currency.Code] = new(apd.Decimal)
+			}
+			exactSum.Add(totals[d.Currency.Code], totals[d.Currency.Code], &d.Commission)
+		}
+		for _, f := range d.FailedRules {
+			byFailed[f]++
+		}
+	}
+	if fmt.Sprint(st.ByRateRule) != fmt.Sprint(byRate) {
+		t.Errorf("Stats.ByRateRule = %v, want %v", st.ByRateRule, byRate)
+	}
+	if fmt.Sprint(st.ByFailedRule) != fmt.Sprint(byFailed) {
+		t.Errorf("Stats.ByFailedRule = %v, want %v", st.ByFailedRule, byFailed)
+	}
+	want := map[string]string{}
+	for c, d := range totals {
+		want[c] = d.Text('f')
+	}
+	if fmt.Sprint(st.Commission) != fmt.Sprint(want) {
+		t.Errorf("Stats.Commission = %v, want %v", st.Commission, want)
+	}
+}
+
+// verifyChain fails the test unless checkChain passes.
+func verifyChain(t *testing.T, s *Store, program string, wantLen int64) {
+	t.Helper()
+	if err := checkChain(t, s, program, wantLen); err != nil {
+		t.Errorf("verifying the chain of %s: %v", program, err)
+	}
+}
+
+// checkChain verifies a program's chain the way audit verify does: each stored event is decided
+// again with the recorded policy version, its canonical bytes are rebuilt, and the hashes are
+// recomputed link by link; the stored columns must equal the re-decided decision's.
+func checkChain(t *testing.T, s *Store, program string, wantLen int64) error {
+	t.Helper()
+	ctx := context.Background()
+	raw := map[string][]byte{}
+	if err := s.Events(ctx, EventFilter{Program: program}, func(e StoredEvent) error { raw[e.EventID] = e.Raw; return nil }); err != nil {
+		return err
+	}
+	set := seedEngine(t).Policies()
+	e := seedEngine(t)
+	prev, seq := GenesisHash, int64(0)
+	err := s.WalkChain(ctx, program, func(d StoredDecision) error {
+		seq++
+		if d.ChainSeq != seq || d.PrevHash != prev {
+			return fmt.Errorf("chain_seq %d: links to seq %d after %d / prev %s, want prev %s", d.ChainSeq, d.ChainSeq, seq-1, d.PrevHash, prev)
+		}
+		p, err := set.Version(program, d.PolicyVersion)
+		if err != nil {
+			return err
+		}
+		if p.Digest != d.PolicyDigest {
+			return fmt.Errorf("chain_seq %d: policy digest %s, want %s", d.ChainSeq, d.PolicyDigest, p.Digest)
+		}
+		o, err := engine.DecodeOrder(raw[d.EventID])
+		if err != nil {
+			return fmt.Errorf("chain_seq %d: %w", d.ChainSeq, err)
+		}
+		again, err := e.DecideWith(ctx, p, o)
+		if err != nil {
+			return fmt.Errorf("chain_seq %d: %w", d.ChainSeq, err)
+		}
+		hash, err := ChainHash(prev, CanonicalBytes(d.EventID, d.StreamSeq, again))
+		if err != nil {
+			return err
+		}
+		if hash != d.Hash {
+			return fmt.Errorf("chain_seq %d: hash %s, recomputed %s", d.ChainSeq, d.Hash, hash)
+		}
+		if d.Commission.Text('f') != again.Commission.Text('f') || d.Qualified != again.Qualified || d.RateRule != again.RateRule {
+			return fmt.Errorf("chain_seq %d: stored commission %s, re-decided %s", d.ChainSeq, d.Commission.Text('f'), again.Commission.Text('f'))
+		}
+		prev = d.Hash
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if seq != wantLen {
+		return fmt.Errorf("the chain has %d decisions, want %d", seq, wantLen)
+	}
+	heads, err := s.ChainHeads(ctx)
+	if err != nil {
+		return err
+	}
+	for _, h := range heads {
+		if h.Program == program && (h.ChainSeq != seq || h.Hash != prev) {
+			return fmt.Errorf("chain head = %d %s, want %d %s", h.ChainSeq, h.Hash, seq, prev)
+		}
+	}
+	return nil
+}
