@@ -297,7 +297,7 @@ func Compile(file string, source []byte) (*Policy, Problems) {
 		}
 		if v, ok := scalarOf(ps, m, "expr", r.ID, true); ok {
 			r.Expr = v.Value
-			r.compiled = compileExpr(ps, env, sizes, v, r.ID)
+			r.compiled = compileExpr(ps, env, sizes, source, v, r.ID)
 		}
 		p.Qualify = append(p.Qualify, r)
 	}
@@ -321,7 +321,7 @@ func Compile(file string, source []byte) (*Policy, Problems) {
 		}
 		if v, ok := scalarOf(ps, m, "when", r.ID, true); ok {
 			r.When = v.Value
-			r.compiled = compileExpr(ps, env, sizes, v, r.ID)
+			r.compiled = compileExpr(ps, env, sizes, source, v, r.ID)
 		}
 		if v, ok := scalarOf(ps, m, "rate", r.ID, false); ok {
 			r.Rate = parsePercent(ps, v, r.ID)
@@ -351,11 +351,11 @@ func Compile(file string, source []byte) (*Policy, Problems) {
 
 // compileExpr type-checks a rule expression against the order schema and the policy's constants,
 // checks that it is boolean and that its estimated cost is bounded, and plans it.
-func compileExpr(ps *problems, env *cel.Env, sizes sizeEstimator, v Scalar, id string) compiled {
+func compileExpr(ps *problems, env *cel.Env, sizes sizeEstimator, source []byte, v Scalar, id string) compiled {
 	ast, iss := env.Compile(v.Value)
 	if iss.Err() != nil {
 		for _, e := range iss.Errors() {
-			line, col := exprPosition(v, e.Location.Line(), e.Location.Column())
+			line, col := exprPosition(source, v, e.Location.Line(), e.Location.Column())
 			msg := e.Message
 			if strings.Contains(msg, "(commissioner.Decimal, int)") && strings.Contains(msg, "_==_") {
 				msg += ": amounts are exact decimals, compare with decimal(0) or decimal(\"12.50\")"
@@ -396,15 +396,6 @@ func stringLiterals(ast *cel.Ast) []string {
 		}
 	}))
 	return out
-}
-
-// exprPosition maps a position inside a rule's expression to the file position. A plain or quoted
-// scalar starts at v's column; a block scalar (| or >) starts on the next line.
-func exprPosition(v Scalar, line, col int) (int, int) {
-	if line <= 1 && v.Tag != "" {
-		return v.Line, v.Column + col
-	}
-	return v.Line + line - 1, col + 1
 }
 
 // referencedNames lists the schema names an expression reads, in schema order.

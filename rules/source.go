@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
@@ -225,4 +226,89 @@ func toJSON(buf *bytes.Buffer, v any) error {
 		return fmt.Errorf("unsupported value %T", v)
 	}
 	return nil
+}
+
+// exprPosition maps a position inside a rule's expression (CEL's 1-based line and 0-based column,
+// in characters) to the file position of that character. The expression is v's value; source is
+// the file. A plain scalar starts at v's column, a quoted one just after its quote, and a block
+// scalar (| or >) on the next line, indented. Folding (of > and of multi-line plain or quoted
+// scalars) turns line breaks into spaces, so the value's characters are matched to the source
+// lines one line at a time. Escapes in double-quoted scalars are not undone: a position after
+// one may be off by the escape's length.
+func exprPosition(source []byte, v Scalar, line, col int) (int, int) {
+	// the byte offset of the character within the value
+	off := 0
+	for l := 1; l < line; l++ {
+		i := strings.IndexByte(v.Value[off:], '\n')
+		if i < 0 {
+			break
+		}
+		off += i + 1
+	}
+	for ; col > 0 && off < len(v.Value) && v.Value[off] != '\n'; col-- {
+		_, n := utf8.DecodeRuneInString(v.Value[off:])
+		off += n
+	}
+
+	lines := strings.Split(string(source), "\n")
+	first := v.Line - 1
+	if first < 0 || first >= len(lines) || v.Column < 1 {
+		return v.Line, v.Column
+	}
+	start := byteIndex(lines[first], v.Column-1) // the scalar's first character
+	if start >= len(lines[first]) {
+		return v.Line, v.Column
+	}
+	var segLine, segStart int // where the text of each source line starts
+	switch lines[first][start] {
+	case '|', '>':
+		first, start = first+1, -1
+	case '"', '\'':
+		start++
+	}
+	pos := 0 // how much of the value the source lines so far account for
+	lastLine, lastCol := v.Line, v.Column
+	for li := first; li < len(lines) && pos <= len(v.Value); li++ {
+		text := lines[li]
+		segLine, segStart = li, 0
+		if li == v.Line-1 && start >= 0 {
+			segStart = start
+		}
+		text = text[segStart:]
+		trimmed := strings.TrimLeft(text, " \t")
+		segStart += len(text) - len(trimmed)
+		text = strings.TrimRight(trimmed, "\r")
+		if text == "" {
+			continue
+		}
+		for pos < len(v.Value) && v.Value[pos] != text[0] && (v.Value[pos] == ' ' || v.Value[pos] == '\n' || v.Value[pos] == '\t') {
+			pos++
+		}
+		n := 0
+		for n < len(text) && pos+n < len(v.Value) && text[n] == v.Value[pos+n] {
+			n++
+		}
+		if off < pos+n {
+			if off < pos {
+				return lastLine, lastCol
+			}
+			return segLine + 1, utf8.RuneCountInString(lines[segLine][:segStart+off-pos]) + 1
+		}
+		pos += n
+		lastLine, lastCol = segLine+1, utf8.RuneCountInString(lines[segLine][:segStart+n])+1
+		if pos >= len(v.Value) {
+			break
+		}
+	}
+	return lastLine, lastCol
+}
+
+// byteIndex returns the byte index of the n-th character of s (len(s) when s is shorter).
+func byteIndex(s string, n int) int {
+	i := 0
+	for ; n > 0 && i < len(s); n-- {
+		_, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+	}
+	return i
 }
