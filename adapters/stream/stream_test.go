@@ -84,7 +84,7 @@ func TestPublisherMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name, raw          string
+		name, raw         string
 		subject, idPrefix string
 	}{
 		{"plain", `{"order_id":"o-1","program":"alibaba","amount":"1"}`, "orders.alibaba", "alibaba:o-1:"},
@@ -204,7 +204,9 @@ func TestPublishConsumeEachEventOnce(t *testing.T) {
 	snk.mu.Lock()
 	defer snk.mu.Unlock()
 	for _, line := range lines {
-		var o struct{ OrderID string `json:"order_id"` }
+		var o struct {
+			OrderID string `json:"order_id"`
+		}
 		if err := json.Unmarshal(line, &o); err != nil {
 			t.Fatal(err)
 		}
