@@ -8,13 +8,16 @@ import (
 	"cel.dev/cel-go/common/operators"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/common/types/traits"
 	"github.com/cockroachdb/apd/v3"
 )
 
 // DecimalType is the CEL type of exact decimal amounts (order amounts, refunded amounts and
 // decimal constants). Rules compare decimals with <, <=, >, >= against other decimals or ints,
 // test equality against another decimal (decimal(0), decimal("12.50")), and never see a float.
-var DecimalType = cel.OpaqueType("commissioner.Decimal")
+// It carries the Comparer trait: the standard ordering operators dispatch on it at runtime (an
+// opaque type has no traits of its own, and <, <=, >, >= on decimals failed with "no such overload").
+var DecimalType = cel.OpaqueType("commissioner.Decimal").WithTraits(traits.ComparerType)
 
 // Decimal is the CEL value of an exact decimal. It wraps an apd.Decimal, which it never mutates.
 type Decimal struct{ D *apd.Decimal }

@@ -70,9 +70,9 @@ var schema = []variable{
 	{"order.status", cel.StringType, `"pending", "completed", "cancelled" or "refunded"`, func(v *Vars) ref.Val { return types.String(v.Status) }},
 	{"order.placed_at", cel.TimestampType, "when the order was placed", func(v *Vars) ref.Val { return types.Timestamp{Time: v.PlacedAt} }},
 	{"order.has_completed_at", cel.BoolType, "whether completed_at was given", func(v *Vars) ref.Val { return types.Bool(v.HasCompletedAt) }},
-	{"order.completed_at", cel.TimestampType, "when the order completed (1970-01-01 when absent)", func(v *Vars) ref.Val { return types.Timestamp{Time: v.CompletedAt} }},
+	{"order.completed_at", cel.TimestampType, "when the order completed (1970-01-01 when absent)", func(v *Vars) ref.Val { return timestampOr1970(v.HasCompletedAt, v.CompletedAt) }},
 	{"order.has_click", cel.BoolType, "whether an affiliate click referred the buyer", func(v *Vars) ref.Val { return types.Bool(v.HasClick) }},
-	{"order.click_at", cel.TimestampType, "when the referring click happened (1970-01-01 when absent)", func(v *Vars) ref.Val { return types.Timestamp{Time: v.ClickAt} }},
+	{"order.click_at", cel.TimestampType, "when the referring click happened (1970-01-01 when absent)", func(v *Vars) ref.Val { return timestampOr1970(v.HasClick, v.ClickAt) }},
 	{"order.buyer.id", cel.StringType, "the buyer", func(v *Vars) ref.Val { return types.String(v.BuyerID) }},
 	{"order.buyer.country", cel.StringType, "the buyer's country, ISO 3166-1 alpha-2", func(v *Vars) ref.Val { return types.String(v.BuyerCountry) }},
 	{"order.buyer.new", cel.BoolType, "whether this is the buyer's first paid order", func(v *Vars) ref.Val { return types.Bool(v.BuyerNew) }},
@@ -81,6 +81,15 @@ var schema = []variable{
 	{"order.amount", DecimalType, "the order amount (exact decimal)", func(v *Vars) ref.Val { return Decimal{D: v.Amount} }},
 	{"order.refunded_amount", DecimalType, "the amount refunded so far (exact decimal)", func(v *Vars) ref.Val { return Decimal{D: v.RefundedAmount} }},
 	{"order.items", cel.ListType(itemType), "the order's items: sku, category, quantity", nil},
+}
+
+// timestampOr1970 is an optional timestamp as rules see it: 1970-01-01T00:00:00Z when absent (a
+// zero time.Time, year 1, is too far from any order for a CEL duration: subtracting it fails).
+func timestampOr1970(present bool, t time.Time) ref.Val {
+	if !present {
+		return types.Timestamp{Time: time.Unix(0, 0).UTC()}
+	}
+	return types.Timestamp{Time: t}
 }
 
 var schemaIndex = func() map[string]int {
