@@ -3,7 +3,9 @@ package rules
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -33,6 +35,9 @@ func (positionalYAML) Unmarshal(b []byte) (map[string]any, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) { // no document at all: empty, or only comments
+			return nil, posErr(1, 1, "the policy file is empty")
+		}
 		return nil, yamlError(err)
 	}
 	if len(doc.Content) == 0 {
