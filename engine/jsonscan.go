@@ -121,17 +121,20 @@ func (s *scanner) strSlow(start int) (string, error) {
 					return "", s.syntax("bad \\u escape")
 				}
 				if utf16.IsSurrogate(r) {
-					r2 := utf8.RuneError
+					// A surrogate pair takes the next \u escape only when the two make a rune;
+					// otherwise this one is U+FFFD and the next escape stands on its own, as in
+					// encoding/json.
+					save, pair := s.i, utf8.RuneError
 					if s.i+1 < len(s.b) && s.b[s.i] == '\\' && s.b[s.i+1] == 'u' {
-						save := s.i
 						s.i += 2
 						if x, ok := s.hex4(); ok {
-							r2 = x
-						} else {
-							s.i = save
+							pair = utf16.DecodeRune(r, x)
 						}
 					}
-					r = utf16.DecodeRune(r, r2)
+					if pair == utf8.RuneError {
+						s.i = save
+					}
+					r = pair
 				}
 				out = utf8.AppendRune(out, r)
 			default:

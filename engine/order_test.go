@@ -334,6 +334,16 @@ func TestDecodeOrderAccepts(t *testing.T) {
 		{"a lone surrogate becomes U+FFFD", orderJSON(`order_id="x\ud800y"`), func(t *testing.T, o *engine.Order) {
 			wantText(t, "order_id", o.OrderID, "x\uFFFDy")
 		}},
+		// found by FuzzDecodeOrder: the escape after a lone high surrogate was swallowed
+		{"a high surrogate before another escape keeps that escape", orderJSON(`order_id="x\ud800\u0041y"`), func(t *testing.T, o *engine.Order) {
+			wantText(t, "order_id", o.OrderID, "x\uFFFDAy")
+		}},
+		{"a high surrogate before a pair", orderJSON(`order_id="\ud800\ud83d\ude00"`), func(t *testing.T, o *engine.Order) {
+			wantText(t, "order_id", o.OrderID, "\uFFFD😀")
+		}},
+		{"a lone low surrogate", orderJSON(`order_id="a\udc00b"`), func(t *testing.T, o *engine.Order) {
+			wantText(t, "order_id", o.OrderID, "a\uFFFDb")
+		}},
 		{"unicode as written", orderJSON(`order_id="注文-1"`, `affiliate_id="Zoë"`), func(t *testing.T, o *engine.Order) {
 			wantText(t, "order_id", o.OrderID, "注文-1")
 			wantText(t, "affiliate_id", o.AffiliateID, "Zoë")
