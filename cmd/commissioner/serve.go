@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/adapters/stream"
+)
+
+func init() {
+	extraCommands = append(extraCommands, newServeCmd, newPublishCmd, newDemoCmd)
+}
+
+func newServeCmd(s streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Consume order events from NATS JetStream, decide them, store every decision",
+		Long: `Consumes order events from the ORDERS stream (orders.<program>), decides each with the policy
+version in force at its placed_at, stores event and decision in one transaction per batch, and
+acks only after the commit. Malformed or undecidable events are dead-lettered (table and
+orders.dead.<program>). SIGHUP or a change in the policy directory reloads the policies; a set
+that fails its check or tests is refused. SIGINT/SIGTERM finish the batch in flight and stop.
+With no NATS URL an embedded server runs on the data directory; with no DSN, SQLite.`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConfigFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		svc, err := startService(cmd.Context(), cfg, newLogger(s.err))
+		if err != nil {
+			return err
+		}
+		return svc.Run(cmd.Context())
+	}
+	return cmd
+}
+
+type publishParams struct {
+	File        string
+	Concurrency int
+}
+
+func newPublishCmd(s streams) *cobra.Command {
+	p := publishParams{Concurrency: 1024}
+	cmd := &cobra.Command{
+		Use:   "publish FILE",
+		Short: "Publish order events (JSON lines; - for standard input) to the ORDERS stream",
+		Long: `Publishes each line as an order event on orders.<program> with a Nats-Msg-Id derived from the
+program, order id and content, so re-publishing the same file is dropped by the stream. With no
+NATS URL it publishes to the embedded server of a running 'commissioner serve' on the same data
+directory.`,
+		Args: cobra.ExactArgs(1),
+	}
+	cf := addConfigFlags(cmd)
+	cmd.Flags().IntVar(&p.Concurrency, "concurrency", p.Concurrency, "publishes awaiting their ack at once")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		p.File = args[0]
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		return runPublish(cmd.Context(), cfg, p, s.in, s.out)
+	}
+	return cmd
+}
+
+func runPublish(ctx context.Context, cfg Config, p publishParams, stdin io.Reader, out io.Writer) error {
+	in := stdin
+	if p.File != "-" {
+		f, err := os.Open(p.File)
+		if err != nil {
+			return fmt.Errorf("publishing: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	nc, err := stream.Connect(ctx, cfg.NATS)
+	if err != nil {
+		if cfg.NATS.URL == "" {
+			return fmt.Errorf("%w\n(no NATS URL is configured and no embedded server is running on %s: start 'commissioner serve' first, or pass --nats-url)", err, cfg.NATS.DataDir)
+		}
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	if _, err := stream.EnsureStream(ctx, js, cfg.NATS); err != nil {
+		return err
+	}
+	pub, err := stream.NewPublisher(js, cfg.NATS)
+	if err != nil {
+		return err
+	}
+	st, err := pub.PublishLines(ctx, in, p.Concurrency)
+	fmt.Fprintf(out, "published %d lines: %d accepted, %d duplicates dropped, %d failed\n", st.Lines, st.Accepted, st.Duplicates, st.Failed)
+	return err
+}
+
+type demoParams struct {
+	Orders int
+	Seed   uint64
+	Exit   bool // stop after the summary instead of serving on
+}
+
+func newDemoCmd(s streams) *cobra.Command {
+	p := demoParams{Orders: 5000, Seed: 1}
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the pipeline on the embedded defaults with a sample of realistic orders",
+		Long: `Starts the service (embedded NATS and SQLite unless configured otherwise), publishes a generated
+sample of realistic orders (a few malformed ones among them), waits until every one is decided or
+dead-lettered, prints a summary, and keeps serving until interrupted.`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConfigFlags(cmd)
+	cmd.Flags().IntVar(&p.Orders, "orders", p.Orders, "how many sample orders to publish")
+	cmd.Flags().Uint64Var(&p.Seed, "seed", p.Seed, "sample seed (the same seed publishes the same orders)")
+	cmd.Flags().BoolVar(&p.Exit, "exit", false, "stop after printing the summary")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		return runDemo(cmd.Context(), cfg, p, s.out, s.err)
+	}
+	return cmd
+}
+
+func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Writer) error {
+	svc, err := startService(ctx, cfg, newLogger(errOut))
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+
+	var sample bytes.Buffer
+	if err := writeSample(&sample, sampleParams{N: p.Orders, Seed: p.Seed, Program: "alibaba", Month: "2025-10", Bad: 4}); err != nil {
+		stop()
+		<-done
+		return err
+	}
+	pub, err := stream.NewPublisher(svc.js, cfg.NATS)
+	if err != nil {
+		stop()
+		<-done
+		return err
+	}
+	start := time.Now()
+	st, err := pub.PublishLines(ctx, &sample, 1024)
+	if err != nil {
+		stop()
+		<-done
+		return err
+	}
+	fmt.Fprintf(out, "published %d sample orders: %d accepted, %d already published before\n", st.Lines, st.Accepted, st.Duplicates)
+	if err := waitSettled(ctx, svc, done); err != nil {
+		stop()
+		<-done
+		return err
+	}
+	fmt.Fprintf(out, "all decided in %v\n\n", time.Since(start).Round(time.Millisecond))
+	stats, err := svc.store.Stats(ctx)
+	if err != nil {
+		stop()
+		<-done
+		return err
+	}
+	printSummary(out, stats)
+	if svc.httpAddr != "" {
+		fmt.Fprintf(out, "\nmetrics: http://%s/metrics   health: http://%s/readyz\n", svc.httpAddr, svc.httpAddr)
+	}
+	if !p.Exit {
+		fmt.Fprintln(out, "serving; publish more with 'commissioner publish FILE' from another terminal; Ctrl-C stops")
+		return <-done
+	}
+	stop()
+	return <-done
+}
+
+// waitSettled waits until the durable consumer has nothing pending or unacknowledged.
+func waitSettled(ctx context.Context, svc *service, done <-chan error) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := svc.consumer.Info(ctx)
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-done:
+			if err == nil {
+				err = errors.New("the service stopped")
+			}
+			return err
+		case <-tick.C:
+		}
+	}
+}
+
+func printSummary(out io.Writer, st store.Stats) {
+	fmt.Fprintf(out, "orders decided:   %d (%d qualified, %d not)\n", st.Decisions, st.Qualified, st.Decisions-st.Qualified)
+	fmt.Fprintf(out, "dead letters:     %d (malformed or undecidable events, with their reasons in the store)\n", st.DeadLetters)
+	fmt.Fprintln(out, "commission by currency:")
+	for _, cur := range slices.Sorted(maps.Keys(st.Commission)) {
+		fmt.Fprintf(out, "  %s %s\n", cur, st.Commission[cur])
+	}
+	fmt.Fprintln(out, "decisions by rate rule:")
+	for _, r := range slices.Sorted(maps.Keys(st.ByRateRule)) {
+		fmt.Fprintf(out, "  %-22s %d\n", r, st.ByRateRule[r])
+	}
+	fmt.Fprintln(out, "disqualified by rule (an order can fail several):")
+	for _, r := range slices.Sorted(maps.Keys(st.ByFailedRule)) {
+		fmt.Fprintf(out, "  %-22s %d\n", r, st.ByFailedRule[r])
+	}
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/commissioner/commissioner/adapters/httpapi"
+	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/adapters/stream"
+	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/rules"
+)
+
+// service is the running pipeline: JetStream → engine → bun store → ack, with HTTP health and
+// metrics and policy hot reload. Build it with startService; Run it; it closes what it opened.
+type service struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *httpapi.Metrics
+
+	engine   atomic.Pointer[engine.Engine]
+	store    *store.Store
+	embedded *stream.Embedded // nil with an external server
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	consumer *stream.Consumer
+	http     *httpapi.Server
+	httpAddr string
+}
+
+// startService loads and verifies the policies, opens the store, starts or connects to NATS,
+// ensures the stream and the durable consumer. On any failure it closes what it had opened.
+func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service, err error) {
+	s := &service{cfg: cfg, log: log, metrics: httpapi.NewMetrics()}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	set, err := verifiedPolicies(ctx, cfg.Policies)
+	if err != nil {
+		return nil, err
+	}
+	if s.store, err = store.Open(ctx, cfg.storeConfig()); err != nil {
+		return nil, err
+	}
+	if err := s.store.CheckPolicies(ctx, set.All()); err != nil {
+		return nil, fmt.Errorf("checking policies against the decisions already stored: %w", err)
+	}
+	s.engine.Store(engine.New(set))
+
+	if cfg.NATS.URL == "" {
+		if s.embedded, err = stream.StartEmbedded(ctx, cfg.NATS); err != nil {
+			return nil, err
+		}
+		log.Info("embedded NATS server started", "url", s.embedded.ClientURL(), "data", cfg.NATS.DataDir)
+	}
+	if s.nc, err = stream.Connect(ctx, cfg.NATS); err != nil {
+		return nil, err
+	}
+	if s.js, err = jetstream.New(s.nc); err != nil {
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	if _, err = stream.EnsureStream(ctx, s.js, cfg.NATS); err != nil {
+		return nil, err
+	}
+	if s.consumer, err = stream.NewConsumer(ctx, s.js, cfg.NATS, &processor{svc: s}, s.metrics); err != nil {
+		return nil, err
+	}
+	if cfg.HTTP.Addr != "" {
+		s.http = httpapi.New(cfg.HTTP, s.metrics.Registry, s.ready)
+		addr, err := s.http.Listen()
+		if err != nil {
+			return nil, err
+		}
+		s.httpAddr = addr.String()
+	}
+	log.Info("commissioner ready", "programs", set.Programs(), "store", s.store.String(), "http", s.httpAddr)
+	return s, nil
+}
+
+// Run consumes until ctx ends, serving HTTP and reloading policies alongside; then it shuts down
+// in order: stop fetching and finish the batch in flight, stop HTTP, drain NATS, stop the
+// embedded server, close the store.
+func (s *service) Run(ctx context.Context) error {
+	defer s.close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.consumer.Run(gctx) })
+	if s.http != nil {
+		g.Go(func() error { return s.http.Run(gctx) })
+	}
+	g.Go(func() error { return s.watchPolicies(gctx) })
+	return g.Wait()
+}
+
+func (s *service) close() {
+	if s.nc != nil {
+		if err := s.nc.Drain(); err != nil {
+			s.log.Warn("draining NATS", "err", err)
+		}
+		for i := 0; i < 100 && !s.nc.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond) // Drain is asynchronous; wait (bounded) for it to finish
+		}
+		s.nc = nil
+	}
+	if s.embedded != nil {
+		if err := s.embedded.Shutdown(); err != nil {
+			s.log.Warn("stopping the embedded NATS server", "err", err)
+		}
+		s.embedded = nil
+	}
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			s.log.Warn("closing the store", "err", err)
+		}
+		s.store = nil
+	}
+}
+
+// ready reports whether the service can work: NATS connected and the store answering.
+func (s *service) ready(ctx context.Context) error {
+	if s.nc == nil || !s.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	if err := s.store.DB().PingContext(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// processor decides a batch with the current engine and stores it in one transaction.
+type processor struct{ svc *service }
+
+var _ stream.Processor = (*processor)(nil)
+
+func (p *processor) Process(ctx context.Context, batch []engine.Event) (stream.BatchOutcome, error) {
+	m := p.svc.metrics
+	start := time.Now()
+	results := p.svc.engine.Load().DecideEvents(ctx, batch, make([]engine.Result, 0, len(batch)))
+	m.Evaluated(time.Since(start))
+	start = time.Now()
+	saved, err := p.svc.store.SaveBatch(ctx, results)
+	if err != nil {
+		return stream.BatchOutcome{}, err
+	}
+	m.Stored(time.Since(start))
+	var out stream.BatchOutcome
+	decided := map[[2]string]int{}
+	for i, r := range results {
+		if r.Err != nil {
+			out.Dead = append(out.Dead, stream.DeadLetter{Index: i, Reason: r.Err.Error()})
+			m.DeadLettered(store.DeadLetterKind(r.Err), 1)
+			continue
+		}
+		decided[[2]string{r.Decision.Program, fmt.Sprint(r.Decision.Qualified)}]++
+	}
+	if saved.Duplicates == 0 {
+		for k, n := range decided {
+			m.Decided(k[0], k[1] == "true", n)
+		}
+	}
+	return out, nil
+}
+
+// verifiedPolicies loads a policy directory and refuses it unless it passes `policy check`
+// (compile and lint) and `policy test` (the in-file examples).
+func verifiedPolicies(ctx context.Context, dir string) (*rules.Set, error) {
+	set, err := rules.LoadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("loading policies from %s:\n%w", dir, err)
+	}
+	var lint rules.Problems
+	for _, p := range set.All() {
+		lint = append(lint, rules.Lint(p)...)
+	}
+	if lint.HasErrors() {
+		return nil, fmt.Errorf("policies in %s fail the check:\n%w", dir, lint)
+	}
+	var failed []string
+	for _, r := range engine.New(set).RunPolicyTests(ctx) {
+		if !r.Passed() {
+			failed = append(failed, fmt.Sprintf("%s: %v", r.Name(), r.Diffs))
+		}
+	}
+	if len(failed) > 0 {
+		return nil, fmt.Errorf("policies in %s fail their tests:\n%s", dir, strings.Join(failed, "\n"))
+	}
+	return set, nil
+}
+
+// reload loads the policies again; a set that fails its check or tests, or changes a version
+// already used by a stored decision, is refused and the running set stays in force.
+func (s *service) reload(ctx context.Context) error {
+	set, err := verifiedPolicies(ctx, s.cfg.Policies)
+	if err == nil {
+		err = s.store.CheckPolicies(ctx, set.All())
+	}
+	if err != nil {
+		s.metrics.Reloaded(false)
+		s.log.Error("policy reload refused; the running policies stay in force", "err", err)
+		return err
+	}
+	s.engine.Store(engine.New(set))
+	s.metrics.Reloaded(true)
+	var versions []string
+	for _, p := range set.All() {
+		versions = append(versions, fmt.Sprintf("%s v%d", p.Program, p.Version))
+	}
+	s.log.Info("policies reloaded", "versions", versions)
+	return nil
+}
+
+// watchPolicies reloads on SIGHUP and, when configured, when a file in the policy directory
+// changes (debounced, so an editor's several writes make one reload).
+func (s *service) watchPolicies(ctx context.Context) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var events <-chan fsnotify.Event
+	if s.cfg.WatchPolicies {
+		w, err := fsnotify.NewWatcher()
+		if err != nil {
+			return fmt.Errorf("watching policies: %w", err)
+		}
+		defer w.Close()
+		err = filepath.WalkDir(s.cfg.Policies, func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				err = w.Add(path)
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("watching policies in %s: %w", s.cfg.Policies, err)
+		}
+		events = w.Events
+	}
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			s.log.Info("SIGHUP: reloading policies")
+			_ = s.reload(ctx) // a refused reload is logged and counted; the service goes on
+		case <-events:
+			debounce.Reset(300 * time.Millisecond)
+		case <-debounce.C:
+			s.log.Info("policy files changed: reloading")
+			_ = s.reload(ctx)
+		}
+	}
+}
+
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
