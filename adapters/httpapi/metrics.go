@@ -71,7 +71,9 @@ func (m *Metrics) Naked(n int) { m.naked.Add(float64(n)) }
 func (m *Metrics) Termed(n int) { m.termed.Add(float64(n)) }
 
 // SettleFailed counts failed acks, naks, terms and dead-letter publishes.
-func (m *Metrics) SettleFailed(n int, op string, _ error) { m.settleFailed.WithLabelValues(op).Add(float64(n)) }
+func (m *Metrics) SettleFailed(n int, op string, _ error) {
+	m.settleFailed.WithLabelValues(op).Add(float64(n))
+}
 
 // Decided counts newly stored decisions.
 func (m *Metrics) Decided(program string, qualified bool, n int) {
@@ -83,7 +85,9 @@ func (m *Metrics) Decided(program string, qualified bool, n int) {
 }
 
 // DeadLettered counts newly stored dead letters by kind.
-func (m *Metrics) DeadLettered(kind string, n int) { m.deadLettered.WithLabelValues(kind).Add(float64(n)) }
+func (m *Metrics) DeadLettered(kind string, n int) {
+	m.deadLettered.WithLabelValues(kind).Add(float64(n))
+}
 
 // Evaluated observes a batch's decode-and-evaluate time; Stored its store time.
 func (m *Metrics) Evaluated(took time.Duration) { m.evalSeconds.Observe(took.Seconds()) }
