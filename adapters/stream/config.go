@@ -62,7 +62,9 @@ type Config struct {
 	// MaxAckPending bounds the events delivered and not yet acknowledged, over all processes
 	// sharing the durable. Default: BatchSize × (Workers+2) × 4, room for four processes.
 	MaxAckPending int `koanf:"max_ack_pending"`
-	// Workers is how many batches are processed at once by one consumer (default 1).
+	// Workers is how many batches one consumer processes at once (default 2): with two, one
+	// batch is decided while the previous one is being stored. Events of one order can then be
+	// processed out of stream order, as they can with several processes; Event.StreamSeq orders them.
 	Workers int `koanf:"workers"`
 	// NakDelay is the redelivery delay after a failed batch; it doubles with every further
 	// delivery of the same event, up to NakMaxDelay.
@@ -83,7 +85,7 @@ func DefaultConfig() Config {
 		BatchSize:       1000,
 		FetchWait:       5 * time.Millisecond,
 		AckWait:         30 * time.Second,
-		Workers:         1,
+		Workers:         2,
 		NakDelay:        time.Second,
 		NakMaxDelay:     30 * time.Second,
 	}

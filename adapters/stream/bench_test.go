@@ -1,0 +1,101 @@
+package stream_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/commissioner/commissioner/adapters/stream"
+)
+
+// benchOrders is how many orders one iteration of the pipeline benchmarks moves.
+const benchOrders = 100_000
+
+// BenchmarkPipeline measures the broker + engine part of the live pipeline on the embedded
+// defaults (batches of 1 000): benchOrders realistic orders are published to a fresh embedded
+// JetStream, then a consumer fetches, decodes and decides them with the engine on the seed
+// policy, and acks them; the store is a no-op. It reports decided orders per second (from the
+// first fetch to the last ack), and the publishing rate of PublishLines separately.
+//
+//	go test ./adapters/stream -run '^$' -bench Pipeline -benchtime 3x
+func BenchmarkPipeline(b *testing.B) {
+	lines := genOrders(benchOrders, 9)
+	input := joinLines(lines)
+	eng := newEngine(b)
+	for _, workers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			var consumeTime, publishTime time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				cfg := stream.DefaultConfig()
+				cfg.DataDir = b.TempDir()
+				cfg.Workers = workers
+				cfg = cfg.WithDefaults()
+				br := startBroker(b, cfg)
+				start := time.Now()
+				st, err := br.publisher(b).PublishLines(context.Background(), bytes.NewReader(input), 0)
+				if err != nil || st.Accepted != benchOrders {
+					b.Fatalf("publishing: got %+v, %v; want %d accepted", st, err, benchOrders)
+				}
+				publishTime += time.Since(start)
+
+				c := newConsumer(b, br, &engineProcessor{eng: eng}, nil)
+				b.StartTimer()
+				start = time.Now()
+				stop := run(b, c)
+				waitFor(b, 5*time.Minute, "every order acked", func() (bool, string) {
+					s := c.Stats()
+					return s.Acked+s.Termed == benchOrders, fmt.Sprintf("%+v", s)
+				})
+				consumeTime += time.Since(start)
+				b.StopTimer()
+				if err := stop(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(benchOrders*b.N)/consumeTime.Seconds(), "decided/s")
+			b.ReportMetric(float64(benchOrders*b.N)/publishTime.Seconds(), "published/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkPipelineConcurrent publishes and consumes at the same time, as a live service does:
+// orders per second from the first publish to the last ack.
+//
+//	go test ./adapters/stream -run '^$' -bench PipelineConcurrent -benchtime 3x
+func BenchmarkPipelineConcurrent(b *testing.B) {
+	lines := genOrders(benchOrders, 10)
+	input := joinLines(lines)
+	eng := newEngine(b)
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		cfg := stream.DefaultConfig()
+		cfg.DataDir = b.TempDir()
+		cfg = cfg.WithDefaults()
+		br := startBroker(b, cfg)
+		c := newConsumer(b, br, &engineProcessor{eng: eng}, nil)
+		pub := br.publisher(b)
+		b.StartTimer()
+		start := time.Now()
+		stop := run(b, c)
+		st, err := pub.PublishLines(context.Background(), bytes.NewReader(input), 0)
+		if err != nil || st.Accepted != benchOrders {
+			b.Fatalf("publishing: got %+v, %v; want %d accepted", st, err, benchOrders)
+		}
+		waitFor(b, 5*time.Minute, "every order acked", func() (bool, string) {
+			s := c.Stats()
+			return s.Acked+s.Termed == benchOrders, fmt.Sprintf("%+v", s)
+		})
+		total += time.Since(start)
+		b.StopTimer()
+		if err := stop(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(benchOrders*b.N)/total.Seconds(), "orders/s")
+	b.ReportMetric(0, "ns/op")
+}
