@@ -47,8 +47,7 @@ func (positionalYAML) Unmarshal(b []byte) (map[string]any, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, posErr(root.Line, root.Column, "the policy must be a mapping of keys (program, version, …)")
 	}
-	budget := maxNodes
-	v, err := nodeValue(root, &budget)
+	v, err := nodeValue(root, &expansion{budget: maxNodes, active: map[*yaml.Node]bool{}})
 	if err != nil {
 		return nil, err
 	}
@@ -84,21 +83,35 @@ func yamlError(err error) error {
 // maxNodes bounds how many values a document may expand to through aliases (no "billion laughs").
 const maxNodes = 200_000
 
+// expansion is the state of converting one document: how many more values it may expand to,
+// and the anchored nodes being expanded now (an alias to one of them is a cycle, which would
+// otherwise recurse until the budget ran out, hundreds of thousands of frames deep).
+type expansion struct {
+	budget int
+	active map[*yaml.Node]bool
+}
+
 // nodeValue converts a node. Anchors and aliases are allowed, and so are merge keys (<<: *base),
 // which let test orders share a base: keys written in the mapping win over merged ones.
-func nodeValue(n *yaml.Node, budget *int) (any, error) {
-	if *budget--; *budget < 0 {
+func nodeValue(n *yaml.Node, x *expansion) (any, error) {
+	if x.budget--; x.budget < 0 {
 		return nil, posErr(n.Line, n.Column, "the document expands to too many values through aliases")
 	}
 	switch n.Kind {
 	case yaml.AliasNode:
-		return nodeValue(n.Alias, budget)
+		if x.active[n.Alias] {
+			return nil, posErr(n.Line, n.Column, "alias *%s is used inside the value it names", n.Value)
+		}
+		x.active[n.Alias] = true
+		v, err := nodeValue(n.Alias, x)
+		delete(x.active, n.Alias)
+		return v, err
 	case yaml.ScalarNode:
 		return Scalar{Value: n.Value, Tag: n.ShortTag(), Line: n.Line, Column: n.Column}, nil
 	case yaml.SequenceNode:
 		out := make([]any, 0, len(n.Content))
 		for _, c := range n.Content {
-			v, err := nodeValue(c, budget)
+			v, err := nodeValue(c, x)
 			if err != nil {
 				return nil, err
 			}
@@ -125,14 +138,14 @@ func nodeValue(n *yaml.Node, budget *int) (any, error) {
 			if _, dup := out[k.Value]; dup {
 				return nil, posErr(k.Line, k.Column, "key %q appears twice", k.Value)
 			}
-			v, err := nodeValue(vn, budget)
+			v, err := nodeValue(vn, x)
 			if err != nil {
 				return nil, err
 			}
 			out[k.Value] = v
 		}
 		for _, mn := range merges {
-			mv, err := nodeValue(mn, budget)
+			mv, err := nodeValue(mn, x)
 			if err != nil {
 				return nil, err
 			}

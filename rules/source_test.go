@@ -33,6 +33,9 @@ func TestPolicyDocumentProblems(t *testing.T) {
 		{"a complex key", "? [a]\n: b\n", []string{"1:3: : mapping keys must be plain names"}},
 		// the budget runs out while expanding *a, whose values are at line 1
 		{"aliases expanding too far", laughs, []string{"1:23: : the document expands to too many values through aliases"}},
+		// found by FuzzCompilePolicy: an alias inside its own anchor recursed until the budget ran out (1.4 s)
+		{"an alias inside its own anchor", "a: &a [x, x]\nb: &b [\na, *b]\n", []string{"3:4: : alias *b is used inside the value it names"}},
+		{"an alias inside its own anchor, deeper", "a: &a {b: [1, {c: *a}]}\n", []string{"1:19: : alias *a is used inside the value it names"}},
 		{"merging a scalar", head + "tests:\n  - name: x\n    order: {<<: 5}\n    expect: {}\n", []string{"9:17: : << merges a mapping, not a !!int"}},
 		{"a test order with a non-JSON number", head + "tests:\n  - name: x\n    order: {amount: .inf}\n    expect: {qualified: true}\n",
 			[]string{`9:21: test x: order: ".inf" is not a JSON number; quote it`}},
