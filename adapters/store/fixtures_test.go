@@ -143,6 +143,9 @@ type batchSpec struct {
 	orders                            int // ordinary orders
 	invalid, unknownProgram, noPolicy int
 	seed                              uint64
+	// liveFrom, when set, places the ordinary orders one after another from then, 60 ms
+	// apart, as live traffic arrives; otherwise they are spread over March 2025.
+	liveFrom time.Time
 }
 
 // genBatch makes a batch of real engine results: ordinary orders, then malformed and invalid
@@ -157,7 +160,15 @@ func genBatch(tb testing.TB, s batchSpec) []engine.Result {
 		events = append(events, event(fmt.Sprintf("%s-%d", s.prefix, seq), seq, raw))
 	}
 	for i := 0; i < s.orders; i++ {
-		next(genOrder(r, fmt.Sprintf("%s-o%d", s.prefix, i)).JSON())
+		o := genOrder(r, fmt.Sprintf("%s-o%d", s.prefix, i))
+		if !s.liveFrom.IsZero() {
+			click := o.PlacedAt.Sub(o.ClickAt)
+			o.PlacedAt = s.liveFrom.Add(time.Duration(i) * 60 * time.Millisecond)
+			if !o.ClickAt.IsZero() {
+				o.ClickAt = o.PlacedAt.Add(-click)
+			}
+		}
+		next(o.JSON())
 	}
 	bad := [][]byte{
 		[]byte(`{"order_id": "x", "program": `),                                             // malformed JSON

@@ -81,7 +81,7 @@ func freshSchema(tb testing.TB) Config {
 
 func postgresBackend() backend {
 	return backend{
-		fresh: func(t *testing.T) Config { return freshSchema(t) },
+		fresh: freshSchema,
 		kill: func(t *testing.T, cfg Config) {
 			u, _ := url.Parse(cfg.DSN)
 			app := u.Query().Get("application_name")

@@ -266,7 +266,9 @@ func (s *Store) DecisionsByOrder(ctx context.Context, program, orderID string) (
 	collect := func(d StoredDecision) error { out = append(out, d); return nil }
 	var err error
 	if program == "" {
-		err = s.queryDecisions(ctx, collect, "WHERE order_id = ? ORDER BY decided_at DESC, id DESC", orderID)
+		// Every program with decisions has a chain head: listing them lets the (program,
+		// order_id) index serve the lookup.
+		err = s.queryDecisions(ctx, collect, "WHERE program IN (SELECT program FROM chain_heads) AND order_id = ? ORDER BY decided_at DESC, id DESC", orderID)
 	} else {
 		err = s.queryDecisions(ctx, collect, "WHERE program = ? AND order_id = ? ORDER BY decided_at DESC, id DESC", program, orderID)
 	}

@@ -414,11 +414,7 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 		return a.Program < b.Program || a.Program == b.Program && a.Version < b.Version
 	})
 
-	if s.kind == SQLite {
-		s.writeMu.Lock()
-		defer s.writeMu.Unlock()
-	}
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err := s.writeTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		saved.Events, saved.Decisions, saved.DeadLetters = 0, 0, 0
 		dups := 0
 		if err := s.storePolicies(ctx, tx, newPolicies, now); err != nil {

@@ -8,8 +8,8 @@ import (
 // sqliteBackend makes each database a file in the test's temp dir.
 func sqliteBackend() backend {
 	return backend{
-		fresh: func(t *testing.T) Config {
-			return Config{DSN: "sqlite://" + filepath.Join(t.TempDir(), "commissioner.db")}
+		fresh: func(tb testing.TB) Config {
+			return Config{DSN: "sqlite://" + filepath.Join(tb.TempDir(), "commissioner.db")}
 		},
 	}
 }

@@ -14,6 +14,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -169,9 +170,13 @@ type Store struct {
 	cfg  Config
 
 	// writeMu serialises this process's SQLite write transactions, so they queue in Go rather
-	// than polling SQLite's busy handler. (Other processes still wait through busy_timeout.)
-	// Unused for PostgreSQL, where row locks do the work.
+	// than polling SQLite's busy handler (other processes still wait through busy_timeout), and
+	// guards writer. Unused for PostgreSQL, where row locks do the work.
 	writeMu sync.Mutex
+	// writer is SQLite's one write connection, kept for the Store's life: its page cache stays
+	// warm and valid (no other connection of this process writes), where a pooled connection
+	// would find its cache stale after every other connection's commit.
+	writer *bun.Conn
 
 	// known caches the policy versions this Store has seen stored: "program\x00version" → digest.
 	// Filled only after a commit, so a rolled-back batch never leaves a version marked as stored.
@@ -235,6 +240,12 @@ func (s *Store) DB() *bun.DB { return s.db }
 
 // Close closes the database. It waits for queries in flight; calls after Close fail.
 func (s *Store) Close() error {
+	s.writeMu.Lock()
+	if s.writer != nil {
+		s.writer.Close()
+		s.writer = nil
+	}
+	s.writeMu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing store %s: %w", s.cfg, err)
 	}
@@ -252,4 +263,27 @@ func init() {
 			return &decimalSum{}, nil
 		},
 	})
+}
+
+// writeTx runs fn in a write transaction: on SQLite on the Store's one write connection, under
+// writeMu; on PostgreSQL on any pooled connection.
+func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+	if s.kind != SQLite {
+		return s.db.RunInTx(ctx, nil, fn)
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.writer == nil {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		s.writer = &c
+	}
+	err := s.writer.RunInTx(ctx, nil, fn)
+	if errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) {
+		s.writer.Close()
+		s.writer = nil
+	}
+	return err
 }

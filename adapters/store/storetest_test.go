@@ -20,14 +20,14 @@ import (
 type backend struct {
 	// fresh makes a new, empty database (dropped when the test ends) and returns its config.
 	// Several Stores may be opened on one config.
-	fresh func(t *testing.T) Config
+	fresh func(tb testing.TB) Config
 	// kill, when set, breaks every connection of the database made by fresh, while a
 	// transaction is open (the database becoming unreachable mid-batch).
 	kill func(t *testing.T, cfg Config)
 }
 
 // openStore opens a Store and closes it when the test ends.
-func openStore(t *testing.T, cfg Config) *Store {
+func openStore(t testing.TB, cfg Config) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), cfg)
 	if err != nil {
@@ -579,6 +579,32 @@ func runSuite(t *testing.T, b backend) {
 		}
 		if err := checkChain(t, s, "alibaba", 40); err == nil || !strings.Contains(err.Error(), "chain_seq 13") {
 			t.Errorf("verifying after deleting decision 12 = %v, want chain_seq 13 named", err)
+		}
+	})
+
+	t.Run("audit catches an edited order event", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		results := genBatch(t, batchSpec{prefix: "w", orders: 20, seed: 14})
+		mustSave(t, s, results)
+		verifyChain(t, s, "alibaba", 20)
+		// Raise the amount of the order behind decision 5: re-deciding it no longer gives the
+		// chained bytes.
+		var eventID string
+		if err := s.DB().NewRaw("SELECT event_id FROM decisions WHERE chain_seq = 5").Scan(ctx, &eventID); err != nil {
+			t.Fatal(err)
+		}
+		var r engine.Result
+		for _, x := range results {
+			if x.Event.ID == eventID {
+				r = x
+			}
+		}
+		edited := strings.Replace(string(r.Event.Raw), `"amount":"`, `"amount":"9`, 2)
+		if _, err := s.DB().NewRaw("UPDATE order_events SET raw = ? WHERE event_id = ?", []byte(edited), eventID).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkChain(t, s, "alibaba", 20); err == nil || !strings.Contains(err.Error(), "chain_seq 5") {
+			t.Errorf("verifying after editing the event of decision 5 = %v, want it named", err)
 		}
 	})
 }
