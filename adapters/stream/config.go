@@ -49,6 +49,11 @@ type Config struct {
 	Subjects string `koanf:"subjects"`
 	// DuplicateWindow is how long the stream remembers a Nats-Msg-Id to drop a re-published event.
 	DuplicateWindow time.Duration `koanf:"duplicate_window"`
+	// AsyncPersist lets the server acknowledge a publish before the event is written to its
+	// store file (JetStream's async persist mode): publishing is about 1.5–2× faster, but events
+	// acknowledged in the last moments before the server process dies can be lost. Off by
+	// default; never turn it on when the server runs inside a process that may be killed.
+	AsyncPersist bool `koanf:"async_persist"`
 
 	// Durable is the durable pull consumer's name, shared by every process that consumes.
 	Durable string `koanf:"durable"`
@@ -192,8 +197,8 @@ func (c Config) String() string {
 	}
 	fmt.Fprintf(&b, "url=%q token=%q creds_file=%q data_dir=%q embedded_listen=%q ",
 		strings.Join(urls, ","), token, c.CredsFile, c.DataDir, c.EmbeddedListen)
-	fmt.Fprintf(&b, "stream=%q subjects=%q duplicate_window=%v durable=%q batch_size=%d fetch_wait=%v ",
-		c.Stream, c.Subjects, c.DuplicateWindow, c.Durable, c.BatchSize, c.FetchWait)
+	fmt.Fprintf(&b, "stream=%q subjects=%q duplicate_window=%v async_persist=%t durable=%q batch_size=%d fetch_wait=%v ",
+		c.Stream, c.Subjects, c.DuplicateWindow, c.AsyncPersist, c.Durable, c.BatchSize, c.FetchWait)
 	fmt.Fprintf(&b, "ack_wait=%v max_ack_pending=%d workers=%d nak_delay=%v nak_max_delay=%v",
 		c.AckWait, c.MaxAckPending, c.Workers, c.NakDelay, c.NakMaxDelay)
 	return b.String()

@@ -247,7 +247,7 @@ loop:
 		errs = append(errs, fmt.Errorf("consuming %s/%s stopped: %w", c.cfg.Stream, c.cfg.Durable, why))
 	}
 	if nc := c.js.Conn(); !nc.IsClosed() {
-		if err := nc.FlushTimeout(c.cfg.AckWait); err != nil {
+		if err := nc.FlushTimeout(min(c.cfg.AckWait, 5*time.Second)); err != nil {
 			errs = append(errs, fmt.Errorf("flushing acks to the NATS server: %w", err))
 		}
 	}

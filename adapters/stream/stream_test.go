@@ -181,6 +181,24 @@ func TestEnsureStreamIsIdempotent(t *testing.T) {
 			t.Errorf("stream config: got storage %v, duplicates %v, subjects %v; want file, %v, [orders.>]",
 				c.Storage, c.Duplicates, c.Subjects, b.cfg.DuplicateWindow)
 		}
+		if c.PersistMode != jetstream.DefaultPersistMode {
+			t.Errorf("persist mode: got %v, want the default (write before the publish ack)", c.PersistMode)
+		}
+	}
+	// A changed configuration updates the stream in place.
+	cfg := b.cfg
+	cfg.DuplicateWindow = time.Minute
+	s, err := stream.EnsureStream(ctx, b.js, cfg)
+	if err != nil {
+		t.Fatalf("EnsureStream with a changed config: %v", err)
+	}
+	if got := s.CachedInfo().Config.Duplicates; got != time.Minute {
+		t.Errorf("updated stream: got duplicate window %v, want 1m0s", got)
+	}
+	// except the persist mode, which the server cannot change.
+	cfg.AsyncPersist = true
+	if _, err := stream.EnsureStream(ctx, b.js, cfg); err == nil || !strings.Contains(err.Error(), "async_persist") {
+		t.Errorf("EnsureStream changing the persist mode: got %v, want an error naming async_persist", err)
 	}
 }
 
