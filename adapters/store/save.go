@@ -322,11 +322,12 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 		if ev.ID == "" {
 			return saved, fmt.Errorf("saving batch of %d: result %d has no event id", len(results), i)
 		}
-		if _, dup := seen[ev.ID]; dup {
+		eventID, subject := safeText(ev.ID), safeText(ev.Subject)
+		if _, dup := seen[eventID]; dup {
 			saved.Duplicates++
 			continue
 		}
-		seen[ev.ID] = struct{}{}
+		seen[eventID] = struct{}{}
 		received := ev.ReceivedAt.UTC()
 		if ev.ReceivedAt.IsZero() {
 			received = now
@@ -334,8 +335,8 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 		if r.Order != nil {
 			o := r.Order
 			events = append(events, eventRow{
-				EventID: ev.ID, Program: o.Program, OrderID: o.OrderID, AffiliateID: o.AffiliateID,
-				Subject: ev.Subject, StreamSeq: int64(ev.StreamSeq), Raw: ev.Raw,
+				EventID: eventID, Program: safeText(o.Program), OrderID: safeText(o.OrderID), AffiliateID: safeText(o.AffiliateID),
+				Subject: subject, StreamSeq: int64(ev.StreamSeq), Raw: ev.Raw,
 				PlacedAt: o.PlacedAt.UTC(), ReceivedAt: received,
 			})
 		}
@@ -346,15 +347,15 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 			}
 			program := ""
 			if r.Order != nil {
-				program = r.Order.Program
+				program = safeText(r.Order.Program)
 			}
 			raw := ev.Raw
 			if raw == nil {
 				raw = []byte{}
 			}
 			dead = append(dead, deadLetterRow{
-				EventID: ev.ID, Subject: ev.Subject, StreamSeq: int64(ev.StreamSeq), Raw: raw,
-				Program: program, OrderID: r.OrderID(), Reason: err.Error(), Kind: DeadLetterKind(err),
+				EventID: eventID, Subject: subject, StreamSeq: int64(ev.StreamSeq), Raw: raw,
+				Program: program, OrderID: safeText(r.OrderID()), Reason: safeText(err.Error()), Kind: DeadLetterKind(err),
 				ReceivedAt: received,
 			})
 			continue
@@ -365,7 +366,7 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 		}
 		policies[policyKey(d.Program, d.PolicyVersion)] = d.Policy
 		row := decisionRow{
-			EventID: ev.ID, OrderID: d.OrderID, Program: d.Program, AffiliateID: d.AffiliateID,
+			EventID: eventID, OrderID: safeText(d.OrderID), Program: safeText(d.Program), AffiliateID: safeText(d.AffiliateID),
 			PolicyVersion: d.PolicyVersion, PolicyDigest: d.PolicyDigest, Qualified: d.Qualified,
 			FailedRules: string(stringsJSON(nil, d.FailedRules)), RateRule: d.RateRule,
 			Rate: d.Rate.Text('f'), Base: d.Base.Text('f'), Commission: d.Commission.Text('f'),
@@ -376,7 +377,7 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 		if d.HasFlat() {
 			row.Flat = d.Flat.Text('f')
 		}
-		decisions = append(decisions, pendingDecision{row: row, canonical: CanonicalBytes(ev.ID, ev.StreamSeq, d)})
+		decisions = append(decisions, pendingDecision{row: row, canonical: CanonicalBytes(eventID, ev.StreamSeq, d)})
 	}
 
 	// Policy versions this Store has not seen stored yet; a cached one with another digest is
@@ -414,41 +415,34 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 		return a.Program < b.Program || a.Program == b.Program && a.Version < b.Version
 	})
 
-	err := s.writeTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
 		saved.Events, saved.Decisions, saved.DeadLetters = 0, 0, 0
 		dups := 0
-		if err := s.storePolicies(ctx, tx, newPolicies, now); err != nil {
+		if err := s.storePolicies(ctx, w.Tx, newPolicies, now); err != nil {
 			return err
 		}
-		heads, err := s.lockChainHeads(ctx, tx, programs, newHeads)
+		heads, err := s.lockChainHeads(ctx, w.Tx, programs, newHeads)
 		if err != nil {
 			return err
 		}
 
-		// Events: the ones already stored (a redelivery) are the only ones whose decisions may
+		// Events: the ones stored already (a redelivery) are the only ones whose decisions may
 		// be stored already.
+		fresh, err := s.insertEvents(ctx, w, events)
+		if err != nil {
+			return err
+		}
+		saved.Events = len(fresh)
 		var existing map[string]bool
-		if len(events) > 0 {
-			var inserted []string
-			if _, err := tx.NewInsert().Model(&events).On("CONFLICT (event_id) DO NOTHING").
-				Returning("event_id").Exec(ctx, &inserted); err != nil {
-				return fmt.Errorf("inserting %d order events: %w", len(events), err)
+		if len(fresh) < len(events) {
+			var old []string
+			for i := range events {
+				if !fresh[events[i].EventID] {
+					old = append(old, events[i].EventID)
+				}
 			}
-			saved.Events = len(inserted)
-			if len(inserted) < len(events) {
-				fresh := make(map[string]bool, len(inserted))
-				for _, id := range inserted {
-					fresh[id] = true
-				}
-				var old []string
-				for i := range events {
-					if !fresh[events[i].EventID] {
-						old = append(old, events[i].EventID)
-					}
-				}
-				if existing, err = storedDecisionKeys(ctx, tx, old); err != nil {
-					return err
-				}
+			if existing, err = storedDecisionKeys(ctx, w.Tx, old); err != nil {
+				return err
 			}
 		}
 
@@ -470,29 +464,21 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 			h.Hash = hash
 			rows = append(rows, pd.row)
 		}
+		if err := s.insertDecisions(ctx, w, rows); err != nil {
+			return err
+		}
+		saved.Decisions = len(rows)
 		if len(rows) > 0 {
-			res, err := tx.NewInsert().Model(&rows).On("CONFLICT (event_id, program, policy_version) DO NOTHING").Exec(ctx)
-			if err != nil {
-				return fmt.Errorf("inserting %d decisions: %w", len(rows), err)
-			}
-			if n, err := res.RowsAffected(); err != nil {
-				return fmt.Errorf("inserting %d decisions: %w", len(rows), err)
-			} else if n != int64(len(rows)) {
-				// Only a writer that bypassed the chain lock can cause this; storing the rest
-				// would break the chain.
-				return fmt.Errorf("inserting %d decisions: %d were stored concurrently by a writer outside the chain lock", len(rows), int64(len(rows))-n)
-			}
-			saved.Decisions = len(rows)
 			for _, prog := range programs {
 				h := heads[prog]
-				if _, err := tx.NewUpdate().Model(h).Column("chain_seq", "hash").WherePK().Exec(ctx); err != nil {
+				if _, err := w.NewUpdate().Model(h).Column("chain_seq", "hash").WherePK().Exec(ctx); err != nil {
 					return fmt.Errorf("updating the chain head of %s: %w", prog, err)
 				}
 			}
 		}
 
 		if len(dead) > 0 {
-			res, err := tx.NewInsert().Model(&dead).On("CONFLICT (event_id) DO NOTHING").Exec(ctx)
+			res, err := w.NewInsert().Model(&dead).On("CONFLICT (event_id) DO NOTHING").Exec(ctx)
 			if err != nil {
 				return fmt.Errorf("inserting %d dead letters: %w", len(dead), err)
 			}

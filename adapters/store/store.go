@@ -266,10 +266,17 @@ func init() {
 }
 
 // writeTx runs fn in a write transaction: on SQLite on the Store's one write connection, under
-// writeMu; on PostgreSQL on any pooled connection.
-func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+// writeMu; on PostgreSQL on a pooled connection it keeps for the transaction (COPY needs it).
+func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, w *wtx) error) error {
 	if s.kind != SQLite {
-		return s.db.RunInTx(ctx, nil, fn)
+		conn, err := s.db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			return fn(ctx, &wtx{Tx: tx, conn: conn})
+		})
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -280,7 +287,9 @@ func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, tx bun
 		}
 		s.writer = &c
 	}
-	err := s.writer.RunInTx(ctx, nil, fn)
+	err := s.writer.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		return fn(ctx, &wtx{Tx: tx, conn: *s.writer})
+	})
 	if errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) {
 		s.writer.Close()
 		s.writer = nil

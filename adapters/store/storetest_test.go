@@ -582,6 +582,34 @@ func runSuite(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("ids with escapes, NUL and invalid UTF-8 are stored", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		tricky := `tab\there back\\slash new\nline \"quote\" é` // JSON escapes: a tab, a backslash, a newline, quotes
+		o := genOrder(randFor(15), "x")
+		raw := strings.Replace(string(o.JSON()), `"order_id":"x"`, `"order_id":"`+tricky+`"`, 1)
+		nul := strings.Replace(string(o.JSON()), `"order_id":"x"`, `"order_id":"nul\u0000 and \udfff"`, 1)
+		bad := strings.Replace(string(o.JSON()), `"order_id":"x"`, "\"order_id\":\"bytes \xff\xfe\"", 1)
+		results := decide(t, []engine.Event{
+			event("tricky\t1", 1, []byte(raw)), event("nul", 2, []byte(nul)), event("bad\xff", 3, []byte(bad)),
+		})
+		if results[0].Err != nil {
+			t.Fatalf("deciding %s: %v", raw, results[0].Err)
+		}
+		mustSave(t, s, results)
+		if again := mustSave(t, s, results); again != (Saved{Duplicates: 3}) {
+			t.Errorf("saving again = %+v, want 3 duplicates", again)
+		}
+		ds, err := s.DecisionsByOrder(ctx, "alibaba", results[0].Order.OrderID)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("DecisionsByOrder(%q) = %d, %v; want 1", results[0].Order.OrderID, len(ds), err)
+		}
+		checkDecision(t, ds[0], results[0])
+		if st := mustStats(t, s); st.Decisions+st.DeadLetters != 3 {
+			t.Errorf("stored %d decisions and %d dead letters, want 3 in all", st.Decisions, st.DeadLetters)
+		}
+		verifyChain(t, s, "alibaba", mustStats(t, s).Decisions)
+	})
+
 	t.Run("audit catches an edited order event", func(t *testing.T) {
 		s := openStore(t, b.fresh(t))
 		results := genBatch(t, batchSpec{prefix: "w", orders: 20, seed: 14})
