@@ -205,9 +205,9 @@ loop:
 			break
 		}
 	}
-	wg.Wait()
 
-	// Stop fetching; hand back what was received but not started.
+	// Stop fetching at once, and hand back what was received but not started (while the
+	// batches in flight finish), so that another process can take it.
 	close(stopping)
 	cc.Drain()
 	drained := time.NewTimer(c.cfg.AckWait)
@@ -232,6 +232,7 @@ loop:
 		}
 		break
 	}
+	wg.Wait()
 
 	var errs []error
 	select {
