@@ -71,6 +71,7 @@ func (e *Engine) DecideWith(ctx context.Context, p *rules.Policy, o *Order) (*De
 	st := e.pool.Get().(*evalState)
 	defer e.pool.Put(st)
 	o.fillVars(&st.vars)
+	st.act.Reset(&st.vars)
 
 	d := &Decision{
 		OrderID: o.OrderID, Program: o.Program, AffiliateID: o.AffiliateID,

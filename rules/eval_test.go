@@ -2,10 +2,12 @@ package rules_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/cockroachdb/apd/v3"
 
@@ -267,5 +269,78 @@ func TestAbsentTimestamps(t *testing.T) {
 		if err != nil || !got {
 			t.Errorf("%s: got %t, %v, want true", r.Expr, got, err)
 		}
+	}
+}
+
+// TestLowerASCII checks lowerAscii against ext.Strings' definition (runes, ASCII letters
+// lowered, invalid UTF-8 bytes turned into U+FFFD), which the faster binding must match.
+func TestLowerASCII(t *testing.T) {
+	reference := func(s string) string {
+		runes := []rune(s)
+		for i, r := range runes {
+			if r <= unicode.MaxASCII {
+				runes[i] = unicode.ToLower(r)
+			}
+		}
+		return string(runes)
+	}
+	p, ps := rules.Compile("p.yaml", []byte(policyWith("", "order.buyer.id.lowerAscii() == order.affiliate_id")))
+	if p == nil {
+		t.Fatalf("got problems %v", ps)
+	}
+	for _, s := range []string{"", "weapons", "Weapons", "PRESCRIPTION_MEDICINE", "TacoCÆt Xii", "ÀÉÎ abc XYZ", "注文ABC",
+		"a\xffB", "\xc3", "Z\xe2\x82", "@[`{", "already lower 123"} {
+		v := testVars()
+		v.BuyerID, v.AffiliateID = s, reference(s)
+		got, err := p.Qualify[0].Eval(context.Background(), rules.NewActivation(&v))
+		if err != nil || !got {
+			t.Errorf("%q.lowerAscii(): got a different result from %q (%v)", s, reference(s), err)
+		}
+	}
+}
+
+// TestRuntimeCostLimit checks that the runtime limit still stops a rule on facts larger than the
+// cost estimate assumed (more than MaxItems items, which DecodeOrder never lets through), while
+// the same rule runs on an order within the bounds.
+func TestRuntimeCostLimit(t *testing.T) {
+	p, ps := rules.Compile("p.yaml", []byte(policyWith("", `order.items.all(i, i.sku.lowerAscii().startsWith("sku") && i.category.size() >= 0)`)))
+	if p == nil {
+		t.Fatalf("got problems %v", ps)
+	}
+	items := func(n int) []rules.Item {
+		out := make([]rules.Item, n)
+		for i := range out {
+			out[i] = rules.Item{SKU: "SKU-" + strings.Repeat("x", 200), Category: "c", Quantity: 1, Amount: mustDec("1")}
+		}
+		return out
+	}
+	v := testVars()
+	v.Items = items(rules.MaxItems)
+	if got, err := p.Qualify[0].Eval(context.Background(), rules.NewActivation(&v)); err != nil || !got {
+		t.Errorf("%d items: got %t, %v, want true", rules.MaxItems, got, err)
+	}
+	v.Items = items(100 * rules.MaxItems)
+	if got, err := p.Qualify[0].Eval(context.Background(), rules.NewActivation(&v)); err == nil || !strings.Contains(err.Error(), "cost limit exceeded") {
+		t.Errorf("%d items: got %t, %v, want the cost limit exceeded", 100*rules.MaxItems, got, err)
+	}
+	// a string longer than MaxStringLen is also outside the estimate
+	v.Items = items(1)
+	v.OrderID = strings.Repeat("x", rules.MaxStringLen+1)
+	if got, err := p.Qualify[0].Eval(context.Background(), rules.NewActivation(&v)); err != nil || !got {
+		t.Errorf("a long order id: got %t, %v, want true (the limited program, well under its limit)", got, err)
+	}
+}
+
+// TestEvalHonoursContext checks that a cancelled context stops evaluation with its error.
+func TestEvalHonoursContext(t *testing.T) {
+	p, ps := rules.Compile("p.yaml", []byte(policyWith("", "true")))
+	if p == nil {
+		t.Fatalf("got problems %v", ps)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	v := testVars()
+	if _, err := p.Qualify[0].Eval(ctx, rules.NewActivation(&v)); !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v, want context.Canceled", err)
 	}
 }

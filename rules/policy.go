@@ -91,7 +91,11 @@ type RateRule struct {
 
 // compiled is a rule's planned program and what static analysis learnt about it.
 type compiled struct {
-	prg       cel.Program
+	prg cel.Program // with the runtime cost limit
+	// fast is the same program without cost tracking, for orders inside the sizes the cost
+	// estimate assumed: for them the estimate, which Compile held to RuntimeCostLimit, bounds
+	// the actual cost, so the limit cannot be reached and tracking it only costs time.
+	fast      cel.Program
 	names     []string // schema names the expression reads, in schema order
 	constants []string // the policy constants it refers to, sorted
 	literals  []string // string literals it mentions, for lint probes
@@ -119,7 +123,7 @@ type Expectation struct {
 // Eval evaluates the rule against an activation. An evaluation error (cost limit, a function error)
 // is returned with the rule id; it is never taken as pass or fail.
 func (r *Rule) Eval(ctx context.Context, act *Activation) (bool, error) {
-	return evalBool(ctx, r.prg, act, r.ID)
+	return evalBool(ctx, &r.compiled, act, r.ID)
 }
 
 // Names returns the order fields the rule reads, in schema order.
@@ -130,7 +134,7 @@ func (r *Rule) Constants() []string { return r.constants }
 
 // Eval evaluates the rate rule's condition.
 func (r *RateRule) Eval(ctx context.Context, act *Activation) (bool, error) {
-	return evalBool(ctx, r.prg, act, r.ID)
+	return evalBool(ctx, &r.compiled, act, r.ID)
 }
 
 // Names returns the order fields the rule reads, in schema order.
@@ -139,8 +143,18 @@ func (r *RateRule) Names() []string { return r.names }
 // Constants returns the policy constants the rule refers to, sorted.
 func (r *RateRule) Constants() []string { return r.constants }
 
-func evalBool(ctx context.Context, prg cel.Program, act *Activation, id string) (bool, error) {
-	out, _, err := prg.ContextEval(ctx, act)
+func evalBool(ctx context.Context, c *compiled, act *Activation, id string) (bool, error) {
+	// The programs are planned without an interrupt check frequency, so ContextEval would never
+	// look at ctx; it would only set up a cancellable context per evaluation (three allocations).
+	// The context is checked here instead, once per rule.
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("rule %s: %w", id, err)
+	}
+	prg := c.prg
+	if act.withinEstimate() {
+		prg = c.fast
+	}
+	out, _, err := prg.Eval(act)
 	if err != nil {
 		return false, fmt.Errorf("rule %s: %w", id, err)
 	}
@@ -382,8 +396,13 @@ func compileExpr(ps *problems, env *cel.Env, sizes sizeEstimator, source []byte,
 		ps.at(v, id, "planning: %v", err)
 		return compiled{}
 	}
+	fast, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		ps.at(v, id, "planning: %v", err)
+		return compiled{}
+	}
 	names, consts := referencedNames(ast, sizes.constants)
-	return compiled{prg: prg, names: names, constants: consts, literals: stringLiterals(ast)}
+	return compiled{prg: prg, fast: fast, names: names, constants: consts, literals: stringLiterals(ast)}
 }
 
 func stringLiterals(ast *cel.Ast) []string {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
@@ -114,13 +115,48 @@ func SchemaDoc() [][3]string {
 type Activation struct {
 	vars    *Vars
 	adapter types.Adapter
+	bounded bool // vars is inside the sizes the cost estimate assumed (see withinEstimate)
+	// vals holds each schema name's value once a rule has read it, so that the rules of one
+	// order convert each fact to a CEL value once (by schema index; nil = not read yet).
+	vals []ref.Val
 }
 
-// NewActivation returns an activation over v. v must not change while the activation is in use.
-func NewActivation(v *Vars) *Activation { return &Activation{vars: v, adapter: baseAdapter()} }
+// NewActivation returns an activation over v. v must not change while the activation is in use;
+// to evaluate another order, or v after changing it, call Reset.
+func NewActivation(v *Vars) *Activation {
+	a := &Activation{adapter: baseAdapter(), vals: make([]ref.Val, len(schema))}
+	a.Reset(v)
+	return a
+}
 
-// Reset points the activation at another order, so one activation serves many orders.
-func (a *Activation) Reset(v *Vars) { a.vars = v }
+// Reset points the activation at another order (or at v again after it changed), so one
+// activation serves many orders.
+func (a *Activation) Reset(v *Vars) {
+	a.vars, a.bounded = v, v.withinEstimate()
+	clear(a.vals)
+}
+
+func (a *Activation) withinEstimate() bool { return a.bounded }
+
+// withinEstimate reports whether the order is inside the sizes the cost estimator assumes (at
+// most MaxItems items, strings of at most MaxStringLen bytes): then no rule that Compile
+// accepted can cost more than RuntimeCostLimit. DecodeOrder rejects every order outside them.
+func (v *Vars) withinEstimate() bool {
+	if len(v.Items) > MaxItems {
+		return false
+	}
+	for _, s := range [...]string{v.OrderID, v.Program, v.AffiliateID, v.Status, v.BuyerID, v.BuyerCountry, v.TrafficCountry, v.Currency} {
+		if len(s) > MaxStringLen {
+			return false
+		}
+	}
+	for i := range v.Items {
+		if len(v.Items[i].SKU) > MaxStringLen || len(v.Items[i].Category) > MaxStringLen {
+			return false
+		}
+	}
+	return true
+}
 
 // ResolveName implements interpreter.Activation.
 func (a *Activation) ResolveName(name string) (any, bool) {
@@ -128,10 +164,17 @@ func (a *Activation) ResolveName(name string) (any, bool) {
 	if !ok {
 		return nil, false
 	}
-	if name == "order.items" {
-		return a.adapter.NativeToValue(a.vars.Items), true
+	if v := a.vals[i]; v != nil {
+		return v, true
 	}
-	return schema[i].get(a.vars), true
+	var v ref.Val
+	if schema[i].get == nil { // order.items
+		v = a.adapter.NativeToValue(a.vars.Items)
+	} else {
+		v = schema[i].get(a.vars)
+	}
+	a.vals[i] = v
+	return v, true
 }
 
 // Parent implements interpreter.Activation.
@@ -141,6 +184,7 @@ var baseEnvOnce = sync.OnceValues(func() (*cel.Env, error) {
 	opts := []cel.EnvOption{
 		ext.NativeTypes(reflect.TypeFor[Item](), ext.ParseStructTags(true)),
 		ext.Strings(),
+		lowerASCIIWithoutRunes(),
 		ext.Sets(),
 		decimalLibrary(),
 	}
@@ -149,6 +193,49 @@ var baseEnvOnce = sync.OnceValues(func() (*cel.Env, error) {
 	}
 	return cel.NewEnv(opts...)
 })
+
+// lowerASCIIWithoutRunes gives ext.Strings' lowerAscii the same results without converting every
+// string to runes and back: a string with no upper-case ASCII letter comes back as it is, with no
+// allocation, and others are lowered byte by byte. Invalid UTF-8 (which DecodeOrder never lets
+// through) still goes to ext.Strings' way, which turns each bad byte into U+FFFD. The seed policy
+// lowers every item's category, so this is on the hot path.
+func lowerASCIIWithoutRunes() cel.EnvOption {
+	return cel.Function("lowerAscii",
+		cel.MemberOverload("string_lower_ascii", []*cel.Type{cel.StringType}, cel.StringType,
+			cel.UnaryBinding(func(v ref.Val) ref.Val {
+				s, ok := v.(types.String)
+				if !ok {
+					return types.MaybeNoSuchOverloadErr(v)
+				}
+				upper, ascii := false, true
+				for i := 0; i < len(s); i++ {
+					if c := s[i]; c >= utf8.RuneSelf {
+						ascii = false
+					} else if 'A' <= c && c <= 'Z' {
+						upper = true
+					}
+				}
+				if !ascii && !utf8.ValidString(string(s)) {
+					runes := []rune(string(s))
+					for j, r := range runes {
+						if 'A' <= r && r <= 'Z' {
+							runes[j] = r + ('a' - 'A')
+						}
+					}
+					return types.String(string(runes))
+				}
+				if !upper {
+					return s
+				}
+				b := []byte(s)
+				for i, c := range b {
+					if 'A' <= c && c <= 'Z' {
+						b[i] = c + ('a' - 'A')
+					}
+				}
+				return types.String(b)
+			})))
+}
 
 func baseEnv() *cel.Env {
 	env, err := baseEnvOnce()
