@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/commissioner/commissioner/adapters/stream"
@@ -638,5 +639,51 @@ func TestExternalServer(t *testing.T) {
 	}
 	if st := c.Stats(); st.Acked != n {
 		t.Errorf("acked: got %d, want %d", st.Acked, n)
+	}
+}
+
+func TestClosedConnectionStopsRunAndLosesNothing(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.AckWait = time.Second // the unacked batch comes back quickly
+	b := startBroker(t, cfg)
+	const n = 500
+	b.publish(t, genOrders(n, 12))
+
+	snk := newSink()
+	nc, js := connect(t, b.cfg)
+	var once sync.Once
+	proc := &engineProcessor{eng: newEngine(t), sink: snk, before: func([]engine.Event) {
+		once.Do(nc.Close) // the connection dies while the batch is being stored
+	}}
+	c, err := stream.NewConsumer(context.Background(), js, b.cfg, proc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, nats.ErrConnectionClosed) {
+			t.Errorf("Run: got %v, want an error wrapping nats.ErrConnectionClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not stop when its connection closed")
+	}
+	if st := c.Stats(); st.Acked != 0 || st.SettleErrors == 0 {
+		t.Errorf("stats: got %+v, want nothing acked and the failed acks counted", st)
+	}
+
+	// Another process gets everything, the unacked batch included, after AckWait.
+	c2 := newConsumer(t, b, &engineProcessor{eng: newEngine(t), sink: snk}, nil)
+	stop := run(t, c2)
+	waitFor(t, 30*time.Second, "every event processed", func() (bool, string) {
+		return snk.count() == n, fmt.Sprintf("%d of %d", snk.count(), n)
+	})
+	waitSettled(t, c2)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c2.Stats().Acked; got != n {
+		t.Errorf("second consumer acked %d, want all %d", got, n)
 	}
 }
