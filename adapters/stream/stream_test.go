@@ -687,3 +687,22 @@ func TestClosedConnectionStopsRunAndLosesNothing(t *testing.T) {
 		t.Errorf("second consumer acked %d, want all %d", got, n)
 	}
 }
+
+func TestPublishLinesCountsFailures(t *testing.T) {
+	cfg := testConfig(t)
+	b := startBroker(t, cfg)
+	other := cfg
+	other.Subjects = "elsewhere.>" // no stream captures these subjects
+	p, err := stream.NewPublisher(b.js, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := "\n" + string(joinLines(genOrders(5, 13))) + "  \n"
+	st, err := p.PublishLines(context.Background(), strings.NewReader(input), 2)
+	if err == nil || !strings.Contains(err.Error(), "publishing line") {
+		t.Errorf("PublishLines with no stream: got %v, want an error naming the line", err)
+	}
+	if want := (stream.PublishStats{Lines: 5, Failed: 5}); st != want {
+		t.Errorf("PublishLines with no stream: got %+v, want %+v", st, want)
+	}
+}
