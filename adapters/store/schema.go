@@ -150,8 +150,16 @@ func migrations() *migrate.Migrations {
 				DROP TABLE IF EXISTS decisions; DROP TABLE IF EXISTS policy_versions; DROP TABLE IF EXISTS order_events`)
 		},
 	})
+	for _, m := range laterMigrations {
+		ms.Add(m)
+	}
 	return ms
 }
+
+// laterMigrations are the schema changes after the initial one, each registered by the file
+// that uses its tables (an init func appending to this slice), named by a timestamp that orders
+// them: 20250601000002, 20250601000003, …
+var laterMigrations []migrate.Migration
 
 // Migrate brings the schema to the latest version. Open calls it; it is safe to call again and
 // from several processes at once (PostgreSQL: under an advisory lock; SQLite: every statement
