@@ -139,6 +139,7 @@ func fuzzOrderSeeds(f *testing.F) []string {
 		orderJSON(`amount=" 12.00"`),
 		orderJSON(`items=[{"sku":"s","quantity":99999999999999999999}]`),
 		orderJSON(`extra={"nested":[1,2.5e3,{"a":null,"b":[true,false]}]}`),
+		strings.Replace(orderJSON(), `"items":[`, `"items":[{"sku":"a"}],"items":[`, 1),
 		orderJSON()+"{}",
 		orderJSON()[:57],
 		`{"x":`+strings.Repeat("[", 40)+strings.Repeat("]", 40)+`}`,

@@ -37,7 +37,7 @@ func LookupCurrency(code string) (Currency, bool) {
 }
 
 // countries is the set of ISO 3166-1 alpha-2 codes, officially assigned.
-var countries = func() map[string]bool {
+var countries = func() map[string]string {
 	const codes = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS " +
 		"BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH " +
 		"ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU " +
@@ -46,12 +46,21 @@ var countries = func() map[string]bool {
 		"NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK " +
 		"SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA " +
 		"VC VE VG VI VN VU WF WS YE YT ZA ZM ZW"
-	m := map[string]bool{}
+	m := map[string]string{} // code -> the same code, so the decoder can reuse the table's strings
 	for _, c := range strings.Fields(codes) {
-		m[c] = true
+		m[c] = c
+	}
+	return m
+}()
+
+// currencyCodes maps each known currency code to itself, for the decoder.
+var currencyCodes = func() map[string]string {
+	m := make(map[string]string, len(currencies))
+	for c := range currencies {
+		m[c] = c
 	}
 	return m
 }()
 
 // KnownCountry reports whether code is an assigned ISO 3166-1 alpha-2 code.
-func KnownCountry(code string) bool { return countries[code] }
+func KnownCountry(code string) bool { _, ok := countries[code]; return ok }

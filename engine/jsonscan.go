@@ -86,6 +86,51 @@ func (s *scanner) str() (string, error) {
 	return "", errEOF
 }
 
+// strBytes reads a JSON string like str, but returns its bytes: for a string without escapes
+// they are the input's own bytes, not a copy, so they must not be kept beyond decoding. It lets
+// the decoder compare, look up and parse values without allocating a string for each.
+func (s *scanner) strBytes() ([]byte, error) {
+	if s.peek() != '"' {
+		return nil, errNotString
+	}
+	start := s.i + 1
+	for i := start; i < len(s.b); i++ {
+		c := s.b[i]
+		if c == '"' {
+			s.i = i + 1
+			return s.b[start:i], nil
+		}
+		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+			break // escapes, control characters and non-ASCII: let str check and decode them
+		}
+	}
+	v, err := s.str()
+	return []byte(v), err
+}
+
+// key reads an object key. The order schema's keys come back as constants, so reading an
+// order allocates nothing for its keys.
+func (s *scanner) key() (string, error) {
+	b, err := s.strBytes()
+	if err != nil {
+		return "", err
+	}
+	if k, ok := orderKeys[string(b)]; ok { // a map index by string(b) does not allocate
+		return k, nil
+	}
+	return string(b), nil
+}
+
+var orderKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"order_id", "program", "affiliate_id", "status", "placed_at", "completed_at",
+		"click_at", "buyer", "traffic_country", "currency", "amount", "refunded_amount", "items",
+		"id", "country", "new", "sku", "category", "quantity"} {
+		m[k] = k
+	}
+	return m
+}()
+
 // strSlow finishes a string that has escapes.
 func (s *scanner) strSlow(start int) (string, error) {
 	out := make([]byte, 0, s.i-start+16)
@@ -283,7 +328,7 @@ func (s *scanner) object(field func(key string) error) error {
 		return nil
 	}
 	for {
-		key, err := s.str()
+		key, err := s.key()
 		if err != nil {
 			if err == errNotString {
 				return s.syntax("expected a key")

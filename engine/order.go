@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/cockroachdb/apd/v3"
 
@@ -123,9 +124,7 @@ func DecodeOrder(data []byte) (*Order, error) {
 			o.AffiliateID, err = s.str()
 			f.affiliate = true
 		case "status":
-			var st string
-			st, err = s.str()
-			o.Status = Status(st)
+			o.Status, err = s.status()
 			f.status = true
 		case "placed_at":
 			o.PlacedAt, err = s.timestamp()
@@ -149,7 +148,7 @@ func DecodeOrder(data []byte) (*Order, error) {
 					o.Buyer.ID, err = s.str()
 					f.buyerID = true
 				case "country":
-					o.Buyer.Country, err = s.str()
+					o.Buyer.Country, err = s.code(countries)
 					f.buyerCountry = true
 				case "new":
 					o.Buyer.New, err = s.boolean()
@@ -164,10 +163,10 @@ func DecodeOrder(data []byte) (*Order, error) {
 			})
 		case "traffic_country":
 			if !s.null() {
-				o.TrafficCountry, err = s.str()
+				o.TrafficCountry, err = s.code(countries)
 			}
 		case "currency":
-			f.currencyCode, err = s.str()
+			f.currencyCode, err = s.code(currencyCodes)
 			f.currency = true
 		case "amount":
 			f.amountText, err = s.decimalText()
@@ -178,8 +177,15 @@ func DecodeOrder(data []byte) (*Order, error) {
 				f.refundedSet = true
 			}
 		case "items":
+			// A repeated "items" replaces the earlier list, as encoding/json does.
+			o.Items, f.itemAmounts = o.Items[:0], f.itemAmounts[:0]
 			if s.null() {
+				o.Items, f.itemAmounts = nil, nil
 				return nil
+			}
+			if o.Items == nil {
+				o.Items = make([]Item, 0, 4) // most orders have a few items: one allocation
+				f.itemAmounts = make([][]byte, 0, 4)
 			}
 			err = s.array(func() error {
 				i := len(o.Items)
@@ -240,26 +246,60 @@ func DecodeOrder(data []byte) (*Order, error) {
 
 // timestamp reads an RFC 3339 string into a UTC time.
 func (s *scanner) timestamp() (time.Time, error) {
-	v, err := s.str()
+	b, err := s.strBytes()
 	if err != nil {
 		return time.Time{}, err
 	}
-	t, err := time.Parse(time.RFC3339Nano, v)
+	// The string is only parsed, never kept (a parse error keeps it, but that error is dropped
+	// here for one that copies it), so it can share the input's bytes instead of copying them.
+	t, err := time.Parse(time.RFC3339Nano, unsafe.String(unsafe.SliceData(b), len(b)))
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 timestamp (2025-03-01T12:00:00Z)", v)
+		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 timestamp (2025-03-01T12:00:00Z)", b)
 	}
 	return t.UTC(), nil
+}
+
+// status reads an order status; the known ones come back as constants, with no allocation.
+func (s *scanner) status() (Status, error) {
+	b, err := s.strBytes()
+	if err != nil {
+		return "", err
+	}
+	switch Status(b) {
+	case StatusPending:
+		return StatusPending, nil
+	case StatusCompleted:
+		return StatusCompleted, nil
+	case StatusCancelled:
+		return StatusCancelled, nil
+	case StatusRefunded:
+		return StatusRefunded, nil
+	}
+	return Status(b), nil
+}
+
+// code reads a country or currency code; a known code comes back as the table's own string,
+// with no allocation.
+func (s *scanner) code(known map[string]string) (string, error) {
+	b, err := s.strBytes()
+	if err != nil {
+		return "", err
+	}
+	if c, ok := known[string(b)]; ok {
+		return c, nil
+	}
+	return string(b), nil
 }
 
 // decimalText reads an amount: a decimal string or a JSON number, as its exact text.
 func (s *scanner) decimalText() ([]byte, error) {
 	switch c := s.peek(); {
 	case c == '"':
-		v, err := s.str()
+		v, err := s.strBytes()
 		if err != nil {
 			return nil, err
 		}
-		inner := scanner{b: []byte(v)}
+		inner := scanner{b: v}
 		num, err := inner.number()
 		if err != nil || len(num) != len(v) { // the whole string, no spaces around it
 			return nil, fmt.Errorf("%q is not a decimal number", v)
@@ -393,8 +433,10 @@ func (o *Order) validate(f *orderFields) error {
 
 // parseAmount parses an exact, non-negative amount with no more decimals than the currency has.
 func (c Currency) parseAmount(d *apd.Decimal, text []byte) error {
-	if _, _, err := d.SetString(string(text)); err != nil || d.Form != apd.Finite {
-		return fmt.Errorf("%q is not a decimal number", text)
+	if !setPlainDecimal(d, text) {
+		if _, _, err := d.SetString(string(text)); err != nil || d.Form != apd.Finite {
+			return fmt.Errorf("%q is not a decimal number", text)
+		}
 	}
 	if d.Negative && !d.IsZero() {
 		return fmt.Errorf("%s is negative; amounts are ≥ 0", text)
@@ -412,6 +454,38 @@ func (c Currency) parseAmount(d *apd.Decimal, text []byte) error {
 		return fmt.Errorf("%s is too large", text)
 	}
 	return nil
+}
+
+// setPlainDecimal sets d from text written as -?digits[.digits] with at most 18 digits (most
+// amounts), giving exactly what apd's SetString gives, without converting text to a string.
+// It reports false, leaving d alone, for anything else, which SetString then reads.
+func setPlainDecimal(d *apd.Decimal, text []byte) bool {
+	i, neg := 0, false
+	if len(text) > 0 && text[0] == '-' {
+		i, neg = 1, true
+	}
+	var coeff int64
+	digits, frac, point := 0, 0, false
+	for ; i < len(text); i++ {
+		switch c := text[i]; {
+		case c >= '0' && c <= '9':
+			coeff = coeff*10 + int64(c-'0')
+			digits++
+			if point {
+				frac++
+			}
+		case c == '.' && !point && digits > 0:
+			point = true
+		default:
+			return false
+		}
+	}
+	if digits == 0 || digits > 18 || (point && frac == 0) {
+		return false
+	}
+	d.SetFinite(coeff, -int32(frac))
+	d.Negative = neg
+	return true
 }
 
 // Vars returns the facts rules read about the order.

@@ -380,6 +380,16 @@ func TestDecodeOrderAccepts(t *testing.T) {
 		{"the last of duplicate keys wins", strings.Replace(orderJSON(), `"status":"completed"`, `"status":"pending","status":"completed"`, 1), func(t *testing.T, o *engine.Order) {
 			wantText(t, "status", string(o.Status), "completed")
 		}},
+		{"a repeated items list replaces the earlier one", strings.Replace(orderJSON(), `"items":[`, `"items":[{"sku":"old-1"},{"sku":"old-2"}],"items":[`, 1), func(t *testing.T, o *engine.Order) {
+			if len(o.Items) != 1 || o.Items[0].SKU != "s-1" {
+				t.Errorf("items: got %+v, want the last list only", o.Items)
+			}
+		}},
+		{"a null items after a list clears it", strings.Replace(orderJSON(), `}]}`, `}],"items":null}`, 1), func(t *testing.T, o *engine.Order) {
+			if o.Items != nil {
+				t.Errorf("items: got %+v, want none", o.Items)
+			}
+		}},
 		{"every status", orderJSON(`status="refunded"`, `refunded_amount="2941.00"`), func(t *testing.T, o *engine.Order) {
 			wantText(t, "status", string(o.Status), "refunded")
 		}},
