@@ -27,9 +27,10 @@ import (
 // (a crash before the acks went out), always with the same Event.ID: Process must be idempotent
 // on it.
 //
-// The batch slice and the events' Raw bytes are only valid during the call. ctx is not
+// Process must not modify the events or their Raw bytes (it may keep them). ctx is not
 // cancelled when the consumer shuts down (the batch in flight is finished), so Process should
-// bound its own waits. With Config.Workers > 1, Process is called concurrently.
+// bound its own waits. Process is called concurrently for up to Config.Workers batches (2 by
+// default), and events of one order may reach it out of stream order (Event.StreamSeq orders them).
 type Processor interface {
 	Process(ctx context.Context, batch []engine.Event) (BatchOutcome, error)
 }
@@ -332,13 +333,18 @@ func (c *Consumer) handle(ctx context.Context, batch []jetstream.Msg) {
 	// handed back, to be processed (idempotently) and dead-lettered again.
 	if len(out.Dead) > 0 {
 		published := c.publishDead(ctx, events, out.Dead)
+		reasons := termReasons(c.js.Conn())
 		var retry []jetstream.Msg
 		for i, d := range out.Dead {
 			if !published[i] {
 				retry = append(retry, batch[d.Index])
 				continue
 			}
-			if err := batch[d.Index].TermWithReason(oneLine(d.Reason, 200)); err != nil {
+			term := batch[d.Index].Term
+			if reasons {
+				term = func() error { return batch[d.Index].TermWithReason(oneLine(d.Reason, 200)) }
+			}
+			if err := term(); err != nil {
 				c.settleFailed(1, "term", err)
 				continue
 			}
@@ -476,6 +482,16 @@ func streamSeq(m jetstream.Msg) uint64 {
 		return 0
 	}
 	return md.Sequence.Stream
+}
+
+// termReasons reports whether the connected server honours a term with a reason: a server
+// before 2.10.4 ignores "+TERM <reason>" altogether and redelivers the message after AckWait,
+// so a dead letter would come back forever. Such servers get a plain Term (the reason is in
+// the dead letter's header and the store anyway).
+func termReasons(nc *nats.Conn) bool {
+	var major, minor, patch int
+	fmt.Sscanf(nc.ConnectedServerVersion(), "%d.%d.%d", &major, &minor, &patch)
+	return major > 2 || major == 2 && (minor > 10 || minor == 10 && patch >= 4)
 }
 
 // oneLine makes s fit a header value or a term reason: no line breaks, at most max bytes.
