@@ -165,19 +165,28 @@ func waitSettledService(t testing.TB, r *runningService, timeout time.Duration) 
 // publishAll publishes the lines and fails unless every one was accepted.
 func publishAll(t testing.TB, js jetstream.JetStream, cfg stream.Config, lines [][]byte) {
 	t.Helper()
+	if err := publishLines(js, cfg, lines); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publishLines publishes the lines; an error unless every one was accepted. Safe to call from
+// any goroutine.
+func publishLines(js jetstream.JetStream, cfg stream.Config, lines [][]byte) error {
 	pub, err := stream.NewPublisher(js, cfg)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := pub.PublishLines(ctx, bytes.NewReader(joinLines(lines)), 512)
 	if err != nil {
-		t.Fatalf("publishing %d lines: %v", len(lines), err)
+		return fmt.Errorf("publishing %d lines: %w", len(lines), err)
 	}
 	if st.Lines != len(lines) || st.Accepted != len(lines) {
-		t.Fatalf("publishing: got %+v, want all %d lines accepted", st, len(lines))
+		return fmt.Errorf("publishing: got %+v, want all %d lines accepted", st, len(lines))
 	}
+	return nil
 }
 
 func joinLines(lines [][]byte) []byte {

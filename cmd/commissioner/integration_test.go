@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/uptrace/bun/driver/pgdriver"
+
+	"github.com/commissioner/commissioner/adapters/stream"
+)
+
+// integrationRequired: with COMMISSIONER_INTEGRATION=1 (CI) a missing server fails the test
+// instead of skipping it.
+func integrationRequired() bool { return os.Getenv("COMMISSIONER_INTEGRATION") == "1" }
+
+func skipUnlessIntegration(t testing.TB, msg string) {
+	t.Helper()
+	if integrationRequired() {
+		t.Fatalf("%s (COMMISSIONER_INTEGRATION=1)", msg)
+	}
+	t.Skipf("%s; set COMMISSIONER_INTEGRATION=1 to make this a failure", msg)
+}
+
+// testPostgresURL is the PostgreSQL server of the integration tests: COMMISSIONER_TEST_POSTGRES,
+// or the local one.
+func testPostgresURL() string {
+	if u := os.Getenv("COMMISSIONER_TEST_POSTGRES"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+// testNATSURL is the external NATS server of the integration tests: COMMISSIONER_TEST_NATS, or
+// the local one.
+func testNATSURL() string {
+	if u := os.Getenv("COMMISSIONER_TEST_NATS"); u != "" {
+		return u
+	}
+	return "nats://127.0.0.1:4222"
+}
+
+// postgresSchema creates a fresh schema on the test server, dropped when the test ends, and
+// returns a DSN that uses it (search_path) through host (host:port; "" keeps the server's own).
+// It also returns an admin connection straight to the server, for looking behind the service.
+func postgresSchema(t *testing.T, host string) (dsn, schema string, admin *sql.DB) {
+	t.Helper()
+	admin = sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(testPostgresURL()), pgdriver.WithDialTimeout(3*time.Second)))
+	t.Cleanup(func() { admin.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := admin.PingContext(ctx); err != nil {
+		skipUnlessIntegration(t, fmt.Sprintf("PostgreSQL at %s is not reachable: %v", testPostgresURL(), err))
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	schema = "pipetest_" + hex.EncodeToString(b[:])
+	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
+		t.Fatalf("creating schema %s: %v", schema, err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
+			t.Errorf("dropping schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(testPostgresURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host != "" {
+		u.Host = host
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	q.Set("application_name", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), schema, admin
+}
+
+// externalNATS returns the URL of the external NATS server, skipping (or failing) the test
+// when nothing answers there.
+func externalNATS(t *testing.T) string {
+	t.Helper()
+	u := testNATSURL()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialTimeout("tcp", pu.Host, 3*time.Second)
+	if err != nil {
+		skipUnlessIntegration(t, fmt.Sprintf("NATS at %s is not reachable: %v", u, err))
+	}
+	c.Close()
+	return u
+}
+
+// tcpProxy forwards TCP connections to a target; cut closes the listener and every connection
+// (the server is "gone"), restore listens again on the same address.
+type tcpProxy struct {
+	target, addr string
+
+	mu    sync.Mutex
+	ln    net.Listener // nil while cut
+	conns map[net.Conn]bool
+	wg    sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{target: target, addr: ln.Addr().String(), conns: map[net.Conn]bool{}}
+	p.serve(ln)
+	t.Cleanup(func() {
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *tcpProxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed by cut
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.pipe(c)
+			}()
+		}
+	}()
+}
+
+func (p *tcpProxy) pipe(client net.Conn) {
+	server, err := net.DialTimeout("tcp", p.target, 3*time.Second)
+	if err != nil {
+		client.Close()
+		return
+	}
+	p.mu.Lock()
+	if p.ln == nil { // cut while dialling
+		p.mu.Unlock()
+		client.Close()
+		server.Close()
+		return
+	}
+	p.conns[client], p.conns[server] = true, true
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(server, client); done <- struct{}{} }()
+	go func() { io.Copy(client, server); done <- struct{}{} }()
+	<-done
+	client.Close()
+	server.Close()
+	<-done
+	p.mu.Lock()
+	delete(p.conns, client)
+	delete(p.conns, server)
+	p.mu.Unlock()
+}
+
+// cut stops accepting and closes every connection in both directions.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// restore accepts connections on the same address again.
+func (p *tcpProxy) restore(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatalf("restoring the proxy on %s: %v", p.addr, err)
+	}
+	p.serve(ln)
+}
+
+// TestPipelineStoreUnavailable cuts the service's PostgreSQL connections (through a proxy) while
+// events flow: nothing more is acked or stored while the store is gone; once it is back every
+// event is decided exactly once and nothing is lost.
+func TestPipelineStoreUnavailable(t *testing.T) {
+	pu, _ := url.Parse(testPostgresURL())
+	proxy := startProxy(t, pu.Host)
+	dsn, schema, admin := postgresSchema(t, proxy.addr)
+	cfg := pipelineConfig(t)
+	cfg.Store.DSN = dsn
+	svc := startRunning(t, cfg)
+
+	lines := mix(sampleLines(t, 20000, 31, "2025-10"), badOrderLines(200), 32)
+	want := expect(t, svc.cfg.NATS, cfg.Policies, lines)
+	published := make(chan error, 1)
+	go func() { published <- publishLines(svc.js, svc.cfg.NATS, lines) }()
+
+	// stored reads, straight from the server, how many events have a decision or a dead letter.
+	stored := func() int64 {
+		var n int64
+		err := admin.QueryRow(fmt.Sprintf("SELECT (SELECT count(*) FROM %[1]s.decisions) + (SELECT count(*) FROM %[1]s.dead_letters)", schema)).Scan(&n)
+		if err != nil {
+			t.Fatalf("counting stored outcomes: %v", err)
+		}
+		return n
+	}
+	waitUntil(t, time.Minute, "2 000 events stored before the cut", func() (bool, string) {
+		n := stored()
+		return n >= 2000, fmt.Sprintf("%d stored", n)
+	})
+
+	before := svc.consumer.Stats()
+	proxy.cut()
+	// Once three batches have failed after the cut, any batch that was committed before it
+	// has long been acked; from then on nothing may be acked or stored.
+	waitUntil(t, time.Minute, "batches to fail while the store is gone", func() (bool, string) {
+		st := svc.consumer.Stats()
+		return st.FailedBatches >= before.FailedBatches+3, fmt.Sprintf("%+v", st)
+	})
+	ctx := context.Background()
+	down1, stored1 := svc.consumer.Stats(), stored()
+	ci1, err := svc.consumer.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, time.Minute, "more batches to fail while the store is gone", func() (bool, string) {
+		st := svc.consumer.Stats()
+		return st.FailedBatches >= down1.FailedBatches+10, fmt.Sprintf("%+v", st)
+	})
+	down2, stored2 := svc.consumer.Stats(), stored()
+	ci2, err := svc.consumer.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if down2.Acked != down1.Acked || down2.Termed != down1.Termed {
+		t.Errorf("while the store was gone: acked %d→%d, terminated %d→%d; want no change", down1.Acked, down2.Acked, down1.Termed, down2.Termed)
+	}
+	if ci2.AckFloor.Stream != ci1.AckFloor.Stream {
+		t.Errorf("while the store was gone the server's ack floor moved from %d to %d, want no change", ci1.AckFloor.Stream, ci2.AckFloor.Stream)
+	}
+	if stored2 != stored1 {
+		t.Errorf("while the store was gone %d outcomes were stored, want 0", stored2-stored1)
+	}
+	if down2.Naked <= before.Naked {
+		t.Errorf("while the store was gone: got %d events naked, want some", down2.Naked-before.Naked)
+	}
+	t.Logf("cut after %d stored; while down: %d batches failed, %d events naked, %d awaiting redelivery",
+		stored1, down2.FailedBatches-before.FailedBatches, down2.Naked-before.Naked, ci2.NumAckPending)
+
+	proxy.restore(t)
+	select {
+	case err := <-published:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("publishing did not finish")
+	}
+	waitSettledService(t, svc, 2*time.Minute)
+	verifyStored(t, svc.store, cfg.Policies, want)
+}
+
+// TestPipelineExternalServers runs two services against the NATS server at 127.0.0.1:4222 (a
+// stream, subjects and durable of this run's own, deleted afterwards) and PostgreSQL (a fresh
+// schema): every event is decided or dead-lettered once, and both services did some of it.
+func TestPipelineExternalServers(t *testing.T) {
+	natsURL := externalNATS(t)
+	dsn, _, _ := postgresSchema(t, "")
+	var b [4]byte
+	rand.Read(b[:])
+	suffix := hex.EncodeToString(b[:])
+
+	base := pipelineConfig(t)
+	base.NATS.URL = natsURL
+	base.NATS.Stream = "PIPETEST_" + suffix
+	base.NATS.Subjects = "pipetest" + suffix + ".>"
+	base.NATS.Durable = "pipetest_" + suffix
+	base.NATS.BatchSize = 250
+	base.Store.DSN = dsn
+	t.Cleanup(func() { // runs after the services stopped (cleanups run last-in first-out)
+		nc, err := stream.Connect(context.Background(), base.NATS)
+		if err != nil {
+			t.Errorf("deleting stream %s: %v", base.NATS.Stream, err)
+			return
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err == nil {
+			err = js.DeleteStream(context.Background(), base.NATS.Stream)
+		}
+		if err != nil {
+			t.Errorf("deleting stream %s: %v", base.NATS.Stream, err)
+		}
+	})
+	var svcs []*runningService
+	for range 2 {
+		cfg := base
+		cfg.DataDir = t.TempDir()
+		svcs = append(svcs, startRunning(t, cfg))
+	}
+	lines := mix(sampleLines(t, 10000, 41, "2025-10"), badOrderLines(100), 42)
+	want := expect(t, svcs[0].cfg.NATS, base.Policies, lines)
+	publishAll(t, svcs[0].js, svcs[0].cfg.NATS, lines)
+	waitSettledService(t, svcs[1], 2*time.Minute)
+
+	verifyStored(t, svcs[0].store, base.Policies, want)
+	verifyDeadLetterMessages(t, svcs[0].js, svcs[0].cfg.NATS, want)
+	for i, s := range svcs {
+		if st := s.consumer.Stats(); st.Acked+st.Termed == 0 {
+			t.Errorf("service %d settled no events, want a share of the work (stats %+v)", i, st)
+		}
+	}
+}
