@@ -173,13 +173,14 @@ const decisionColumns = "id, event_id, order_id, program, affiliate_id, policy_v
 	"failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, " +
 	"chain_seq, prev_hash, hash"
 
-// decisionText casts the decimal columns to text in PostgreSQL, so they scan as exact strings.
+// decisionColumns casts the decimal columns to text in PostgreSQL, so they scan as exact strings.
+// In SQLite decided_at is read as text, for timeScanner.
 func (s *Store) decisionColumns() string {
 	if s.kind == Postgres {
 		return strings.NewReplacer(" rate,", " rate::text,", " flat,", " flat::text,", " base,", " base::text,",
 			" commission,", " commission::text,").Replace(decisionColumns)
 	}
-	return decisionColumns
+	return strings.Replace(decisionColumns, " decided_at,", " "+s.timeCol("decided_at")+",", 1)
 }
 
 func scanDecision(rows interface{ Scan(...any) error }) (StoredDecision, error) {
@@ -191,11 +192,10 @@ func scanDecision(rows interface{ Scan(...any) error }) (StoredDecision, error) 
 	)
 	if err := rows.Scan(&d.ID, &d.EventID, &d.OrderID, &d.Program, &d.AffiliateID, &d.PolicyVersion, &d.PolicyDigest,
 		&d.Qualified, &failed, &d.RateRule, &rate, &flat, &base, &commission, &d.Currency, &d.Rounding, &tr, &d.Env,
-		&streamSeq, &d.DecidedAt, &d.ChainSeq, &d.PrevHash, &d.Hash); err != nil {
+		&streamSeq, timeScanner{&d.DecidedAt}, &d.ChainSeq, &d.PrevHash, &d.Hash); err != nil {
 		return d, err
 	}
 	d.StreamSeq = uint64(streamSeq)
-	d.DecidedAt = d.DecidedAt.UTC()
 	var err error
 	if d.Rate, err = parseDecimal(rate, "rate"); err != nil {
 		return d, err
@@ -318,8 +318,9 @@ func (s *Store) PolicyVersion(ctx context.Context, program string, version int) 
 
 // Events calls fn for each stored event the filter selects, in placed_at order (then storage
 // order), streaming rows from the database: replaying millions of events keeps memory flat. fn's
-// error stops the walk and is returned. fn must not write to this Store on SQLite while the walk
-// is open only if it needs to see its own writes (it runs outside any transaction).
+// error stops the walk and is returned. The walk reads one snapshot (SQLite) or one statement's
+// view (PostgreSQL): events stored while it runs may not be seen. fn may call other methods of the
+// Store meanwhile; the walk holds one connection until it returns.
 func (s *Store) Events(ctx context.Context, f EventFilter, fn func(StoredEvent) error) error {
 	var where []string
 	var args []any
@@ -340,9 +341,10 @@ func (s *Store) Events(ctx context.Context, f EventFilter, fn func(StoredEvent) 
 		cond = "WHERE " + strings.Join(where, " AND ")
 	}
 	const cols = "id, event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at"
-	query := "SELECT " + cols + " FROM order_events " + cond + " ORDER BY placed_at, id"
+	out := "id, event_id, program, order_id, affiliate_id, subject, stream_seq, raw, " + s.timeCol("placed_at") + ", " + s.timeCol("received_at")
+	query := "SELECT " + out + " FROM order_events " + cond + " ORDER BY placed_at, id"
 	if f.LatestPerOrder {
-		query = "SELECT " + cols + " FROM (SELECT " + cols + ", ROW_NUMBER() OVER (PARTITION BY program, order_id " +
+		query = "SELECT " + out + " FROM (SELECT " + cols + ", ROW_NUMBER() OVER (PARTITION BY program, order_id " +
 			"ORDER BY stream_seq DESC, id DESC) AS rn FROM order_events " + cond + ") AS e WHERE rn = 1 ORDER BY placed_at, id"
 	}
 	rows, err := s.db.QueryContext(ctx, query, args...)
@@ -354,11 +356,10 @@ func (s *Store) Events(ctx context.Context, f EventFilter, fn func(StoredEvent) 
 		var e StoredEvent
 		var seq int64
 		if err := rows.Scan(&e.ID, &e.EventID, &e.Program, &e.OrderID, &e.AffiliateID, &e.Subject, &seq, &e.Raw,
-			&e.PlacedAt, &e.ReceivedAt); err != nil {
+			timeScanner{&e.PlacedAt}, timeScanner{&e.ReceivedAt}); err != nil {
 			return fmt.Errorf("reading events: %w", err)
 		}
 		e.StreamSeq = uint64(seq)
-		e.PlacedAt, e.ReceivedAt = e.PlacedAt.UTC(), e.ReceivedAt.UTC()
 		if err := fn(e); err != nil {
 			return err
 		}

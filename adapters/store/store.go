@@ -4,8 +4,9 @@
 // (column types, row locks, JSON and exact decimal aggregation) are handled inside.
 //
 // The write side is SaveBatch: one transaction per batch of engine results, idempotent under
-// redelivery (unique keys, ON CONFLICT DO NOTHING), extending a tamper-evident hash chain of
-// decisions per program. The read side serves replay, explain, audit and the demo summary.
+// redelivery (unique keys; rows already stored are skipped), extending a tamper-evident hash chain
+// of decisions per program. Rows go in with bun multi-row INSERTs on SQLite and with COPY on
+// PostgreSQL (see bulk.go). The read side serves replay, explain, audit and the demo summary.
 //
 // A *Store is safe for concurrent use by several goroutines, and several processes (several
 // *Store values) may write to one database at once: each program's chain stays one chain.
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -212,7 +214,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		sqldb.SetMaxIdleConns(4)
 		s.db = bun.NewDB(sqldb, sqlitedialect.New())
 	case Postgres:
-		sqldb := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(p.url)))
+		// pgdriver waits 10 s for a reply by default: too short for a report over millions of
+		// rows or a sort before the first row of a replay. The DSN's read_timeout still wins;
+		// callers bound their work with the context.
+		sqldb := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithReadTimeout(2*time.Minute),
+			pgdriver.WithWriteTimeout(time.Minute), pgdriver.WithDSN(p.url)))
 		sqldb.SetMaxOpenConns(8)
 		sqldb.SetMaxIdleConns(8)
 		s.db = bun.NewDB(sqldb, pgdialect.New())
@@ -230,6 +236,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 // Kind returns the database kind.
 func (s *Store) Kind() Kind { return s.kind }
+
+// Ping checks that the database answers (readiness).
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("pinging store %s: %w", s.cfg, err)
+	}
+	return nil
+}
 
 // String names the store with its password masked.
 func (s *Store) String() string { return string(s.kind) + " " + s.cfg.String() }
