@@ -276,6 +276,35 @@ func runSuite(t *testing.T, b backend) {
 		verifyChain(t, s2, "alibaba", int64(want.decisions))
 	})
 
+	t.Run("stores opening a new database at once both migrate it", func(t *testing.T) {
+		cfg := b.fresh(t)
+		var wg sync.WaitGroup
+		var stores [3]*Store
+		var errs [3]error
+		for i := range stores {
+			wg.Add(1)
+			go func() { defer wg.Done(); stores[i], errs[i] = Open(ctx, cfg) }()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("Open %d: %v", i+1, err)
+				continue
+			}
+			defer stores[i].Close()
+		}
+		if t.Failed() {
+			return
+		}
+		mustSave(t, stores[0], genBatch(t, batchSpec{prefix: "m", orders: 5, seed: 16}))
+		if err := stores[2].Migrate(ctx); err != nil {
+			t.Errorf("Migrate again: %v", err)
+		}
+		if st := mustStats(t, stores[1]); st.Decisions != 5 {
+			t.Errorf("another store sees %d decisions, want 5", st.Decisions)
+		}
+	})
+
 	t.Run("a policy file changed under the same version is refused", func(t *testing.T) {
 		cfg := b.fresh(t)
 		s := openStore(t, cfg)
