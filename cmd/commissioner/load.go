@@ -1,0 +1,392 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"github.com/uptrace/bun/driver/pgdriver"
+
+	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/adapters/stream"
+)
+
+func init() { extraCommands = append(extraCommands, newLoadCmd) }
+
+type loadParams struct {
+	Orders      int
+	BatchSize   int // 0: the configured batch size
+	Workers     int // 0: the configured number
+	BadPerMille int
+	Seed        uint64
+	Concurrency int // publishes awaiting their ack at once
+	Keep        bool
+	CPUProfile  string // written for the consume phase
+}
+
+func newLoadCmd(s streams) *cobra.Command {
+	p := loadParams{Orders: 200000, Seed: 1, Concurrency: 1024}
+	cmd := &cobra.Command{
+		Use:   "load --orders N [--batch-size B] [config flags]",
+		Short: "Measure the pipeline: publish N generated orders, then decide them all; report orders/s and memory",
+		Long: `Starts the service in-process on the configured store and NATS (by default the embedded server and
+SQLite in a fresh temporary data directory, removed afterwards unless --keep or --data-dir is
+given), publishes N generated orders before consuming anything (the publish rate is reported on
+its own), then runs the consumer and measures decided orders per second end to end — JetStream
+→ decode → CEL → store → ack — until every order is decided or dead-lettered. It reports the
+time per batch spent deciding and storing, the peak RSS of each phase (VmHWM) and the Go heap
+after the run.
+
+With a PostgreSQL DSN that sets no search_path, the run uses a fresh schema, dropped afterwards
+unless --keep. With an external NATS URL, it uses a stream, subjects and durable of its own,
+deleted afterwards unless --keep.`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConfigFlags(cmd)
+	f := cmd.Flags()
+	f.IntVar(&p.Orders, "orders", p.Orders, "how many orders to publish and decide")
+	f.IntVar(&p.BatchSize, "batch-size", 0, "events per batch (default: the configured nats.batch_size)")
+	f.IntVar(&p.Workers, "workers", 0, "batches processed at once (default: the configured nats.workers)")
+	f.IntVar(&p.BadPerMille, "bad-per-mille", 0, "malformed or invalid orders per thousand")
+	f.Uint64Var(&p.Seed, "seed", p.Seed, "sample seed")
+	f.IntVar(&p.Concurrency, "publish-concurrency", p.Concurrency, "publishes awaiting their ack at once")
+	f.BoolVar(&p.Keep, "keep", false, "keep the temporary data directory, PostgreSQL schema or NATS stream")
+	f.StringVar(&p.CPUProfile, "cpuprofile", "", "write a CPU profile of the consume phase to this file")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if p.Orders < 1 {
+			return usageError{fmt.Errorf("--orders %d: want at least 1", p.Orders)}
+		}
+		fl := cmd.Flags()
+		if !fl.Changed("http-addr") {
+			if err := fl.Set("http-addr", ""); err != nil {
+				return err
+			}
+		}
+		if !fl.Changed("data-dir") {
+			dir, err := os.MkdirTemp("", "commissioner-load-*")
+			if err != nil {
+				return fmt.Errorf("load: %w", err)
+			}
+			if p.Keep {
+				fmt.Fprintf(s.err, "load: data directory %s (kept)\n", dir)
+			} else {
+				defer os.RemoveAll(dir)
+			}
+			if err := fl.Set("data-dir", dir); err != nil {
+				return err
+			}
+		}
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		return runLoad(cmd.Context(), cfg, p, s.out, s.err)
+	}
+	return cmd
+}
+
+func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Writer) (err error) {
+	cfg.WatchPolicies = false
+	if p.BatchSize > 0 || p.Workers > 0 {
+		if p.BatchSize > 0 {
+			cfg.NATS.BatchSize = p.BatchSize
+		}
+		if p.Workers > 0 {
+			cfg.NATS.Workers = p.Workers
+		}
+		cfg.NATS.MaxAckPending = 0 // derived again from the batch size and workers
+		cfg.NATS = cfg.NATS.WithDefaults()
+		if err := cfg.NATS.Validate(); err != nil {
+			return usageError{err}
+		}
+	}
+	var cleanups []func() error
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			err = errors.Join(err, cleanups[i]())
+		}
+	}()
+	if cfg.storeConfig().Kind() == store.Postgres {
+		dsn, drop, err := freshLoadSchema(ctx, cfg.Store.DSN, p.Keep, errOut)
+		if err != nil {
+			return err
+		}
+		cfg.Store.DSN = dsn
+		cleanups = append(cleanups, drop)
+	}
+	if cfg.NATS.URL != "" {
+		suffix := randomHex(4)
+		cfg.NATS.Stream, cfg.NATS.Subjects, cfg.NATS.Durable = "LOAD_"+suffix, "load"+suffix+".>", "load_"+suffix
+		if p.Keep {
+			fmt.Fprintf(errOut, "load: NATS stream %s on %s (kept)\n", cfg.NATS.Stream, cfg.NATS.Subjects)
+		}
+	}
+
+	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	svc, err := startService(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	started := false
+	defer func() {
+		if !started {
+			svc.close()
+			return
+		}
+		stop()
+		err = errors.Join(err, <-done)
+	}()
+	if cfg.NATS.URL != "" && !p.Keep {
+		cleanups = append(cleanups, func() error {
+			nc, err := stream.Connect(context.Background(), cfg.NATS)
+			if err != nil {
+				return fmt.Errorf("deleting stream %s: %w", cfg.NATS.Stream, err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err == nil {
+				err = js.DeleteStream(context.Background(), cfg.NATS.Stream)
+			}
+			if err != nil {
+				return fmt.Errorf("deleting stream %s: %w", cfg.NATS.Stream, err)
+			}
+			return nil
+		})
+	}
+
+	natsAt := "embedded, " + cfg.NATS.DataDir
+	if cfg.NATS.URL != "" {
+		natsAt = "external server, stream " + cfg.NATS.Stream
+	}
+	fmt.Fprintf(out, "load: %d orders (%d‰ bad), batches of %d, %d workers, GOMAXPROCS %d, load average %s\n",
+		p.Orders, p.BadPerMille, cfg.NATS.BatchSize, cfg.NATS.Workers, runtime.GOMAXPROCS(0), loadAverage())
+	fmt.Fprintf(out, "store: %s\nnats:  %s\n", svc.store, natsAt)
+
+	// Phase 1: publish everything before anything is consumed.
+	resetPeakRSS()
+	pr, pw := io.Pipe()
+	go func() {
+		w := bufio.NewWriterSize(pw, 1<<16)
+		err := writeSample(w, sampleParams{N: p.Orders, Seed: p.Seed, Program: "alibaba", Month: "2025-10", Bad: p.BadPerMille})
+		if err == nil {
+			err = w.Flush()
+		}
+		pw.CloseWithError(err)
+	}()
+	pub, err := stream.NewPublisher(svc.js, cfg.NATS)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	pst, err := pub.PublishLines(ctx, pr, p.Concurrency)
+	pr.Close()
+	if err != nil {
+		return fmt.Errorf("load: publishing: %w", err)
+	}
+	took := time.Since(start)
+	publishPeak := peakRSS()
+	fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream), peak RSS %s\n",
+		pst.Lines, took.Round(time.Millisecond), float64(pst.Lines)/took.Seconds(), pst.Accepted, pst.Duplicates, mib(publishPeak))
+	want := uint64(pst.Accepted)
+	if want == 0 {
+		return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
+	}
+
+	// Phase 2: consume until everything published is settled.
+	resetPeakRSS()
+	if p.CPUProfile != "" {
+		f, err := os.Create(p.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("load: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("load: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start = time.Now()
+	started = true
+	go func() { done <- svc.Run(runCtx) }()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	lastReport := start
+	for {
+		st := svc.consumer.Stats()
+		if st.Acked+st.Termed >= want {
+			info, err := svc.consumer.Info(ctx)
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				break
+			}
+		}
+		if time.Since(lastReport) >= 5*time.Second {
+			lastReport = time.Now()
+			fmt.Fprintf(errOut, "load: %d of %d settled after %v\n", st.Acked+st.Termed, want, time.Since(start).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-done:
+			started = false
+			if err == nil {
+				err = errors.New("the service stopped")
+			}
+			return fmt.Errorf("load: consuming: %w", err)
+		case <-tick.C:
+		}
+	}
+	took = time.Since(start)
+	if p.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	consumePeak := peakRSS()
+	st := svc.consumer.Stats()
+	fmt.Fprintf(out, "decided %d orders in %v: %.0f orders/s end to end (%d batches, %d failed, %d events redelivered or naked)\n",
+		want, took.Round(time.Millisecond), float64(want)/took.Seconds(), st.Batches, st.FailedBatches, st.Naked)
+
+	// Where the time went, from the service's own histograms (summed over the workers).
+	sums := metricSums(svc)
+	if n := sums["commissioner_batch_seconds_count"]; n > 0 {
+		fmt.Fprintf(out, "per batch (mean of %.0f): %.1f ms in all, %.1f ms decode+evaluate, %.1f ms store; busy %.0f%% of the wall time per worker\n",
+			n, 1000*sums["commissioner_batch_seconds_sum"]/n,
+			1000*sums["commissioner_batch_evaluation_seconds_sum"]/n, 1000*sums["commissioner_batch_store_seconds_sum"]/n,
+			100*sums["commissioner_batch_seconds_sum"]/float64(cfg.NATS.Workers)/took.Seconds())
+	}
+	var decisions, dead int64
+	db := svc.store.DB()
+	if err := db.NewRaw("SELECT count(*) FROM decisions").Scan(ctx, &decisions); err != nil {
+		return fmt.Errorf("load: counting decisions: %w", err)
+	}
+	if err := db.NewRaw("SELECT count(*) FROM dead_letters").Scan(ctx, &dead); err != nil {
+		return fmt.Errorf("load: counting dead letters: %w", err)
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Fprintf(out, "stored: %d decisions, %d dead letters\n", decisions, dead)
+	fmt.Fprintf(out, "memory: peak RSS %s publishing, %s consuming; after the run Go heap %s in use, %s from the OS\n",
+		mib(publishPeak), mib(consumePeak), mib(int64(ms.HeapInuse)), mib(int64(ms.Sys)))
+	fmt.Fprintf(out, "load average at the end: %s\n", loadAverage())
+	if uint64(decisions+dead) < want {
+		return fmt.Errorf("load: %d decisions and %d dead letters stored, want %d in all", decisions, dead, want)
+	}
+	return nil
+}
+
+// freshLoadSchema gives a PostgreSQL DSN without a search_path a schema of its own, created now
+// and dropped by the returned func (unless keep). A DSN with a search_path is used as it is.
+func freshLoadSchema(ctx context.Context, dsn string, keep bool, errOut io.Writer) (string, func() error, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", nil, fmt.Errorf("load: store dsn: %w", err)
+	}
+	q := u.Query()
+	if q.Get("search_path") != "" {
+		return dsn, func() error { return nil }, nil
+	}
+	schema := "commissioner_load_" + randomHex(4)
+	admin := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn)))
+	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		admin.Close()
+		return "", nil, fmt.Errorf("load: creating schema %s: %w", schema, err)
+	}
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	if keep {
+		fmt.Fprintf(errOut, "load: PostgreSQL schema %s (kept)\n", schema)
+		return u.String(), admin.Close, nil
+	}
+	return u.String(), func() error {
+		defer admin.Close()
+		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			return fmt.Errorf("load: dropping schema %s: %w", schema, err)
+		}
+		return nil
+	}, nil
+}
+
+// metricSums reads the sums and counts of the service's histograms, by name.
+func metricSums(svc *service) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := svc.metrics.Registry.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if h := m.GetHistogram(); h != nil {
+				if ok := len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() == "ok"; ok {
+					out[mf.GetName()+"_sum"] += h.GetSampleSum()
+					out[mf.GetName()+"_count"] += float64(h.GetSampleCount())
+				}
+			}
+		}
+	}
+	return out
+}
+
+// resetPeakRSS resets the kernel's peak RSS (VmHWM) of this process to its current RSS, so that
+// peakRSS measures one phase. Where that is not possible the peak stays since the start.
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// peakRSS is VmHWM from /proc/self/status in bytes; -1 when unknown.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+func mib(n int64) string {
+	if n < 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+}
+
+// loadAverage is the first three fields of /proc/loadavg.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
