@@ -45,6 +45,7 @@ type Config struct {
 // Kind is the database behind a DSN.
 type Kind string
 
+// The database kinds.
 const (
 	SQLite   Kind = "sqlite"
 	Postgres Kind = "postgres"
