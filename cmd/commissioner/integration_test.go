@@ -234,20 +234,30 @@ func TestPipelineStoreUnavailable(t *testing.T) {
 
 	before := svc.consumer.Stats()
 	proxy.cut()
-	// Once three batches have failed after the cut, any batch that was committed before it
-	// has long been acked; from then on nothing may be acked or stored.
+	settledCount := func(st stream.Stats) uint64 { return st.Acked + st.Termed }
+	// Once batches fail, nothing can commit any more: the stored count is frozen. A batch
+	// committed just before the cut may still be acking; wait for its acks, then nothing more
+	// may be acked, and nothing is ever acked that was not stored.
 	waitUntil(t, time.Minute, "batches to fail while the store is gone", func() (bool, string) {
 		st := svc.consumer.Stats()
 		return st.FailedBatches >= before.FailedBatches+3, fmt.Sprintf("%+v", st)
 	})
+	frozen := stored()
+	waitUntil(t, time.Minute, "the batches committed before the cut to be acked", func() (bool, string) {
+		n := settledCount(svc.consumer.Stats())
+		return n >= uint64(frozen), fmt.Sprintf("%d acked or terminated, %d stored", n, frozen)
+	})
 	ctx := context.Background()
-	down1, stored1 := svc.consumer.Stats(), stored()
+	down1 := svc.consumer.Stats()
 	ci1, err := svc.consumer.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, time.Minute, "more batches to fail while the store is gone", func() (bool, string) {
 		st := svc.consumer.Stats()
+		if n := settledCount(st); n > uint64(frozen) {
+			t.Fatalf("while the store was gone: %d events acked or terminated, but only %d stored", n, frozen)
+		}
 		return st.FailedBatches >= down1.FailedBatches+10, fmt.Sprintf("%+v", st)
 	})
 	down2, stored2 := svc.consumer.Stats(), stored()
@@ -255,20 +265,20 @@ func TestPipelineStoreUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if down2.Acked != down1.Acked || down2.Termed != down1.Termed {
+	if settledCount(down2) != settledCount(down1) {
 		t.Errorf("while the store was gone: acked %d→%d, terminated %d→%d; want no change", down1.Acked, down2.Acked, down1.Termed, down2.Termed)
 	}
 	if ci2.AckFloor.Stream != ci1.AckFloor.Stream {
 		t.Errorf("while the store was gone the server's ack floor moved from %d to %d, want no change", ci1.AckFloor.Stream, ci2.AckFloor.Stream)
 	}
-	if stored2 != stored1 {
-		t.Errorf("while the store was gone %d outcomes were stored, want 0", stored2-stored1)
+	if stored2 != frozen {
+		t.Errorf("while the store was gone %d outcomes were stored, want 0", stored2-frozen)
 	}
 	if down2.Naked <= before.Naked {
 		t.Errorf("while the store was gone: got %d events naked, want some", down2.Naked-before.Naked)
 	}
-	t.Logf("cut after %d stored; while down: %d batches failed, %d events naked, %d awaiting redelivery",
-		stored1, down2.FailedBatches-before.FailedBatches, down2.Naked-before.Naked, ci2.NumAckPending)
+	t.Logf("cut at %d stored; while down: %d batches failed, %d events naked, %d awaiting redelivery",
+		frozen, down2.FailedBatches-before.FailedBatches, down2.Naked-before.Naked, ci2.NumAckPending)
 
 	proxy.restore(t)
 	select {
