@@ -108,8 +108,9 @@ func AppendErrorJSON(b []byte, orderID string, err error) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s as a JSON string, escaping what JSON requires (and <, >, & and the
-// line separators, as encoding/json does, so output is safe to embed anywhere).
+// appendString appends s as a JSON string, escaping what JSON requires, and U+2028 and U+2029
+// (JavaScript line separators). Invalid UTF-8 becomes U+FFFD. Rule expressions stay readable:
+// <, > and & are not escaped.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/commissioner/commissioner/rules"
@@ -65,5 +66,17 @@ func TestExplainShowsWhatEachRuleRead(t *testing.T) {
 	}
 	if got := Terms(p.Rates[0]); got != "10%" {
 		t.Errorf("Terms(selected_new): got %q, want %q", got, "10%")
+	}
+}
+
+func TestTimestampsOutsideTheSupportedYearsAreRejected(t *testing.T) {
+	for _, ts := range []string{"0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "2200-01-01T00:00:00Z", "9999-12-31T23:59:59Z"} {
+		_, err := DecodeOrder([]byte(`{"order_id":"x","program":"alibaba","affiliate_id":"a","status":"completed",
+			"placed_at":"2025-03-10T12:00:00Z","click_at":"` + ts + `","buyer":{"id":"b","country":"US","new":true},
+			"currency":"USD","amount":"1.00"}`))
+		var ie *InputError
+		if !errors.As(err, &ie) || ie.Field != "click_at" {
+			t.Errorf("click_at %s: got %v, want an input error on click_at", ts, err)
+		}
 	}
 }

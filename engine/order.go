@@ -256,8 +256,18 @@ func (s *scanner) timestamp() (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 timestamp (2025-03-01T12:00:00Z)", b)
 	}
+	// Rules subtract timestamps: keep every difference inside a CEL duration (±292 years).
+	if y := t.UTC().Year(); y < minYear || y > maxYear {
+		return time.Time{}, fmt.Errorf("%q is outside the years %d to %d", b, minYear, maxYear)
+	}
 	return t.UTC(), nil
 }
+
+// The years an order's timestamps may fall in.
+const (
+	minYear = 1970
+	maxYear = 2199
+)
 
 // status reads an order status; the known ones come back as constants, with no allocation.
 func (s *scanner) status() (Status, error) {
