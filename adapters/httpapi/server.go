@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,10 +19,21 @@ import (
 // Config is the HTTP listener's configuration.
 type Config struct {
 	Addr string `koanf:"addr"` // host:port; "" disables the server
+	// Tokens are the bearer tokens the audit API (/v1) accepts; none refuses every call. They
+	// are secrets: String masks them. From the environment: COMMISSIONER_HTTP__TOKENS=a,b.
+	Tokens []string `koanf:"tokens"`
 }
 
-// Validate checks the address.
+// MinTokenLength is the shortest bearer token Validate accepts.
+const MinTokenLength = 16
+
+// Validate checks the address and the tokens.
 func (c Config) Validate() error {
+	for i, t := range c.Tokens {
+		if len(strings.TrimSpace(t)) < MinTokenLength || strings.TrimSpace(t) != t {
+			return fmt.Errorf("http.tokens[%d]: a token must be at least %d characters, without surrounding spaces", i, MinTokenLength)
+		}
+	}
 	if c.Addr == "" {
 		return nil
 	}
@@ -29,6 +41,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("http.addr %q: %w", c.Addr, err)
 	}
 	return nil
+}
+
+// String describes the configuration with the tokens masked.
+func (c Config) String() string {
+	return fmt.Sprintf("addr=%q tokens=%d (hidden)", c.Addr, len(c.Tokens))
 }
 
 // ReadinessCheck reports whether the service can do its work (broker connected, store reachable,

@@ -1,0 +1,395 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/rules"
+)
+
+// AuditStore is what the audit API reads: its read port. *store.Store implements it. Every method
+// must be safe for concurrent use and give up when ctx ends; "not found" errors match
+// store.ErrNotFound.
+type AuditStore interface {
+	// Decision returns one stored decision by id.
+	Decision(ctx context.Context, id int64) (store.StoredDecision, error)
+	// OrderDecisionsPage returns up to limit decisions of an order, newest first (id
+	// descending), with ids below before (0: from the newest); "" program matches every program.
+	OrderDecisionsPage(ctx context.Context, program, orderID string, before int64, limit int) ([]store.StoredDecision, error)
+	// PolicyVersion returns a stored policy version.
+	PolicyVersion(ctx context.Context, program string, version int) (store.StoredPolicy, error)
+	// Event returns a stored order event by its event id.
+	Event(ctx context.Context, eventID string) (store.StoredEvent, error)
+	// History returns the stored events a filter selects with their recorded decisions, for
+	// POST /v1/replay (engine.Replay reads it; nothing is written).
+	History(f store.EventFilter) *store.History
+}
+
+// Limits of the audit API (AuditOptions' defaults).
+const (
+	DefaultPageSize        = 50
+	MaxPageSize            = 500
+	DefaultMaxBodyBytes    = 1 << 20 // request bodies (POST /v1/replay)
+	DefaultRequestTimeout  = 10 * time.Second
+	DefaultReplayTimeout   = 30 * time.Second
+	DefaultReplayMaxOrders = 100_000
+)
+
+// AuditOptions configure the audit API. Zero limits take the defaults above.
+type AuditOptions struct {
+	// Tokens are the bearer tokens that may call /v1 (but /v1/openapi.json, which is open). With
+	// none, every call is refused with 401.
+	Tokens         []string
+	MaxBodyBytes   int64         // the largest request body
+	RequestTimeout time.Duration // each request's deadline (replay: ReplayTimeout)
+	// ReplayTimeout and ReplayMaxOrders bound POST /v1/replay: a replay that would read more
+	// orders, or take longer, is stopped and answered with an error.
+	ReplayTimeout   time.Duration
+	ReplayMaxOrders int
+	// Log receives one line per request that failed on the server's side; nil: discarded.
+	Log *slog.Logger
+}
+
+func (o *AuditOptions) defaults() {
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.ReplayTimeout <= 0 {
+		o.ReplayTimeout = DefaultReplayTimeout
+	}
+	if o.ReplayMaxOrders <= 0 {
+		o.ReplayMaxOrders = DefaultReplayMaxOrders
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+//go:embed openapi.json
+var openAPIDocument []byte
+
+// OpenAPIDocument returns the OpenAPI 3 description of the audit API served at /v1/openapi.json.
+func OpenAPIDocument() []byte { return openAPIDocument }
+
+// auditAPI serves /v1.
+type auditAPI struct {
+	st     AuditStore
+	opts   AuditOptions
+	tokens [][sha256.Size]byte
+	// auditor re-runs decisions for GET /v1/decisions/{id}; it caches compiled stored policies.
+	auditor *store.Auditor
+}
+
+// NewAuditAPI returns the read-only audit API, to be mounted at /v1/ (Server.MountAuditAPI).
+// Every route but /v1/openapi.json requires "Authorization: Bearer <token>" with one of
+// opts.Tokens; every response is JSON; money and rates are exact decimal strings.
+func NewAuditAPI(st AuditStore, opts AuditOptions) http.Handler {
+	opts.defaults()
+	a := &auditAPI{st: st, opts: opts, auditor: store.NewAuditor(st)}
+	for _, t := range opts.Tokens {
+		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(openAPIDocument)
+	})
+	auth := func(timeout time.Duration, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !a.authorized(r) {
+				a.unauthorized(w, r)
+				return
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), timeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+			if r.Body != nil {
+				r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxBodyBytes)
+			}
+			if err := h(w, r); err != nil {
+				a.fail(w, r, err)
+			}
+		})
+	}
+	mux.Handle("GET /v1/orders/{id}/decisions", auth(opts.RequestTimeout, a.orderDecisions))
+	mux.Handle("GET /v1/decisions/{id}", auth(opts.RequestTimeout, a.decision))
+	mux.Handle("GET /v1/policies/{program}/{version}", auth(opts.RequestTimeout, a.policy))
+	mux.Handle("POST /v1/replay", auth(opts.ReplayTimeout, a.replay))
+	mux.Handle("/v1/", auth(opts.RequestTimeout, func(w http.ResponseWriter, r *http.Request) error {
+		return apiError{http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see /v1/openapi.json)", r.Method, r.URL.Path)}
+	}))
+	return mux
+}
+
+// MountAuditAPI serves the audit API under /v1/ on the server. Health, readiness and metrics
+// stay open.
+func (s *Server) MountAuditAPI(h http.Handler) { s.mux.Handle("/v1/", h) }
+
+// authorized compares the bearer token with every configured token in constant time (each a
+// SHA-256 digest, so lengths never leak either).
+func (a *auditAPI) authorized(r *http.Request) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	match := 0
+	for i := range a.tokens {
+		match |= subtle.ConstantTimeCompare(got[:], a.tokens[i][:])
+	}
+	return match == 1
+}
+
+func (a *auditAPI) unauthorized(w http.ResponseWriter, r *http.Request) {
+	challenge := `Bearer realm="commissioner"`
+	msg := "a bearer token is required: Authorization: Bearer <token>"
+	if r.Header.Get("Authorization") != "" {
+		challenge += `, error="invalid_token"`
+		msg = "the bearer token is not valid"
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	writeJSON(w, http.StatusUnauthorized, ErrorView{Error: "unauthorized", Message: msg})
+}
+
+// apiError is an error with the status and code it answers with.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e apiError) Error() string { return e.message }
+
+func badRequest(format string, args ...any) error {
+	return apiError{http.StatusBadRequest, "bad_request", fmt.Sprintf(format, args...)}
+}
+
+// fail answers with the error: its own status, 404 for store.ErrNotFound, 413 for a body over
+// the limit, 504 when the request's deadline passed, else 500 (logged, not shown).
+func (a *auditAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ae apiError
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &tooLarge):
+		ae = apiError{http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("the request body is larger than %d bytes", tooLarge.Limit)}
+	case errors.Is(err, store.ErrNotFound):
+		ae = apiError{http.StatusNotFound, "not_found", err.Error()}
+	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() != nil:
+		ae = apiError{http.StatusGatewayTimeout, "timeout", "the request took longer than its limit"}
+	case r.Context().Err() != nil && errors.Is(err, r.Context().Err()):
+		return // the client went away
+	default:
+		a.opts.Log.Error("audit API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		ae = apiError{http.StatusInternalServerError, "internal", "the request failed on the server; see its log"}
+	}
+	writeJSON(w, ae.status, ErrorView{Error: ae.code, Message: ae.message})
+}
+
+// GET /v1/orders/{id}/decisions?program=&limit=&cursor=
+func (a *auditAPI) orderDecisions(w http.ResponseWriter, r *http.Request) error {
+	orderID := r.PathValue("id")
+	q := r.URL.Query()
+	program := q.Get("program")
+	limit := DefaultPageSize
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxPageSize {
+			return badRequest("limit must be a whole number from 1 to %d, got %q", MaxPageSize, s)
+		}
+		limit = n
+	}
+	var before int64
+	if c := q.Get("cursor"); c != "" {
+		n, err := strconv.ParseInt(c, 10, 64)
+		if err != nil || n < 1 {
+			return badRequest("cursor %q is not one this API gave out (use next_cursor)", c)
+		}
+		before = n
+	}
+	ds, err := a.st.OrderDecisionsPage(r.Context(), program, orderID, before, limit+1)
+	if err != nil {
+		return err
+	}
+	if len(ds) == 0 && before == 0 {
+		return apiError{http.StatusNotFound, "not_found", fmt.Sprintf("order %s has no stored decision%s", orderID, inProgram(program))}
+	}
+	out := OrderDecisionsView{OrderID: orderID, Program: program, Decisions: []DecisionView{}}
+	if len(ds) > limit {
+		ds = ds[:limit]
+		out.NextCursor = strconv.FormatInt(ds[len(ds)-1].ID, 10)
+	}
+	for _, d := range ds {
+		out.Decisions = append(out.Decisions, NewDecisionView(d))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func inProgram(p string) string {
+	if p == "" {
+		return ""
+	}
+	return " in program " + p
+}
+
+// GET /v1/decisions/{id}: the decision explained — decided again with its recorded policy
+// version, each rule with its expression and inputs, and whether it reproduces.
+func (a *auditAPI) decision(w http.ResponseWriter, r *http.Request) error {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id < 1 {
+		return badRequest("decision id %q is not a positive whole number", r.PathValue("id"))
+	}
+	d, err := a.st.Decision(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	x, err := a.auditor.Explain(r.Context(), d)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, NewExplainedView(x))
+	return nil
+}
+
+// GET /v1/policies/{program}/{version}: the stored source and its digest, checked.
+func (a *auditAPI) policy(w http.ResponseWriter, r *http.Request) error {
+	program := r.PathValue("program")
+	version, err := strconv.Atoi(strings.TrimPrefix(r.PathValue("version"), "v"))
+	if err != nil || version < 1 {
+		return badRequest("policy version %q is not a positive whole number", r.PathValue("version"))
+	}
+	p, err := a.st.PolicyVersion(r.Context(), program, version)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, NewPolicyView(p, rules.Digest(p.Source)))
+	return nil
+}
+
+// decodeJSON reads a JSON request body into v, refusing unknown fields and trailing data.
+func decodeJSON(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return apiError{http.StatusUnsupportedMediaType, "unsupported_media_type", "the request body must be application/json"}
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return err
+		}
+		return badRequest("reading the request body: %v", err)
+	}
+	if dec.More() {
+		return badRequest("the request body holds more than one JSON value")
+	}
+	return nil
+}
+
+// ReplayRequest is POST /v1/replay's body: a candidate policy and the stored orders to replay it
+// on. Nothing is written: a replay through the API is always a dry run.
+type ReplayRequest struct {
+	// Policy is the candidate policy file's text (YAML), one version of one program.
+	Policy string `json:"policy"`
+	// Program, when set, must be the candidate's program (a check; the candidate names it).
+	Program string `json:"program,omitempty"`
+	// From and To bound the orders' placed_at: [From, To). Absent: unbounded.
+	From *time.Time `json:"from,omitempty"`
+	To   *time.Time `json:"to,omitempty"`
+	// Affiliate keeps only one affiliate's orders.
+	Affiliate string `json:"affiliate,omitempty"`
+	// AllEvents replays every stored event; by default only the latest event of each order.
+	AllEvents bool `json:"all_events,omitempty"`
+	// MaxChanges bounds the per-order changes listed (default 100, at most 1000); every change
+	// is counted in changes_total.
+	MaxChanges int `json:"max_changes,omitempty"`
+}
+
+// errTooManyOrders stops a replay whose range holds more orders than the API replays.
+var errTooManyOrders = errors.New("too many orders")
+
+// boundedHistory stops the walk once more than max events were read.
+type boundedHistory struct {
+	h   engine.History
+	max int
+}
+
+func (b boundedHistory) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error) error {
+	n := 0
+	return b.h.Walk(ctx, func(batch []engine.ReplayEvent) error {
+		if n += len(batch); n > b.max {
+			return errTooManyOrders
+		}
+		return fn(batch)
+	})
+}
+
+// POST /v1/replay: a bounded dry-run replay of a candidate policy on stored orders.
+func (a *auditAPI) replay(w http.ResponseWriter, r *http.Request) error {
+	var req ReplayRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if strings.TrimSpace(req.Policy) == "" {
+		return badRequest("policy is required: the candidate policy file's text")
+	}
+	switch {
+	case req.MaxChanges == 0:
+		req.MaxChanges = 100
+	case req.MaxChanges < 0 || req.MaxChanges > 1000:
+		return badRequest("max_changes must be from 1 to 1000, got %d", req.MaxChanges)
+	}
+	if req.From != nil && req.To != nil && !req.From.Before(*req.To) {
+		return badRequest("from (%s) must be before to (%s)", req.From.Format(time.RFC3339), req.To.Format(time.RFC3339))
+	}
+	p, problems := rules.Compile("candidate.yaml", []byte(req.Policy))
+	if p == nil {
+		return apiError{http.StatusUnprocessableEntity, "invalid_policy", "the candidate policy does not compile:\n" + problems.Error()}
+	}
+	if lint := rules.Lint(p); lint.HasErrors() {
+		return apiError{http.StatusUnprocessableEntity, "invalid_policy", "the candidate policy fails its check:\n" + lint.Error()}
+	}
+	if req.Program != "" && req.Program != p.Program {
+		return badRequest("program %q is not the candidate policy's program %q", req.Program, p.Program)
+	}
+	set, dup := rules.NewSet([]*rules.Policy{p})
+	if set == nil {
+		return badRequest("%v", dup)
+	}
+	f := store.EventFilter{Program: p.Program, Affiliate: req.Affiliate, LatestPerOrder: !req.AllEvents}
+	if req.From != nil {
+		f.From = req.From.UTC()
+	}
+	if req.To != nil {
+		f.To = req.To.UTC()
+	}
+	rep, err := engine.Replay(r.Context(), set, boundedHistory{a.st.History(f), a.opts.ReplayMaxOrders},
+		engine.ReplayOptions{MaxChanges: req.MaxChanges})
+	switch {
+	case errors.Is(err, errTooManyOrders):
+		return apiError{http.StatusUnprocessableEntity, "too_many_orders", fmt.Sprintf(
+			"the range holds more than %d orders, the most one API replay reads: narrow it (from, to, affiliate), or run `commissioner replay`",
+			a.opts.ReplayMaxOrders)}
+	case err != nil:
+		return err
+	}
+	writeJSON(w, http.StatusOK, NewReplayView(rep, req))
+	return nil
+}

@@ -1,0 +1,365 @@
+package httpapi
+
+import (
+	"time"
+
+	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/engine"
+)
+
+// The audit API's wire format. Field names are stable: clients and `commissioner explain --json`
+// depend on them. Money and rates are exact decimal strings, never JSON numbers.
+
+// DecisionView is one stored decision.
+type DecisionView struct {
+	ID          int64     `json:"id"`
+	EventID     string    `json:"event_id"`
+	StreamSeq   uint64    `json:"stream_seq"`
+	OrderID     string    `json:"order_id"`
+	Program     string    `json:"program"`
+	AffiliateID string    `json:"affiliate_id"`
+	Policy      PolicyRef `json:"policy"`
+	Qualified   bool      `json:"qualified"`
+	FailedRules []string  `json:"failed_rules"`
+	RateRule    string    `json:"rate_rule"`
+	Rate        string    `json:"rate"`
+	Flat        *string   `json:"flat"` // null when the rate rule pays no flat amount
+	Base        string    `json:"base"`
+	Commission  string    `json:"commission"`
+	Currency    string    `json:"currency"`
+	Rounding    string    `json:"rounding"`
+	Env         string    `json:"env"`
+	DecidedAt   time.Time `json:"decided_at"`
+	Chain       ChainRef  `json:"chain"`
+	// Trace is every rule of the deciding policy in policy order with its stored outcome; an
+	// explained decision adds each rule's expression and the input values it read.
+	Trace []RuleView `json:"trace"`
+	// Check is present when the decision was decided again (GET /v1/decisions/{id}, explain).
+	Check *CheckView `json:"check,omitempty"`
+}
+
+// PolicyRef names the policy version that made a decision.
+type PolicyRef struct {
+	Version       int        `json:"version"`
+	Digest        string     `json:"digest"`
+	EffectiveFrom *time.Time `json:"effective_from,omitempty"` // from the stored policy, when read
+	File          string     `json:"file,omitempty"`
+}
+
+// ChainRef is a decision's place in its program's hash chain.
+type ChainRef struct {
+	Seq      int64  `json:"seq"`
+	PrevHash string `json:"prev_hash"`
+	Hash     string `json:"hash"`
+}
+
+// RuleView is one rule's part in a decision.
+type RuleView struct {
+	Stage   string `json:"stage"`   // qualify | rate
+	Rule    string `json:"rule"`    // the rule id
+	Outcome string `json:"outcome"` // pass | fail | match | no_match | not_evaluated (as stored)
+	// The rest is present when explained.
+	Line   int         `json:"line,omitempty"`   // the rule's line in the policy file
+	Expr   string      `json:"expr,omitempty"`   // the expression (a rate rule's condition)
+	Text   string      `json:"text,omitempty"`   // a qualification rule's reason, a rate rule's description
+	Terms  string      `json:"terms,omitempty"`  // a rate rule's terms: "10%", "10% + USD 5.00"
+	Inputs []InputView `json:"inputs,omitempty"` // the order fields and constants it read
+}
+
+// InputView is one value a rule read, formatted for reading (strings quoted, decimals exact).
+type InputView struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// CheckView is what deciding the stored event again with the recorded policy version found.
+type CheckView struct {
+	// Reproduced: the re-run gave exactly the stored decision.
+	Reproduced bool `json:"reproduced"`
+	// HashOK: the row's chain hash covers the re-run decision.
+	HashOK bool `json:"hash_ok"`
+	// Drift lists every stored field that differs from the re-run.
+	Drift []DriftView `json:"drift"`
+	// Error says why the decision could not be decided again ("" when it was).
+	Error string `json:"error,omitempty"`
+	// Reason classifies Error: policy_missing, policy_altered, policy_invalid, event_missing,
+	// event_invalid, decide_failed.
+	Reason string `json:"reason,omitempty"`
+}
+
+// DriftView is one field where the stored decision and the re-run differ.
+type DriftView struct {
+	Field  string `json:"field"`
+	Stored string `json:"stored"`
+	Rerun  string `json:"rerun"`
+}
+
+// PolicyView is a stored policy version with its source.
+type PolicyView struct {
+	Program       string    `json:"program"`
+	Version       int       `json:"version"`
+	Digest        string    `json:"digest"`        // as recorded when first used
+	SourceDigest  string    `json:"source_digest"` // of the source as stored now
+	DigestOK      bool      `json:"digest_ok"`     // the two agree: the source is the one decisions were made with
+	File          string    `json:"file"`
+	EffectiveFrom time.Time `json:"effective_from"`
+	FirstUsedAt   time.Time `json:"first_used_at"`
+	Source        string    `json:"source"`
+}
+
+// OrderDecisionsView is one page of an order's decisions, newest first.
+type OrderDecisionsView struct {
+	OrderID   string         `json:"order_id"`
+	Program   string         `json:"program,omitempty"`
+	Decisions []DecisionView `json:"decisions"`
+	// NextCursor, when present, is passed as ?cursor= to get the next page.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// ErrorView is every error response's body.
+type ErrorView struct {
+	Error   string `json:"error"` // a stable code: unauthorized, not_found, bad_request, too_large, timeout, …
+	Message string `json:"message"`
+}
+
+// NewDecisionView renders a stored decision (with its stored trace, not explained).
+func NewDecisionView(d store.StoredDecision) DecisionView {
+	v := DecisionView{
+		ID: d.ID, EventID: d.EventID, StreamSeq: d.StreamSeq, OrderID: d.OrderID, Program: d.Program,
+		AffiliateID: d.AffiliateID, Policy: PolicyRef{Version: d.PolicyVersion, Digest: d.PolicyDigest},
+		Qualified: d.Qualified, FailedRules: d.FailedRules, RateRule: d.RateRule,
+		Rate: d.Rate.Text('f'), Base: d.Base.Text('f'), Commission: d.Commission.Text('f'),
+		Currency: d.Currency, Rounding: d.Rounding, Env: d.Env, DecidedAt: d.DecidedAt.UTC(),
+		Chain: ChainRef{Seq: d.ChainSeq, PrevHash: d.PrevHash, Hash: d.Hash},
+		Trace: make([]RuleView, len(d.Trace)),
+	}
+	if v.FailedRules == nil {
+		v.FailedRules = []string{}
+	}
+	if d.HasFlat {
+		f := d.Flat.Text('f')
+		v.Flat = &f
+	}
+	for i, t := range d.Trace {
+		v.Trace[i] = RuleView{Stage: t.Stage, Rule: t.Rule, Outcome: t.Outcome}
+	}
+	return v
+}
+
+// NewExplainedView renders a stored decision with its explanation: the policy's effective_from
+// and file, every rule's expression and inputs, and the re-run check.
+func NewExplainedView(x store.Explained) DecisionView {
+	v := NewDecisionView(x.Decision)
+	if x.Policy.Digest != "" {
+		eff := x.Policy.EffectiveFrom.UTC()
+		v.Policy.EffectiveFrom, v.Policy.File = &eff, x.Policy.File
+	}
+	if x.Explanation != nil {
+		for i := range v.Trace {
+			if i >= len(x.Explanation.Rules) {
+				break
+			}
+			r := x.Explanation.Rules[i]
+			if r.ID != v.Trace[i].Rule || r.Stage != v.Trace[i].Stage {
+				continue
+			}
+			t := &v.Trace[i]
+			t.Line, t.Expr, t.Text, t.Terms = r.Line, r.Expr, r.Text, r.Terms
+			for _, in := range r.Inputs {
+				t.Inputs = append(t.Inputs, InputView{Name: in.Name, Value: in.Value})
+			}
+		}
+	}
+	c := &CheckView{Reproduced: x.Recheck.Reproduced(), HashOK: x.Recheck.HashOK, Drift: []DriftView{}}
+	for _, d := range x.Recheck.Diffs {
+		c.Drift = append(c.Drift, DriftView{Field: d.Field, Stored: d.Stored, Rerun: d.Rerun})
+	}
+	if x.Recheck.Err != nil {
+		c.Error = x.Recheck.Err.Error()
+		if re, ok := x.Recheck.Err.(*store.RecheckError); ok {
+			c.Reason = re.Reason
+		}
+	}
+	v.Check = c
+	return v
+}
+
+// NewPolicyView renders a stored policy version, checking its source against its digest.
+func NewPolicyView(p store.StoredPolicy, sourceDigest string) PolicyView {
+	return PolicyView{Program: p.Program, Version: p.Version, Digest: p.Digest, SourceDigest: sourceDigest,
+		DigestOK: sourceDigest == p.Digest, File: p.File, EffectiveFrom: p.EffectiveFrom.UTC(),
+		FirstUsedAt: p.FirstUsedAt.UTC(), Source: string(p.Source)}
+}
+
+// ReplayView is POST /v1/replay's answer: what the candidate policy would have decided on the
+// stored orders, against what was recorded. Money is exact, per currency.
+type ReplayView struct {
+	DryRun            bool                  `json:"dry_run"` // always true: the API never records a replay
+	Candidates        []ReplayCandidateView `json:"candidates"`
+	Recorded          []ReplayRecordedView  `json:"recorded"`
+	Events            int64                 `json:"events"`     // events read
+	Evaluated         int64                 `json:"evaluated"`  // events the candidate decided
+	Unrecorded        int64                 `json:"unrecorded"` // evaluated events with no recorded decision
+	Errors            map[string]int64      `json:"errors"`     // events the candidate could not decide, by kind
+	ErrorSamples      []ReplayErrorView     `json:"error_samples"`
+	NewlyQualified    int64                 `json:"newly_qualified"`
+	NewlyDisqualified int64                 `json:"newly_disqualified"`
+	Changed           int64                 `json:"changed"`
+	CommissionChanged int64                 `json:"commission_changed"`
+	// SameVersion counts events decided by the very version that recorded them; Drift those of
+	// them that did not reproduce; DigestMismatch those whose candidate has the recorded version
+	// number but another text.
+	SameVersion    int64              `json:"same_version"`
+	Drift          int64              `json:"drift"`
+	DigestMismatch int64              `json:"digest_mismatch"`
+	Totals         []ReplayGroupView  `json:"totals"`
+	ByRateRule     []ReplayGroupView  `json:"by_rate_rule"`
+	ByMarket       []ReplayGroupView  `json:"by_market"`
+	ByBuyer        []ReplayGroupView  `json:"by_buyer"`
+	TopAffiliates  []ReplayGroupView  `json:"top_affiliates"`
+	Changes        []ReplayChangeView `json:"changes"`
+	ChangesTotal   int64              `json:"changes_total"`
+	Drifted        []ReplayChangeView `json:"drifted"`
+}
+
+// ReplayCandidateView is one version of the candidate policy.
+type ReplayCandidateView struct {
+	Program       string    `json:"program"`
+	Version       int       `json:"version"`
+	Digest        string    `json:"digest"`
+	EffectiveFrom time.Time `json:"effective_from"`
+	Pinned        bool      `json:"pinned"` // it decided every order of its program, whatever its effective_from
+	Orders        int64     `json:"orders"`
+}
+
+// ReplayRecordedView is a policy version that made recorded decisions the replay compared with.
+type ReplayRecordedView struct {
+	Program string `json:"program"`
+	Version int    `json:"version"`
+	Digest  string `json:"digest"`
+	Orders  int64  `json:"orders"`
+}
+
+// ReplayGroupView is one group of a breakdown in one currency (totals: the key is the currency;
+// by_rate_rule: "old → new").
+type ReplayGroupView struct {
+	Key      string `json:"key"`
+	Old      string `json:"old,omitempty"` // by_rate_rule: the recorded rate rule ("" not qualified)
+	New      string `json:"new,omitempty"` // by_rate_rule: the candidate's
+	Currency string `json:"currency"`
+	Orders   int64  `json:"orders"`
+	Changed  int64  `json:"changed"`
+	Before   string `json:"before"`
+	After    string `json:"after"`
+	Diff     string `json:"diff"`
+}
+
+// ReplayErrorView is an event the candidate could not decide.
+type ReplayErrorView struct {
+	EventID string `json:"event_id"`
+	Program string `json:"program"`
+	OrderID string `json:"order_id"`
+	Kind    string `json:"kind"`
+	Reason  string `json:"reason"`
+}
+
+// ReplayChangeView is one order whose decision changed.
+type ReplayChangeView struct {
+	EventID     string          `json:"event_id"`
+	Program     string          `json:"program"`
+	OrderID     string          `json:"order_id"`
+	AffiliateID string          `json:"affiliate_id"`
+	PlacedAt    time.Time       `json:"placed_at"`
+	Currency    string          `json:"currency"`
+	Market      string          `json:"market"`
+	NewBuyer    bool            `json:"new_buyer"`
+	Old         *ReplaySideView `json:"old"` // null when no decision was recorded
+	New         ReplaySideView  `json:"new"`
+	Cause       string          `json:"cause"` // the rule that made the difference, as text
+	Drift       bool            `json:"drift"`
+	DriftFields []string        `json:"drift_fields,omitempty"`
+}
+
+// ReplaySideView is one side of a change.
+type ReplaySideView struct {
+	PolicyVersion int      `json:"policy_version"`
+	PolicyDigest  string   `json:"policy_digest"`
+	Qualified     bool     `json:"qualified"`
+	FailedRules   []string `json:"failed_rules"`
+	RateRule      string   `json:"rate_rule"`
+	Terms         string   `json:"terms"`
+	Commission    string   `json:"commission"`
+}
+
+// NewReplayView renders a replay report.
+func NewReplayView(r *engine.ReplayReport, _ ReplayRequest) ReplayView {
+	v := ReplayView{
+		DryRun: true, Events: r.Events, Evaluated: r.Evaluated, Unrecorded: r.Unrecorded, Errors: r.Errors,
+		NewlyQualified: r.NewlyQualified, NewlyDisqualified: r.NewlyDisqualified, Changed: r.Changed,
+		CommissionChanged: r.CommissionChanged, SameVersion: r.SameVersion, Drift: r.Drift,
+		DigestMismatch: r.DigestMismatch, ChangesTotal: r.ChangesTotal,
+		Candidates: []ReplayCandidateView{}, Recorded: []ReplayRecordedView{}, ErrorSamples: []ReplayErrorView{},
+		Totals: []ReplayGroupView{}, ByRateRule: []ReplayGroupView{}, Changes: []ReplayChangeView{}, Drifted: []ReplayChangeView{},
+	}
+	if v.Errors == nil {
+		v.Errors = map[string]int64{}
+	}
+	for _, c := range r.Candidates {
+		v.Candidates = append(v.Candidates, ReplayCandidateView{Program: c.Program, Version: c.Version, Digest: c.Digest,
+			EffectiveFrom: c.EffectiveFrom.UTC(), Pinned: c.Pinned, Orders: c.Orders})
+	}
+	for _, c := range r.Recorded {
+		v.Recorded = append(v.Recorded, ReplayRecordedView{Program: c.Program, Version: c.Version, Digest: c.Digest, Orders: c.Orders})
+	}
+	for _, e := range r.ErrorSamples {
+		v.ErrorSamples = append(v.ErrorSamples, ReplayErrorView{EventID: e.EventID, Program: e.Program, OrderID: e.OrderID, Kind: e.Kind, Reason: e.Reason})
+	}
+	for _, t := range r.Totals {
+		v.Totals = append(v.Totals, ReplayGroupView{Key: t.Currency, Currency: t.Currency, Orders: t.Orders, Changed: t.Changed,
+			Before: t.Before.Text('f'), After: t.After.Text('f'), Diff: t.Diff.Text('f')})
+	}
+	for _, g := range r.ByRateRule {
+		gv := groupView(g.ReplayGroup)
+		gv.Key, gv.Old, gv.New = g.Old+" → "+g.New, g.Old, g.New
+		v.ByRateRule = append(v.ByRateRule, gv)
+	}
+	groups := func(gs []engine.ReplayGroup) []ReplayGroupView {
+		out := make([]ReplayGroupView, 0, len(gs))
+		for _, g := range gs {
+			out = append(out, groupView(g))
+		}
+		return out
+	}
+	v.ByMarket, v.ByBuyer, v.TopAffiliates = groups(r.ByMarket), groups(r.ByBuyer), groups(r.TopAffiliates)
+	for _, c := range r.Changes {
+		v.Changes = append(v.Changes, changeView(c))
+	}
+	for _, c := range r.Drifted {
+		v.Drifted = append(v.Drifted, changeView(c))
+	}
+	return v
+}
+
+func groupView(g engine.ReplayGroup) ReplayGroupView {
+	return ReplayGroupView{Key: g.Key, Currency: g.Currency, Orders: g.Orders, Changed: g.Changed,
+		Before: g.Before.Text('f'), After: g.After.Text('f'), Diff: g.Diff.Text('f')}
+}
+
+func changeView(c engine.OrderChange) ReplayChangeView {
+	side := func(s *engine.DecisionSummary) ReplaySideView {
+		fr := s.FailedRules
+		if fr == nil {
+			fr = []string{}
+		}
+		return ReplaySideView{PolicyVersion: s.PolicyVersion, PolicyDigest: s.PolicyDigest, Qualified: s.Qualified,
+			FailedRules: fr, RateRule: s.RateRule, Terms: s.Terms(c.Currency), Commission: s.Commission.Text('f')}
+	}
+	v := ReplayChangeView{EventID: c.EventID, Program: c.Program, OrderID: c.OrderID, AffiliateID: c.AffiliateID,
+		PlacedAt: c.PlacedAt.UTC(), Currency: c.Currency, Market: c.Market, NewBuyer: c.NewBuyer,
+		New: side(&c.New), Cause: c.Cause.String(), Drift: c.Drift, DriftFields: c.DriftFields}
+	if c.Old != nil {
+		o := side(c.Old)
+		v.Old = &o
+	}
+	return v
+}
