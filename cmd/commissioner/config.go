@@ -120,7 +120,11 @@ func (cf *configFlags) load() (Config, error) {
 		Prefix: "COMMISSIONER_",
 		TransformFunc: func(key, value string) (string, any) {
 			key = strings.ToLower(strings.TrimPrefix(key, "COMMISSIONER_"))
-			return strings.ReplaceAll(key, "__", "."), value
+			key = strings.ReplaceAll(key, "__", ".")
+			if key == "http.tokens" { // a list: COMMISSIONER_HTTP__TOKENS=token1,token2
+				return key, strings.Split(value, ",")
+			}
+			return key, value
 		},
 	}), nil)
 	if err != nil {
@@ -149,7 +153,7 @@ func (c Config) print(w io.Writer) {
 	fmt.Fprintf(w, "watch_policies: %t\n", c.WatchPolicies)
 	fmt.Fprintf(w, "nats: %s\n", c.NATS.String())
 	fmt.Fprintf(w, "store: dsn=%q\n", c.storeConfig().String())
-	fmt.Fprintf(w, "http: addr=%q\n", c.HTTP.Addr)
+	fmt.Fprintf(w, "http: %s\n", c.HTTP) // tokens masked
 }
 
 func init() { extraCommands = append(extraCommands, newConfigCmd) }

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/commissioner/commissioner/adapters/httpapi"
+	"github.com/commissioner/commissioner/adapters/store"
+)
+
+func init() { extraCommands = append(extraCommands, newAuditCmd) }
+
+// The audit API reads the store through its consumer-owned port.
+var _ httpapi.AuditStore = (*store.Store)(nil)
+
+// mountAuditAPI serves the read-only audit API (/v1/…) on the service's HTTP server, with the
+// bearer tokens of the configuration.
+func mountAuditAPI(srv *httpapi.Server, st *store.Store, cfg httpapi.Config, log *slog.Logger) {
+	srv.MountAuditAPI(httpapi.NewAuditAPI(st, httpapi.AuditOptions{Tokens: cfg.Tokens, Log: log}))
+	if len(cfg.Tokens) == 0 {
+		log.Warn("audit API: no bearer tokens configured (http.tokens); every /v1 call is refused")
+	}
+}
+
+type auditVerifyParams struct {
+	Program     string
+	JSON        bool
+	Workers     int
+	MaxFindings int // findings printed; all are counted
+}
+
+func newAuditCmd(s streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Audit stored decisions",
+		Args:  cobra.NoArgs,
+	}
+	p := auditVerifyParams{Workers: runtime.GOMAXPROCS(0), MaxFindings: 50}
+	verify := &cobra.Command{
+		Use:   "verify [--program P] [--json]",
+		Short: "Re-evaluate every stored decision and verify the hash chains; exit 1 on any finding",
+		Long: `Checks, for every program (or --program):
+
+  - every stored policy version: its source text still has the digest recorded when it was
+    first used, and still compiles;
+  - every stored decision: its order event is decided again with the recorded policy version
+    (from the stored source) and compared with the stored row field by field, and its chain hash
+    is recomputed from the event and the re-run alone — so a row changed after it was stored is
+    named "altered" (the hash still covers the original), one that no longer reproduces
+    "not_reproduced", one whose hash was changed "hash_mismatch";
+  - each program's hash chain: positions 1, 2, 3, … with no gap ("missing"), nothing out of
+    sequence or beyond the chain head ("inserted"), every prev_hash the previous row's hash
+    ("broken_link"), and the chain head naming the last row ("head_mismatch");
+  - stored order events left with neither a decision nor a dead letter ("orphan_event").
+
+Every finding names the chain position (chain_seq) and the decision id; the first finding of
+each chain is repeated in its summary. Rows are streamed and re-evaluated in parallel. Exits 1
+when anything is found.`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConfigFlags(verify)
+	f := verify.Flags()
+	f.StringVar(&p.Program, "program", "", "only this program")
+	f.BoolVar(&p.JSON, "json", false, "JSON for machines")
+	f.IntVar(&p.Workers, "workers", p.Workers, "decisions re-evaluated in parallel")
+	f.IntVar(&p.MaxFindings, "max-findings", p.MaxFindings, "findings printed (all are counted)")
+	verify.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		st, err := store.Open(cmd.Context(), cfg.storeConfig())
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		return runAuditVerify(cmd.Context(), st, p, s.out)
+	}
+	cmd.AddCommand(verify)
+	return cmd
+}
+
+// findingJSON is one finding in `audit verify --json`.
+type findingJSON struct {
+	Kind       string              `json:"kind"`
+	Reason     string              `json:"reason,omitempty"`
+	Program    string              `json:"program"`
+	ChainSeq   int64               `json:"chain_seq,omitempty"`
+	DecisionID int64               `json:"decision_id,omitempty"`
+	EventID    string              `json:"event_id,omitempty"`
+	OrderID    string              `json:"order_id,omitempty"`
+	Detail     string              `json:"detail"`
+	Diffs      []httpapi.DriftView `json:"diffs,omitempty"`
+}
+
+type chainJSON struct {
+	Program    string       `json:"program"`
+	Rows       int64        `json:"rows"`
+	Reproduced int64        `json:"reproduced"`
+	LastSeq    int64        `json:"last_seq"`
+	LastHash   string       `json:"last_hash"`
+	HeadSeq    *int64       `json:"head_seq"` // null when the program has no chain head
+	HeadHash   string       `json:"head_hash,omitempty"`
+	Findings   int          `json:"findings"`
+	First      *findingJSON `json:"first"` // the first finding in chain order
+}
+
+// auditJSON is `audit verify --json`'s output.
+type auditJSON struct {
+	Store         string         `json:"store"`
+	OK            bool           `json:"ok"`
+	Policies      int            `json:"policies"`
+	Chains        []chainJSON    `json:"chains"`
+	FindingsTotal int            `json:"findings_total"`
+	ByKind        map[string]int `json:"by_kind"`
+	Findings      []findingJSON  `json:"findings"` // the first --max-findings, in chain order
+	Seconds       float64        `json:"seconds"`
+}
+
+func toFindingJSON(f store.Finding) findingJSON {
+	out := findingJSON{Kind: f.Kind, Reason: f.Reason, Program: f.Program, ChainSeq: f.ChainSeq, DecisionID: f.DecisionID,
+		EventID: f.EventID, OrderID: f.OrderID, Detail: f.Detail}
+	for _, d := range f.Diffs {
+		out.Diffs = append(out.Diffs, httpapi.DriftView{Field: d.Field, Stored: d.Stored, Rerun: d.Rerun})
+	}
+	return out
+}
+
+// runAuditVerify verifies the store and reports; exitCode(1) after the report when anything was
+// found.
+func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, out io.Writer) error {
+	start := time.Now()
+	doc := auditJSON{Store: st.String(), Findings: []findingJSON{}, Chains: []chainJSON{}}
+	shown := 0
+	if !p.JSON {
+		fmt.Fprintf(out, "audit verify: %s\n", st)
+	}
+	rep, err := st.Verify(ctx, store.VerifyOptions{Program: p.Program, Workers: p.Workers, OnFinding: func(f store.Finding) {
+		if shown >= p.MaxFindings {
+			return
+		}
+		shown++
+		if p.JSON {
+			doc.Findings = append(doc.Findings, toFindingJSON(f))
+			return
+		}
+		fmt.Fprintf(out, "FINDING %s\n", f)
+	}})
+	if err != nil {
+		return fmt.Errorf("verifying %s: %w", st, err)
+	}
+	took := time.Since(start)
+	var rows int64
+	for _, c := range rep.Chains {
+		rows += c.Rows
+	}
+	if p.JSON {
+		doc.OK, doc.Policies, doc.FindingsTotal, doc.ByKind, doc.Seconds = rep.OK(), rep.Policies, rep.Findings, rep.ByKind, took.Seconds()
+		for _, c := range rep.Chains {
+			cj := chainJSON{Program: c.Program, Rows: c.Rows, Reproduced: c.Reproduced, LastSeq: c.LastSeq, LastHash: c.LastHash, Findings: c.Findings}
+			if c.HasHead {
+				seq := c.Head.ChainSeq
+				cj.HeadSeq, cj.HeadHash = &seq, c.Head.Hash
+			}
+			if c.First != nil {
+				f := toFindingJSON(*c.First)
+				cj.First = &f
+			}
+			doc.Chains = append(doc.Chains, cj)
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(doc); err != nil {
+			return err
+		}
+	} else {
+		if rep.Findings > shown {
+			fmt.Fprintf(out, "… and %d more findings not shown (--max-findings %d)\n", rep.Findings-shown, p.MaxFindings)
+		}
+		if rep.Findings > 0 {
+			fmt.Fprintln(out)
+		}
+		policyFindings := rep.ByKind[store.FindingPolicy]
+		if policyFindings == 0 {
+			fmt.Fprintf(out, "policy versions: %d checked; every stored source has the digest recorded when it was first used\n", rep.Policies)
+		} else {
+			fmt.Fprintf(out, "policy versions: %d checked; %d cannot be used (altered or no longer compiling): see the findings\n", rep.Policies, policyFindings)
+		}
+		if len(rep.Chains) == 0 {
+			fmt.Fprintln(out, "no decisions are stored")
+		}
+		for _, c := range rep.Chains {
+			fmt.Fprintf(out, "chain %s: %d decisions (chain_seq 1–%d)", c.Program, c.Rows, c.LastSeq)
+			if c.HasHead {
+				fmt.Fprintf(out, ", head %d %s\n", c.Head.ChainSeq, c.Head.Hash)
+			} else {
+				fmt.Fprintf(out, ", no chain head\n")
+			}
+			fmt.Fprintf(out, "  re-evaluated with their recorded policy versions: %d of %d reproduce exactly, chain hash included\n", c.Reproduced, c.Rows)
+			if c.First == nil {
+				fmt.Fprintf(out, "  links: every prev_hash is the previous row's hash, no gap, nothing beyond the head\n")
+				continue
+			}
+			fmt.Fprintf(out, "  %d findings; the first: %s", c.Findings, c.First.Kind)
+			if c.First.ChainSeq != 0 {
+				fmt.Fprintf(out, " at chain_seq %d", c.First.ChainSeq)
+			}
+			if c.First.DecisionID != 0 {
+				fmt.Fprintf(out, " (decision %d)", c.First.DecisionID)
+			}
+			fmt.Fprintln(out)
+		}
+		rate := ""
+		if took > 0 && rows > 0 {
+			rate = fmt.Sprintf(", %.0f decisions/s", float64(rows)/took.Seconds())
+		}
+		if rep.OK() {
+			fmt.Fprintf(out, "OK: %d decisions verified in %s%s; nothing found\n", rows, took.Round(time.Millisecond), rate)
+		} else {
+			var kinds []string
+			for _, k := range slices.Sorted(maps.Keys(rep.ByKind)) {
+				kinds = append(kinds, fmt.Sprintf("%d %s", rep.ByKind[k], k))
+			}
+			fmt.Fprintf(out, "FAILED: %d findings (%s); %d decisions verified in %s%s\n", rep.Findings, strings.Join(kinds, ", "),
+				rows, took.Round(time.Millisecond), rate)
+		}
+	}
+	if !rep.OK() {
+		return exitCode(1)
+	}
+	return nil
+}

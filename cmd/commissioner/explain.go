@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/commissioner/commissioner/adapters/httpapi"
+	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/engine"
+)
+
+func init() { extraCommands = append(extraCommands, newExplainCmd) }
+
+type explainParams struct {
+	OrderID string
+	Program string // "" every program
+	JSON    bool
+}
+
+func newExplainCmd(s streams) *cobra.Command {
+	var p explainParams
+	cmd := &cobra.Command{
+		Use:   "explain ORDER_ID [--program P] [--json]",
+		Short: "Explain every stored decision of an order: each rule, what it read and what it said",
+		Long: `Prints every stored decision of the order (all its events), newest first: the policy version,
+its digest and effective_from; whether the order qualified, each qualification rule with its
+expression, outcome and the input values it read; the rate rule that matched and why each earlier
+one did not; the rate, base amount, commission and rounding.
+
+Each decision is explained by deciding its stored order event again with its recorded policy
+version — the source stored when the version was first used, its digest checked — and the
+re-run is compared with the stored decision field by field and with the row's chain hash. A
+decision that does not reproduce is reported as DRIFT and the command exits 1.`,
+		Args: cobra.ExactArgs(1),
+	}
+	cf := addConfigFlags(cmd)
+	cmd.Flags().StringVar(&p.Program, "program", "", "only this program's decisions")
+	cmd.Flags().BoolVar(&p.JSON, "json", false, "JSON for machines (the audit API's decision format)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		p.OrderID = args[0]
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		st, err := store.Open(cmd.Context(), cfg.storeConfig())
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		return runExplain(cmd.Context(), st, p, s.out)
+	}
+	return cmd
+}
+
+// explainJSON is `explain --json`'s output.
+type explainJSON struct {
+	OrderID string `json:"order_id"`
+	Program string `json:"program,omitempty"`
+	// Reproduced: every decision was decided again to exactly the stored row.
+	Reproduced bool                   `json:"reproduced"`
+	Decisions  []httpapi.DecisionView `json:"decisions"`
+}
+
+// runExplain explains every decision of an order. It returns exitCode(1) after printing when any
+// decision does not reproduce or cannot be decided again.
+func runExplain(ctx context.Context, st *store.Store, p explainParams, out io.Writer) error {
+	ds, err := st.DecisionsByOrder(ctx, p.Program, p.OrderID)
+	if err != nil {
+		return err
+	}
+	if len(ds) == 0 {
+		where := ""
+		if p.Program != "" {
+			where = " in program " + p.Program
+		}
+		return fmt.Errorf("order %s has no stored decision%s in %s", p.OrderID, where, st)
+	}
+	a := store.NewAuditor(st)
+	xs := make([]store.Explained, 0, len(ds))
+	ok := true
+	for _, d := range ds {
+		x, err := a.Explain(ctx, d)
+		if err != nil {
+			return fmt.Errorf("explaining decision %d of order %s: %w", d.ID, p.OrderID, err)
+		}
+		ok = ok && x.Recheck.Reproduced() && x.Recheck.HashOK
+		xs = append(xs, x)
+	}
+	if p.JSON {
+		doc := explainJSON{OrderID: p.OrderID, Program: p.Program, Reproduced: ok, Decisions: make([]httpapi.DecisionView, len(xs))}
+		for i, x := range xs {
+			doc.Decisions[i] = httpapi.NewExplainedView(x)
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(doc); err != nil {
+			return err
+		}
+	} else {
+		plural := "s"
+		if len(xs) == 1 {
+			plural = ""
+		}
+		fmt.Fprintf(out, "order %s: %d decision%s, newest first\n", p.OrderID, len(xs), plural)
+		for _, x := range xs {
+			writeExplained(out, x)
+		}
+	}
+	if !ok {
+		return exitCode(1)
+	}
+	return nil
+}
+
+// writeExplained prints one decision for an auditor: a header of aligned fields, the check, then
+// one block per rule.
+func writeExplained(w io.Writer, x store.Explained) {
+	d := &x.Decision
+	fmt.Fprintf(w, "\n== decision %d %s\n", d.ID, strings.Repeat("=", max(0, 60-len(fmt.Sprint(d.ID)))))
+	field := func(name, format string, args ...any) {
+		fmt.Fprintf(w, "  %-15s %s\n", name, fmt.Sprintf(format, args...))
+	}
+	field("order", "%s (affiliate %s)", d.OrderID, d.AffiliateID)
+	field("event", "%s (stream seq %d)", d.EventID, d.StreamSeq)
+	field("decided at", "%s", d.DecidedAt.Format("2006-01-02T15:04:05Z07:00"))
+	field("program", "%s", d.Program)
+	field("policy", "version %d, digest %s", d.PolicyVersion, d.PolicyDigest)
+	if x.Policy.Digest != "" {
+		field("effective from", "%s (%s)", x.Policy.EffectiveFrom.Format("2006-01-02T15:04:05Z07:00"), x.Policy.File)
+	}
+	if d.Qualified {
+		field("qualified", "yes: every qualification rule passed")
+		terms := d.Rate.Text('f') + "%"
+		if d.HasFlat {
+			terms += " + " + d.Currency + " " + d.Flat.Text('f')
+		}
+		field("rate rule", "%s: %s", d.RateRule, terms)
+		field("base amount", "%s %s (amount − refunded amount)", d.Currency, d.Base.Text('f'))
+		formula := d.Base.Text('f') + " × " + d.Rate.Text('f') + "%"
+		if d.HasFlat {
+			formula += " + " + d.Flat.Text('f')
+		}
+		field("commission", "%s %s = %s, rounded %s to the currency's minor unit", d.Currency, d.Commission.Text('f'), formula, d.Rounding)
+	} else {
+		field("qualified", "no: failed %s", strings.Join(d.FailedRules, ", "))
+		field("commission", "%s %s (rounding %s)", d.Currency, d.Commission.Text('f'), d.Rounding)
+	}
+	field("chain", "%s #%d, hash %s", d.Program, d.ChainSeq, d.Hash)
+
+	rc := &x.Recheck
+	switch {
+	case rc.Err != nil:
+		fmt.Fprintf(w, "\n  !! CANNOT EXPLAIN: %v\n", rc.Err)
+		if errors.Is(rc.Err, store.ErrPolicyAltered) {
+			fmt.Fprintf(w, "  !! the policy text decisions were made with is no longer in the store; this decision cannot be verified\n")
+		}
+		fmt.Fprintf(w, "  the stored outcomes:\n")
+		for _, t := range d.Trace {
+			fmt.Fprintf(w, "    %-8s %-24s %s\n", t.Stage, t.Rule, t.Outcome)
+		}
+		return
+	case len(rc.Diffs) > 0:
+		fmt.Fprintf(w, "\n  !! DRIFT: deciding the stored event again with %s v%d does not give the stored decision\n", d.Program, d.PolicyVersion)
+		width := 0
+		for _, f := range rc.Diffs {
+			width = max(width, len(f.Field))
+		}
+		for _, f := range rc.Diffs {
+			fmt.Fprintf(w, "  !!   %-*s  stored %q, re-run %q\n", width, f.Field, f.Stored, f.Rerun)
+		}
+		if rc.HashOK {
+			fmt.Fprintf(w, "  !! the row's chain hash covers the re-run: the stored row was altered after it was decided\n")
+		} else {
+			fmt.Fprintf(w, "  !! the row's chain hash covers neither: policy or engine drift, or a forged row\n")
+		}
+		fmt.Fprintf(w, "  the rules below are the re-run's\n")
+	case !rc.HashOK:
+		fmt.Fprintf(w, "\n  !! HASH MISMATCH: the decision reproduces, but its chain hash does not cover it (the hash was changed, or the row forged)\n")
+	default:
+		field("check", "reproduced: deciding the stored event again with v%d gives exactly this decision; its chain hash covers it", d.PolicyVersion)
+	}
+	if x.Explanation == nil {
+		return
+	}
+	writeRules(w, x.Explanation.Rules)
+}
+
+func writeRules(w io.Writer, rs []engine.RuleExplanation) {
+	stage := ""
+	for _, r := range rs {
+		if r.Stage != stage {
+			stage = r.Stage
+			if stage == "qualify" {
+				fmt.Fprintf(w, "\n  qualification: every rule must pass\n")
+			} else {
+				fmt.Fprintf(w, "\n  rates: the first rule that matches sets the rate\n")
+			}
+		}
+		line := fmt.Sprintf("    %-24s %-14s", r.ID, strings.ReplaceAll(r.Outcome, "_", " "))
+		if r.Stage == "rate" && r.Terms != "" {
+			line += " pays " + r.Terms
+		}
+		fmt.Fprintf(w, "\n%s\n", strings.TrimRight(line, " "))
+		if r.Text != "" && (r.Stage == "rate" || r.Outcome == "fail") {
+			label := "reason"
+			if r.Stage == "rate" {
+				label = "about"
+			}
+			fmt.Fprintf(w, "      %-6s %s\n", label, r.Text)
+		}
+		label := "expr"
+		if r.Stage == "rate" {
+			label = "when"
+		}
+		fmt.Fprintf(w, "      %-6s %s   (line %d)\n", label, oneLine(r.Expr), r.Line)
+		if r.Outcome == "not_evaluated" {
+			continue
+		}
+		width := 0
+		for _, in := range r.Inputs {
+			width = max(width, len(in.Name))
+		}
+		for i, in := range r.Inputs {
+			label := "read"
+			if i > 0 {
+				label = ""
+			}
+			fmt.Fprintf(w, "      %-6s %-*s = %s\n", label, width, in.Name, in.Value)
+		}
+	}
+}
+
+// oneLine folds a multi-line expression onto one line.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
