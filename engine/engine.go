@@ -80,14 +80,10 @@ func (e *Engine) DecideWith(ctx context.Context, p *rules.Policy, o *Order) (*De
 		Trace: make([]Outcome, 0, len(p.Qualify)+len(p.Rates)),
 	}
 	d.Qualified = true
-	mask, combined := p.QualifyMask(ctx, st.act)
 	for i, r := range p.Qualify {
-		ok := mask&(1<<i) != 0
-		if !combined {
-			var err error
-			if ok, err = r.Eval(ctx, st.act); err != nil {
-				return nil, fmt.Errorf("%s: %w", p.File, err)
-			}
+		ok, err := r.Eval(ctx, st.act)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.File, err)
 		}
 		d.Trace = append(d.Trace, Outcome{Stage: StageQualify, Index: i, Result: ok})
 		if !ok {
@@ -99,14 +95,10 @@ func (e *Engine) DecideWith(ctx context.Context, p *rules.Policy, o *Order) (*De
 		d.Commission, _ = roundTo(&d.Commission, o.Currency, p.Rounding)
 		return d, nil
 	}
-	first, combined := p.FirstRate(ctx, st.act)
 	for i, r := range p.Rates {
-		ok := i == first
-		if !combined {
-			var err error
-			if ok, err = r.Eval(ctx, st.act); err != nil {
-				return nil, fmt.Errorf("%s: %w", p.File, err)
-			}
+		ok, err := r.Eval(ctx, st.act)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.File, err)
 		}
 		d.Trace = append(d.Trace, Outcome{Stage: StageRate, Index: i, Result: ok})
 		if !ok {

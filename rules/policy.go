@@ -46,9 +46,6 @@ type Policy struct {
 	Qualify   []*Rule     // all must pass
 	Rates     []*RateRule // first match wins
 	Tests     []TestCase
-
-	qualifyMask cel.Program // every qualification rule at once (see combine); may be nil
-	rateIndex   cel.Program // the first matching rate rule at once; may be nil
 }
 
 // Payout holds the program's payout terms.
@@ -363,72 +360,7 @@ func Compile(file string, source []byte) (*Policy, Problems) {
 	if ps.list.HasErrors() {
 		return nil, ps.list
 	}
-	p.combine(env)
 	return p, ps.list
-}
-
-// combine plans each section as one program, so an order in the common case costs two program
-// evaluations instead of one per rule: the qualification rules as a bit mask of the rules that
-// pass, the rate rules as the index of the first match (-1 for none). They are only a faster
-// way to the same outcomes: every rule is still evaluated exactly as on its own (CEL's
-// conditional evaluates just its condition and the chosen branch), and when a combined program
-// fails, the engine evaluates rule by rule to say which rule failed and how.
-func (p *Policy) combine(env *cel.Env) {
-	if len(p.Qualify) <= 62 {
-		terms := make([]string, 0, len(p.Qualify)+1)
-		terms = append(terms, "0")
-		for i, r := range p.Qualify {
-			terms = append(terms, fmt.Sprintf("((%s) ? %d : 0)", r.Expr, int64(1)<<i))
-		}
-		p.qualifyMask = planCombined(env, strings.Join(terms, " + "), cel.IntType)
-	}
-	expr := "-1"
-	for i := len(p.Rates) - 1; i >= 0; i-- {
-		expr = fmt.Sprintf("((%s) ? %d : %s)", p.Rates[i].When, i, expr)
-	}
-	p.rateIndex = planCombined(env, expr, cel.IntType)
-}
-
-// planCombined compiles a combined section program; nil when it does not compile (a section
-// too deep for the parser, say), in which case the engine evaluates rule by rule.
-func planCombined(env *cel.Env, expr string, want *cel.Type) cel.Program {
-	ast, iss := env.Compile(expr)
-	if iss.Err() != nil || !ast.OutputType().IsExactType(want) {
-		return nil
-	}
-	prg, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize))
-	if err != nil {
-		return nil
-	}
-	return prg
-}
-
-// QualifyMask evaluates every qualification rule in one program and returns a mask with bit i
-// set when rule i passed. ok is false when the combined program cannot be used for this order
-// (none was planned, the order is beyond the sizes the cost estimate assumes, or a rule
-// failed to evaluate): then evaluate rule by rule.
-func (p *Policy) QualifyMask(ctx context.Context, act *Activation) (mask uint64, ok bool) {
-	v, ok := p.evalCombined(ctx, p.qualifyMask, act)
-	return uint64(v), ok
-}
-
-// FirstRate evaluates the rate rules in order in one program and returns the index of the first
-// that matches, or -1. ok is false as for QualifyMask.
-func (p *Policy) FirstRate(ctx context.Context, act *Activation) (index int, ok bool) {
-	v, ok := p.evalCombined(ctx, p.rateIndex, act)
-	return int(v), ok
-}
-
-func (p *Policy) evalCombined(ctx context.Context, prg cel.Program, act *Activation) (int64, bool) {
-	if prg == nil || !act.withinEstimate() || ctx.Err() != nil {
-		return 0, false
-	}
-	out, _, err := prg.Eval(act)
-	if err != nil {
-		return 0, false
-	}
-	n, ok := out.(types.Int)
-	return int64(n), ok
 }
 
 // compileExpr type-checks a rule expression against the order schema and the policy's constants,
