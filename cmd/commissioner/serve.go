@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -144,6 +145,12 @@ dead-lettered, prints a summary, and keeps serving until interrupted.`,
 
 func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Writer) error {
 	svc, err := startService(ctx, cfg, newLogger(errOut))
+	if err != nil && cfg.HTTP.Addr == defaultConfig().HTTP.Addr && errors.Is(err, syscall.EADDRINUSE) {
+		// The demo must run on a fresh machine whatever already listens on 8080: take a free port
+		// (printed below). An address the user configured is never replaced.
+		cfg.HTTP.Addr = "127.0.0.1:0"
+		svc, err = startService(ctx, cfg, newLogger(errOut))
+	}
 	if err != nil {
 		return err
 	}
