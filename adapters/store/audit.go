@@ -22,6 +22,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -29,6 +30,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cockroachdb/apd/v3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/commissioner/commissioner/engine"
@@ -194,44 +196,49 @@ func (s *Store) OrphanEvents(ctx context.Context, program string, limit int) ([]
 	return out, nil
 }
 
-// WalkChainEvents calls fn for each decision of a program in chain order (chain_seq ascending)
-// with the stored order event it decided (nil when no event with its event id is stored),
-// streaming: memory stays flat however long the chain. fn's error stops the walk and is returned.
-// fn may keep the values it is given.
-func (s *Store) WalkChainEvents(ctx context.Context, program string, fn func(*StoredDecision, *StoredEvent) error) error {
-	cols := make([]string, 0, 32)
-	for _, c := range strings.Split(decisionColumns, ", ") {
-		c = "d." + c
-		if s.kind == Postgres && (c == "d.rate" || c == "d.flat" || c == "d.base" || c == "d.commission") {
-			c += "::text"
+// chainRow is one decision row as audit verify reads it: the columns it checks, as stored (text,
+// unparsed), with the stored event it decided (evID invalid when none is stored). Parsing is left
+// to the workers, so the one goroutine that reads rows does as little as it can, and a column
+// that no longer parses (edited in SQL) is a finding rather than a failed read.
+type chainRow struct {
+	id, policyVersion, streamSeq, chainSeq int64
+	eventID, orderID, program, affiliateID string
+	policyDigest, failedRules, rateRule    string
+	rate, base, commission                 string
+	flat                                   sql.NullString
+	qualified                              any
+	currency, rounding, trace, env         string
+	prevHash, hash                         string
+	evID, evSeq                            sql.NullInt64
+	evRaw                                  []byte
+}
+
+// walkChainRows calls fn for each decision of a program in chain order (chain_seq ascending),
+// streaming. fn's error stops the walk and is returned; fn may keep the rows.
+func (s *Store) walkChainRows(ctx context.Context, program string, fn func(*chainRow) error) error {
+	num := func(c string) string {
+		if s.kind == Postgres {
+			return "d." + c + "::text"
 		}
-		cols = append(cols, c)
+		return "d." + c
 	}
-	cols = append(cols, "e.id", "e.program", "e.order_id", "e.affiliate_id", "e.subject", "e.stream_seq", "e.raw", "e.placed_at", "e.received_at")
-	rows, err := s.db.QueryContext(ctx, "SELECT "+strings.Join(cols, ", ")+
-		" FROM decisions d LEFT JOIN order_events e ON e.event_id = d.event_id WHERE d.program = ? ORDER BY d.chain_seq", program)
+	query := "SELECT d.id, d.policy_version, d.stream_seq, d.chain_seq, d.event_id, d.order_id, d.program, d.affiliate_id, " +
+		"d.policy_digest, d.failed_rules, d.rate_rule, " + num("rate") + ", " + num("base") + ", " + num("commission") + ", " +
+		num("flat") + ", d.qualified, d.currency, d.rounding, d.trace, d.env, d.prev_hash, d.hash, e.id, e.stream_seq, e.raw " +
+		"FROM decisions d LEFT JOIN order_events e ON e.event_id = d.event_id WHERE d.program = ? ORDER BY d.chain_seq"
+	rows, err := s.db.QueryContext(ctx, query, program)
 	if err != nil {
 		return fmt.Errorf("walking the decision chain of %s: %w", program, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var (
-			evID, evSeq                          sql.NullInt64
-			evProgram, evOrder, evAff, evSubject sql.NullString
-			evRaw                                []byte
-			evPlaced, evReceived                 sql.NullTime
-		)
-		d, err := scanDecision(withExtra{rows, []any{&evID, &evProgram, &evOrder, &evAff, &evSubject, &evSeq, &evRaw, &evPlaced, &evReceived}})
-		if err != nil {
+		r := &chainRow{}
+		if err := rows.Scan(&r.id, &r.policyVersion, &r.streamSeq, &r.chainSeq, &r.eventID, &r.orderID, &r.program, &r.affiliateID,
+			&r.policyDigest, &r.failedRules, &r.rateRule, &r.rate, &r.base, &r.commission, &r.flat, &r.qualified,
+			&r.currency, &r.rounding, &r.trace, &r.env, &r.prevHash, &r.hash, &r.evID, &r.evSeq, &r.evRaw); err != nil {
 			return fmt.Errorf("walking the decision chain of %s: %w", program, err)
 		}
-		var ev *StoredEvent
-		if evID.Valid {
-			ev = &StoredEvent{ID: evID.Int64, EventID: d.EventID, Program: evProgram.String, OrderID: evOrder.String,
-				AffiliateID: evAff.String, Subject: evSubject.String, StreamSeq: uint64(evSeq.Int64), Raw: evRaw,
-				PlacedAt: evPlaced.Time.UTC(), ReceivedAt: evReceived.Time.UTC()}
-		}
-		if err := fn(&d, ev); err != nil {
+		if err := fn(r); err != nil {
 			return err
 		}
 	}
@@ -241,13 +248,40 @@ func (s *Store) WalkChainEvents(ctx context.Context, program string, fn func(*St
 	return nil
 }
 
-// withExtra scans a row's leading columns into scanDecision's targets and the rest into extra.
-type withExtra struct {
-	rows  *sql.Rows
-	extra []any
+// decision returns the row's identity and chain fields as a StoredDecision (the checked columns
+// stay text, in texts), and its event (nil when none is stored).
+func (r *chainRow) decision() (*StoredDecision, *StoredEvent, *storedText) {
+	d := &StoredDecision{ID: r.id, EventID: r.eventID, OrderID: r.orderID, Program: r.program, AffiliateID: r.affiliateID,
+		PolicyVersion: int(r.policyVersion), PolicyDigest: r.policyDigest, RateRule: r.rateRule, Currency: r.currency,
+		Rounding: r.rounding, Env: r.env, StreamSeq: uint64(r.streamSeq), ChainSeq: r.chainSeq, PrevHash: r.prevHash, Hash: r.hash}
+	var ev *StoredEvent
+	if r.evID.Valid {
+		ev = &StoredEvent{ID: r.evID.Int64, EventID: r.eventID, StreamSeq: uint64(r.evSeq.Int64), Raw: r.evRaw}
+	}
+	t := &storedText{
+		orderID: r.orderID, program: r.program, affiliateID: r.affiliateID, policyVersion: strconv.FormatInt(r.policyVersion, 10),
+		policyDigest: r.policyDigest, failedRules: r.failedRules, rateRule: r.rateRule, rate: r.rate, base: r.base,
+		commission: r.commission, flat: noFlat, currency: r.currency, rounding: r.rounding, trace: r.trace, env: r.env,
+		streamSeq: strconv.FormatInt(r.streamSeq, 10),
+	}
+	if r.flat.Valid {
+		t.flat = r.flat.String
+	}
+	switch q := r.qualified.(type) {
+	case bool:
+		t.qualified = strconv.FormatBool(q)
+	case int64:
+		t.qualified = map[int64]string{0: "false", 1: "true"}[q]
+		if q != 0 && q != 1 {
+			t.qualified = strconv.FormatInt(q, 10)
+		}
+	case []byte:
+		t.qualified = string(q)
+	default:
+		t.qualified = fmt.Sprint(q)
+	}
+	return d, ev, t
 }
-
-func (w withExtra) Scan(dest ...any) error { return w.rows.Scan(append(dest, w.extra...)...) }
 
 // --- re-running a stored decision ---
 
@@ -340,11 +374,12 @@ func (a *Auditor) Policy(ctx context.Context, program string, version int) (*rul
 // decision's recorded policy version and compares. A failed read of the policy is returned as
 // the error; everything the audit should report is in the Recheck.
 func (a *Auditor) Recheck(ctx context.Context, d *StoredDecision, ev *StoredEvent) (Recheck, error) {
-	rc, _, err := a.recheck(ctx, d, ev, false)
+	rc, _, err := a.recheck(ctx, d, textOf(d), ev, false)
 	return rc, err
 }
 
-func (a *Auditor) recheck(ctx context.Context, d *StoredDecision, ev *StoredEvent, explain bool) (Recheck, *engine.Explanation, error) {
+// recheck decides d's event again; t is d's checked columns as stored.
+func (a *Auditor) recheck(ctx context.Context, d *StoredDecision, t *storedText, ev *StoredEvent, explain bool) (Recheck, *engine.Explanation, error) {
 	if ev == nil {
 		return Recheck{Err: recheckErr(ReasonEventMissing, "decision %d: its order event %s is not stored (the decision was inserted without one, or the event was deleted)",
 			d.ID, d.EventID)}, nil, nil
@@ -377,7 +412,7 @@ func (a *Auditor) recheck(ctx context.Context, d *StoredDecision, ev *StoredEven
 		}
 		return Recheck{Err: recheckErr(ReasonDecideFailed, "decision %d: deciding event %s again with %s v%d: %v", d.ID, d.EventID, d.Program, d.PolicyVersion, err)}, nil, nil
 	}
-	rc := Recheck{Again: again, Diffs: Diff(d, again, ev)}
+	rc := Recheck{Again: again, Diffs: diffText(t, again, ev)}
 	hash, err := ChainHash(d.PrevHash, CanonicalBytes(ev.EventID, ev.StreamSeq, again))
 	rc.HashOK = err == nil && hash == d.Hash
 	return rc, x, nil
@@ -411,85 +446,121 @@ func (a *Auditor) Explain(ctx context.Context, d StoredDecision) (Explained, err
 	} else {
 		return out, err
 	}
-	if out.Recheck, out.Explanation, err = a.recheck(ctx, &out.Decision, out.Event, true); err != nil {
+	if out.Recheck, out.Explanation, err = a.recheck(ctx, &out.Decision, textOf(&out.Decision), out.Event, true); err != nil {
 		return out, err
 	}
 	return out, nil
+}
+
+// storedText is a stored decision's checked columns as text, as stored: what Diff compares with
+// the re-run, column by column.
+type storedText struct {
+	orderID, program, affiliateID, policyVersion, policyDigest, qualified, failedRules, rateRule string
+	rate, flat, base, commission, currency, rounding, trace, env, streamSeq                      string
+}
+
+// noFlat is the flat column of a decision whose rate rule pays no flat amount (NULL).
+const noFlat = "(none)"
+
+func textOf(d *StoredDecision) *storedText {
+	t := &storedText{
+		orderID: d.OrderID, program: d.Program, affiliateID: d.AffiliateID, policyVersion: strconv.Itoa(d.PolicyVersion),
+		policyDigest: d.PolicyDigest, qualified: strconv.FormatBool(d.Qualified), failedRules: string(stringsJSON(nil, d.FailedRules)),
+		rateRule: d.RateRule, rate: d.Rate.Text('f'), flat: noFlat, base: d.Base.Text('f'), commission: d.Commission.Text('f'),
+		currency: d.Currency, rounding: d.Rounding, env: d.Env, streamSeq: strconv.FormatUint(d.StreamSeq, 10),
+	}
+	if d.HasFlat {
+		t.flat = d.Flat.Text('f')
+	}
+	b := []byte{'['}
+	for i, e := range d.Trace {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = appendJSONString(b, e.Stage)
+		b = append(b, ',')
+		b = appendJSONString(b, e.Rule)
+		b = append(b, ',')
+		b = appendJSONString(b, e.Outcome)
+		b = append(b, ']')
+	}
+	t.trace = string(append(b, ']'))
+	return t
 }
 
 // Diff compares a stored decision with the same event decided again (ev is the stored event; its
 // stream sequence is compared with the decision's). It returns every differing field, in column
 // order; none when the row reproduces exactly.
 func Diff(d *StoredDecision, again *engine.Decision, ev *StoredEvent) []FieldDiff {
+	return diffText(textOf(d), again, ev)
+}
+
+func diffText(t *storedText, again *engine.Decision, ev *StoredEvent) []FieldDiff {
 	var out []FieldDiff
 	cmp := func(field, stored, rerun string) {
 		if stored != rerun {
 			out = append(out, FieldDiff{Field: field, Stored: stored, Rerun: rerun})
 		}
 	}
-	cmp("order_id", d.OrderID, safeText(again.OrderID))
-	cmp("program", d.Program, safeText(again.Program))
-	cmp("affiliate_id", d.AffiliateID, safeText(again.AffiliateID))
-	cmp("policy_version", strconv.Itoa(d.PolicyVersion), strconv.Itoa(again.PolicyVersion))
-	cmp("policy_digest", d.PolicyDigest, again.PolicyDigest)
-	cmp("qualified", strconv.FormatBool(d.Qualified), strconv.FormatBool(again.Qualified))
-	cmp("failed_rules", string(stringsJSON(nil, d.FailedRules)), string(stringsJSON(nil, again.FailedRules)))
-	cmp("rate_rule", d.RateRule, again.RateRule)
-	cmp("rate", d.Rate.Text('f'), again.Rate.Text('f'))
-	flat, flatAgain := "(none)", "(none)"
-	if d.HasFlat {
-		flat = d.Flat.Text('f')
-	}
-	if again.HasFlat() {
-		flatAgain = again.Flat.Text('f')
-	}
-	cmp("flat", flat, flatAgain)
-	cmp("base", d.Base.Text('f'), again.Base.Text('f'))
-	cmp("commission", d.Commission.Text('f'), again.Commission.Text('f'))
-	cmp("currency", d.Currency, again.Currency.Code)
-	cmp("rounding", d.Rounding, string(again.Rounding))
-	want := TraceOf(again)
-	if len(d.Trace) != len(want) {
-		cmp("trace", fmt.Sprintf("%d rules", len(d.Trace)), fmt.Sprintf("%d rules", len(want)))
-	} else {
-		for i, t := range d.Trace {
-			w := want[i]
-			if t.Stage != w.Stage || t.Rule != w.Rule {
-				cmp("trace["+strconv.Itoa(i)+"]", t.Stage+" "+t.Rule, w.Stage+" "+w.Rule)
-				continue
-			}
-			cmp("trace["+t.Rule+"]", t.Outcome, w.Outcome)
+	// Decimals compare by value and scale: PostgreSQL's NUMERIC text may spell a stored value
+	// differently; a text that is no decimal at all differs.
+	dec := func(field, stored, rerun string) {
+		if stored == rerun {
+			return
 		}
+		var v apd.Decimal
+		if _, _, err := v.SetString(stored); err == nil && v.Text('f') == rerun {
+			return
+		}
+		out = append(out, FieldDiff{Field: field, Stored: stored, Rerun: rerun})
 	}
-	cmp("env", d.Env, again.Env)
+	cmp("order_id", t.orderID, safeText(again.OrderID))
+	cmp("program", t.program, safeText(again.Program))
+	cmp("affiliate_id", t.affiliateID, safeText(again.AffiliateID))
+	cmp("policy_version", t.policyVersion, strconv.Itoa(again.PolicyVersion))
+	cmp("policy_digest", t.policyDigest, again.PolicyDigest)
+	cmp("qualified", t.qualified, strconv.FormatBool(again.Qualified))
+	cmp("failed_rules", t.failedRules, string(stringsJSON(nil, again.FailedRules)))
+	cmp("rate_rule", t.rateRule, again.RateRule)
+	dec("rate", t.rate, again.Rate.Text('f'))
+	if again.HasFlat() {
+		dec("flat", t.flat, again.Flat.Text('f'))
+	} else {
+		cmp("flat", t.flat, noFlat)
+	}
+	dec("base", t.base, again.Base.Text('f'))
+	dec("commission", t.commission, again.Commission.Text('f'))
+	cmp("currency", t.currency, again.Currency.Code)
+	cmp("rounding", t.rounding, string(again.Rounding))
+	if want := string(traceJSON(nil, again)); t.trace != want {
+		out = append(out, traceDiffs(t.trace, want)...)
+	}
+	cmp("env", t.env, again.Env)
 	if ev != nil {
-		cmp("stream_seq", strconv.FormatUint(d.StreamSeq, 10), strconv.FormatUint(ev.StreamSeq, 10))
+		cmp("stream_seq", t.streamSeq, strconv.FormatUint(ev.StreamSeq, 10))
 	}
 	return out
 }
 
-// TraceOf returns a decision's trace as stored: every rule of its policy in policy order with
-// its outcome (pass, fail, match, no_match or not_evaluated).
-func TraceOf(d *engine.Decision) []TraceEntry {
-	p := d.Policy
-	out := make([]TraceEntry, 0, len(p.Qualify)+len(p.Rates))
-	for _, r := range p.Qualify {
-		out = append(out, TraceEntry{Stage: "qualify", Rule: r.ID, Outcome: "not_evaluated"})
+// traceDiffs names the rules whose stored outcome differs; the whole column when it does not
+// parse or lists other rules.
+func traceDiffs(stored, rerun string) []FieldDiff {
+	var s, r [][3]string
+	if json.Unmarshal([]byte(stored), &s) != nil || json.Unmarshal([]byte(rerun), &r) != nil || len(s) != len(r) {
+		return []FieldDiff{{Field: "trace", Stored: stored, Rerun: rerun}}
 	}
-	for _, r := range p.Rates {
-		out = append(out, TraceEntry{Stage: "rate", Rule: r.ID, Outcome: "not_evaluated"})
-	}
-	for _, o := range d.Trace {
+	var out []FieldDiff
+	for i := range s {
 		switch {
-		case o.Stage == engine.StageQualify && o.Result:
-			out[o.Index].Outcome = "pass"
-		case o.Stage == engine.StageQualify:
-			out[o.Index].Outcome = "fail"
-		case o.Result:
-			out[len(p.Qualify)+o.Index].Outcome = "match"
-		default:
-			out[len(p.Qualify)+o.Index].Outcome = "no_match"
+		case s[i][0] != r[i][0] || s[i][1] != r[i][1]:
+			out = append(out, FieldDiff{Field: "trace[" + strconv.Itoa(i) + "]", Stored: s[i][0] + " " + s[i][1], Rerun: r[i][0] + " " + r[i][1]})
+		case s[i][2] != r[i][2]:
+			out = append(out, FieldDiff{Field: "trace[" + s[i][1] + "]", Stored: s[i][2], Rerun: r[i][2]})
 		}
+	}
+	if len(out) == 0 { // same entries, other spelling
+		out = append(out, FieldDiff{Field: "trace", Stored: stored, Rerun: rerun})
 	}
 	return out
 }
@@ -596,10 +667,10 @@ type VerifyReport struct {
 func (r *VerifyReport) OK() bool { return r.Findings == 0 }
 
 type verifyItem struct {
-	d       *StoredDecision
-	ev      *StoredEvent
-	finding *Finding // set by a worker
-	ok      bool     // reproduced exactly, hash included
+	row     *chainRow
+	d       *StoredDecision // set by a worker, like the rest
+	finding *Finding
+	ok      bool // reproduced exactly, hash included
 }
 
 type verifyBatch struct {
@@ -713,8 +784,8 @@ func (s *Store) verifyChain(ctx context.Context, a *Auditor, chain *ChainReport,
 			b = &verifyBatch{done: make(chan struct{}), items: make([]verifyItem, 0, batchSize)}
 			return nil
 		}
-		err := s.WalkChainEvents(gctx, chain.Program, func(d *StoredDecision, ev *StoredEvent) error {
-			b.items = append(b.items, verifyItem{d: d, ev: ev})
+		err := s.walkChainRows(gctx, chain.Program, func(r *chainRow) error {
+			b.items = append(b.items, verifyItem{row: r})
 			if len(b.items) == batchSize {
 				return send()
 			}
@@ -824,8 +895,9 @@ func (s *Store) verifyChain(ctx context.Context, a *Auditor, chain *ChainReport,
 
 // recheckItem decides one row again and classifies it.
 func recheckItem(ctx context.Context, a *Auditor, it *verifyItem) error {
-	d := it.d
-	rc, err := a.Recheck(ctx, d, it.ev)
+	d, ev, t := it.row.decision()
+	it.d = d
+	rc, _, err := a.recheck(ctx, d, t, ev, false)
 	if err != nil {
 		return err
 	}

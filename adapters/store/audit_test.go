@@ -149,6 +149,32 @@ func runAuditSuite(t *testing.T, b backend) {
 			want: func(int64) []gotFinding { return []gotFinding{{FindingAltered, "", 40}} },
 		},
 		{
+			name: "a rule outcome rewritten in the trace is named",
+			tamper: func(t *testing.T, s *Store, n int64) {
+				exec(t, s, `UPDATE decisions SET trace = REPLACE(trace, '["qualify","completed","pass"]', '["qualify","completed","fail"]')
+					WHERE program = 'alibaba' AND chain_seq = 8`)
+			},
+			want: func(int64) []gotFinding { return []gotFinding{{FindingAltered, "", 8}} },
+			check: func(t *testing.T, fs []Finding) {
+				if d := fs[0].Diffs; len(d) != 1 || d[0] != (FieldDiff{"trace[completed]", "fail", "pass"}) {
+					t.Errorf("diffs = %+v, want trace[completed] stored fail, re-run pass", d)
+				}
+			},
+		},
+		{
+			name: "a column that no longer parses is a finding, not a failed audit",
+			tamper: func(t *testing.T, s *Store, n int64) {
+				exec(t, s, "UPDATE decisions SET failed_rules = 'not json', env = '' WHERE program = 'alibaba' AND chain_seq = 9")
+			},
+			want: func(int64) []gotFinding { return []gotFinding{{FindingAltered, "", 9}} },
+			check: func(t *testing.T, fs []Finding) {
+				d := fs[0].Diffs
+				if len(d) != 2 || d[0].Field != "failed_rules" || d[0].Stored != "not json" || d[1].Field != "env" {
+					t.Errorf("diffs = %+v, want failed_rules stored \"not json\" and env", d)
+				}
+			},
+		},
+		{
 			name: "a deleted row is named as missing, its event as an orphan",
 			tamper: func(t *testing.T, s *Store, n int64) {
 				exec(t, s, "DELETE FROM decisions WHERE program = 'alibaba' AND chain_seq = 33")
@@ -337,4 +363,38 @@ func runAuditSuite(t *testing.T, b backend) {
 			t.Errorf("another program's page = %d, %v; want none", len(page), err)
 		}
 	})
+}
+
+// BenchmarkVerify measures audit verify over 20 000 stored decisions: stream the chain with
+// each decision's event, decide every event again with the stored policy, compare, rehash.
+// decisions/s is the figure.
+func BenchmarkVerify(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		be   backend
+	}{{"sqlite", sqliteBackend()}, {"postgres", postgresBackend()}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := openStore(b, bc.be.fresh(b))
+			ctx := context.Background()
+			for i := range 20 {
+				batch := genBatch(b, batchSpec{prefix: fmt.Sprintf("v%d", i), seqBase: uint64(i * 1000), orders: 1000, seed: uint64(i)})
+				if _, err := s.SaveBatch(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			var rows int64
+			for range b.N {
+				rep, err := s.Verify(ctx, VerifyOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !rep.OK() {
+					b.Fatalf("%d findings", rep.Findings)
+				}
+				rows += rep.Chains[0].Rows
+			}
+			b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "decisions/s")
+		})
+	}
 }
