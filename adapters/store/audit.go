@@ -909,8 +909,8 @@ func recheckItem(ctx context.Context, a *Auditor, it *verifyItem) error {
 		f.Kind, f.Reason, f.Detail = FindingUnverifiable, re.Reason, re.Msg
 	case len(rc.Diffs) > 0 && rc.HashOK:
 		f.Kind = FindingAltered
-		f.Detail = fmt.Sprintf("%d field(s) differ from the re-run with %s v%d, whose content the row's chain hash covers: the row was changed after it was stored",
-			len(rc.Diffs), d.Program, d.PolicyVersion)
+		f.Detail = fmt.Sprintf("the stored row differs from the re-run with %s v%d, whose content its chain hash covers: the row was changed after it was stored",
+			d.Program, d.PolicyVersion)
 	case len(rc.Diffs) > 0:
 		f.Kind = FindingNotReproduced
 		f.Detail = fmt.Sprintf("deciding event %s again with %s v%d gives another decision, and the row's hash covers neither: policy or engine drift, or a forged row",

@@ -185,7 +185,7 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 		}
 	} else {
 		if rep.Findings > shown {
-			fmt.Fprintf(out, "… and %d more findings not shown (--max-findings %d)\n", rep.Findings-shown, p.MaxFindings)
+			fmt.Fprintf(out, "… and %s more not shown (--max-findings %d)\n", plural(rep.Findings-shown, "finding"), p.MaxFindings)
 		}
 		if rep.Findings > 0 {
 			fmt.Fprintln(out)
@@ -211,7 +211,7 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 				fmt.Fprintf(out, "  links: every prev_hash is the previous row's hash, no gap, nothing beyond the head\n")
 				continue
 			}
-			fmt.Fprintf(out, "  %d findings; the first: %s", c.Findings, c.First.Kind)
+			fmt.Fprintf(out, "  %s; the first: %s", plural(c.Findings, "finding"), c.First.Kind)
 			if c.First.ChainSeq != 0 {
 				fmt.Fprintf(out, " at chain_seq %d", c.First.ChainSeq)
 			}
@@ -231,7 +231,7 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 			for _, k := range slices.Sorted(maps.Keys(rep.ByKind)) {
 				kinds = append(kinds, fmt.Sprintf("%d %s", rep.ByKind[k], k))
 			}
-			fmt.Fprintf(out, "FAILED: %d findings (%s); %d decisions verified in %s%s\n", rep.Findings, strings.Join(kinds, ", "),
+			fmt.Fprintf(out, "FAILED: %s (%s); %d decisions verified in %s%s\n", plural(rep.Findings, "finding"), strings.Join(kinds, ", "),
 				rows, took.Round(time.Millisecond), rate)
 		}
 	}
@@ -239,4 +239,12 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 		return exitCode(1)
 	}
 	return nil
+}
+
+// plural writes "1 finding", "2 findings".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

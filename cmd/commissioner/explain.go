@@ -192,15 +192,25 @@ func writeExplained(w io.Writer, x store.Explained) {
 }
 
 func writeRules(w io.Writer, rs []engine.RuleExplanation) {
+	ratesEvaluated := false
+	for _, r := range rs {
+		ratesEvaluated = ratesEvaluated || r.Stage == "rate" && r.Outcome != "not_evaluated"
+	}
 	stage := ""
 	for _, r := range rs {
 		if r.Stage != stage {
 			stage = r.Stage
-			if stage == "qualify" {
+			switch {
+			case stage == "qualify":
 				fmt.Fprintf(w, "\n  qualification: every rule must pass\n")
-			} else {
+			case ratesEvaluated:
 				fmt.Fprintf(w, "\n  rates: the first rule that matches sets the rate\n")
+			default:
+				fmt.Fprintf(w, "\n  rates: not evaluated (the order did not qualify)\n")
 			}
+		}
+		if r.Stage == "rate" && !ratesEvaluated {
+			continue
 		}
 		line := fmt.Sprintf("    %-24s %-14s", r.ID, strings.ReplaceAll(r.Outcome, "_", " "))
 		if r.Stage == "rate" && r.Terms != "" {
