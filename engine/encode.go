@@ -6,7 +6,9 @@ import (
 )
 
 // AppendJSON appends the decision as one JSON object, fields in a fixed order, so the same decision
-// always encodes to the same bytes. With trace, every rule of the policy is listed with its
+// always encodes to the same bytes. A decision by a policy that reads affiliate.* inputs has an
+// "affiliate" object with them (month, month_qualified_orders, month_qualified_sales), after
+// "currency". With trace, every rule of the policy is listed with its
 // expression and outcome ("pass"/"fail" for qualification, "match"/"no_match" for rates,
 // "not_evaluated" for the rules after the first match or of a disqualified order).
 func (d *Decision) AppendJSON(b []byte, trace bool) []byte {
@@ -39,6 +41,16 @@ func (d *Decision) AppendJSON(b []byte, trace bool) []byte {
 	b = d.Commission.Append(b, 'f')
 	b = append(b, `","currency":`...)
 	b = appendString(b, d.Currency.Code)
+	if a := d.Affiliate; a != nil {
+		// Only a policy that reads affiliate.* records them: other decisions encode as before.
+		b = append(b, `,"affiliate":{"month":`...)
+		b = appendString(b, a.Month)
+		b = append(b, `,"month_qualified_orders":`...)
+		b = strconv.AppendInt(b, a.QualifiedOrders, 10)
+		b = append(b, `,"month_qualified_sales":"`...)
+		b = a.QualifiedSales.Append(b, 'f')
+		b = append(b, `"}`...)
+	}
 	if trace {
 		b = d.appendTrace(b)
 	}

@@ -79,6 +79,10 @@ func (e *Engine) DecideWith(ctx context.Context, p *rules.Policy, o *Order) (*De
 		Currency: o.Currency, Rounding: p.Rounding, Env: rules.EnvFingerprint(),
 		Trace: make([]Outcome, 0, len(p.Qualify)+len(p.Rates)),
 	}
+	if p.ReadsAffiliate() {
+		d.Affiliate = &AffiliateMonth{Month: MonthOf(o.PlacedAt), QualifiedOrders: o.Affiliate.QualifiedOrders}
+		d.Affiliate.QualifiedSales.Set(&o.Affiliate.QualifiedSales)
+	}
 	d.Qualified = true
 	for i, r := range p.Qualify {
 		ok, err := r.Eval(ctx, st.act)
@@ -170,6 +174,12 @@ type Decision struct {
 	Trace         []Outcome
 	// Env is the CEL environment fingerprint the rules ran in (rules.EnvFingerprint).
 	Env string
+	// Affiliate is the affiliate.* inputs the rules were given, recorded when the policy reads
+	// them (nil otherwise), so that the decision can be reproduced.
+	Affiliate *AffiliateMonth
+	// Lifecycle is what the order's history said when DecideBatch decided the event; nil for a
+	// decision made without the history (Decide, DecideWith).
+	Lifecycle *Lifecycle
 
 	hasFlat bool
 }

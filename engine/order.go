@@ -39,13 +39,26 @@ type Order struct {
 	Amount         apd.Decimal
 	RefundedAmount apd.Decimal
 	Items          []Item
+	// Affiliate holds the affiliate.* inputs; see AffiliateMonth.
+	Affiliate AffiliateMonth
 }
 
 // Buyer is the order's buyer.
 type Buyer struct {
-	ID      string
-	Country string
-	New     bool
+	ID          string
+	Country     string
+	New         bool
+	SignupAt    time.Time // zero when absent
+	HasSignupAt bool
+}
+
+// AffiliateMonth is what the order's affiliate sold in the order's month before it: the
+// affiliate.* inputs of rules. It is never read from the order JSON: the lifecycle (DecideBatch)
+// fills it from the stored history, a policy test from its "affiliate" givens.
+type AffiliateMonth struct {
+	Month           string // "2026-10": the UTC month of placed_at
+	QualifiedOrders int64  // the affiliate's orders of the month and currency whose current decision qualifies, this one not counted
+	QualifiedSales  apd.Decimal
 }
 
 // Item is one line of an order.
@@ -153,6 +166,11 @@ func DecodeOrder(data []byte) (*Order, error) {
 				case "new":
 					o.Buyer.New, err = s.boolean()
 					f.buyerNew = true
+				case "signup_at":
+					if !s.null() {
+						o.Buyer.SignupAt, err = s.timestamp()
+						o.Buyer.HasSignupAt = err == nil
+					}
 				default:
 					return s.skip()
 				}
@@ -511,6 +529,8 @@ func (o *Order) fillVars(v *rules.Vars) {
 		PlacedAt: o.PlacedAt, CompletedAt: o.CompletedAt, HasCompletedAt: o.HasCompletedAt,
 		ClickAt: o.ClickAt, HasClick: o.HasClick,
 		BuyerID: o.Buyer.ID, BuyerCountry: o.Buyer.Country, BuyerNew: o.Buyer.New,
+		BuyerSignupAt: o.Buyer.SignupAt, HasBuyerSignupAt: o.Buyer.HasSignupAt,
+		MonthQualifiedOrders: o.Affiliate.QualifiedOrders, MonthQualifiedSales: &o.Affiliate.QualifiedSales,
 		TrafficCountry: o.TrafficCountry, Currency: o.Currency.Code,
 		Amount: &o.Amount, RefundedAmount: &o.RefundedAmount,
 		Items: v.Items[:0],

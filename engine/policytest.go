@@ -40,6 +40,10 @@ func (e *Engine) runCase(ctx context.Context, p *rules.Policy, tc rules.TestCase
 	want := tc.Expect
 	o, err := DecodeOrder(tc.Order)
 	var d *Decision
+	if err == nil && tc.Affiliate != nil {
+		o.Affiliate.QualifiedOrders = tc.Affiliate.MonthQualifiedOrders
+		o.Affiliate.QualifiedSales.Set(tc.Affiliate.MonthQualifiedSales)
+	}
 	if err == nil {
 		d, err = e.DecideWith(ctx, p, o)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"cel.dev/cel-go/common/types"
 	"github.com/cockroachdb/apd/v3"
 )
 
@@ -214,6 +215,53 @@ func newProbeSpace(p *Policy) *probeSpace {
 		})
 	}
 	set("order.items", items...)
+	signups := []func(*Vars) string{
+		func(v *Vars) string {
+			v.HasBuyerSignupAt, v.BuyerSignupAt = true, v.PlacedAt.Add(-time.Hour)
+			return "a buyer who signed up 1h before the order"
+		},
+		func(v *Vars) string {
+			v.HasBuyerSignupAt, v.BuyerSignupAt = true, v.PlacedAt.AddDate(-10, 0, 0)
+			return "a buyer who signed up 10 years before the order"
+		},
+		func(v *Vars) string {
+			v.HasBuyerSignupAt, v.BuyerSignupAt = false, time.Unix(0, 0).UTC()
+			return "no signup_at"
+		},
+	}
+	set("order.buyer.has_signup_at", signups...)
+	set("order.buyer.signup_at", signups...)
+	// The affiliate's month figures: 0 and every threshold the policy names (int and decimal
+	// constants, and decimal("…") literals), so that each tier is probed.
+	ints, decs := []int64{0}, []*apd.Decimal{apd.New(0, 0)}
+	for _, c := range p.Constants {
+		switch x := c.Value.(type) {
+		case types.Int:
+			ints = append(ints, int64(x))
+		case Decimal:
+			decs = append(decs, x.D)
+		}
+	}
+	for _, s := range others {
+		if d, _, err := apd.NewFromString(s); err == nil && d.Form == apd.Finite && !d.Negative {
+			decs = append(decs, d)
+		}
+	}
+	var orders, sales []func(*Vars) string
+	for _, n := range ints {
+		orders = append(orders, func(v *Vars) string {
+			v.MonthQualifiedOrders = n
+			return fmt.Sprintf("affiliate.month_qualified_orders=%d", n)
+		})
+	}
+	for _, d := range decs {
+		sales = append(sales, func(v *Vars) string {
+			v.MonthQualifiedSales = d
+			return fmt.Sprintf("affiliate.month_qualified_sales=%s", d.Text('f'))
+		})
+	}
+	set("affiliate.month_qualified_orders", orders...)
+	set("affiliate.month_qualified_sales", sales...)
 	return sp
 }
 

@@ -37,6 +37,7 @@ type Policy struct {
 	Description   string
 	Rounding      apd.Rounder
 	Payout        Payout
+	Lifecycle     Lifecycle
 
 	File   string // the path it was loaded from
 	Source []byte // the file's bytes, exactly
@@ -46,7 +47,13 @@ type Policy struct {
 	Qualify   []*Rule     // all must pass
 	Rates     []*RateRule // first match wins
 	Tests     []TestCase
+
+	readsAffiliate bool // some rule reads an affiliate.* input
 }
+
+// ReadsAffiliate reports whether any rule reads the affiliate's month figures (affiliate.*): only
+// then does deciding an order need them, and does its decision record them.
+func (p *Policy) ReadsAffiliate() bool { return p.readsAffiliate }
 
 // Payout holds the program's payout terms.
 type Payout struct {
@@ -57,6 +64,22 @@ type Payout struct {
 	// HoldDays is how long a commission stays pending after the order completes.
 	HoldDays int
 }
+
+// Lifecycle says how an order's later events are decided.
+type Lifecycle struct {
+	// Terms is TermsFirstQualifying (the default) or TermsInForce.
+	Terms string
+}
+
+// The lifecycle terms a policy may set (lifecycle: {terms: …}).
+const (
+	// TermsFirstQualifying: every event of an order after its first qualifying one is decided
+	// with the version that decided that event (the terms in force at the sale).
+	TermsFirstQualifying = "first_qualifying"
+	// TermsInForce: every event is decided with the version in force at its placed_at, as
+	// loaded when it is decided.
+	TermsInForce = "in_force"
+)
 
 // Constant is a named value rules refer to, so a manager edits a list, not an expression.
 type Constant struct {
@@ -103,10 +126,19 @@ type compiled struct {
 
 // TestCase is an example order with its expected decision, kept in the policy file.
 type TestCase struct {
-	Name   string
-	Line   int
-	Order  []byte // the order as JSON, numbers as written
-	Expect Expectation
+	Name  string
+	Line  int
+	Order []byte // the order as JSON, numbers as written
+	// Affiliate gives the affiliate.* inputs the example is decided with (nil: zero).
+	Affiliate *AffiliateGiven
+	Expect    Expectation
+}
+
+// AffiliateGiven is a test case's affiliate.* inputs: what the pipeline would compute from the
+// affiliate's earlier orders of the month.
+type AffiliateGiven struct {
+	MonthQualifiedOrders int64
+	MonthQualifiedSales  *apd.Decimal
 }
 
 // Expectation is what a test case expects; nil fields are not checked.
@@ -196,7 +228,7 @@ var (
 
 var topLevelKeys = map[string]bool{
 	"program": true, "version": true, "effective_from": true, "description": true, "rounding": true,
-	"payout": true, "constants": true, "qualify": true, "rates": true, "tests": true,
+	"payout": true, "lifecycle": true, "constants": true, "qualify": true, "rates": true, "tests": true,
 }
 
 var roundings = []apd.Rounder{apd.RoundHalfUp, apd.RoundHalfEven, apd.RoundHalfDown, apd.RoundDown, apd.RoundUp, apd.RoundCeiling, apd.RoundFloor}
@@ -219,7 +251,7 @@ func Compile(file string, source []byte) (*Policy, Problems) {
 	p := &Policy{File: file, Source: source, Digest: Digest(source)}
 	for _, k := range sortedKeys(tree) {
 		if !topLevelKeys[k] {
-			ps.at(tree[k], "", "unknown key %q (known: program, version, effective_from, description, rounding, payout, constants, qualify, rates, tests)", k)
+			ps.at(tree[k], "", "unknown key %q (known: program, version, effective_from, description, rounding, payout, lifecycle, constants, qualify, rates, tests)", k)
 		}
 	}
 
@@ -259,6 +291,7 @@ func Compile(file string, source []byte) (*Policy, Problems) {
 		}
 	}
 	p.Payout = decodePayout(ps, tree["payout"])
+	p.Lifecycle = decodeLifecycle(ps, tree["lifecycle"])
 
 	env := baseEnv()
 	p.Constants = decodeConstants(ps, tree["constants"])
@@ -355,6 +388,12 @@ func Compile(file string, source []byte) (*Policy, Problems) {
 	}
 
 	p.Tests = decodeTests(ps, tree["tests"])
+	for _, r := range p.Qualify {
+		p.readsAffiliate = p.readsAffiliate || readsAffiliate(r.names)
+	}
+	for _, r := range p.Rates {
+		p.readsAffiliate = p.readsAffiliate || readsAffiliate(r.names)
+	}
 
 	ps.list.Sort()
 	if ps.list.HasErrors() {
@@ -513,6 +552,34 @@ func decodePayout(ps *problems, v any) Payout {
 	return out
 }
 
+func decodeLifecycle(ps *problems, v any) Lifecycle {
+	out := Lifecycle{Terms: TermsFirstQualifying}
+	if v == nil {
+		return out
+	}
+	m, ok := mapOf(ps, v, "lifecycle")
+	if !ok {
+		return out
+	}
+	knownKeys(ps, m, "lifecycle", "terms")
+	if s, ok := scalarOf(ps, m, "terms", "lifecycle", false); ok {
+		if s.Value != TermsFirstQualifying && s.Value != TermsInForce {
+			ps.at(s, "lifecycle", "terms %q is not one of %s, %s", s.Value, TermsFirstQualifying, TermsInForce)
+		}
+		out.Terms = s.Value
+	}
+	return out
+}
+
+func readsAffiliate(names []string) bool {
+	for _, n := range names {
+		if strings.HasPrefix(n, "affiliate.") {
+			return true
+		}
+	}
+	return false
+}
+
 // decodeConstants reads the constants section. A scalar or a list is typed by what it holds
 // (string, int, bool; a list of strings or of ints); a one-key mapping names its type:
 // {duration: 720h}, {decimal: "100.00"}, {timestamp: 2025-01-01T00:00:00Z}.
@@ -532,7 +599,7 @@ func decodeConstants(ps *problems, v any) []Constant {
 			ps.at(val, "constants", "constant name %q must be lower-case letters, digits and '_'", name)
 			continue
 		}
-		if _, clash := schemaIndex[name]; clash || name == "order" {
+		if _, clash := schemaIndex[name]; clash || name == "order" || name == "affiliate" {
 			ps.at(val, "constants", "constant name %q clashes with the order schema", name)
 			continue
 		}
@@ -679,7 +746,7 @@ func decodeTests(ps *problems, v any) []TestCase {
 			ps.at(nv, "tests", "test name %q is used twice", tc.Name)
 		}
 		names[tc.Name] = true
-		knownKeys(ps, m, "test "+tc.Name, "name", "order", "expect")
+		knownKeys(ps, m, "test "+tc.Name, "name", "order", "affiliate", "expect")
 		ov, ok := m["order"]
 		if !ok {
 			ps.at(m, "test "+tc.Name, "missing key \"order\"")
@@ -696,6 +763,9 @@ func decodeTests(ps *problems, v any) []TestCase {
 			continue
 		}
 		tc.Order = buf.Bytes()
+		if av, ok := m["affiliate"]; ok {
+			tc.Affiliate = decodeAffiliateGiven(ps, av, "test "+tc.Name)
+		}
 		if ev, ok := m["expect"]; ok {
 			tc.Expect = decodeExpect(ps, ev, "test "+tc.Name)
 		} else {
@@ -704,6 +774,31 @@ func decodeTests(ps *problems, v any) []TestCase {
 		out = append(out, tc)
 	}
 	return out
+}
+
+func decodeAffiliateGiven(ps *problems, v any, where string) *AffiliateGiven {
+	m, ok := mapOf(ps, v, where)
+	if !ok {
+		return nil
+	}
+	knownKeys(ps, m, where, "month_qualified_orders", "month_qualified_sales")
+	g := &AffiliateGiven{MonthQualifiedSales: apd.New(0, 0)}
+	if s, ok := scalarOf(ps, m, "month_qualified_orders", where, false); ok {
+		n, err := strconv.ParseInt(s.Value, 10, 64)
+		if err != nil || n < 0 {
+			ps.at(s, where, "affiliate.month_qualified_orders must be a whole number ≥ 0, got %q", s.Value)
+		}
+		g.MonthQualifiedOrders = n
+	}
+	if s, ok := scalarOf(ps, m, "month_qualified_sales", where, false); ok {
+		d, _, err := apd.NewFromString(s.Value)
+		if err != nil || d.Form != apd.Finite || d.Negative {
+			ps.at(s, where, "affiliate.month_qualified_sales must be a decimal amount ≥ 0, got %q", s.Value)
+		} else {
+			g.MonthQualifiedSales = d
+		}
+	}
+	return g
 }
 
 func decodeExpect(ps *problems, v any, where string) Expectation {

@@ -45,11 +45,21 @@ type Vars struct {
 	BuyerID        string
 	BuyerCountry   string
 	BuyerNew       bool
-	TrafficCountry string
-	Currency       string
-	Amount         *apd.Decimal
-	RefundedAmount *apd.Decimal
-	Items          []Item
+	// BuyerSignupAt is when the buyer signed up; zero when HasBuyerSignupAt is false.
+	BuyerSignupAt    time.Time
+	HasBuyerSignupAt bool
+	TrafficCountry   string
+	Currency         string
+	Amount           *apd.Decimal
+	RefundedAmount   *apd.Decimal
+	Items            []Item
+
+	// The affiliate's month so far (affiliate.*): its orders of the same program, month (UTC, of
+	// placed_at) and currency whose current decision qualifies, this order not counted, and their
+	// commissionable sales. The pipeline computes them from the stored history before deciding;
+	// nil MonthQualifiedSales reads as 0.
+	MonthQualifiedOrders int64
+	MonthQualifiedSales  *apd.Decimal
 }
 
 // variable is one name of the order schema: its CEL type, a one-line doc, and how to read it.
@@ -77,11 +87,27 @@ var schema = []variable{
 	{"order.buyer.id", cel.StringType, "the buyer", func(v *Vars) ref.Val { return types.String(v.BuyerID) }},
 	{"order.buyer.country", cel.StringType, "the buyer's country, ISO 3166-1 alpha-2", func(v *Vars) ref.Val { return types.String(v.BuyerCountry) }},
 	{"order.buyer.new", cel.BoolType, "whether this is the buyer's first paid order", func(v *Vars) ref.Val { return types.Bool(v.BuyerNew) }},
+	{"order.buyer.has_signup_at", cel.BoolType, "whether buyer.signup_at was given", func(v *Vars) ref.Val { return types.Bool(v.HasBuyerSignupAt) }},
+	{"order.buyer.signup_at", cel.TimestampType, "when the buyer signed up (1970-01-01 when absent)", func(v *Vars) ref.Val { return timestampOr1970(v.HasBuyerSignupAt, v.BuyerSignupAt) }},
 	{"order.traffic_country", cel.StringType, "where the referring traffic came from, ISO 3166-1 alpha-2", func(v *Vars) ref.Val { return types.String(v.TrafficCountry) }},
 	{"order.currency", cel.StringType, "ISO 4217 currency code", func(v *Vars) ref.Val { return types.String(v.Currency) }},
 	{"order.amount", DecimalType, "the order amount (exact decimal)", func(v *Vars) ref.Val { return Decimal{D: v.Amount} }},
 	{"order.refunded_amount", DecimalType, "the amount refunded so far (exact decimal)", func(v *Vars) ref.Val { return Decimal{D: v.RefundedAmount} }},
 	{"order.items", cel.ListType(itemType), "the order's items: sku, category, quantity", nil},
+	{"affiliate.month_qualified_orders", cel.IntType, "the affiliate's qualified orders this month (program, UTC month of placed_at, currency) before this one",
+		func(v *Vars) ref.Val { return types.Int(v.MonthQualifiedOrders) }},
+	{"affiliate.month_qualified_sales", DecimalType, "their commissionable sales (amount − refunded_amount), in the order's currency",
+		func(v *Vars) ref.Val { return decimalOr0(v.MonthQualifiedSales) }},
+}
+
+var zeroDecimal = apd.New(0, 0)
+
+// decimalOr0 is an optional decimal as rules see it: 0 when absent.
+func decimalOr0(d *apd.Decimal) ref.Val {
+	if d == nil {
+		return Decimal{D: zeroDecimal}
+	}
+	return Decimal{D: d}
 }
 
 // timestampOr1970 is an optional timestamp as rules see it: 1970-01-01T00:00:00Z when absent (a

@@ -22,6 +22,7 @@ const (
 	KindInvalid        = "invalid"         // the event is not a valid order (engine.ErrInvalidOrder)
 	KindUnknownProgram = "unknown_program" // no policy of its program is loaded (rules.ErrUnknownProgram)
 	KindNoPolicy       = "no_policy"       // no version in force at its time (rules.ErrNoPolicyInForce)
+	KindPinMissing     = "pin_missing"     // the version its order is pinned to is not loaded (engine.ErrPinnedPolicyMissing)
 	KindRuleError      = "rule_error"      // anything else: a rule failed to evaluate, no rate rule matched…
 )
 
@@ -34,6 +35,8 @@ func DeadLetterKind(err error) string {
 		return KindUnknownProgram
 	case errors.Is(err, rules.ErrNoPolicyInForce):
 		return KindNoPolicy
+	case errors.Is(err, engine.ErrPinnedPolicyMissing):
+		return KindPinMissing
 	default:
 		return KindRuleError
 	}
@@ -283,6 +286,7 @@ func stringsJSON(b []byte, ss []string) []byte {
 type pendingDecision struct {
 	row       decisionRow
 	canonical []byte
+	result    int // its index in the batch
 }
 
 func policyKey(program string, version int) string {
@@ -292,7 +296,8 @@ func policyKey(program string, version int) string {
 // SaveBatch stores a batch of engine results in one transaction: each decoded event in
 // order_events, each policy version on its first use in policy_versions, each decision in
 // decisions (extending its program's hash chain), and each result with Err in dead_letters
-// (kind from DeadLetterKind, reason from the error).
+// (kind from DeadLetterKind, reason from the error). It books the new decisions in the same
+// transaction: ledger entries, the orders' states and the decisions' inputs (see ledger.go).
 //
 // It is idempotent: an event, decision or dead letter already stored (a redelivered batch) is
 // skipped and counted in Saved.Duplicates, and only decisions actually inserted extend the chain.
@@ -300,7 +305,9 @@ func policyKey(program string, version int) string {
 //
 // On any error nothing of the batch is stored: the transaction rolls back and the error (wrapped,
 // naming the batch) is returned, so the caller naks and the batch is retried. A cancelled ctx
-// aborts the transaction. A policy version stored with another digest gives a *PolicyChangedError.
+// aborts the transaction. A policy version stored with another digest gives a *PolicyChangedError;
+// a decision made by engine.DecideBatch with a history that changed before the batch was stored
+// gives an error matching engine.ErrStaleHistory (decide the batch again with a fresh history).
 func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, error) {
 	var saved Saved
 	if len(results) == 0 {
@@ -377,7 +384,7 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 		if d.HasFlat() {
 			row.Flat = d.Flat.Text('f')
 		}
-		decisions = append(decisions, pendingDecision{row: row, canonical: CanonicalBytes(eventID, ev.StreamSeq, d)})
+		decisions = append(decisions, pendingDecision{row: row, canonical: CanonicalBytes(eventID, ev.StreamSeq, d), result: i})
 	}
 
 	// Policy versions this Store has not seen stored yet; a cached one with another digest is
@@ -448,6 +455,7 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 
 		// Decisions not yet stored, chained in batch order under the chain lock.
 		rows := make([]decisionRow, 0, len(decisions))
+		resultOf := make([]int, 0, len(decisions))
 		for i := range decisions {
 			pd := &decisions[i]
 			if existing[decisionKey(pd.row.EventID, pd.row.Program, pd.row.PolicyVersion)] {
@@ -463,8 +471,13 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 			pd.row.ChainSeq, pd.row.PrevHash, pd.row.Hash = h.ChainSeq, h.Hash, hash
 			h.Hash = hash
 			rows = append(rows, pd.row)
+			resultOf = append(resultOf, pd.result)
 		}
 		if err := s.insertDecisions(ctx, w, rows); err != nil {
+			return err
+		}
+		// The order lifecycle and the ledger, booked under the same chain locks (ledger.go).
+		if err := s.saveLifecycle(ctx, w, results, rows, resultOf, now); err != nil {
 			return err
 		}
 		saved.Decisions = len(rows)

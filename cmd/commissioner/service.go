@@ -62,6 +62,9 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 	if err := s.store.CheckPolicies(ctx, set.All()); err != nil {
 		return nil, fmt.Errorf("checking policies against the decisions already stored: %w", err)
 	}
+	if err := s.store.CheckPinned(ctx, set.All()); err != nil {
+		return nil, fmt.Errorf("checking policies against the orders already decided: %w", err)
+	}
 	s.engine.Store(engine.New(set))
 
 	if cfg.NATS.URL == "" {
@@ -149,17 +152,39 @@ type processor struct{ svc *service }
 
 var _ stream.Processor = (*processor)(nil)
 
+// staleAttempts bounds how often a batch is decided again because another batch changed its
+// orders' history meanwhile; then it is naked and comes back later.
+const staleAttempts = 8
+
+// Process decodes the batch, loads its orders' history (pins, affiliate months) in one read,
+// decides it with the current engine (engine.DecideBatch) and stores it, booking the ledger, in
+// one transaction. When another batch changed that history before this one was stored, it
+// decides the batch again with a fresh history.
 func (p *processor) Process(ctx context.Context, batch []engine.Event) (stream.BatchOutcome, error) {
 	m := p.svc.metrics
-	start := time.Now()
-	results := p.svc.engine.Load().DecideEvents(ctx, batch, make([]engine.Result, 0, len(batch)))
-	m.Evaluated(time.Since(start))
-	start = time.Now()
-	saved, err := p.svc.store.SaveBatch(ctx, results)
-	if err != nil {
-		return stream.BatchOutcome{}, err
+	eng := p.svc.engine.Load()
+	results := engine.DecodeEvents(batch, make([]engine.Result, 0, len(batch)))
+	orders, months := eng.HistoryKeys(results)
+	var saved store.Saved
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		hist, err := p.svc.store.LoadHistory(ctx, orders, months)
+		if err != nil {
+			return stream.BatchOutcome{}, err
+		}
+		eng.DecideBatch(ctx, results, hist)
+		m.Evaluated(time.Since(start))
+		start = time.Now()
+		saved, err = p.svc.store.SaveBatch(ctx, results)
+		if errors.Is(err, engine.ErrStaleHistory) && attempt < staleAttempts {
+			continue
+		}
+		if err != nil {
+			return stream.BatchOutcome{}, err
+		}
+		m.Stored(time.Since(start))
+		break
 	}
-	m.Stored(time.Since(start))
 	var out stream.BatchOutcome
 	decided := map[[2]string]int{}
 	for i, r := range results {
@@ -210,6 +235,9 @@ func (s *service) reload(ctx context.Context) error {
 	set, err := verifiedPolicies(ctx, s.cfg.Policies)
 	if err == nil {
 		err = s.store.CheckPolicies(ctx, set.All())
+	}
+	if err == nil {
+		err = s.store.CheckPinned(ctx, set.All())
 	}
 	if err != nil {
 		s.metrics.Reloaded(false)

@@ -1,0 +1,682 @@
+package store
+
+// The order lifecycle and the commission ledger in the store.
+//
+//   - order_state: one row per order — its current decision (that of its latest event), its pin
+//     (the policy version of its first qualifying decision) and, for the affiliate's month
+//     inputs, its affiliate, month, currency and commissionable amount. It is a projection of the
+//     decisions, kept in the same transaction as they are, so that a batch's history is one
+//     indexed read; like chain_heads it is updated in place. Decisions are never changed.
+//   - ledger_entries: append-only; accruals, reversals and adjustments (engine.Book), each naming
+//     the decision and event that caused it. Only payouts set payout_id (and status approved).
+//   - decision_inputs: what a decision was decided with besides its event and policy version —
+//     the pin it saw and whether it was decided with it, and the affiliate.* inputs — so that it
+//     can be reproduced (replay, audit). One row per decision that has any.
+//   - payout_runs and payouts: see payouts.go.
+//
+// SaveBatch books every batch (saveLifecycle, in its transaction, under its programs' chain
+// locks, which every writer of a program's decisions holds): it reads the history of the batch's
+// orders again there, and refuses the batch with an error matching engine.ErrStaleHistory when a
+// decision was made with a history that has changed since (the caller decides it again).
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/apd/v3"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/migrate"
+
+	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/rules"
+)
+
+func init() {
+	laterMigrations = append(laterMigrations, migrate.Migration{
+		Name:    "20250601000003",
+		Comment: "order_state_ledger_payouts",
+		Up: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
+			db := m.DB()
+			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				return execScript(ctx, tx, render(schemaLedger, typesFor(db.Dialect().Name())))
+			})
+		},
+		Down: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
+			return execScript(ctx, m.DB(), `DROP TABLE IF EXISTS payouts; DROP TABLE IF EXISTS payout_runs;
+				DROP TABLE IF EXISTS decision_inputs; DROP TABLE IF EXISTS ledger_entries; DROP TABLE IF EXISTS order_state`)
+		},
+	})
+}
+
+// schemaLedger: the lifecycle, ledger and payout tables. Amounts are exact decimals.
+const schemaLedger = `
+CREATE TABLE IF NOT EXISTS order_state (
+	program      {{Key}} NOT NULL,
+	order_id     {{Key}} NOT NULL,
+	affiliate_id {{Key}} NOT NULL,
+	currency     TEXT NOT NULL,
+	month        TEXT NOT NULL,
+	event_id     {{Key}} NOT NULL,
+	stream_seq   BIGINT NOT NULL,
+	decision_id  BIGINT NOT NULL,
+	qualified    BOOLEAN NOT NULL,
+	base         {{Decimal}} NOT NULL,
+	commission   {{Decimal}} NOT NULL,
+	pin_version  BIGINT,
+	pin_digest   TEXT,
+	PRIMARY KEY (program, order_id)
+);
+CREATE INDEX IF NOT EXISTS order_state_month ON order_state (program, affiliate_id, month, currency);
+
+CREATE TABLE IF NOT EXISTS ledger_entries (
+	id           {{PK}},
+	program      {{Key}} NOT NULL,
+	affiliate_id {{Key}} NOT NULL,
+	order_id     {{Key}} NOT NULL,
+	currency     TEXT NOT NULL,
+	amount       {{Decimal}} NOT NULL,
+	kind         TEXT NOT NULL,
+	decision_id  BIGINT NOT NULL,
+	event_id     {{Key}} NOT NULL,
+	status       TEXT NOT NULL,
+	approve_at   {{Time}} NOT NULL,
+	payout_id    BIGINT,
+	created_at   {{Time}} NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_entries_decision ON ledger_entries (decision_id, affiliate_id, currency);
+CREATE INDEX IF NOT EXISTS ledger_entries_affiliate ON ledger_entries (program, affiliate_id, currency);
+CREATE INDEX IF NOT EXISTS ledger_entries_order ON ledger_entries (program, order_id);
+CREATE INDEX IF NOT EXISTS ledger_entries_unpaid ON ledger_entries (program, approve_at) WHERE payout_id IS NULL;
+
+CREATE TABLE IF NOT EXISTS decision_inputs (
+	decision_id            BIGINT NOT NULL PRIMARY KEY,
+	program                {{Key}} NOT NULL,
+	event_id               {{Key}} NOT NULL,
+	pin_version            BIGINT,
+	pin_digest             TEXT,
+	pinned                 BOOLEAN NOT NULL,
+	month                  TEXT,
+	month_qualified_orders BIGINT,
+	month_qualified_sales  {{Decimal}}
+);
+
+CREATE TABLE IF NOT EXISTS payout_runs (
+	id        {{PK}},
+	program   {{Key}} NOT NULL,
+	month     TEXT NOT NULL,
+	as_of     {{Time}} NOT NULL,
+	closed_at {{Time}} NOT NULL,
+	payouts   BIGINT NOT NULL,
+	entries   BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS payout_runs_month ON payout_runs (program, month);
+
+CREATE TABLE IF NOT EXISTS payouts (
+	id           {{PK}},
+	run_id       BIGINT NOT NULL,
+	program      {{Key}} NOT NULL,
+	affiliate_id {{Key}} NOT NULL,
+	currency     TEXT NOT NULL,
+	amount       {{Decimal}} NOT NULL,
+	entries      BIGINT NOT NULL,
+	method       TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS payouts_run_affiliate ON payouts (run_id, affiliate_id, currency);
+`
+
+// Ledger entry statuses: pending until a payout run sees its approve_at passed.
+const (
+	StatusPending  = "pending"
+	StatusApproved = "approved"
+)
+
+type orderStateRow struct {
+	bun.BaseModel `bun:"table:order_state"`
+
+	Program     string         `bun:"program"`
+	OrderID     string         `bun:"order_id"`
+	AffiliateID string         `bun:"affiliate_id"`
+	Currency    string         `bun:"currency"`
+	Month       string         `bun:"month"`
+	EventID     string         `bun:"event_id"`
+	StreamSeq   int64          `bun:"stream_seq"`
+	DecisionID  int64          `bun:"decision_id"`
+	Qualified   bool           `bun:"qualified"`
+	Base        string         `bun:"base"`
+	Commission  string         `bun:"commission"`
+	PinVersion  sql.NullInt64  `bun:"pin_version"`
+	PinDigest   sql.NullString `bun:"pin_digest"`
+}
+
+type ledgerRow struct {
+	bun.BaseModel `bun:"table:ledger_entries"`
+
+	Program     string    `bun:"program"`
+	AffiliateID string    `bun:"affiliate_id"`
+	OrderID     string    `bun:"order_id"`
+	Currency    string    `bun:"currency"`
+	Amount      string    `bun:"amount"`
+	Kind        string    `bun:"kind"`
+	DecisionID  int64     `bun:"decision_id"`
+	EventID     string    `bun:"event_id"`
+	Status      string    `bun:"status"`
+	ApproveAt   time.Time `bun:"approve_at"`
+	CreatedAt   time.Time `bun:"created_at"`
+}
+
+type decisionInputRow struct {
+	bun.BaseModel `bun:"table:decision_inputs"`
+
+	DecisionID           int64          `bun:"decision_id"`
+	Program              string         `bun:"program"`
+	EventID              string         `bun:"event_id"`
+	PinVersion           sql.NullInt64  `bun:"pin_version"`
+	PinDigest            sql.NullString `bun:"pin_digest"`
+	Pinned               bool           `bun:"pinned"`
+	Month                sql.NullString `bun:"month"`
+	MonthQualifiedOrders sql.NullInt64  `bun:"month_qualified_orders"`
+	MonthQualifiedSales  sql.NullString `bun:"month_qualified_sales"`
+}
+
+// --- the history a batch is decided with ---
+
+// LoadHistory reads the history of these orders and affiliate months (engine.HistoryKeys) at
+// once: what DecideBatch needs. The snapshot may be stale by the time the batch is stored;
+// SaveBatch then refuses it (engine.ErrStaleHistory) and it is decided again.
+func (s *Store) LoadHistory(ctx context.Context, orders []engine.OrderKey, months []engine.MonthKey) (*engine.Snapshot, error) {
+	snap, err := s.loadHistory(ctx, s.db, orders, months)
+	if err != nil {
+		return nil, fmt.Errorf("loading the history of %d orders: %w", len(orders), err)
+	}
+	return snap, nil
+}
+
+const historyChunk = 500
+
+func (s *Store) loadHistory(ctx context.Context, db bun.IDB, orders []engine.OrderKey, months []engine.MonthKey) (*engine.Snapshot, error) {
+	snap := engine.NewSnapshot()
+	// Ids are stored as safeText (storable text); an order is looked up by its stored key and
+	// known by its own.
+	byProgram := map[string][]string{}
+	keysOf := map[engine.OrderKey][]engine.OrderKey{}
+	for _, k := range orders {
+		sk := engine.OrderKey{Program: safeText(k.Program), OrderID: safeText(k.OrderID)}
+		if _, dup := keysOf[sk]; !dup {
+			byProgram[sk.Program] = append(byProgram[sk.Program], sk.OrderID)
+		}
+		keysOf[sk] = append(keysOf[sk], k)
+	}
+	base, commission := "base", "commission"
+	if s.kind == Postgres {
+		base, commission = "base::text", "commission::text"
+	}
+	for _, program := range sortedProgramKeys(byProgram) {
+		ids := byProgram[program]
+		for start := 0; start < len(ids); start += historyChunk {
+			chunk := ids[start:min(start+historyChunk, len(ids))]
+			rows, err := db.QueryContext(ctx, "SELECT order_id, affiliate_id, currency, month, event_id, stream_seq, decision_id, qualified, "+
+				base+", "+commission+", pin_version, pin_digest FROM order_state WHERE program = ? AND order_id IN (?)", program, bun.In(chunk))
+			if err != nil {
+				return nil, err
+			}
+			for rows.Next() {
+				var (
+					id, b, c string
+					seq      int64
+					pv       sql.NullInt64
+					pd       sql.NullString
+					st       engine.OrderState
+				)
+				if err := rows.Scan(&id, &st.AffiliateID, &st.Currency, &st.Month, &st.EventID, &seq, &st.DecisionID, &st.Qualified, &b, &c, &pv, &pd); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				st.StreamSeq = uint64(seq)
+				if st.Base, err = parseDecimal(b, "order_state.base"); err == nil {
+					st.Commission, err = parseDecimal(c, "order_state.commission")
+				}
+				if err != nil {
+					rows.Close()
+					return nil, err
+				}
+				if pv.Valid {
+					st.Pin = &engine.Pin{Version: int(pv.Int64), Digest: pd.String}
+				}
+				for _, k := range keysOf[engine.OrderKey{Program: program, OrderID: id}] {
+					snap.Orders[k] = st
+				}
+			}
+			err = rows.Err()
+			rows.Close()
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(months) == 0 {
+		return snap, nil
+	}
+	want := make(map[engine.MonthKey][]engine.MonthKey, len(months))
+	type group struct{ affiliates, months map[string]bool }
+	groups := map[string]*group{}
+	for _, k := range months {
+		sk := engine.MonthKey{Program: safeText(k.Program), AffiliateID: safeText(k.AffiliateID), Month: k.Month, Currency: k.Currency}
+		want[sk] = append(want[sk], k)
+		g := groups[sk.Program]
+		if g == nil {
+			g = &group{affiliates: map[string]bool{}, months: map[string]bool{}}
+			groups[sk.Program] = g
+		}
+		g.affiliates[sk.AffiliateID], g.months[sk.Month] = true, true
+	}
+	sum := "SUM(base)::text"
+	if s.kind == SQLite {
+		sum = decimalSumFunc + "(base)"
+	}
+	for program, g := range groups {
+		affiliates, ms := setKeys(g.affiliates), setKeys(g.months)
+		for start := 0; start < len(affiliates); start += historyChunk {
+			chunk := affiliates[start:min(start+historyChunk, len(affiliates))]
+			var rows []struct {
+				AffiliateID string `bun:"affiliate_id"`
+				Month       string `bun:"month"`
+				Currency    string `bun:"currency"`
+				N           int64  `bun:"n"`
+				Sales       string `bun:"sales"`
+			}
+			if err := db.NewRaw("SELECT affiliate_id, month, currency, count(*) AS n, "+sum+" AS sales FROM order_state "+
+				"WHERE program = ? AND qualified AND affiliate_id IN (?) AND month IN (?) GROUP BY affiliate_id, month, currency",
+				program, bun.In(chunk), bun.In(ms)).Scan(ctx, &rows); err != nil {
+				return nil, err
+			}
+			for _, r := range rows {
+				sk := engine.MonthKey{Program: program, AffiliateID: r.AffiliateID, Month: r.Month, Currency: r.Currency}
+				t := engine.MonthTotals{Orders: r.N}
+				var err error
+				if t.Sales, err = parseDecimal(r.Sales, "month sales"); err != nil {
+					return nil, err
+				}
+				for _, k := range want[sk] {
+					snap.Months[k] = t
+				}
+			}
+		}
+	}
+	return snap, nil
+}
+
+func sortedProgramKeys(m map[string][]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func setKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// saveLifecycle books the batch's newly stored decisions (rows, of results[resultOf[i]]) inside
+// SaveBatch's transaction: it reads their orders' history again, checks each decision against
+// it (engine.Book; an error matching engine.ErrStaleHistory when one was decided with a history
+// that changed since), and writes the ledger entries, the orders' new states and the decisions'
+// inputs.
+func (s *Store) saveLifecycle(ctx context.Context, w *wtx, results []engine.Result, rows []decisionRow, resultOf []int, now time.Time) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	inserted := make(map[int]int, len(rows)) // result index -> row index
+	var orders []engine.OrderKey
+	var months []engine.MonthKey
+	seenOrder := map[engine.OrderKey]bool{}
+	seenMonth := map[engine.MonthKey]bool{}
+	for j, i := range resultOf {
+		inserted[i] = j
+		d := results[i].Decision
+		k := engine.OrderKey{Program: d.Program, OrderID: d.OrderID}
+		if !seenOrder[k] {
+			seenOrder[k] = true
+			orders = append(orders, k)
+		}
+		if a := d.Affiliate; a != nil {
+			mk := engine.MonthKey{Program: d.Program, AffiliateID: d.AffiliateID, Month: a.Month, Currency: d.Currency.Code}
+			if !seenMonth[mk] {
+				seenMonth[mk] = true
+				months = append(months, mk)
+			}
+		}
+	}
+	hist, err := s.loadHistory(ctx, w.Tx, orders, months)
+	if err != nil {
+		return fmt.Errorf("reading the history of %d orders: %w", len(orders), err)
+	}
+	booking, err := engine.Book(hist, results, func(i int) bool { _, ok := inserted[i]; return !ok })
+	if err != nil {
+		return err
+	}
+
+	// The stored decisions' ids, by their place in their program's chain.
+	ids, err := s.decisionIDs(ctx, w.Tx, rows)
+	if err != nil {
+		return err
+	}
+	idOf := func(result int) int64 {
+		r := &rows[inserted[result]]
+		return ids[chainKey{r.Program, r.ChainSeq}]
+	}
+
+	if len(booking.Entries) > 0 {
+		entries := make([]ledgerRow, len(booking.Entries))
+		for i, e := range booking.Entries {
+			entries[i] = ledgerRow{Program: safeText(e.Program), AffiliateID: safeText(e.AffiliateID), OrderID: safeText(e.OrderID),
+				Currency: e.Currency, Amount: e.Amount.Text('f'), Kind: string(e.Kind), DecisionID: idOf(e.Result),
+				EventID: safeText(e.EventID), Status: StatusPending, ApproveAt: e.ApproveAt.UTC(), CreatedAt: now}
+		}
+		if _, err := w.NewInsert().Model(&entries).Exec(ctx); err != nil {
+			return fmt.Errorf("inserting %d ledger entries: %w", len(entries), err)
+		}
+	}
+
+	if len(booking.Orders) > 0 {
+		states := make([]orderStateRow, len(booking.Orders))
+		for i, o := range booking.Orders {
+			st := o.State
+			id := st.DecisionID
+			if o.Result >= 0 {
+				id = idOf(o.Result)
+			}
+			states[i] = orderStateRow{Program: safeText(o.Key.Program), OrderID: safeText(o.Key.OrderID), AffiliateID: safeText(st.AffiliateID),
+				Currency: st.Currency, Month: st.Month, EventID: safeText(st.EventID), StreamSeq: int64(st.StreamSeq), DecisionID: id,
+				Qualified: st.Qualified, Base: st.Base.Text('f'), Commission: st.Commission.Text('f')}
+			if st.Pin != nil {
+				states[i].PinVersion = sql.NullInt64{Int64: int64(st.Pin.Version), Valid: true}
+				states[i].PinDigest = sql.NullString{String: st.Pin.Digest, Valid: true}
+			}
+		}
+		q := w.NewInsert().Model(&states).On("CONFLICT (program, order_id) DO UPDATE")
+		for _, c := range []string{"affiliate_id", "currency", "month", "event_id", "stream_seq", "decision_id", "qualified", "base", "commission", "pin_version", "pin_digest"} {
+			q = q.Set(c + " = EXCLUDED." + c)
+		}
+		if _, err := q.Exec(ctx); err != nil {
+			return fmt.Errorf("storing the state of %d orders: %w", len(states), err)
+		}
+	}
+
+	var inputs []decisionInputRow
+	for j, i := range resultOf {
+		d := results[i].Decision
+		lc := d.Lifecycle
+		if d.Affiliate == nil && (lc == nil || !lc.Pinned) {
+			continue
+		}
+		in := decisionInputRow{DecisionID: ids[chainKey{rows[j].Program, rows[j].ChainSeq}], Program: rows[j].Program, EventID: rows[j].EventID}
+		if lc != nil {
+			in.Pinned = lc.Pinned
+			if lc.Pin != nil {
+				in.PinVersion = sql.NullInt64{Int64: int64(lc.Pin.Version), Valid: true}
+				in.PinDigest = sql.NullString{String: lc.Pin.Digest, Valid: true}
+			}
+		}
+		if a := d.Affiliate; a != nil {
+			in.Month = sql.NullString{String: a.Month, Valid: true}
+			in.MonthQualifiedOrders = sql.NullInt64{Int64: a.QualifiedOrders, Valid: true}
+			in.MonthQualifiedSales = sql.NullString{String: a.QualifiedSales.Text('f'), Valid: true}
+		}
+		inputs = append(inputs, in)
+	}
+	if len(inputs) > 0 {
+		if _, err := w.NewInsert().Model(&inputs).Exec(ctx); err != nil {
+			return fmt.Errorf("inserting the inputs of %d decisions: %w", len(inputs), err)
+		}
+	}
+	return nil
+}
+
+type chainKey struct {
+	program string
+	seq     int64
+}
+
+// decisionIDs reads the ids of decision rows just stored, from their places in their chains.
+func (s *Store) decisionIDs(ctx context.Context, tx bun.Tx, rows []decisionRow) (map[chainKey]int64, error) {
+	ranges := map[string][2]int64{}
+	for i := range rows {
+		r, ok := ranges[rows[i].Program]
+		if !ok {
+			r = [2]int64{rows[i].ChainSeq, rows[i].ChainSeq}
+		}
+		r[0], r[1] = min(r[0], rows[i].ChainSeq), max(r[1], rows[i].ChainSeq)
+		ranges[rows[i].Program] = r
+	}
+	ids := make(map[chainKey]int64, len(rows))
+	for program, r := range ranges {
+		var got []struct {
+			ID       int64 `bun:"id"`
+			ChainSeq int64 `bun:"chain_seq"`
+		}
+		if err := tx.NewSelect().Table("decisions").Column("id", "chain_seq").
+			Where("program = ? AND chain_seq BETWEEN ? AND ?", program, r[0], r[1]).Scan(ctx, &got); err != nil {
+			return nil, fmt.Errorf("reading the ids of the decisions stored: %w", err)
+		}
+		for _, g := range got {
+			ids[chainKey{program, g.ChainSeq}] = g.ID
+		}
+	}
+	for i := range rows {
+		if ids[chainKey{rows[i].Program, rows[i].ChainSeq}] == 0 {
+			return nil, fmt.Errorf("reading the ids of the decisions stored: %s chain_seq %d not found", rows[i].Program, rows[i].ChainSeq)
+		}
+	}
+	return ids, nil
+}
+
+// --- pins ---
+
+// ErrPinnedVersionMissing: a policy set leaves out a version that orders are pinned to.
+var ErrPinnedVersionMissing = errors.New("a pinned policy version is missing")
+
+// CheckPinned refuses a policy set that leaves out (or changes) a version orders are pinned to:
+// their later events must be decided with it. Call it with CheckPolicies before a set goes into
+// service. The error names each missing version and how many orders it pins.
+func (s *Store) CheckPinned(ctx context.Context, ps []*rules.Policy) error {
+	var pins []struct {
+		Program string `bun:"program"`
+		Version int    `bun:"pin_version"`
+		Digest  string `bun:"pin_digest"`
+		Orders  int64  `bun:"n"`
+	}
+	if err := s.db.NewRaw("SELECT program, pin_version, pin_digest, count(*) AS n FROM order_state WHERE pin_version IS NOT NULL "+
+		"GROUP BY program, pin_version, pin_digest ORDER BY program, pin_version").Scan(ctx, &pins); err != nil {
+		return fmt.Errorf("checking the pinned policy versions: %w", err)
+	}
+	loaded := map[string]string{}
+	for _, p := range ps {
+		loaded[policyKey(p.Program, p.Version)] = p.Digest
+	}
+	var missing []string
+	for _, p := range pins {
+		if loaded[policyKey(p.Program, p.Version)] != p.Digest {
+			missing = append(missing, fmt.Sprintf("%s v%d (%s) pins %d order(s)", p.Program, p.Version, p.Digest, p.Orders))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s; an order's later events are decided with the version of its first qualifying one: "+
+			"keep that version's file (its source is in policy_versions)", ErrPinnedVersionMissing, strings.Join(missing, "; "))
+	}
+	return nil
+}
+
+// DecisionInputs is what a decision was decided with besides its event and policy version.
+type DecisionInputs struct {
+	DecisionID int64
+	// Pin is the order's pin when the event was decided (nil: none yet); Pinned says the decision
+	// was made with it rather than with the version in force.
+	Pin    *engine.Pin
+	Pinned bool
+	// Affiliate is the affiliate.* inputs, when the policy read them (nil otherwise). To decide the
+	// event again, set the decoded order's Affiliate to it.
+	Affiliate *engine.AffiliateMonth
+}
+
+// DecisionInputs returns a decision's recorded inputs; the zero value (with DecisionID) when
+// it has none (it was decided with the version in force, by a policy that reads no affiliate.*).
+func (s *Store) DecisionInputs(ctx context.Context, decisionID int64) (DecisionInputs, error) {
+	out := DecisionInputs{DecisionID: decisionID}
+	var r decisionInputRow
+	sales := "month_qualified_sales"
+	if s.kind == Postgres {
+		sales += "::text"
+	}
+	err := s.db.NewSelect().Model(&r).Column("decision_id", "program", "event_id", "pin_version", "pin_digest", "pinned", "month", "month_qualified_orders").
+		ColumnExpr(sales+" AS month_qualified_sales").Where("decision_id = ?", decisionID).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return out, nil
+	}
+	if err != nil {
+		return out, fmt.Errorf("reading the inputs of decision %d: %w", decisionID, err)
+	}
+	out.Pinned = r.Pinned
+	if r.PinVersion.Valid {
+		out.Pin = &engine.Pin{Version: int(r.PinVersion.Int64), Digest: r.PinDigest.String}
+	}
+	if r.Month.Valid {
+		a := &engine.AffiliateMonth{Month: r.Month.String, QualifiedOrders: r.MonthQualifiedOrders.Int64}
+		if a.QualifiedSales, err = parseDecimal(r.MonthQualifiedSales.String, "month_qualified_sales"); err != nil {
+			return out, err
+		}
+		out.Affiliate = a
+	}
+	return out, nil
+}
+
+// --- reading the ledger ---
+
+// LedgerFilter selects ledger entries; zero fields select everything.
+type LedgerFilter struct {
+	Program   string
+	Affiliate string
+	OrderID   string
+	// Unpaid keeps the entries no payout has paid; ApprovedBefore (non-zero) those whose
+	// approve_at is before it.
+	Unpaid         bool
+	ApprovedBefore time.Time
+}
+
+const ledgerColumns = "id, program, affiliate_id, order_id, currency, amount, kind, decision_id, event_id, status, approve_at, payout_id, created_at"
+
+func (s *Store) ledgerColumns() string {
+	if s.kind == Postgres {
+		return strings.Replace(ledgerColumns, " amount,", " amount::text,", 1)
+	}
+	return strings.NewReplacer(" approve_at,", " "+s.timeCol("approve_at")+",", " created_at", " "+s.timeCol("created_at")).Replace(ledgerColumns)
+}
+
+func ledgerWhere(f LedgerFilter) (string, []any) {
+	var where []string
+	var args []any
+	if f.Program != "" {
+		where, args = append(where, "program = ?"), append(args, f.Program)
+	}
+	if f.Affiliate != "" {
+		where, args = append(where, "affiliate_id = ?"), append(args, f.Affiliate)
+	}
+	if f.OrderID != "" {
+		where, args = append(where, "order_id = ?"), append(args, f.OrderID)
+	}
+	if f.Unpaid {
+		where = append(where, "payout_id IS NULL")
+	}
+	if !f.ApprovedBefore.IsZero() {
+		where, args = append(where, "approve_at < ?"), append(args, f.ApprovedBefore.UTC())
+	}
+	if len(where) == 0 {
+		return "", nil
+	}
+	return "WHERE " + strings.Join(where, " AND "), args
+}
+
+// LedgerEntries returns the entries the filter selects, in the order they were written.
+func (s *Store) LedgerEntries(ctx context.Context, f LedgerFilter) ([]engine.LedgerEntry, error) {
+	where, args := ledgerWhere(f)
+	out, err := s.queryLedger(ctx, s.db, "SELECT "+s.ledgerColumns()+" FROM ledger_entries "+where+" ORDER BY id", args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading ledger entries: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) queryLedger(ctx context.Context, db bun.IDB, query string, args ...any) ([]engine.LedgerEntry, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []engine.LedgerEntry
+	for rows.Next() {
+		var (
+			e      engine.LedgerEntry
+			amount string
+			kind   string
+			payout sql.NullInt64
+		)
+		if err := rows.Scan(&e.ID, &e.Program, &e.AffiliateID, &e.OrderID, &e.Currency, &amount, &kind, &e.DecisionID, &e.EventID,
+			&e.Status, timeScanner{&e.ApproveAt}, &payout, timeScanner{&e.CreatedAt}); err != nil {
+			return nil, err
+		}
+		e.Kind, e.PayoutID, e.Result = engine.LedgerKind(kind), payout.Int64, -1
+		if e.Amount, err = parseDecimal(amount, "ledger amount"); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Balance is what the ledger owes one affiliate in one currency of a program.
+type Balance struct {
+	Program, AffiliateID, Currency string
+	Total                          apd.Decimal
+	Entries                        int64
+}
+
+// Balances sums the ledger per program, affiliate and currency (all entries, paid or not), in
+// that order; an empty program selects every program.
+func (s *Store) Balances(ctx context.Context, program string) ([]Balance, error) {
+	sum := "SUM(amount)::text"
+	if s.kind == SQLite {
+		sum = decimalSumFunc + "(amount)"
+	}
+	where, args := ledgerWhere(LedgerFilter{Program: program})
+	var rows []struct {
+		Program     string `bun:"program"`
+		AffiliateID string `bun:"affiliate_id"`
+		Currency    string `bun:"currency"`
+		Total       string `bun:"total"`
+		N           int64  `bun:"n"`
+	}
+	if err := s.db.NewRaw("SELECT program, affiliate_id, currency, "+sum+" AS total, count(*) AS n FROM ledger_entries "+where+
+		" GROUP BY program, affiliate_id, currency ORDER BY program, affiliate_id, currency", args...).Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("summing the ledger: %w", err)
+	}
+	out := make([]Balance, len(rows))
+	for i, r := range rows {
+		out[i] = Balance{Program: r.Program, AffiliateID: r.AffiliateID, Currency: r.Currency, Entries: r.N}
+		var err error
+		if out[i].Total, err = parseDecimal(r.Total, "ledger total"); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,175 @@
+package engine
+
+// The commission ledger is append-only: an order's decisions are never changed, and what they
+// owe an affiliate changes only by new entries.
+//
+//   - accrual: the order's current decision qualifies and the one before did not (or there was
+//     none): + its commission;
+//   - reversal: it qualified and no longer does (refunded, cancelled…): − what was booked,
+//     whether or not it was paid out (then the next statement carries the negative line);
+//   - adjustment: it qualified before and still does, with another commission (an amount
+//     corrected, a partial refund in a program that pays on the rest): + the difference.
+//
+// So for every order the entries sum to its current decision's commission (0 when it does not
+// qualify), and for every affiliate the ledger sums to its orders' current commissions. An
+// order moved to another affiliate or currency is reversed in full and accrued anew. An entry
+// is approved — payable — from approve_at: the completion of the order (its placed_at when it
+// has none) plus the deciding policy's payout.hold_days. Entries of zero are not written.
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cockroachdb/apd/v3"
+
+	"github.com/commissioner/commissioner/rules"
+)
+
+// LedgerKind is what a ledger entry records.
+type LedgerKind string
+
+// The kinds of ledger entry.
+const (
+	Accrual    LedgerKind = "accrual"
+	Reversal   LedgerKind = "reversal"
+	Adjustment LedgerKind = "adjustment"
+)
+
+// LedgerEntry is one line of the commission ledger. Book fills what a decision causes; the store
+// adds the ids when it reads entries back.
+type LedgerEntry struct {
+	Program     string
+	AffiliateID string
+	OrderID     string
+	Currency    string
+	Amount      apd.Decimal // signed, with the currency's minor units
+	Kind        LedgerKind
+	ApproveAt   time.Time // payable from then on
+	// Result is the index, in the batch given to Book, of the result whose decision caused it.
+	Result int
+
+	// Set when read back from the store.
+	ID         int64
+	DecisionID int64 // the decision that caused it
+	EventID    string
+	PayoutID   int64 // 0 until paid
+	Status     string
+	CreatedAt  time.Time
+}
+
+// ApproveAt is when a commission decided by p for order o is approved: its completion (its
+// placed_at when it has none) plus the policy's payout.hold_days, in UTC.
+func ApproveAt(o *Order, p *rules.Policy) time.Time {
+	t := o.PlacedAt
+	if o.HasCompletedAt {
+		t = o.CompletedAt
+	}
+	return t.UTC().AddDate(0, 0, p.Payout.HoldDays)
+}
+
+// BookedOrder is an order whose history a batch changed.
+type BookedOrder struct {
+	Key   OrderKey
+	State OrderState
+	// Result is the index of the result whose decision is now the order's current one; -1 when
+	// only its pin changed (an older event, decided late, was its first to qualify).
+	Result int
+}
+
+// Booking is what a batch of decisions does to the history and the ledger.
+type Booking struct {
+	Entries []LedgerEntry
+	Orders  []BookedOrder            // by program, then order id
+	Months  map[MonthKey]MonthTotals // the totals of every month the batch touched, after it
+}
+
+// Book takes a batch's decided results into the history h, in batch order, and returns the
+// ledger entries they cause and the orders' new states. It skips results without a decision and
+// those skip(i) says were not stored (nil: none). Before each decision made by DecideBatch is
+// booked, it checks that the decision saw what h (with the batch's earlier results) says now —
+// the same pin, the same affiliate.* inputs — and returns an error matching ErrStaleHistory when
+// not: deciding the batch again with a fresh history gives the right answer. Book is pure.
+func Book(h OrderHistory, results []Result, skip func(i int) bool) (Booking, error) {
+	w := newWalk(h)
+	var b Booking
+	for i := range results {
+		r := &results[i]
+		if r.Decision == nil || r.Order == nil || (skip != nil && skip(i)) {
+			continue
+		}
+		if err := w.verify(r); err != nil {
+			return Booking{}, err
+		}
+		c := w.apply(i, r)
+		if c.current {
+			var err error
+			if b.Entries, err = appendEntries(b.Entries, i, r, c); err != nil {
+				return Booking{}, err
+			}
+		}
+	}
+	for k, i := range w.changed {
+		b.Orders = append(b.Orders, BookedOrder{Key: k, State: *w.orders[k], Result: i})
+	}
+	sort.Slice(b.Orders, func(i, j int) bool {
+		a, c := b.Orders[i].Key, b.Orders[j].Key
+		return a.Program < c.Program || a.Program == c.Program && a.OrderID < c.OrderID
+	})
+	b.Months = make(map[MonthKey]MonthTotals, len(w.months))
+	for k, t := range w.months {
+		b.Months[k] = *t
+	}
+	return b, nil
+}
+
+// Apply lays a booking over the snapshot: it is then the history after the booked batch.
+func (s *Snapshot) Apply(b Booking, decisionIDs func(result int) int64) {
+	for _, o := range b.Orders {
+		st := o.State
+		if o.Result >= 0 && decisionIDs != nil {
+			st.DecisionID = decisionIDs(o.Result)
+		}
+		s.Orders[o.Key] = st
+	}
+	for k, t := range b.Months {
+		s.Months[k] = t
+	}
+}
+
+// errLedger: a ledger amount could not be computed exactly (never with real amounts).
+var errLedger = errors.New("computing a ledger entry")
+
+// appendEntries appends the entries result i causes, c being what it did to its order.
+func appendEntries(out []LedgerEntry, i int, r *Result, c change) ([]LedgerEntry, error) {
+	d := r.Decision
+	approve := ApproveAt(r.Order, d.Policy)
+	entry := func(affiliate, currency string, amount *apd.Decimal, kind LedgerKind) {
+		e := LedgerEntry{Program: d.Program, AffiliateID: affiliate, OrderID: d.OrderID, Currency: currency,
+			Kind: kind, ApproveAt: approve, Result: i, EventID: r.Event.ID}
+		e.Amount.Set(amount)
+		out = append(out, e)
+	}
+	old := c.hadPrev && c.prev.Qualified
+	switch {
+	case old && d.Qualified && c.prev.AffiliateID == d.AffiliateID && c.prev.Currency == d.Currency.Code:
+		var delta apd.Decimal
+		if _, err := exact.Sub(&delta, &d.Commission, &c.prev.Commission); err != nil {
+			return out, fmt.Errorf("%w: order %s: %v", errLedger, d.OrderID, err)
+		}
+		if !delta.IsZero() {
+			entry(d.AffiliateID, d.Currency.Code, &delta, Adjustment)
+		}
+	default:
+		if old && !c.prev.Commission.IsZero() {
+			var neg apd.Decimal
+			neg.Neg(&c.prev.Commission)
+			entry(c.prev.AffiliateID, c.prev.Currency, &neg, Reversal)
+		}
+		if d.Qualified && !d.Commission.IsZero() {
+			entry(d.AffiliateID, d.Currency.Code, &d.Commission, Accrual)
+		}
+	}
+	return out, nil
+}
