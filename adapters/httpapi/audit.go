@@ -158,7 +158,7 @@ func (a *auditAPI) authorized(r *http.Request) bool {
 
 func (a *auditAPI) unauthorized(w http.ResponseWriter, r *http.Request) {
 	challenge := `Bearer realm="commissioner"`
-	msg := "a bearer token is required: Authorization: Bearer <token>"
+	msg := "a bearer token is required: Authorization: Bearer TOKEN"
 	if r.Header.Get("Authorization") != "" {
 		challenge += `, error="invalid_token"`
 		msg = "the bearer token is not valid"

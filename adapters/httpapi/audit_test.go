@@ -417,6 +417,11 @@ func testReplay(t *testing.T, ts *httptest.Server) {
 				t.Errorf("change %s: %+v → %+v, want selected_returning 6%% → 5%%", c.OrderID, c.Old, c.New)
 			}
 		}
+		for _, g := range v.ByRateRule {
+			if g.Key != ruleName(g.Old)+" → "+ruleName(g.New) || strings.HasPrefix(g.Key, " ") || strings.HasSuffix(g.Key, " ") {
+				t.Errorf("by_rate_rule key %q (old %q, new %q), want both sides named", g.Key, g.Old, g.New)
+			}
+		}
 		var usd *ReplayGroupView
 		for i := range v.Totals {
 			if v.Totals[i].Currency == "GBP" {

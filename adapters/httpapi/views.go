@@ -320,7 +320,7 @@ func NewReplayView(r *engine.ReplayReport, _ ReplayRequest) ReplayView {
 	}
 	for _, g := range r.ByRateRule {
 		gv := groupView(g.ReplayGroup)
-		gv.Key, gv.Old, gv.New = g.Old+" → "+g.New, g.Old, g.New
+		gv.Key, gv.Old, gv.New = ruleName(g.Old)+" → "+ruleName(g.New), g.Old, g.New
 		v.ByRateRule = append(v.ByRateRule, gv)
 	}
 	groups := func(gs []engine.ReplayGroup) []ReplayGroupView {
@@ -362,4 +362,12 @@ func changeView(c engine.OrderChange) ReplayChangeView {
 		v.Old = &o
 	}
 	return v
+}
+
+// ruleName names a rate rule for a breakdown key; "" is no rate rule: not qualified.
+func ruleName(id string) string {
+	if id == "" {
+		return "(not qualified)"
+	}
+	return id
 }
