@@ -30,6 +30,15 @@ type History interface {
 	Walk(ctx context.Context, fn func(batch []ReplayEvent) error) error
 }
 
+// PartitionedHistory is a History that can split itself into parts walked at once, so that
+// reading the history also runs on every core (a database read by several connections).
+type PartitionedHistory interface {
+	History
+	// Partitions returns at most n histories that, walked together, give exactly the events
+	// of this one, each once. It may return the history itself.
+	Partitions(ctx context.Context, n int) ([]History, error)
+}
+
 // ReplayEvent is one stored order event and the decision recorded for it.
 type ReplayEvent struct {
 	Event Event
@@ -57,7 +66,7 @@ type RuleOutcome struct {
 }
 
 // RecordedDecision is a decision as it was stored: what a replay compares the candidate's
-// decision with.
+// decision with. Replay only reads it: its slices may be shared between decisions.
 type RecordedDecision struct {
 	PolicyVersion int
 	PolicyDigest  string
@@ -114,6 +123,12 @@ func (d *Decision) outcome(stage Stage, i int) string {
 
 // ReplayOptions tune a replay. The zero value is ready to use.
 type ReplayOptions struct {
+	// Pinned decides every order of a program with the candidate's version of that program,
+	// whatever its effective_from: the replay asks "what if these terms had applied" (a single
+	// policy file, a stored version). The candidate must then hold one version per program.
+	// Without it, each order gets the candidate version in force at its placed_at, as the
+	// service would have chosen (a policy directory).
+	Pinned bool
 	// Workers decide events in parallel; ≤ 0 means GOMAXPROCS.
 	Workers int
 	// MaxChanges bounds the per-order changes kept in the report (and, separately, the drifted
@@ -183,8 +198,8 @@ type CandidateVersion struct {
 	Digest        string
 	EffectiveFrom time.Time
 	File          string
-	// Pinned: the only candidate version of its program, it decided every order of the program
-	// whatever its effective_from.
+	// Pinned: it decided every order of its program whatever its effective_from
+	// (ReplayOptions.Pinned).
 	Pinned bool
 	Orders int64 // events it decided
 }
@@ -338,19 +353,17 @@ func (c Cause) String() string {
 	return ""
 }
 
-// candidatePolicy returns the candidate version that decides an order (see Replay).
-func candidatePolicy(set *rules.Set, o *Order) (*rules.Policy, error) {
-	if vs := set.Versions(o.Program); len(vs) == 1 {
+// candidatePolicy returns the candidate version that decides an order (see ReplayOptions.Pinned).
+func candidatePolicy(set *rules.Set, o *Order, pinned bool) (*rules.Policy, error) {
+	if vs := set.Versions(o.Program); pinned && len(vs) == 1 {
 		return vs[0], nil
 	}
 	return set.InForce(o.Program, o.PlacedAt)
 }
 
 // Replay decides every event of the history with the candidate policy set and compares each
-// decision with the one recorded for the event. Which candidate version decides an order: when
-// the set holds one version of the order's program, that version, whatever its effective_from
-// (a replay asks "what if these terms had applied"); when it holds several, the one in force at
-// the order's placed_at, as the service would have chosen.
+// decision with the one recorded for the event. Which candidate version decides an order:
+// see ReplayOptions.Pinned.
 //
 // Events are decided in parallel; each worker aggregates on its own and the results are merged,
 // so memory stays bounded by the options (kept changes and errors), not by the history. It
@@ -359,6 +372,13 @@ func candidatePolicy(set *rules.Set, o *Order) (*rules.Policy, error) {
 func Replay(ctx context.Context, candidate *rules.Set, h History, opts ReplayOptions) (*ReplayReport, error) {
 	if candidate == nil {
 		return nil, errors.New("replaying: no candidate policy set")
+	}
+	if opts.Pinned {
+		for _, prog := range candidate.Programs() {
+			if n := len(candidate.Versions(prog)); n != 1 {
+				return nil, fmt.Errorf("replaying: a pinned candidate holds one version per program; it holds %d of %s", n, prog)
+			}
+		}
 	}
 	workers := opts.Workers
 	if workers <= 0 {
@@ -396,16 +416,44 @@ func Replay(ctx context.Context, candidate *rules.Set, h History, opts ReplayOpt
 			}
 		}()
 	}
-	walkErr := h.Walk(ctx, func(batch []ReplayEvent) error {
+	parts := []History{h}
+	if ph, ok := h.(PartitionedHistory); ok && workers > 1 {
+		ps, err := ph.Partitions(ctx, workers)
+		if err != nil {
+			close(jobs)
+			wg.Wait()
+			return nil, fmt.Errorf("replaying: reading the history: %w", err)
+		}
+		parts = ps
+	}
+	send := func(batch []ReplayEvent) error {
 		select {
 		case jobs <- batch:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	})
+	}
+	walkErrs := make([]error, len(parts))
+	var walkers sync.WaitGroup
+	for i, part := range parts {
+		walkers.Add(1)
+		go func() {
+			defer walkers.Done()
+			if walkErrs[i] = part.Walk(ctx, send); walkErrs[i] != nil {
+				cancel() // the other parts stop too
+			}
+		}()
+	}
+	walkers.Wait()
 	close(jobs)
 	wg.Wait()
+	var walkErr error
+	for _, err := range walkErrs {
+		if err != nil && (walkErr == nil || errors.Is(walkErr, context.Canceled)) {
+			walkErr = err
+		}
+	}
 	for _, a := range aggs {
 		if a.err != nil {
 			return nil, fmt.Errorf("replaying: %w", a.err)
@@ -543,7 +591,7 @@ func (a *replayAgg) add(ctx context.Context, ev *ReplayEvent) {
 		a.fail(ev, nil, err)
 		return
 	}
-	p, err := candidatePolicy(a.eng.set, o)
+	p, err := candidatePolicy(a.eng.set, o, a.opts.Pinned)
 	if err != nil {
 		a.fail(ev, o, err)
 		return
@@ -917,7 +965,7 @@ func mergeReplay(candidate *rules.Set, aggs []*replayAgg, opts ReplayOptions) (*
 		vs := candidate.Versions(prog)
 		for _, p := range vs {
 			r.Candidates = append(r.Candidates, CandidateVersion{Program: p.Program, Version: p.Version, Digest: p.Digest,
-				EffectiveFrom: p.EffectiveFrom, File: p.File, Pinned: len(vs) == 1, Orders: candidates[p]})
+				EffectiveFrom: p.EffectiveFrom, File: p.File, Pinned: opts.Pinned, Orders: candidates[p]})
 		}
 	}
 	for k, n := range recorded {
@@ -929,10 +977,8 @@ func mergeReplay(candidate *rules.Set, aggs []*replayAgg, opts ReplayOptions) (*
 
 	for cur, m := range totals {
 		t := CurrencyTotal{Currency: cur, Orders: m.orders, Changed: m.changed}
-		t.Before.Set(&m.before)
-		t.After.Set(&m.after)
-		if _, err := sumCtx.Sub(&t.Diff, &m.after, &m.before); err != nil {
-			return nil, fmt.Errorf("summing commissions: %w", err)
+		if err := amounts(cur, m, &t.Before, &t.After, &t.Diff); err != nil {
+			return nil, err
 		}
 		r.Totals = append(r.Totals, t)
 	}
@@ -940,10 +986,7 @@ func mergeReplay(candidate *rules.Set, aggs []*replayAgg, opts ReplayOptions) (*
 
 	group := func(k groupKey, m *money) (ReplayGroup, error) {
 		g := ReplayGroup{Key: k.a, Currency: k.currency, Orders: m.orders, Changed: m.changed}
-		g.Before.Set(&m.before)
-		g.After.Set(&m.after)
-		_, err := sumCtx.Sub(&g.Diff, &m.after, &m.before)
-		return g, err
+		return g, amounts(k.currency, m, &g.Before, &g.After, &g.Diff)
 	}
 	groups := func(src map[groupKey]*money) ([]ReplayGroup, error) {
 		out := make([]ReplayGroup, 0, len(src))
@@ -998,6 +1041,28 @@ func mergeReplay(candidate *rules.Set, aggs []*replayAgg, opts ReplayOptions) (*
 		r.TopAffiliates = append(r.TopAffiliates, gs[:min(len(gs), opts.TopAffiliates)]...)
 	}
 	return r, nil
+}
+
+// amounts sets before, after and their difference, each written with the currency's minor
+// units (a sum of nothing is 0.00 in USD, not 0).
+func amounts(currency string, m *money, before, after, diff *apd.Decimal) error {
+	before.Set(&m.before)
+	after.Set(&m.after)
+	if _, err := sumCtx.Sub(diff, &m.after, &m.before); err != nil {
+		return fmt.Errorf("summing commissions: %w", err)
+	}
+	c, ok := LookupCurrency(currency)
+	if !ok {
+		return nil
+	}
+	for _, d := range []*apd.Decimal{before, after, diff} {
+		if d.Exponent > -c.MinorUnits {
+			if _, err := sumCtx.Quantize(d, d, -c.MinorUnits); err != nil {
+				return fmt.Errorf("summing commissions: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -130,7 +130,7 @@ func mustReplay(t *testing.T, set *rules.Set, h engine.History, opts engine.Repl
 func TestReplaySameVersionReproducesEverything(t *testing.T) {
 	set := seedSet(t)
 	events := recordedHistory(t, set, replayOrders(400, 1))
-	rep := mustReplay(t, set, &sliceHistory{events: events, size: 7}, engine.ReplayOptions{Workers: 3})
+	rep := mustReplay(t, set, &sliceHistory{events: events, size: 7}, engine.ReplayOptions{Workers: 3, Pinned: true})
 	if rep.Events != 400 || rep.Evaluated != 400 || rep.SameVersion != 400 {
 		t.Errorf("events, evaluated, same version = %d, %d, %d; want 400 each", rep.Events, rep.Evaluated, rep.SameVersion)
 	}
@@ -159,7 +159,7 @@ func TestReplayPricesARateChange(t *testing.T) {
 	events := recordedHistory(t, v1, replayOrders(600, 2))
 	v2 := mustSet(t, map[string]string{"alibaba/v2.yaml": seedVariant(t, 2, "2025-11-01T00:00:00Z",
 		returningSelected6, strings.Replace(returningSelected6, `"6%"`, `"5%"`, 1))})
-	rep := mustReplay(t, v2, &sliceHistory{events: events, size: 50}, engine.ReplayOptions{})
+	rep := mustReplay(t, v2, &sliceHistory{events: events, size: 50}, engine.ReplayOptions{Pinned: true})
 
 	// Expected, worked out from the recorded decisions alone: every qualified selected_returning
 	// decision now earns base × 5%, rounded half-up; nothing else changes.
@@ -376,6 +376,16 @@ func TestReplayChoosesTheCandidateVersion(t *testing.T) {
 		if c.PlacedAt.Day() < 15 {
 			t.Errorf("order %s placed %s changed: v1 was in force", c.OrderID, c.PlacedAt)
 		}
+	}
+	if _, err := engine.Replay(context.Background(), both, &sliceHistory{events: events}, engine.ReplayOptions{Pinned: true}); err == nil {
+		t.Error("pinning a candidate with two versions of a program: got no error")
+	}
+
+	// Not pinned, a version that takes effect after the orders decides none of them.
+	later := mustSet(t, map[string]string{"alibaba/v2.yaml": seedVariant(t, 2, "2025-11-01T00:00:00Z")})
+	rep = mustReplay(t, later, &sliceHistory{events: events}, engine.ReplayOptions{})
+	if rep.Evaluated != 0 || rep.Errors[engine.ErrorKindNoPolicy] != 300 || rep.Candidates[0].Pinned {
+		t.Errorf("a later version, not pinned: evaluated %d, errors %v, pinned %t; want 0, 300 no_policy, false", rep.Evaluated, rep.Errors, rep.Candidates[0].Pinned)
 	}
 }
 

@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -128,37 +130,114 @@ func (s *Store) ReplayRuns(ctx context.Context) ([]ReplayRun, error) {
 // --- reading the history ---
 
 // History is the stored order events a filter selects, each with the latest decision recorded
-// for it: what engine.Replay reads. Make one with Store.History.
+// for it: what engine.Replay reads. Make one with Store.History. It can split itself into
+// parts over disjoint ranges of storage order, walked at once (engine.PartitionedHistory).
 type History struct {
 	s *Store
 	f EventFilter
 	// BatchSize is how many events each batch passed to Walk's fn holds.
 	BatchSize int
+
+	lo, hi int64 // order_events.id in (lo, hi]; hi 0: no upper bound
+	// minPart is the fewest stored events worth a part of its own.
+	minPart int64
+	// superseded holds the events that are not their order's latest (LatestPerOrder), shared
+	// by the parts of one history; nil until prepared.
+	superseded *map[string]bool
 }
 
-var _ engine.History = (*History)(nil)
+var (
+	_ engine.History            = (*History)(nil)
+	_ engine.PartitionedHistory = (*History)(nil)
+)
 
 // History returns the events f selects (with f.LatestPerOrder, only the latest event of each
-// order: the highest stream sequence, then the latest stored) with their recorded decisions.
-func (s *Store) History(f EventFilter) *History { return &History{s: s, f: f, BatchSize: 512} }
-
-// replayColumns are read for each event: the event, then its latest decision (NULL when none).
-func (s *Store) replayColumns() string {
-	num := func(c string) string {
-		if s.kind == Postgres {
-			return "d." + c + "::text"
-		}
-		return "d." + c
-	}
-	return "e.event_id, e.subject, e.stream_seq, e.raw, " +
-		"d.policy_version, d.policy_digest, d.qualified, d.failed_rules, d.rate_rule, " +
-		num("rate") + ", " + num("flat") + ", " + num("base") + ", " + num("commission") + ", " +
-		"d.currency, d.rounding, d.trace"
+// order: the highest stream sequence, then the latest stored, among all the order's stored
+// events) with their recorded decisions, in no particular order.
+func (s *Store) History(f EventFilter) *History {
+	return &History{s: s, f: f, BatchSize: 512, minPart: 5000, superseded: new(map[string]bool)}
 }
 
-// historyQuery builds the query for a filter. Rows come in no particular order: a replay
-// aggregates, and sorts what it lists.
-func (s *Store) historyQuery(f EventFilter, extra string, extraArgs ...any) (string, []any) {
+// prepare finds, once, the events a later event of the same order supersedes: orders with
+// several events are few, and found from the (program, order_id) index alone.
+func (h *History) prepare(ctx context.Context) error {
+	if !h.f.LatestPerOrder || *h.superseded != nil {
+		return nil
+	}
+	rows, err := h.s.db.QueryContext(ctx, `SELECT e.event_id, e.program, e.order_id, e.stream_seq, e.id FROM order_events e
+		WHERE (e.program, e.order_id) IN (SELECT program, order_id FROM order_events GROUP BY program, order_id HAVING count(*) > 1)`)
+	if err != nil {
+		return fmt.Errorf("reading orders with several events: %w", err)
+	}
+	defer rows.Close()
+	type ev struct {
+		id       string
+		seq, row int64
+	}
+	latest := map[[2]string]ev{}
+	superseded := map[string]bool{}
+	for rows.Next() {
+		var e ev
+		var program, order string
+		if err := rows.Scan(&e.id, &program, &order, &e.seq, &e.row); err != nil {
+			return fmt.Errorf("reading orders with several events: %w", err)
+		}
+		k := [2]string{program, order}
+		old, ok := latest[k]
+		switch {
+		case !ok:
+			latest[k] = e
+		case e.seq > old.seq || e.seq == old.seq && e.row > old.row:
+			superseded[old.id] = true
+			latest[k] = e
+		default:
+			superseded[e.id] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading orders with several events: %w", err)
+	}
+	*h.superseded = superseded
+	return nil
+}
+
+// Partitions splits the history into up to n parts of about the same number of stored events,
+// by storage order. Walking every part gives exactly the events Walk gives.
+func (h *History) Partitions(ctx context.Context, n int) ([]engine.History, error) {
+	if err := h.prepare(ctx); err != nil {
+		return nil, err
+	}
+	var lo, hi sql.NullInt64
+	if err := h.s.db.QueryRowContext(ctx, "SELECT min(id), max(id) FROM order_events").Scan(&lo, &hi); err != nil {
+		return nil, fmt.Errorf("reading events to replay: %w", err)
+	}
+	// SQLite's pool holds four connections, one of them maybe the writer's.
+	if h.s.kind == SQLite {
+		n = min(n, 3)
+	} else {
+		n = min(n, 6)
+	}
+	if n <= 1 || !lo.Valid || hi.Int64-lo.Int64 < int64(n)*h.minPart {
+		return []engine.History{h}, nil
+	}
+	parts := make([]engine.History, n)
+	start := lo.Int64 - 1
+	for i := range n {
+		end := lo.Int64 - 1 + (hi.Int64-lo.Int64+1)*int64(i+1)/int64(n)
+		if i == n-1 {
+			end = 0 // unbounded: events stored meanwhile are in no part, or the last
+		}
+		part := *h
+		part.lo, part.hi = start, end
+		parts[i] = &part
+		start = end
+	}
+	return parts, nil
+}
+
+// historyQuery builds the query for the history's range and filter.
+func (h *History) historyQuery() (string, []any) {
+	s, f := h.s, h.f
 	var where []string
 	var args []any
 	// SQLite: the + keeps the planner from walking an index and fetching rows in its order (a
@@ -169,6 +248,12 @@ func (s *Store) historyQuery(f EventFilter, extra string, extraArgs ...any) (str
 			return "+e." + c
 		}
 		return "e." + c
+	}
+	if h.lo > 0 {
+		where, args = append(where, "e.id > ?"), append(args, h.lo)
+	}
+	if h.hi > 0 {
+		where, args = append(where, "e.id <= ?"), append(args, h.hi)
 	}
 	if f.Program != "" {
 		where, args = append(where, col("program")+" = ?"), append(args, f.Program)
@@ -182,32 +267,61 @@ func (s *Store) historyQuery(f EventFilter, extra string, extraArgs ...any) (str
 	if f.Affiliate != "" {
 		where, args = append(where, col("affiliate_id")+" = ?"), append(args, f.Affiliate)
 	}
-	if f.LatestPerOrder {
-		// An order with one event (the common case) is answered from the index alone.
-		where = append(where, `((SELECT count(*) FROM order_events c WHERE c.program = e.program AND c.order_id = e.order_id) = 1
-			OR NOT EXISTS (SELECT 1 FROM order_events l WHERE l.program = e.program AND l.order_id = e.order_id
-				AND (l.stream_seq > e.stream_seq OR (l.stream_seq = e.stream_seq AND l.id > e.id))))`)
-	}
-	if extra != "" {
-		where, args = append(where, extra), append(args, extraArgs...)
-	}
 	cond := ""
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
-	join := " LEFT JOIN decisions d ON d.id = (SELECT max(x.id) FROM decisions x WHERE x.event_id = e.event_id)"
+	const cols = "e.id, e.event_id, e.stream_seq, e.raw, "
 	if s.kind == Postgres {
-		join = " LEFT JOIN LATERAL (SELECT * FROM decisions x WHERE x.event_id = e.event_id ORDER BY x.id DESC LIMIT 1) d ON true"
+		return "SELECT " + cols + s.recordColumns() + " FROM order_events e LEFT JOIN LATERAL (SELECT * FROM decisions x " +
+			"WHERE x.event_id = e.event_id ORDER BY x.id DESC LIMIT 1) d ON true" + cond, args
 	}
-	return "SELECT " + s.replayColumns() + " FROM order_events e" + join + cond, args
+	// SQLite: every decision of an event, on consecutive rows (the scan is in e.id order);
+	// Walk keeps the latest. One index probe per event, where a max() subquery costs two.
+	return "SELECT " + cols + s.recordColumns() + " FROM order_events e LEFT JOIN decisions d ON d.event_id = e.event_id" +
+		cond + " ORDER BY e.id", args
+}
+
+// recordColumns is a decision as one text column, its fields joined by U+001F, as
+// recordScanner reads it (NULL or empty when there is none). One column rather than thirteen:
+// the SQLite driver's cost is per column (a lock, a Go string), and there are a million rows.
+// No field can hold the separator: ids match [a-z0-9_], the rest are numbers, hex and JSON of ids.
+func (s *Store) recordColumns() string {
+	fields := []string{"d.id", "d.policy_version", "d.policy_digest", "d.qualified", "d.failed_rules", "d.rate_rule", "d.rate",
+		"coalesce(d.flat, '')", "d.base", "d.commission", "d.currency", "d.rounding", "d.trace"}
+	if s.kind == Postgres {
+		fields[7] = "coalesce(d.flat::text, '')"
+		return "concat_ws(chr(31), " + strings.Join(fields, ", ") + ")"
+	}
+	return strings.Join(fields, " || char(31) || ")
 }
 
 // Walk reads the events and their decisions in one streaming query (one snapshot on SQLite,
 // one statement's view on PostgreSQL) and calls fn with batches of BatchSize. See
 // engine.History for the contract.
 func (h *History) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error) error {
-	query, args := h.s.historyQuery(h.f, "")
-	rows, err := h.s.db.QueryContext(ctx, query, args...)
+	if err := h.prepare(ctx); err != nil {
+		return err
+	}
+	superseded := *h.superseded
+	query, args := h.historyQuery()
+	var db interface {
+		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+	} = h.s.db
+	if h.s.kind == SQLite {
+		conn, err := h.s.db.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("reading events to replay: %w", err)
+		}
+		defer conn.Close()
+		// Pages read through a memory map cost no system call and no copy each. The setting
+		// is the connection's: it goes back to the default before the pool has it again.
+		if _, err := conn.ExecContext(ctx, "PRAGMA mmap_size = 8589934592"); err == nil {
+			defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA mmap_size = 0")
+		}
+		db = conn
+	}
+	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("reading events to replay: %w", err)
 	}
@@ -215,18 +329,48 @@ func (h *History) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error)
 	size := max(h.BatchSize, 1)
 	sc := newRecordScanner()
 	batch := make([]engine.ReplayEvent, 0, size)
+	var (
+		rowID, lastRowID, lastDecisionID int64
+		seq                              int64
+		eventID, raw                     sql.RawBytes
+		kept                             bool
+	)
+	dest := append([]any{&rowID, &eventID, &seq, &raw}, sc.dest()...)
 	for rows.Next() {
-		ev, err := sc.scan(rows)
-		if err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("reading events to replay: %w", err)
 		}
-		batch = append(batch, ev)
+		if err := sc.split(); err != nil {
+			return fmt.Errorf("reading events to replay: event %s: %w", eventID, err)
+		}
+		if rowID == lastRowID {
+			// Another decision of the event just read (SQLite): keep the latest.
+			if kept && sc.id() > lastDecisionID {
+				last := &batch[len(batch)-1]
+				if last.Recorded, err = sc.record(last.Event.ID); err != nil {
+					return fmt.Errorf("reading events to replay: %w", err)
+				}
+				lastDecisionID = sc.id()
+			}
+			continue
+		}
+		lastRowID, lastDecisionID = rowID, sc.id()
+		if kept = !superseded[string(eventID)]; !kept {
+			continue
+		}
+		// The batch is passed on only when the next event comes: until then a later decision
+		// of its last event may still replace the one read.
 		if len(batch) == size {
 			if err := fn(batch); err != nil {
 				return err
 			}
 			batch = make([]engine.ReplayEvent, 0, size)
 		}
+		ev := engine.ReplayEvent{Event: engine.Event{ID: string(eventID), StreamSeq: uint64(seq), Raw: append([]byte(nil), raw...)}}
+		if ev.Recorded, err = sc.record(ev.Event.ID); err != nil {
+			return fmt.Errorf("reading events to replay: %w", err)
+		}
+		batch = append(batch, ev)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("reading events to replay: %w", err)
@@ -243,22 +387,31 @@ func (s *Store) RecordedDecisions(ctx context.Context, eventIDs []string) (map[s
 	out := make(map[string]*engine.RecordedDecision, len(eventIDs))
 	const chunk = 500
 	sc := newRecordScanner()
+	var eventID string
+	dest := append([]any{&eventID}, sc.dest()...)
 	for start := 0; start < len(eventIDs); start += chunk {
 		ids := eventIDs[start:min(start+chunk, len(eventIDs))]
-		query := "SELECT NULL, NULL, 0, NULL, " + strings.TrimPrefix(s.replayColumns(), "e.event_id, e.subject, e.stream_seq, e.raw, ") +
-			", d.event_id FROM decisions d WHERE d.id IN (SELECT max(x.id) FROM decisions x WHERE x.event_id IN (?) GROUP BY x.event_id)"
+		query := "SELECT d.event_id, " + s.recordColumns() +
+			" FROM decisions d WHERE d.id IN (SELECT max(x.id) FROM decisions x WHERE x.event_id IN (?) GROUP BY x.event_id)"
 		rows, err := s.db.QueryContext(ctx, query, bun.In(ids))
 		if err != nil {
 			return nil, fmt.Errorf("reading the decisions of %d events: %w", len(ids), err)
 		}
 		for rows.Next() {
-			var eventID string
-			ev, err := sc.scan(rows, &eventID)
+			err := rows.Scan(dest...)
+			if err == nil {
+				err = sc.split()
+			}
 			if err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("reading the decisions of %d events: %w", len(ids), err)
 			}
-			out[eventID] = ev.Recorded
+			r, err := sc.record(eventID)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("reading the decisions of %d events: %w", len(ids), err)
+			}
+			out[eventID] = r
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return nil, fmt.Errorf("reading the decisions of %d events: %w", len(ids), err)
@@ -267,71 +420,125 @@ func (s *Store) RecordedDecisions(ctx context.Context, eventIDs []string) (map[s
 	return out, nil
 }
 
-// recordScanner turns history rows into replay events. It interns the strings that repeat
-// (subjects, digests, rule ids, currencies), so a million decisions do not hold a million
-// copies of each. Not safe for concurrent use.
+// recordScanner turns decision columns into recorded decisions. It interns what repeats
+// (digests, rule ids, currencies, and whole traces and failed-rule lists: a policy version gives
+// only a few dozen distinct ones), so a million decisions neither parse nor hold a million
+// copies of each; interned slices are shared, read-only. Not safe for concurrent use.
 type recordScanner struct {
-	strs map[string]string
-	// raw column values, reused from row to row
-	eventID, subject, raw, digest, failed, rateRule, rate, flat, base, commission, currency, rounding, trace sql.RawBytes
+	strs   map[string]string
+	traces map[string][]engine.RuleOutcome
+	lists  map[string][]string
+	rec    sql.RawBytes // the column of recordColumns, reused from row to row
+	fields [recordFields][]byte
+	did    int64 // the decision id of the last row split; 0 when none
 }
 
-func newRecordScanner() *recordScanner { return &recordScanner{strs: map[string]string{}} }
+const recordFields = 13
+
+func newRecordScanner() *recordScanner {
+	return &recordScanner{strs: map[string]string{}, traces: map[string][]engine.RuleOutcome{}, lists: map[string][]string{}}
+}
+
+// maxInterned bounds each intern table: past it, values are parsed and kept one by one.
+const maxInterned = 100_000
+
+// dest returns the Scan destination of recordColumns.
+func (sc *recordScanner) dest() []any { return []any{&sc.rec} }
+
+// split cuts the last scanned record into its fields and reads the decision id.
+func (sc *recordScanner) split() error {
+	sc.did = 0
+	if len(sc.rec) == 0 {
+		return nil
+	}
+	rest := []byte(sc.rec)
+	for i := range recordFields {
+		k := bytes.IndexByte(rest, 0x1f)
+		if i == recordFields-1 {
+			if k >= 0 {
+				return fmt.Errorf("a decision record with more than %d fields", recordFields)
+			}
+			sc.fields[i] = rest
+			break
+		}
+		if k < 0 {
+			return fmt.Errorf("a decision record with %d fields, want %d", i+1, recordFields)
+		}
+		sc.fields[i], rest = rest[:k], rest[k+1:]
+	}
+	id, err := strconv.ParseInt(string(sc.fields[0]), 10, 64)
+	if err != nil || id <= 0 {
+		return fmt.Errorf("a decision record with id %q", sc.fields[0])
+	}
+	sc.did = id
+	return nil
+}
 
 func (sc *recordScanner) intern(b []byte) string {
 	if s, ok := sc.strs[string(b)]; ok {
 		return s
 	}
 	s := string(b)
-	if len(sc.strs) < 100_000 {
+	if len(sc.strs) < maxInterned {
 		sc.strs[s] = s
 	}
 	return s
 }
 
-// scan reads one row of replayColumns (and any extra destinations after them).
-func (sc *recordScanner) scan(rows *sql.Rows, extra ...any) (engine.ReplayEvent, error) {
-	var (
-		ev        engine.ReplayEvent
-		seq       int64
-		version   sql.NullInt64
-		qualified sql.NullBool
-	)
-	dest := append([]any{&sc.eventID, &sc.subject, &seq, &sc.raw, &version, &sc.digest, &qualified, &sc.failed,
-		&sc.rateRule, &sc.rate, &sc.flat, &sc.base, &sc.commission, &sc.currency, &sc.rounding, &sc.trace}, extra...)
-	if err := rows.Scan(dest...); err != nil {
-		return ev, err
+// id is the decision id of the last split row; 0 when it has none.
+func (sc *recordScanner) id() int64 { return sc.did }
+
+// record builds the recorded decision of the last split row; nil when the row has none.
+func (sc *recordScanner) record(eventID string) (*engine.RecordedDecision, error) {
+	if sc.did == 0 {
+		return nil, nil
 	}
-	ev.Event = engine.Event{ID: string(sc.eventID), Subject: sc.intern(sc.subject), StreamSeq: uint64(seq),
-		Raw: append([]byte(nil), sc.raw...)}
-	if !version.Valid {
-		return ev, nil
+	f := &sc.fields
+	version, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return nil, fmt.Errorf("decision of event %s: policy_version %q", eventID, f[1])
+	}
+	var qualified bool
+	switch string(f[3]) {
+	case "1", "true", "t":
+		qualified = true
+	case "0", "false", "f":
+	default:
+		return nil, fmt.Errorf("decision of event %s: qualified %q", eventID, f[3])
 	}
 	r := &engine.RecordedDecision{
-		PolicyVersion: int(version.Int64), PolicyDigest: sc.intern(sc.digest), Qualified: qualified.Bool,
-		RateRule: sc.intern(sc.rateRule), Currency: sc.intern(sc.currency), Rounding: sc.intern(sc.rounding),
-		HasFlat: sc.flat != nil,
+		PolicyVersion: version, PolicyDigest: sc.intern(f[2]), Qualified: qualified,
+		RateRule: sc.intern(f[5]), Currency: sc.intern(f[10]), Rounding: sc.intern(f[11]),
+		HasFlat: len(f[7]) > 0,
 	}
-	var err error
-	if err = setDecimal(&r.Rate, sc.rate, "rate"); err == nil {
-		if err = setDecimal(&r.Base, sc.base, "base"); err == nil {
-			err = setDecimal(&r.Commission, sc.commission, "commission")
+	if err = setDecimal(&r.Rate, f[6], "rate"); err == nil {
+		if err = setDecimal(&r.Base, f[8], "base"); err == nil {
+			err = setDecimal(&r.Commission, f[9], "commission")
 		}
 	}
 	if err == nil && r.HasFlat {
-		err = setDecimal(&r.Flat, sc.flat, "flat")
+		err = setDecimal(&r.Flat, f[7], "flat")
 	}
 	if err == nil {
-		r.FailedRules, err = sc.stringList(sc.failed)
+		var ok bool
+		if r.FailedRules, ok = sc.lists[string(f[4])]; !ok {
+			if r.FailedRules, err = sc.stringList(f[4]); err == nil && len(sc.lists) < maxInterned {
+				sc.lists[string(f[4])] = r.FailedRules
+			}
+		}
 	}
 	if err == nil {
-		r.Trace, err = sc.parseTrace(sc.trace)
+		var ok bool
+		if r.Trace, ok = sc.traces[string(f[12])]; !ok {
+			if r.Trace, err = sc.parseTrace(f[12]); err == nil && len(sc.traces) < maxInterned {
+				sc.traces[string(f[12])] = r.Trace
+			}
+		}
 	}
 	if err != nil {
-		return ev, fmt.Errorf("decision of event %s: %w", ev.Event.ID, err)
+		return nil, fmt.Errorf("decision of event %s: %w", eventID, err)
 	}
-	ev.Recorded = r
-	return ev, nil
+	return r, nil
 }
 
 // setDecimal parses an exact decimal column: plain digits with an optional sign and point

@@ -160,6 +160,27 @@ func runReplaySuite(t *testing.T, b backend) {
 		if len(all) != 140 || len(latest) != 120 {
 			t.Fatalf("all events %d, latest per order %d; want 140, 120", len(all), len(latest))
 		}
+		// Parts walked one after the other give the same events, each once.
+		for _, f := range []EventFilter{{}, {LatestPerOrder: true}} {
+			h := s.History(f)
+			h.minPart = 7
+			parts, err := h.Partitions(ctx, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []engine.ReplayEvent
+			for _, p := range parts {
+				got = append(got, walkAll(t, p.(*History))...)
+			}
+			sort.Slice(got, func(i, j int) bool { return got[i].Event.ID < got[j].Event.ID })
+			want := all
+			if f.LatestPerOrder {
+				want = latest
+			}
+			if len(parts) != 3 || !reflect.DeepEqual(got, want) {
+				t.Errorf("%d parts of %+v gave %d events, want 3 parts and the %d events of one walk", len(parts), f, len(got), len(want))
+			}
+		}
 		for _, ev := range latest {
 			for i := range 20 {
 				if ev.Event.ID == first[i].Event.ID {
