@@ -5,7 +5,7 @@
 //
 // The write side is SaveBatch: one transaction per batch of engine results, idempotent under
 // redelivery (unique keys; rows already stored are skipped), extending a tamper-evident hash chain
-// of decisions per program. Rows go in with bun multi-row INSERTs on SQLite and with COPY on
+// of decisions per program. Rows go in with prepared multi-row INSERTs on SQLite and with COPY on
 // PostgreSQL (see bulk.go). The read side serves replay, explain, audit and the demo summary.
 //
 // A *Store is safe for concurrent use by several goroutines, and several processes (several
@@ -166,6 +166,20 @@ func sqliteDSN(path string) string {
 	return path + "?" + q.Encode()
 }
 
+// sqliteWriterPragmas set up SQLite's one write connection (readers keep the defaults).
+//
+//   - temp_store=MEMORY keeps each multi-row INSERT's statement journal (the pages it changes,
+//     kept to undo the statement alone) in memory: by default it spills to a temporary file past
+//     64 KiB, and writing it there cost more than the inserts themselves. The journal lasts one
+//     statement of at most sqliteMaxRows rows, so it stays small.
+//   - cache_size: the pages a batch changes, the index pages its random keys land on and the
+//     upper levels of every B-tree stay in memory instead of being read back from the file; the
+//     default 2 MiB holds less than one batch. The cache is bounded: memory stays flat.
+var sqliteWriterPragmas = []string{
+	"PRAGMA temp_store = MEMORY",
+	"PRAGMA cache_size = -32768", // KiB: 32 MiB
+}
+
 // Store is the bun persistence layer. Make one with Open; Close it when done.
 type Store struct {
 	db   *bun.DB
@@ -180,6 +194,9 @@ type Store struct {
 	// warm and valid (no other connection of this process writes), where a pooled connection
 	// would find its cache stale after every other connection's commit.
 	writer *bun.Conn
+	// writerStmts are the INSERTs prepared on writer (bulk.go), by table and rows per statement;
+	// they go with the connection.
+	writerStmts map[string]*sql.Stmt
 
 	// known caches the policy versions this Store has seen stored: "program\x00version" → digest.
 	// Filled only after a commit, so a rolled-back batch never leaves a version marked as stored.
@@ -256,10 +273,7 @@ func (s *Store) DB() *bun.DB { return s.db }
 // Close closes the database. It waits for queries in flight; calls after Close fail.
 func (s *Store) Close() error {
 	s.writeMu.Lock()
-	if s.writer != nil {
-		s.writer.Close()
-		s.writer = nil
-	}
+	s.closeWriter()
 	s.writeMu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing store %s: %w", s.cfg, err)
@@ -300,14 +314,31 @@ func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, w *wtx
 		if err != nil {
 			return err
 		}
+		for _, pragma := range sqliteWriterPragmas {
+			if _, err := c.ExecContext(ctx, pragma); err != nil {
+				c.Close()
+				return fmt.Errorf("setting up the write connection: %s: %w", pragma, err)
+			}
+		}
 		s.writer = &c
 	}
 	err := s.writer.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		return fn(ctx, &wtx{Tx: tx, conn: *s.writer})
 	})
 	if errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) {
+		s.closeWriter()
+	}
+	return err
+}
+
+// closeWriter closes SQLite's write connection and its prepared statements (under writeMu).
+func (s *Store) closeWriter() {
+	for _, st := range s.writerStmts {
+		st.Close()
+	}
+	s.writerStmts = nil
+	if s.writer != nil {
 		s.writer.Close()
 		s.writer = nil
 	}
-	return err
 }
