@@ -32,6 +32,9 @@ type AuditStore interface {
 	PolicyVersion(ctx context.Context, program string, version int) (store.StoredPolicy, error)
 	// Event returns a stored order event by its event id.
 	Event(ctx context.Context, eventID string) (store.StoredEvent, error)
+	// DecisionInputs returns what a decision was decided with besides its event and policy
+	// version (the order's pin, the affiliate.* inputs).
+	DecisionInputs(ctx context.Context, decisionID int64) (store.DecisionInputs, error)
 	// History returns the stored events a filter selects with their recorded decisions, for
 	// POST /v1/replay (engine.Replay reads it; nothing is written).
 	History(f store.EventFilter) *store.History

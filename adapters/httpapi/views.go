@@ -34,8 +34,34 @@ type DecisionView struct {
 	// Trace is every rule of the deciding policy in policy order with its stored outcome; an
 	// explained decision adds each rule's expression and the input values it read.
 	Trace []RuleView `json:"trace"`
+	// Inputs is what the decision was decided with besides its event and policy version; present
+	// when explained.
+	Inputs *InputsView `json:"inputs,omitempty"`
 	// Check is present when the decision was decided again (GET /v1/decisions/{id}, explain).
 	Check *CheckView `json:"check,omitempty"`
+}
+
+// InputsView is what a decision was decided with besides its order event and policy version.
+type InputsView struct {
+	// Pinned: the event was decided with the policy version that decided the order's first
+	// qualifying event (Pin), not the version in force at its time.
+	Pinned bool       `json:"pinned"`
+	Pin    *PolicyPin `json:"pin"` // the order's pin when the event was decided; null when none yet
+	// Affiliate is the affiliate.* inputs, recorded when the policy reads them; null otherwise.
+	Affiliate *AffiliateView `json:"affiliate"`
+}
+
+// PolicyPin is the policy version an order is pinned to.
+type PolicyPin struct {
+	Version int    `json:"version"`
+	Digest  string `json:"digest"`
+}
+
+// AffiliateView is what the order's affiliate had sold in the order's month before it.
+type AffiliateView struct {
+	Month                string `json:"month"`
+	MonthQualifiedOrders int64  `json:"month_qualified_orders"`
+	MonthQualifiedSales  string `json:"month_qualified_sales"`
 }
 
 // PolicyRef names the policy version that made a decision.
@@ -170,6 +196,14 @@ func NewExplainedView(x store.Explained) DecisionView {
 			}
 		}
 	}
+	in := &InputsView{Pinned: x.Inputs.Pinned}
+	if p := x.Inputs.Pin; p != nil {
+		in.Pin = &PolicyPin{Version: p.Version, Digest: p.Digest}
+	}
+	if a := x.Inputs.Affiliate; a != nil {
+		in.Affiliate = &AffiliateView{Month: a.Month, MonthQualifiedOrders: a.QualifiedOrders, MonthQualifiedSales: a.QualifiedSales.Text('f')}
+	}
+	v.Inputs = in
 	c := &CheckView{Reproduced: x.Recheck.Reproduced(), HashOK: x.Recheck.HashOK, Drift: []DriftView{}}
 	for _, d := range x.Recheck.Diffs {
 		c.Drift = append(c.Drift, DriftView{Field: d.Field, Stored: d.Stored, Rerun: d.Rerun})

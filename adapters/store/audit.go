@@ -80,6 +80,9 @@ type AuditSource interface {
 	PolicyVersion(ctx context.Context, program string, version int) (StoredPolicy, error)
 	// Event returns a stored order event by its event id; an error matching ErrNotFound when none.
 	Event(ctx context.Context, eventID string) (StoredEvent, error)
+	// DecisionInputs returns what a decision was decided with besides its event and policy
+	// version (the order's pin, the affiliate.* inputs); the zero value when nothing.
+	DecisionInputs(ctx context.Context, decisionID int64) (DecisionInputs, error)
 }
 
 var _ AuditSource = (*Store)(nil)
@@ -211,6 +214,10 @@ type chainRow struct {
 	prevHash, hash                         string
 	evID, evSeq                            sql.NullInt64
 	evRaw                                  []byte
+	// The affiliate.* inputs recorded for the decision (decision_inputs), when its policy read them.
+	month       sql.NullString
+	monthOrders sql.NullInt64
+	monthSales  sql.NullString
 }
 
 // walkChainRows calls fn for each decision of a program in chain order (chain_seq ascending),
@@ -224,8 +231,10 @@ func (s *Store) walkChainRows(ctx context.Context, program string, fn func(*chai
 	}
 	query := "SELECT d.id, d.policy_version, d.stream_seq, d.chain_seq, d.event_id, d.order_id, d.program, d.affiliate_id, " +
 		"d.policy_digest, d.failed_rules, d.rate_rule, " + num("rate") + ", " + num("base") + ", " + num("commission") + ", " +
-		num("flat") + ", d.qualified, d.currency, d.rounding, d.trace, d.env, d.prev_hash, d.hash, e.id, e.stream_seq, e.raw " +
-		"FROM decisions d LEFT JOIN order_events e ON e.event_id = d.event_id WHERE d.program = ? ORDER BY d.chain_seq"
+		num("flat") + ", d.qualified, d.currency, d.rounding, d.trace, d.env, d.prev_hash, d.hash, e.id, e.stream_seq, e.raw, " +
+		"i.month, i.month_qualified_orders, " + strings.Replace(num("month_qualified_sales"), "d.", "i.", 1) + " " +
+		"FROM decisions d LEFT JOIN order_events e ON e.event_id = d.event_id LEFT JOIN decision_inputs i ON i.decision_id = d.id " +
+		"WHERE d.program = ? ORDER BY d.chain_seq"
 	rows, err := s.db.QueryContext(ctx, query, program)
 	if err != nil {
 		return fmt.Errorf("walking the decision chain of %s: %w", program, err)
@@ -235,7 +244,8 @@ func (s *Store) walkChainRows(ctx context.Context, program string, fn func(*chai
 		r := &chainRow{}
 		if err := rows.Scan(&r.id, &r.policyVersion, &r.streamSeq, &r.chainSeq, &r.eventID, &r.orderID, &r.program, &r.affiliateID,
 			&r.policyDigest, &r.failedRules, &r.rateRule, &r.rate, &r.base, &r.commission, &r.flat, &r.qualified,
-			&r.currency, &r.rounding, &r.trace, &r.env, &r.prevHash, &r.hash, &r.evID, &r.evSeq, &r.evRaw); err != nil {
+			&r.currency, &r.rounding, &r.trace, &r.env, &r.prevHash, &r.hash, &r.evID, &r.evSeq, &r.evRaw,
+			&r.month, &r.monthOrders, &r.monthSales); err != nil {
 			return fmt.Errorf("walking the decision chain of %s: %w", program, err)
 		}
 		if err := fn(r); err != nil {
@@ -246,6 +256,17 @@ func (s *Store) walkChainRows(ctx context.Context, program string, fn func(*chai
 		return fmt.Errorf("walking the decision chain of %s: %w", program, err)
 	}
 	return nil
+}
+
+// affiliate returns the recorded affiliate.* inputs; nil when none were recorded. A recorded
+// sales figure that does not parse is given as zero: the re-run then differs, which is reported.
+func (r *chainRow) affiliate() *engine.AffiliateMonth {
+	if !r.month.Valid {
+		return nil
+	}
+	a := &engine.AffiliateMonth{Month: r.month.String, QualifiedOrders: r.monthOrders.Int64}
+	a.QualifiedSales.SetString(r.monthSales.String)
+	return a
 }
 
 // decision returns the row's identity and chain fields as a StoredDecision (the checked columns
@@ -374,12 +395,17 @@ func (a *Auditor) Policy(ctx context.Context, program string, version int) (*rul
 // decision's recorded policy version and compares. A failed read of the policy is returned as
 // the error; everything the audit should report is in the Recheck.
 func (a *Auditor) Recheck(ctx context.Context, d *StoredDecision, ev *StoredEvent) (Recheck, error) {
-	rc, _, err := a.recheck(ctx, d, textOf(d), ev, false)
+	in, err := a.src.DecisionInputs(ctx, d.ID)
+	if err != nil {
+		return Recheck{}, err
+	}
+	rc, _, err := a.recheck(ctx, d, textOf(d), ev, in.Affiliate, false)
 	return rc, err
 }
 
-// recheck decides d's event again; t is d's checked columns as stored.
-func (a *Auditor) recheck(ctx context.Context, d *StoredDecision, t *storedText, ev *StoredEvent, explain bool) (Recheck, *engine.Explanation, error) {
+// recheck decides d's event again, with the affiliate.* inputs recorded for it (nil: none); t is
+// d's checked columns as stored.
+func (a *Auditor) recheck(ctx context.Context, d *StoredDecision, t *storedText, ev *StoredEvent, aff *engine.AffiliateMonth, explain bool) (Recheck, *engine.Explanation, error) {
 	if ev == nil {
 		return Recheck{Err: recheckErr(ReasonEventMissing, "decision %d: its order event %s is not stored (the decision was inserted without one, or the event was deleted)",
 			d.ID, d.EventID)}, nil, nil
@@ -394,6 +420,11 @@ func (a *Auditor) recheck(ctx context.Context, d *StoredDecision, t *storedText,
 	o, err := engine.DecodeOrder(ev.Raw)
 	if err != nil {
 		return Recheck{Err: recheckErr(ReasonEventInvalid, "decision %d: its stored event %s no longer decodes: %v", d.ID, d.EventID, err)}, nil, nil
+	}
+	if aff != nil {
+		// What the affiliate had sold that month is history, not part of the event: the
+		// decision recorded it (and its hash covers it).
+		o.Affiliate = *aff
 	}
 	var (
 		again *engine.Decision
@@ -427,6 +458,9 @@ type Explained struct {
 	// decision could not be re-run (Recheck.Err).
 	Explanation *engine.Explanation
 	Recheck     Recheck
+	// Inputs is what the decision was decided with besides its event and policy version: the
+	// order's pin, the affiliate.* inputs.
+	Inputs DecisionInputs
 }
 
 // Explain reads a stored decision's event and policy version and explains it by deciding it
@@ -446,7 +480,10 @@ func (a *Auditor) Explain(ctx context.Context, d StoredDecision) (Explained, err
 	} else {
 		return out, err
 	}
-	if out.Recheck, out.Explanation, err = a.recheck(ctx, &out.Decision, textOf(&out.Decision), out.Event, true); err != nil {
+	if out.Inputs, err = a.src.DecisionInputs(ctx, d.ID); err != nil {
+		return out, err
+	}
+	if out.Recheck, out.Explanation, err = a.recheck(ctx, &out.Decision, textOf(&out.Decision), out.Event, out.Inputs.Affiliate, true); err != nil {
 		return out, err
 	}
 	return out, nil
@@ -897,7 +934,7 @@ func (s *Store) verifyChain(ctx context.Context, a *Auditor, chain *ChainReport,
 func recheckItem(ctx context.Context, a *Auditor, it *verifyItem) error {
 	d, ev, t := it.row.decision()
 	it.d = d
-	rc, _, err := a.recheck(ctx, d, t, ev, false)
+	rc, _, err := a.recheck(ctx, d, t, ev, it.row.affiliate(), false)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,31 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/rules"
 )
+
+// tieredPolicy pays more from an affiliate's third qualified order of the month: its decisions
+// read affiliate.*, which the store records with each decision.
+const tieredPolicy = `program: shop
+version: 1
+effective_from: 2025-01-01T00:00:00Z
+rounding: half_up
+constants:
+  tier_orders: 3
+qualify:
+  - id: completed
+    expr: order.status == "completed"
+    reason: not completed
+rates:
+  - id: top
+    when: affiliate.month_qualified_orders >= tier_orders
+    rate: "20%"
+  - id: base
+    when: "true"
+    rate: "10%"
+`
 
 func TestAuditSQLite(t *testing.T)   { runAuditSuite(t, sqliteBackend()) }
 func TestAuditPostgres(t *testing.T) { runAuditSuite(t, postgresBackend()) }
@@ -69,8 +93,14 @@ func exec(t *testing.T, s *Store, query string, args ...any) {
 // rowAt reads the decision at a chain position.
 func rowAt(t *testing.T, s *Store, seq int64) StoredDecision {
 	t.Helper()
+	return rowIn(t, s, "alibaba", seq)
+}
+
+// rowIn reads the decision at a position of a program's chain.
+func rowIn(t *testing.T, s *Store, program string, seq int64) StoredDecision {
+	t.Helper()
 	var out *StoredDecision
-	err := s.WalkChain(context.Background(), "alibaba", func(d StoredDecision) error {
+	err := s.WalkChain(context.Background(), program, func(d StoredDecision) error {
 		if d.ChainSeq == seq {
 			out = &d
 		}
@@ -322,6 +352,54 @@ func runAuditSuite(t *testing.T, b backend) {
 		var re *RecheckError
 		if !errors.As(x.Recheck.Err, &re) || re.Reason != ReasonEventMissing || !errors.Is(x.Recheck.Err, ErrCannotRecheck) {
 			t.Errorf("Explain without the event: err %v, want a RecheckError %s", x.Recheck.Err, ReasonEventMissing)
+		}
+	})
+
+	t.Run("decisions that read the affiliate's month reproduce with their recorded inputs", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		p, problems := rules.Compile("shop/v1.yaml", []byte(tieredPolicy))
+		if p == nil {
+			t.Fatal(problems)
+		}
+		eng := engine.New(mustSetOf(t, p))
+		// Five orders of one affiliate in one month, one batch each: from the fourth on, the
+		// affiliate has three qualified orders before it and the top rate applies.
+		for i := range 5 {
+			raw := fmt.Sprintf(`{"order_id":"s-%d","program":"shop","affiliate_id":"a-1","status":"completed","placed_at":"2025-03-%02dT12:00:00Z",`+
+				`"buyer":{"id":"b","country":"US","new":true},"currency":"USD","amount":"100.00"}`, i, i+1)
+			results := engine.DecodeEvents([]engine.Event{event(fmt.Sprintf("s-e%d", i), uint64(i+1), []byte(raw))}, nil)
+			orders, months := eng.HistoryKeys(results)
+			hist, err := s.LoadHistory(ctx, orders, months)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eng.DecideBatch(ctx, results, hist)
+			if results[0].Err != nil {
+				t.Fatal(results[0].Err)
+			}
+			mustSave(t, s, results)
+		}
+		rep, fs := verifyAll(t, s)
+		if len(fs) != 0 || rep.Chains[0].Reproduced != 5 {
+			t.Fatalf("verify: %v, %d reproduced; want nothing found and 5", reduce(fs), rep.Chains[0].Reproduced)
+		}
+		top := rowIn(t, s, "shop", 4) // s-3: the affiliate had three qualified orders before it
+		if top.RateRule != "top" {
+			t.Fatalf("s-3 was decided with %s, want top (the tier)", top.RateRule)
+		}
+		x, err := NewAuditor(s).Explain(ctx, top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !x.Recheck.Reproduced() || !x.Recheck.HashOK || x.Inputs.Affiliate == nil || x.Inputs.Affiliate.QualifiedOrders != 3 {
+			t.Fatalf("Explain: reproduced %t hash %t inputs %+v; want reproduced with 3 orders before it", x.Recheck.Reproduced(), x.Recheck.HashOK, x.Inputs.Affiliate)
+		}
+		// The recorded inputs edited: the re-run pays the base rate, which neither the row nor
+		// its hash says.
+		exec(t, s, "UPDATE decision_inputs SET month_qualified_orders = 0 WHERE decision_id = ?", top.ID)
+		_, fs = verifyAll(t, s)
+		if got, want := reduce(fs), []gotFinding{{FindingNotReproduced, "", 4}}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("after editing the inputs: %v, want %v", got, want)
 		}
 	})
 

@@ -134,6 +134,13 @@ func writeExplained(w io.Writer, x store.Explained) {
 	if x.Policy.Digest != "" {
 		field("effective from", "%s (%s)", x.Policy.EffectiveFrom.Format("2006-01-02T15:04:05Z07:00"), x.Policy.File)
 	}
+	if in := x.Inputs; in.Pinned && in.Pin != nil {
+		field("pinned", "yes: decided with v%d, which decided the order's first qualifying event, not the version in force", in.Pin.Version)
+	}
+	if a := x.Inputs.Affiliate; a != nil {
+		field("affiliate month", "%s: %d qualified orders, sales %s %s before this one (recorded when decided)",
+			a.Month, a.QualifiedOrders, d.Currency, a.QualifiedSales.Text('f'))
+	}
 	if d.Qualified {
 		field("qualified", "yes: every qualification rule passed")
 		terms := d.Rate.Text('f') + "%"
