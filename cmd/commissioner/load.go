@@ -16,6 +16,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,6 +38,7 @@ type loadParams struct {
 	Concurrency int // publishes awaiting their ack at once
 	Keep        bool
 	CPUProfile  string // written for the consume phase
+	MemProfile  string // heap profiles: this file after publishing, this file + ".consume" after consuming
 }
 
 func newLoadCmd(s streams) *cobra.Command {
@@ -67,6 +69,7 @@ deleted afterwards unless --keep.`,
 	f.IntVar(&p.Concurrency, "publish-concurrency", p.Concurrency, "publishes awaiting their ack at once")
 	f.BoolVar(&p.Keep, "keep", false, "keep the temporary data directory, PostgreSQL schema or NATS stream")
 	f.StringVar(&p.CPUProfile, "cpuprofile", "", "write a CPU profile of the consume phase to this file")
+	f.StringVar(&p.MemProfile, "memprofile", "", "write a heap profile after publishing to this file, and after consuming to the file + .consume")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if p.Orders < 1 {
 			return usageError{fmt.Errorf("--orders %d: want at least 1", p.Orders)}
@@ -121,13 +124,13 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 			err = errors.Join(err, cleanups[i]())
 		}
 	}()
+	var pg *loadSchema // nil with SQLite
 	if cfg.storeConfig().Kind() == store.Postgres {
-		dsn, drop, err := freshLoadSchema(ctx, cfg.Store.DSN, p.Keep, errOut)
-		if err != nil {
+		if pg, err = freshLoadSchema(ctx, cfg.Store.DSN, p.Keep, errOut); err != nil {
 			return err
 		}
-		cfg.Store.DSN = dsn
-		cleanups = append(cleanups, drop)
+		cfg.Store.DSN = pg.dsn
+		cleanups = append(cleanups, pg.close)
 	}
 	if cfg.NATS.URL != "" {
 		suffix := randomHex(4)
@@ -135,6 +138,23 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		if p.Keep {
 			fmt.Fprintf(errOut, "load: NATS stream %s on %s (kept)\n", cfg.NATS.Stream, cfg.NATS.Subjects)
 		}
+	}
+	if cfg.NATS.URL != "" && !p.Keep {
+		cleanups = append(cleanups, func() error {
+			nc, err := stream.Connect(context.Background(), cfg.NATS)
+			if err != nil {
+				return fmt.Errorf("deleting stream %s: %w", cfg.NATS.Stream, err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err == nil {
+				err = js.DeleteStream(context.Background(), cfg.NATS.Stream)
+			}
+			if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return fmt.Errorf("deleting stream %s: %w", cfg.NATS.Stream, err)
+			}
+			return nil
+		})
 	}
 
 	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -154,24 +174,6 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		stop()
 		err = errors.Join(err, <-done)
 	}()
-	if cfg.NATS.URL != "" && !p.Keep {
-		cleanups = append(cleanups, func() error {
-			nc, err := stream.Connect(context.Background(), cfg.NATS)
-			if err != nil {
-				return fmt.Errorf("deleting stream %s: %w", cfg.NATS.Stream, err)
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err == nil {
-				err = js.DeleteStream(context.Background(), cfg.NATS.Stream)
-			}
-			if err != nil {
-				return fmt.Errorf("deleting stream %s: %w", cfg.NATS.Stream, err)
-			}
-			return nil
-		})
-	}
-
 	natsAt := "embedded, " + cfg.NATS.DataDir
 	if cfg.NATS.URL != "" {
 		natsAt = "external server, stream " + cfg.NATS.Stream
@@ -195,7 +197,7 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	if err != nil {
 		return err
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	pst, err := pub.PublishLines(ctx, pr, p.Concurrency)
 	pr.Close()
 	if err != nil {
@@ -203,8 +205,13 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	}
 	took := time.Since(start)
 	publishPeak := peakRSS()
-	fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream), peak RSS %s\n",
-		pst.Lines, took.Round(time.Millisecond), float64(pst.Lines)/took.Seconds(), pst.Accepted, pst.Duplicates, mib(publishPeak))
+	cpu := processCPU() - cpu0
+	fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream), %.1f µs CPU per order, peak RSS %s\n",
+		pst.Lines, took.Round(time.Millisecond), float64(pst.Lines)/took.Seconds(), pst.Accepted, pst.Duplicates,
+		float64(cpu.Microseconds())/float64(max(pst.Lines, 1)), mib(publishPeak))
+	if err := writeHeapProfile(p.MemProfile); err != nil {
+		return err
+	}
 	want := uint64(pst.Accepted)
 	if want == 0 {
 		return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
@@ -223,7 +230,8 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		}
 		defer pprof.StopCPUProfile()
 	}
-	start = time.Now()
+	pgBefore := pg.backendCPU(ctx)
+	start, cpu0 = time.Now(), processCPU()
 	started = true
 	go func() { done <- svc.Run(runCtx) }()
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -253,14 +261,26 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		case <-tick.C:
 		}
 	}
-	took = time.Since(start)
+	took, cpu = time.Since(start), processCPU()-cpu0
 	if p.CPUProfile != "" {
 		pprof.StopCPUProfile()
+	}
+	pgCPU := pg.backendCPU(ctx) - pgBefore
+	if p.MemProfile != "" {
+		if err := writeHeapProfile(p.MemProfile + ".consume"); err != nil {
+			return err
+		}
 	}
 	consumePeak := peakRSS()
 	st := svc.consumer.Stats()
 	fmt.Fprintf(out, "decided %d orders in %v: %.0f orders/s end to end (%d batches, %d failed, %d events redelivered or naked)\n",
 		want, took.Round(time.Millisecond), float64(want)/took.Seconds(), st.Batches, st.FailedBatches, st.Naked)
+	perOrder := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(want) }
+	fmt.Fprintf(out, "CPU while deciding: this process %.1f µs per order (%.0f%% of one core)", perOrder(cpu), 100*cpu.Seconds()/took.Seconds())
+	if pgCPU > 0 {
+		fmt.Fprintf(out, ", PostgreSQL backends %.1f µs per order (%.0f%% of one core)", perOrder(pgCPU), 100*pgCPU.Seconds()/took.Seconds())
+	}
+	fmt.Fprintln(out)
 
 	// Where the time went, from the service's own histograms (summed over the workers).
 	sums := metricSums(svc)
@@ -291,36 +311,122 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	return nil
 }
 
+// loadSchema is the PostgreSQL schema of a load run.
+type loadSchema struct {
+	dsn     string  // the store's DSN: search_path and application_name set
+	schema  string  // "" when the DSN named its own search_path
+	appName string  // the application_name of the store's connections
+	admin   *sql.DB // a connection beside the store's
+	keep    bool
+}
+
 // freshLoadSchema gives a PostgreSQL DSN without a search_path a schema of its own, created now
-// and dropped by the returned func (unless keep). A DSN with a search_path is used as it is.
-func freshLoadSchema(ctx context.Context, dsn string, keep bool, errOut io.Writer) (string, func() error, error) {
+// and dropped by close (unless keep). A DSN with a search_path is used as it is. The store's
+// connections are named (application_name), so their server processes can be found.
+func freshLoadSchema(ctx context.Context, dsn string, keep bool, errOut io.Writer) (*loadSchema, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
-		return "", nil, fmt.Errorf("load: store dsn: %w", err)
+		return nil, fmt.Errorf("load: store dsn: %w", err)
 	}
+	l := &loadSchema{appName: "commissioner_load_" + randomHex(4), keep: keep}
+	l.admin = sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn)))
 	q := u.Query()
-	if q.Get("search_path") != "" {
-		return dsn, func() error { return nil }, nil
-	}
-	schema := "commissioner_load_" + randomHex(4)
-	admin := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn)))
-	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		admin.Close()
-		return "", nil, fmt.Errorf("load: creating schema %s: %w", schema, err)
-	}
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	if keep {
-		fmt.Fprintf(errOut, "load: PostgreSQL schema %s (kept)\n", schema)
-		return u.String(), admin.Close, nil
-	}
-	return u.String(), func() error {
-		defer admin.Close()
-		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			return fmt.Errorf("load: dropping schema %s: %w", schema, err)
+	if q.Get("search_path") == "" {
+		l.schema = l.appName
+		if _, err := l.admin.ExecContext(ctx, "CREATE SCHEMA "+l.schema); err != nil {
+			l.admin.Close()
+			return nil, fmt.Errorf("load: creating schema %s: %w", l.schema, err)
 		}
+		q.Set("search_path", l.schema)
+		if keep {
+			fmt.Fprintf(errOut, "load: PostgreSQL schema %s (kept)\n", l.schema)
+		}
+	}
+	q.Set("application_name", l.appName)
+	u.RawQuery = q.Encode()
+	l.dsn = u.String()
+	return l, nil
+}
+
+func (l *loadSchema) close() error {
+	defer l.admin.Close()
+	if l.schema == "" || l.keep {
 		return nil
-	}, nil
+	}
+	if _, err := l.admin.ExecContext(context.Background(), "DROP SCHEMA "+l.schema+" CASCADE"); err != nil {
+		return fmt.Errorf("load: dropping schema %s: %w", l.schema, err)
+	}
+	return nil
+}
+
+// backendCPU sums the user and system CPU time of the server processes serving the store's
+// connections, when the server runs on this machine (read from /proc); 0 otherwise.
+func (l *loadSchema) backendCPU(ctx context.Context) time.Duration {
+	if l == nil {
+		return 0
+	}
+	rows, err := l.admin.QueryContext(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", l.appName)
+	if err != nil {
+		return 0
+	}
+	defer rows.Close()
+	var total time.Duration
+	for rows.Next() {
+		var pid int
+		if rows.Scan(&pid) == nil {
+			total += procCPU(pid)
+		}
+	}
+	return total
+}
+
+// procCPU is a process's user+system CPU time from /proc/<pid>/stat; 0 when unreadable.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) start at ") ".
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// processCPU is this process's user+system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// writeHeapProfile writes the live heap (as of the last GC) to path; nothing when path is "".
+func writeHeapProfile(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("load: writing heap profile: %w", err)
+	}
+	return f.Close()
 }
 
 // metricSums reads the sums and counts of the service's histograms, by name.
