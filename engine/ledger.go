@@ -173,3 +173,105 @@ func appendEntries(out []LedgerEntry, i int, r *Result, c change) ([]LedgerEntry
 	}
 	return out, nil
 }
+
+// Statement is what a payout run owes one affiliate in one currency of a program: the approved
+// entries not yet paid — accruals, adjustments and reversals (negative lines), including
+// reversals of commissions paid by an earlier run.
+type Statement struct {
+	Program     string
+	AffiliateID string
+	Currency    string
+	Method      string        // the program's payout method, e.g. wire_transfer
+	Lines       []LedgerEntry // in the order they were written
+	Accruals    apd.Decimal   // the sum of the accrual lines
+	Reversals   apd.Decimal   // of the reversal lines (≤ 0)
+	Adjustments apd.Decimal   // of the adjustment lines
+	Total       apd.Decimal
+	Minimum     *apd.Decimal // the program's minimum payout in the currency; nil: none
+	// Payable: the total is positive and reaches the minimum. Otherwise the lines are carried
+	// forward, unpaid, to the next statement, and CarriedForward says why.
+	Payable        bool
+	CarriedForward string
+}
+
+// Statements groups payable ledger entries (approved, not paid) into statements, one per program,
+// affiliate and currency, in that order, with each program's payout terms. terms returns a
+// program's terms, false when it has none (then Statements fails: a payout needs the terms).
+func Statements(entries []LedgerEntry, terms func(program string) (rules.Payout, bool)) ([]Statement, error) {
+	type key struct{ program, affiliate, currency string }
+	idx := map[key]int{}
+	var out []Statement
+	for _, e := range entries {
+		k := key{e.Program, e.AffiliateID, e.Currency}
+		i, ok := idx[k]
+		if !ok {
+			t, found := terms(e.Program)
+			if !found {
+				return nil, fmt.Errorf("building statements: program %s has ledger entries but no payout terms (no policy of it is loaded)", e.Program)
+			}
+			st := Statement{Program: e.Program, AffiliateID: e.AffiliateID, Currency: e.Currency, Method: t.Method}
+			if m := t.Minimum[e.Currency]; m != nil {
+				st.Minimum = new(apd.Decimal).Set(m)
+			}
+			i = len(out)
+			idx[k] = i
+			out = append(out, st)
+		}
+		st := &out[i]
+		st.Lines = append(st.Lines, e)
+		sum := &st.Accruals
+		switch e.Kind {
+		case Reversal:
+			sum = &st.Reversals
+		case Adjustment:
+			sum = &st.Adjustments
+		}
+		for _, s := range []*apd.Decimal{sum, &st.Total} {
+			if _, err := exact.Add(s, s, &e.Amount); err != nil {
+				return nil, fmt.Errorf("%w: statement of %s %s: %v", errLedger, e.AffiliateID, e.Currency, err)
+			}
+		}
+	}
+	for i := range out {
+		st := &out[i]
+		cur, ok := LookupCurrency(st.Currency)
+		minor := int32(2)
+		if ok {
+			minor = cur.MinorUnits
+		}
+		for _, s := range []*apd.Decimal{&st.Accruals, &st.Reversals, &st.Adjustments, &st.Total} {
+			if s.Exponent > -minor || s.IsZero() {
+				exact.Quantize(s, s, -minor) // "0" reads "0.00"
+			}
+		}
+		switch {
+		case st.Total.Sign() <= 0:
+			st.CarriedForward = "nothing owed: the balance is carried forward"
+		case st.Minimum != nil && st.Total.Cmp(st.Minimum) < 0:
+			st.CarriedForward = fmt.Sprintf("below the minimum payout of %s %s: carried forward", st.Minimum.Text('f'), st.Currency)
+		default:
+			st.Payable = true
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Program != b.Program {
+			return a.Program < b.Program
+		}
+		if a.AffiliateID != b.AffiliateID {
+			return a.AffiliateID < b.AffiliateID
+		}
+		return a.Currency < b.Currency
+	})
+	return out, nil
+}
+
+// MonthBounds parses a payout month ("2026-10") and returns the month and the as-of time of its
+// statements: the first instant of the next month, UTC. Entries approved before it are payable.
+func MonthBounds(month string) (string, time.Time, error) {
+	t, err := time.Parse("2006-01", month)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("month %q is not a month such as 2026-10", month)
+	}
+	return t.Format("2006-01"), t.AddDate(0, 1, 0).UTC(), nil
+}

@@ -12,7 +12,8 @@ package store
 //   - decision_inputs: what a decision was decided with besides its event and policy version —
 //     the pin it saw and whether it was decided with it, and the affiliate.* inputs — so that it
 //     can be reproduced (replay, audit). One row per decision that has any.
-//   - payout_runs and payouts: see payouts.go.
+//   - payout_runs and payouts: one row per closed (program, month), one per statement paid
+//     (ClosePayouts).
 //
 // SaveBatch books every batch (saveLifecycle, in its transaction, under its programs' chain
 // locks, which every writer of a program's decisions holds): it reads the history of the batch's
@@ -677,6 +678,201 @@ func (s *Store) Balances(ctx context.Context, program string) ([]Balance, error)
 		if out[i].Total, err = parseDecimal(r.Total, "ledger total"); err != nil {
 			return nil, err
 		}
+	}
+	return out, nil
+}
+
+// --- payouts ---
+
+// ErrAlreadyClosed: the program's month was closed by an earlier payout run.
+var ErrAlreadyClosed = errors.New("payout month already closed")
+
+// PayoutRun is a closed month of a program: the payouts it recorded.
+type PayoutRun struct {
+	ID       int64
+	Program  string
+	Month    string // "2026-10"
+	AsOf     time.Time
+	ClosedAt time.Time
+	Payouts  int64 // statements paid
+	Entries  int64 // ledger entries paid
+}
+
+type payoutRunRow struct {
+	bun.BaseModel `bun:"table:payout_runs"`
+
+	ID       int64     `bun:"id,pk,autoincrement"`
+	Program  string    `bun:"program"`
+	Month    string    `bun:"month"`
+	AsOf     time.Time `bun:"as_of"`
+	ClosedAt time.Time `bun:"closed_at"`
+	Payouts  int64     `bun:"payouts"`
+	Entries  int64     `bun:"entries"`
+}
+
+type payoutRow struct {
+	bun.BaseModel `bun:"table:payouts"`
+
+	ID          int64  `bun:"id,pk,autoincrement"`
+	RunID       int64  `bun:"run_id"`
+	Program     string `bun:"program"`
+	AffiliateID string `bun:"affiliate_id"`
+	Currency    string `bun:"currency"`
+	Amount      string `bun:"amount"`
+	Entries     int64  `bun:"entries"`
+	Method      string `bun:"method"`
+}
+
+// Payable returns the ledger entries a statement as of asOf pays: approved (approve_at before
+// asOf) and not paid yet, of one program ("" every program), in the order they were written.
+func (s *Store) Payable(ctx context.Context, program string, asOf time.Time) ([]engine.LedgerEntry, error) {
+	return s.LedgerEntries(ctx, LedgerFilter{Program: program, Unpaid: true, ApprovedBefore: asOf})
+}
+
+// PayoutRun returns the run that closed a program's month; an error matching ErrNotFound when
+// it is not closed.
+func (s *Store) PayoutRun(ctx context.Context, program, month string) (PayoutRun, error) {
+	var r payoutRunRow
+	err := s.db.NewSelect().Model(&r).Where("program = ? AND month = ?", program, month).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return PayoutRun{}, fmt.Errorf("payout run of %s %s: %w", program, month, ErrNotFound)
+	}
+	if err != nil {
+		return PayoutRun{}, fmt.Errorf("reading the payout run of %s %s: %w", program, month, err)
+	}
+	return r.run(), nil
+}
+
+func (r payoutRunRow) run() PayoutRun {
+	return PayoutRun{ID: r.ID, Program: r.Program, Month: r.Month, AsOf: r.AsOf.UTC(), ClosedAt: r.ClosedAt.UTC(), Payouts: r.Payouts, Entries: r.Entries}
+}
+
+// ClosePayouts closes a program's month in one transaction: it records the run, reads the payable
+// entries (Payable as of asOf) there, builds the statements with build, records a payout for each
+// payable statement and marks its entries paid (payout_id, status approved); the other entries
+// of the month are marked approved and stay unpaid, carried forward. No entry is ever paid twice:
+// closes of one program are serialised (the write lock on SQLite, a transaction-scoped advisory
+// lock on PostgreSQL), a month closes once (ErrAlreadyClosed, with the earlier run, when it was
+// closed before), and an entry is marked paid only while it is unpaid — anything else rolls the
+// whole run back. It returns the run and the statements as built.
+func (s *Store) ClosePayouts(ctx context.Context, program, month string, asOf time.Time, now time.Time,
+	build func([]engine.LedgerEntry) ([]engine.Statement, error)) (PayoutRun, []engine.Statement, error) {
+	var (
+		run        PayoutRun
+		statements []engine.Statement
+	)
+	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
+		if s.kind == Postgres {
+			if _, err := w.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?, hashtext(?))", migrationLockKey, "payouts:"+program); err != nil {
+				return fmt.Errorf("locking the payouts of %s: %w", program, err)
+			}
+		}
+		var prev payoutRunRow
+		err := w.NewSelect().Model(&prev).Where("program = ? AND month = ?", program, month).Scan(ctx)
+		if err == nil {
+			run = prev.run()
+			return ErrAlreadyClosed
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("reading the payout runs: %w", err)
+		}
+		entries, err := s.queryLedger(ctx, w.Tx, "SELECT "+s.ledgerColumns()+" FROM ledger_entries WHERE program = ? AND payout_id IS NULL AND approve_at < ? ORDER BY id",
+			program, asOf.UTC())
+		if err != nil {
+			return fmt.Errorf("reading the payable entries: %w", err)
+		}
+		if statements, err = build(entries); err != nil {
+			return err
+		}
+		row := payoutRunRow{Program: program, Month: month, AsOf: asOf.UTC(), ClosedAt: now.UTC()}
+		if _, err := w.NewInsert().Model(&row).Returning("id").Exec(ctx); err != nil {
+			return fmt.Errorf("recording the payout run: %w", err)
+		}
+		var approved []int64
+		for _, st := range statements {
+			for _, e := range st.Lines {
+				approved = append(approved, e.ID)
+			}
+			if !st.Payable {
+				continue
+			}
+			p := payoutRow{RunID: row.ID, Program: st.Program, AffiliateID: st.AffiliateID, Currency: st.Currency,
+				Amount: st.Total.Text('f'), Entries: int64(len(st.Lines)), Method: st.Method}
+			if _, err := w.NewInsert().Model(&p).Returning("id").Exec(ctx); err != nil {
+				return fmt.Errorf("recording the payout of %s %s: %w", st.AffiliateID, st.Currency, err)
+			}
+			ids := make([]int64, len(st.Lines))
+			for i, e := range st.Lines {
+				ids[i] = e.ID
+			}
+			for start := 0; start < len(ids); start += historyChunk {
+				chunk := ids[start:min(start+historyChunk, len(ids))]
+				res, err := w.NewUpdate().Table("ledger_entries").Set("payout_id = ?", p.ID).Set("status = ?", StatusApproved).
+					Where("id IN (?) AND payout_id IS NULL", bun.In(chunk)).Exec(ctx)
+				if err != nil {
+					return fmt.Errorf("marking the entries of %s %s paid: %w", st.AffiliateID, st.Currency, err)
+				}
+				if n, err := res.RowsAffected(); err != nil || n != int64(len(chunk)) {
+					return fmt.Errorf("marking the entries of %s %s paid: %d of %d were unpaid (%v): another run paid them", st.AffiliateID, st.Currency, n, len(chunk), err)
+				}
+			}
+			row.Payouts++
+			row.Entries += int64(len(ids))
+		}
+		for start := 0; start < len(approved); start += historyChunk {
+			chunk := approved[start:min(start+historyChunk, len(approved))]
+			if _, err := w.NewUpdate().Table("ledger_entries").Set("status = ?", StatusApproved).
+				Where("id IN (?) AND status = ?", bun.In(chunk), StatusPending).Exec(ctx); err != nil {
+				return fmt.Errorf("marking entries approved: %w", err)
+			}
+		}
+		if _, err := w.NewUpdate().Model(&row).Column("payouts", "entries").WherePK().Exec(ctx); err != nil {
+			return fmt.Errorf("recording the payout run: %w", err)
+		}
+		run = row.run()
+		return nil
+	})
+	if errors.Is(err, ErrAlreadyClosed) {
+		return run, nil, fmt.Errorf("%s %s was closed by payout run %d at %s: %w", program, month, run.ID, run.ClosedAt.Format(time.RFC3339), ErrAlreadyClosed)
+	}
+	if err != nil {
+		if isUniqueViolation(err) {
+			return PayoutRun{}, nil, fmt.Errorf("%s %s was closed by another run meanwhile: %w", program, month, ErrAlreadyClosed)
+		}
+		return PayoutRun{}, nil, fmt.Errorf("closing the payouts of %s %s: %w", program, month, err)
+	}
+	return run, statements, nil
+}
+
+// isUniqueViolation reports whether err is PostgreSQL's unique-key violation (23505). (On SQLite
+// the write lock makes the check before the insert final.)
+func isUniqueViolation(err error) bool {
+	var pg interface{ Field(byte) string }
+	return errors.As(err, &pg) && pg.Field('C') == "23505"
+}
+
+// PayoutRuns returns the recorded payout runs of a program ("" every program), oldest first.
+func (s *Store) PayoutRuns(ctx context.Context, program string) ([]PayoutRun, error) {
+	var rows []payoutRunRow
+	q := s.db.NewSelect().Model(&rows).Order("id")
+	if program != "" {
+		q = q.Where("program = ?", program)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("reading the payout runs: %w", err)
+	}
+	out := make([]PayoutRun, len(rows))
+	for i, r := range rows {
+		out[i] = r.run()
+	}
+	return out, nil
+}
+
+// LedgerPrograms returns the programs with ledger entries, sorted.
+func (s *Store) LedgerPrograms(ctx context.Context) ([]string, error) {
+	var out []string
+	if err := s.db.NewRaw("SELECT DISTINCT program FROM ledger_entries ORDER BY program").Scan(ctx, &out); err != nil {
+		return nil, fmt.Errorf("reading the ledger's programs: %w", err)
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/apd/v3"
 
@@ -339,6 +340,145 @@ func runLedgerSuite(t *testing.T, b backend) {
 	})
 }
 
+func runPayoutSuite(t *testing.T, b backend) {
+	ctx := context.Background()
+	eng := ledgerEngine(t, map[string]string{"shop/v1.yaml": ledgerPolicy(1, false)})
+	noMinimum := func(string) (rules.Payout, bool) { return rules.Payout{Method: "wire_transfer"}, true }
+	build := func(terms func(string) (rules.Payout, bool)) func([]engine.LedgerEntry) ([]engine.Statement, error) {
+		return func(es []engine.LedgerEntry) ([]engine.Statement, error) { return engine.Statements(es, terms) }
+	}
+	now := time.Date(2025, 5, 2, 9, 0, 0, 0, time.UTC)
+	// Completed 2025-03-11, held 30 days: approved 2025-04-10, payable in April's statement.
+	_, april, _ := engine.MonthBounds("2025-04")
+	_, may, _ := engine.MonthBounds("2025-05")
+
+	t.Run("a reversal after the payout is a negative line of the next statement", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		o := shopOrder{id: "o-1", affiliate: "a", status: "completed", currency: "USD", amount: 10000}
+		decideAndSave(t, s, eng, []engine.Event{o.event("e1", 1), shopOrder{id: "o-2", affiliate: "a", status: "completed", currency: "USD", amount: 2000}.event("e2", 2)})
+		if es, _ := s.Payable(ctx, "shop", time.Date(2025, 4, 10, 0, 0, 0, 0, time.UTC)); len(es) != 0 {
+			t.Errorf("payable before the hold ends: got %d entries, want none", len(es))
+		}
+		run, sts, err := s.ClosePayouts(ctx, "shop", "2025-04", april, now, build(noMinimum))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sts) != 1 || !sts[0].Payable || sts[0].Total.Text('f') != "9.00" || run.Payouts != 1 || run.Entries != 2 {
+			t.Fatalf("April: run %+v, statements %+v; want one payable statement of 9.00 (7.50 + 1.50) paying 2 entries", run, sts)
+		}
+		// Closing April again pays nothing.
+		if _, _, err := s.ClosePayouts(ctx, "shop", "2025-04", april, now, build(noMinimum)); !errors.Is(err, ErrAlreadyClosed) {
+			t.Errorf("closing April twice: got %v, want ErrAlreadyClosed", err)
+		}
+		// The order is refunded after it was paid.
+		o.status, o.refunded = "refunded", o.amount
+		decideAndSave(t, s, eng, []engine.Event{o.event("e3", 3)})
+		es, err := s.Payable(ctx, "shop", may)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) != 1 || es[0].Kind != engine.Reversal || es[0].Amount.Text('f') != "-7.50" || es[0].OrderID != "o-1" {
+			t.Fatalf("May's payable entries: got %+v, want the reversal of o-1, -7.50", es)
+		}
+		_, sts, err = s.ClosePayouts(ctx, "shop", "2025-05", may, now, build(noMinimum))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sts) != 1 || sts[0].Payable || sts[0].Total.Text('f') != "-7.50" || sts[0].Reversals.Text('f') != "-7.50" {
+			t.Errorf("May: got %+v, want one statement of -7.50, carried forward (nothing owed)", sts)
+		}
+		// Carried forward: the reversal is still unpaid, and nets against the next commission.
+		if es, _ := s.Payable(ctx, "shop", may); len(es) != 1 {
+			t.Errorf("after May: %d payable entries, want the reversal carried forward", len(es))
+		}
+	})
+
+	t.Run("a balance below the minimum is carried forward", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		decideAndSave(t, s, eng, []engine.Event{shopOrder{id: "o-1", affiliate: "a", status: "completed", currency: "USD", amount: 10000}.event("e1", 1)})
+		minimum := func(string) (rules.Payout, bool) {
+			return rules.Payout{Method: "wire_transfer", Minimum: map[string]*apd.Decimal{"USD": apd.New(5000, -2)}}, true
+		}
+		run, sts, err := s.ClosePayouts(ctx, "shop", "2025-04", april, now, build(minimum))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sts) != 1 || sts[0].Payable || sts[0].Minimum == nil || run.Payouts != 0 || run.Entries != 0 {
+			t.Fatalf("got run %+v, statements %+v; want 7.50 below the minimum 50.00, nothing paid", run, sts)
+		}
+		es, _ := s.LedgerEntries(ctx, LedgerFilter{})
+		if len(es) != 1 || es[0].PayoutID != 0 || es[0].Status != StatusApproved {
+			t.Errorf("got entries %+v, want the entry approved and unpaid", es)
+		}
+		if es, _ := s.Payable(ctx, "shop", may); len(es) != 1 {
+			t.Errorf("May: %d payable entries, want the one carried forward", len(es))
+		}
+	})
+
+	t.Run("concurrent closes never pay an entry twice", func(t *testing.T) {
+		cfg := b.fresh(t)
+		stores := []*Store{openStore(t, cfg), openStore(t, cfg)}
+		var events []engine.Event
+		for i := 0; i < 60; i++ {
+			events = append(events, shopOrder{id: "o-" + strconv.Itoa(i), affiliate: "aff-" + strconv.Itoa(i%5), status: "completed", currency: "USD", amount: 1000 + i}.event("e"+strconv.Itoa(i), uint64(i+1)))
+		}
+		decideAndSave(t, stores[0], eng, events)
+		months := []string{"2025-04", "2025-04", "2025-05", "2025-05", "2025-06", "2025-04"}
+		var wg sync.WaitGroup
+		errs := make([]error, len(months))
+		for i, m := range months {
+			wg.Go(func() {
+				month, asOf, _ := engine.MonthBounds(m)
+				_, _, errs[i] = stores[i%2].ClosePayouts(ctx, "shop", month, asOf, now, build(noMinimum))
+			})
+		}
+		wg.Wait()
+		closed := map[string]int{}
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				closed[months[i]]++
+			case !errors.Is(err, ErrAlreadyClosed):
+				t.Errorf("close %d (%s): %v", i, months[i], err)
+			}
+		}
+		if closed["2025-04"] != 1 || closed["2025-05"] != 1 || closed["2025-06"] != 1 {
+			t.Errorf("closed runs per month: got %v, want each month closed exactly once", closed)
+		}
+		var paid struct {
+			Entries int64 `bun:"entries"`
+			Payouts int64 `bun:"payouts"`
+		}
+		if err := stores[0].DB().NewRaw("SELECT (SELECT count(*) FROM ledger_entries WHERE payout_id IS NOT NULL) AS entries, "+
+			"(SELECT COALESCE(SUM(entries), 0) FROM payouts) AS payouts").Scan(ctx, &paid); err != nil {
+			t.Fatal(err)
+		}
+		if paid.Entries != 60 || paid.Payouts != 60 {
+			t.Errorf("got %d entries marked paid and %d counted in payouts, want 60 and 60: every entry paid once", paid.Entries, paid.Payouts)
+		}
+		bs, _ := stores[0].Balances(ctx, "shop")
+		var ledgerTotal, payoutTotal apd.Decimal
+		for _, b := range bs {
+			exactSum.Add(&ledgerTotal, &ledgerTotal, &b.Total)
+		}
+		var amounts []string
+		amount := "amount"
+		if stores[0].kind == Postgres {
+			amount = "amount::text"
+		}
+		if err := stores[0].DB().NewRaw("SELECT "+amount+" FROM payouts").Scan(ctx, &amounts); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range amounts {
+			d, _, _ := apd.NewFromString(a)
+			exactSum.Add(&payoutTotal, &payoutTotal, d)
+		}
+		if ledgerTotal.Cmp(&payoutTotal) != 0 {
+			t.Errorf("payouts total %s, want the ledger's %s", payoutTotal.Text('f'), ledgerTotal.Text('f'))
+		}
+	})
+}
+
 func mustEntries(t *testing.T, s *Store) []engine.LedgerEntry {
 	t.Helper()
 	es, err := s.LedgerEntries(context.Background(), LedgerFilter{})
@@ -348,9 +488,13 @@ func mustEntries(t *testing.T, s *Store) []engine.LedgerEntry {
 	return es
 }
 
-func TestSQLiteLedger(t *testing.T) { runLedgerSuite(t, sqliteBackend()) }
+func TestSQLiteLedger(t *testing.T) {
+	runLedgerSuite(t, sqliteBackend())
+	runPayoutSuite(t, sqliteBackend())
+}
 
 func TestPostgresLedger(t *testing.T) {
 	postgresAdmin(t)
 	runLedgerSuite(t, postgresBackend())
+	runPayoutSuite(t, postgresBackend())
 }

@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cockroachdb/apd/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/rules"
+)
+
+func init() { extraCommands = append(extraCommands, newPayoutsCmd) }
+
+// payoutsParams are the payouts command's options.
+type payoutsParams struct {
+	Month   string // "2026-10"
+	Close   bool
+	Format  string // table, csv or json
+	Program string // "" every program
+	Lines   bool   // table and csv: one row per ledger entry
+	// Now is the closing time recorded for a run (the wall clock when nil). Statements never
+	// read it: what is payable depends only on the month.
+	Now func() time.Time
+}
+
+func newPayoutsCmd(s streams) *cobra.Command {
+	p := payoutsParams{Format: "table"}
+	cmd := &cobra.Command{
+		Use:   "payouts --month YYYY-MM",
+		Short: "Build the month's payout statements per affiliate and currency; --close pays them",
+		Long: `Builds the statements of a month: per program, affiliate and currency, the ledger entries approved
+before the end of the month (their hold passed) and not paid yet — accruals, adjustments and
+reversals as negative lines, including reversals of commissions paid in an earlier month. A
+statement is paid when its total is positive and reaches the program's payout.minimum for the
+currency (none by default); otherwise it is carried forward to the next month. --close records the
+payout run and marks the paid entries, atomically: a month closes once per program, and no entry
+is ever paid twice.`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConfigFlags(cmd)
+	f := cmd.Flags()
+	f.StringVar(&p.Month, "month", "", "the payout month, e.g. 2026-10 (required)")
+	f.BoolVar(&p.Close, "close", false, "record the payout run and mark its entries paid")
+	f.StringVar(&p.Format, "format", p.Format, "output format: table, csv or json")
+	f.StringVar(&p.Program, "program", "", "only this program")
+	f.BoolVar(&p.Lines, "lines", false, "table and csv: list every ledger entry of each statement")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if p.Month == "" {
+			return usageError{errors.New("payouts: --month is required (e.g. --month 2026-10)")}
+		}
+		if p.Format != "table" && p.Format != "csv" && p.Format != "json" {
+			return usageError{fmt.Errorf("payouts: --format %q is not one of table, csv, json", p.Format)}
+		}
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		return runPayouts(cmd.Context(), cfg, p, s.out)
+	}
+	return cmd
+}
+
+// payoutReport is what payouts prints.
+type payoutReport struct {
+	Month      string
+	AsOf       time.Time
+	Close      bool
+	Runs       []payoutRunReport
+	Statements []engine.Statement
+}
+
+// payoutRunReport is one program's run: closed now, or before.
+type payoutRunReport struct {
+	Program string
+	Run     store.PayoutRun
+	Closed  bool // by this invocation (false: found closed, or not closed)
+	Before  bool // closed by an earlier run
+}
+
+// runPayouts builds (and with Close, pays) the month's statements.
+func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out io.Writer) error {
+	month, asOf, err := engine.MonthBounds(p.Month)
+	if err != nil {
+		return usageError{fmt.Errorf("payouts: %w", err)}
+	}
+	set, err := rules.LoadDir(cfg.Policies)
+	if err != nil {
+		return fmt.Errorf("payouts: loading policies from %s (for the payout terms):\n%w", cfg.Policies, err)
+	}
+	st, err := store.Open(ctx, cfg.storeConfig())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	terms := func(program string) (rules.Payout, bool) {
+		vs := set.Versions(program)
+		if len(vs) == 0 {
+			return rules.Payout{}, false
+		}
+		if pol, err := set.InForce(program, asOf.Add(-time.Nanosecond)); err == nil {
+			return pol.Payout, true
+		}
+		return vs[0].Payout, true
+	}
+	build := func(entries []engine.LedgerEntry) ([]engine.Statement, error) {
+		return engine.Statements(entries, terms)
+	}
+	programs := []string{p.Program}
+	if p.Program == "" {
+		inLedger, err := st.LedgerPrograms(ctx)
+		if err != nil {
+			return err
+		}
+		programs = slices.Compact(slices.Sorted(slices.Values(append(set.Programs(), inLedger...))))
+	}
+
+	rep := payoutReport{Month: month, AsOf: asOf, Close: p.Close}
+	if !p.Close {
+		entries, err := st.Payable(ctx, p.Program, asOf)
+		if err != nil {
+			return err
+		}
+		if rep.Statements, err = build(entries); err != nil {
+			return err
+		}
+		for _, prog := range programs {
+			r := payoutRunReport{Program: prog}
+			run, err := st.PayoutRun(ctx, prog, month)
+			switch {
+			case err == nil:
+				r.Run, r.Before = run, true
+			case !errors.Is(err, store.ErrNotFound):
+				return err
+			}
+			rep.Runs = append(rep.Runs, r)
+		}
+	} else {
+		now := time.Now
+		if p.Now != nil {
+			now = p.Now
+		}
+		for _, prog := range programs {
+			run, sts, err := st.ClosePayouts(ctx, prog, month, asOf, now(), build)
+			r := payoutRunReport{Program: prog, Run: run}
+			switch {
+			case errors.Is(err, store.ErrAlreadyClosed):
+				r.Before = true
+			case err != nil:
+				return err
+			default:
+				r.Closed = true
+			}
+			rep.Runs = append(rep.Runs, r)
+			rep.Statements = append(rep.Statements, sts...)
+		}
+	}
+	switch p.Format {
+	case "json":
+		return writePayoutsJSON(out, rep)
+	case "csv":
+		return writePayoutsCSV(out, rep, p.Lines)
+	}
+	return writePayoutsTable(out, rep, p.Lines)
+}
+
+// currencyTotals sums the statements per currency: what is paid (or payable) and carried forward.
+func currencyTotals(sts []engine.Statement) (currencies []string, paid, carried map[string]*apd.Decimal) {
+	paid, carried = map[string]*apd.Decimal{}, map[string]*apd.Decimal{}
+	ctx := apd.BaseContext.WithPrecision(100)
+	for _, s := range sts {
+		if paid[s.Currency] == nil {
+			paid[s.Currency], carried[s.Currency] = new(apd.Decimal), new(apd.Decimal)
+			currencies = append(currencies, s.Currency)
+			ctx.Quantize(paid[s.Currency], paid[s.Currency], s.Total.Exponent)
+			ctx.Quantize(carried[s.Currency], carried[s.Currency], s.Total.Exponent)
+		}
+		sum := carried[s.Currency]
+		if s.Payable {
+			sum = paid[s.Currency]
+		}
+		ctx.Add(sum, sum, &s.Total)
+	}
+	slices.Sort(currencies)
+	return currencies, paid, carried
+}
+
+func (r payoutReport) status() string {
+	var closedNow, before []string
+	for _, run := range r.Runs {
+		switch {
+		case run.Closed:
+			closedNow = append(closedNow, fmt.Sprintf("%s run %d: %d payout(s), %d entries paid", run.Program, run.Run.ID, run.Run.Payouts, run.Run.Entries))
+		case run.Before && r.Close:
+			before = append(before, fmt.Sprintf("%s was closed by run %d at %s: nothing paid now", run.Program, run.Run.ID, run.Run.ClosedAt.Format(time.RFC3339)))
+		case run.Before:
+			before = append(before, fmt.Sprintf("%s closed by run %d at %s (what is listed came after it)", run.Program, run.Run.ID, run.Run.ClosedAt.Format(time.RFC3339)))
+		}
+	}
+	var parts []string
+	if len(closedNow) > 0 {
+		parts = append(parts, "closed: "+strings.Join(closedNow, "; "))
+	}
+	parts = append(parts, before...)
+	if !r.Close {
+		parts = append(parts, "not closed by this run (preview; --close pays)")
+	}
+	return strings.Join(parts, "; ")
+}
+
+func writePayoutsTable(out io.Writer, r payoutReport, lines bool) error {
+	fmt.Fprintf(out, "payouts %s: entries approved before %s and not paid yet: %d statement(s)\n", r.Month, r.AsOf.Format(time.RFC3339), len(r.Statements))
+	fmt.Fprintln(out, r.status())
+	if len(r.Statements) > 0 {
+		fmt.Fprintln(out)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PROGRAM\tAFFILIATE\tCURRENCY\tLINES\tACCRUALS\tADJUSTMENTS\tREVERSALS\tTOTAL\tPAYOUT")
+		for _, s := range r.Statements {
+			payout := s.Method
+			if !s.Payable {
+				payout = s.CarriedForward
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.Program, s.AffiliateID, s.Currency, len(s.Lines),
+				s.Accruals.Text('f'), s.Adjustments.Text('f'), s.Reversals.Text('f'), s.Total.Text('f'), payout)
+			if lines {
+				for _, e := range s.Lines {
+					fmt.Fprintf(tw, "\t  %s\t%s\t\t\t\t\t%s\t%s, approved %s, decision %d\n", e.OrderID, e.Kind, e.Amount.Text('f'),
+						paidText(e), e.ApproveAt.Format("2006-01-02"), e.DecisionID)
+				}
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	currencies, paid, carried := currencyTotals(r.Statements)
+	verb := "payable"
+	if r.Close {
+		verb = "paid"
+	}
+	for _, c := range currencies {
+		fmt.Fprintf(out, "total %s: %s %s, %s carried forward\n", c, verb, paid[c].Text('f'), carried[c].Text('f'))
+	}
+	return nil
+}
+
+func paidText(e engine.LedgerEntry) string {
+	if e.PayoutID != 0 {
+		return "paid by payout " + strconv.FormatInt(e.PayoutID, 10)
+	}
+	return "unpaid"
+}
+
+func writePayoutsCSV(out io.Writer, r payoutReport, lines bool) error {
+	w := csv.NewWriter(out)
+	if lines {
+		w.Write([]string{"month", "program", "affiliate_id", "currency", "order_id", "kind", "amount", "approve_at", "entry_id", "decision_id", "event_id", "statement_payable", "method"})
+		for _, s := range r.Statements {
+			for _, e := range s.Lines {
+				w.Write([]string{r.Month, s.Program, s.AffiliateID, s.Currency, e.OrderID, string(e.Kind), e.Amount.Text('f'),
+					e.ApproveAt.Format(time.RFC3339), strconv.FormatInt(e.ID, 10), strconv.FormatInt(e.DecisionID, 10), e.EventID,
+					strconv.FormatBool(s.Payable), s.Method})
+			}
+		}
+	} else {
+		w.Write([]string{"month", "program", "affiliate_id", "currency", "lines", "accruals", "adjustments", "reversals", "total", "payable", "method", "carried_forward"})
+		for _, s := range r.Statements {
+			w.Write([]string{r.Month, s.Program, s.AffiliateID, s.Currency, strconv.Itoa(len(s.Lines)), s.Accruals.Text('f'),
+				s.Adjustments.Text('f'), s.Reversals.Text('f'), s.Total.Text('f'), strconv.FormatBool(s.Payable), s.Method, s.CarriedForward})
+		}
+	}
+	w.Flush()
+	return w.Error()
+}
+
+type statementJSON struct {
+	Program        string     `json:"program"`
+	AffiliateID    string     `json:"affiliate_id"`
+	Currency       string     `json:"currency"`
+	Method         string     `json:"method"`
+	Accruals       string     `json:"accruals"`
+	Adjustments    string     `json:"adjustments"`
+	Reversals      string     `json:"reversals"`
+	Total          string     `json:"total"`
+	Minimum        *string    `json:"minimum"`
+	Payable        bool       `json:"payable"`
+	CarriedForward string     `json:"carried_forward,omitempty"`
+	Lines          []lineJSON `json:"lines"`
+}
+
+type lineJSON struct {
+	EntryID    int64     `json:"entry_id"`
+	OrderID    string    `json:"order_id"`
+	Kind       string    `json:"kind"`
+	Amount     string    `json:"amount"`
+	ApproveAt  time.Time `json:"approve_at"`
+	DecisionID int64     `json:"decision_id"`
+	EventID    string    `json:"event_id"`
+	PayoutID   int64     `json:"payout_id,omitempty"`
+}
+
+type runJSON struct {
+	Program  string     `json:"program"`
+	RunID    int64      `json:"run_id,omitempty"`
+	Closed   bool       `json:"closed_now"`
+	Before   bool       `json:"closed_before"`
+	ClosedAt *time.Time `json:"closed_at,omitempty"`
+	Payouts  int64      `json:"payouts"`
+	Entries  int64      `json:"entries_paid"`
+}
+
+type totalJSON struct {
+	Currency       string `json:"currency"`
+	Paid           string `json:"paid"`
+	CarriedForward string `json:"carried_forward"`
+}
+
+func writePayoutsJSON(out io.Writer, r payoutReport) error {
+	doc := struct {
+		Month      string          `json:"month"`
+		AsOf       time.Time       `json:"as_of"`
+		Close      bool            `json:"close"`
+		Runs       []runJSON       `json:"runs"`
+		Statements []statementJSON `json:"statements"`
+		Totals     []totalJSON     `json:"totals"`
+	}{Month: r.Month, AsOf: r.AsOf, Close: r.Close, Runs: []runJSON{}, Statements: []statementJSON{}, Totals: []totalJSON{}}
+	for _, run := range r.Runs {
+		j := runJSON{Program: run.Program, RunID: run.Run.ID, Closed: run.Closed, Before: run.Before, Payouts: run.Run.Payouts, Entries: run.Run.Entries}
+		if run.Run.ID != 0 {
+			t := run.Run.ClosedAt
+			j.ClosedAt = &t
+		}
+		doc.Runs = append(doc.Runs, j)
+	}
+	for _, s := range r.Statements {
+		j := statementJSON{Program: s.Program, AffiliateID: s.AffiliateID, Currency: s.Currency, Method: s.Method,
+			Accruals: s.Accruals.Text('f'), Adjustments: s.Adjustments.Text('f'), Reversals: s.Reversals.Text('f'), Total: s.Total.Text('f'),
+			Payable: s.Payable, CarriedForward: s.CarriedForward, Lines: []lineJSON{}}
+		if s.Minimum != nil {
+			m := s.Minimum.Text('f')
+			j.Minimum = &m
+		}
+		for _, e := range s.Lines {
+			j.Lines = append(j.Lines, lineJSON{EntryID: e.ID, OrderID: e.OrderID, Kind: string(e.Kind), Amount: e.Amount.Text('f'),
+				ApproveAt: e.ApproveAt, DecisionID: e.DecisionID, EventID: e.EventID, PayoutID: e.PayoutID})
+		}
+		doc.Statements = append(doc.Statements, j)
+	}
+	currencies, paid, carried := currencyTotals(r.Statements)
+	for _, c := range currencies {
+		doc.Totals = append(doc.Totals, totalJSON{Currency: c, Paid: paid[c].Text('f'), CarriedForward: carried[c].Text('f')})
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(doc)
+}
