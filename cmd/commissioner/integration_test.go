@@ -213,7 +213,7 @@ func TestPipelineStoreUnavailable(t *testing.T) {
 	cfg.Store.DSN = dsn
 	svc := startRunning(t, cfg)
 
-	lines := mix(sampleLines(t, 20000, 31, "2025-10"), badOrderLines(200), 32)
+	lines := mix(sampleLines(t, 12000, 31, "2025-10"), badOrderLines(120), 32)
 	want := expect(t, svc.cfg.NATS, cfg.Policies, lines)
 	published := make(chan error, 1)
 	go func() { published <- publishLines(svc.js, svc.cfg.NATS, lines) }()
@@ -331,7 +331,7 @@ func TestPipelineExternalServers(t *testing.T) {
 		cfg.DataDir = t.TempDir()
 		svcs = append(svcs, startRunning(t, cfg))
 	}
-	lines := mix(sampleLines(t, 10000, 41, "2025-10"), badOrderLines(100), 42)
+	lines := mix(sampleLines(t, 5000, 41, "2025-10"), badOrderLines(50), 42)
 	want := expect(t, svcs[0].cfg.NATS, base.Policies, lines)
 	publishAll(t, svcs[0].js, svcs[0].cfg.NATS, lines)
 	waitSettledService(t, svcs[1], 2*time.Minute)

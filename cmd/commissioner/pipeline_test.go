@@ -599,7 +599,7 @@ func TestPipelineScaleOut(t *testing.T) {
 		cfg.Store.DSN = dsn
 		svcs = append(svcs, startRunning(t, cfg))
 	}
-	lines := mix(sampleLines(t, 20000, 21, "2025-10"), badOrderLines(200), 22)
+	lines := mix(sampleLines(t, 6000, 21, "2025-10"), badOrderLines(100), 22)
 	want := expect(t, svcs[0].cfg.NATS, svcs[0].cfg.Policies, lines)
 	publishAll(t, svcs[0].js, svcs[0].cfg.NATS, lines)
 	waitSettledService(t, svcs[0], 2*time.Minute)
