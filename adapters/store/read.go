@@ -317,7 +317,9 @@ func (s *Store) PolicyVersion(ctx context.Context, program string, version int) 
 // --- events ---
 
 // Events calls fn for each stored event the filter selects, in placed_at order (then storage
-// order), streaming rows from the database: replaying millions of events keeps memory flat. fn's
+// order), streaming rows from the database: replaying millions of events keeps memory flat (the
+// database sorts them, spilling to disk; no index keeps placed_at order, which would cost every
+// stored event an insert at a random place). fn's
 // error stops the walk and is returned. The walk reads one snapshot (SQLite) or one statement's
 // view (PostgreSQL): events stored while it runs may not be seen. fn may call other methods of the
 // Store meanwhile; the walk holds one connection until it returns.
