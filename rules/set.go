@@ -46,7 +46,9 @@ func NewSet(policies []*Policy) (*Set, Problems) {
 	return s, nil
 }
 
-// LoadDir compiles every policy file (*.yaml, *.yml) below dir and builds a set. It reports every
+// LoadDir compiles every policy file (*.yaml, *.yml) below dir and builds a set. Directories
+// below dir named "examples" (example programs, not in service) or starting with "." are skipped;
+// pointing dir at an examples directory loads it. It reports every
 // problem of every file at once; the set is nil when any is an error. Warnings come back with a
 // non-nil set (Set.Warnings).
 func LoadDir(dir string) (*Set, error) {
@@ -117,8 +119,8 @@ func policyFiles(dir string) ([]string, error) {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != root {
-			return filepath.SkipDir
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "examples") && path != root {
+			return filepath.SkipDir // hidden, or example programs: load them with dir = …/examples
 		}
 		if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
 			rel, err := filepath.Rel(root, path)

@@ -225,3 +225,64 @@ func lastDecision(t *testing.T, svc *runningService, orderID string) store.Store
 	}
 	return ds[0]
 }
+
+// tieredLine is an order event of the tiered example program (USD only, a click the day before).
+func tieredLine(id, affiliate, status, placed, amount, refunded string) []byte {
+	p, _ := time.Parse(time.RFC3339, placed)
+	return fmt.Appendf(nil, `{"order_id":%q,"program":"tiered","affiliate_id":%q,"status":%q,"placed_at":%q,"completed_at":%q,"click_at":%q,`+
+		`"buyer":{"id":"b-%s","country":"US","new":true},"currency":"USD","amount":%q,"refunded_amount":%q}`,
+		id, affiliate, status, placed, p.Add(time.Hour).Format(time.RFC3339), p.Add(-24*time.Hour).Format(time.RFC3339), id, amount, refunded)
+}
+
+// TestPipelineTierBoundaryCrossedMidMonth: with the tiered example program, an affiliate's
+// orders earn the base rate until its qualified sales of the month reach the silver threshold,
+// then the silver rate; a refund takes its sale out of the month; a new month starts again. Each
+// decision records the month's figures it was decided with.
+func TestPipelineTierBoundaryCrossedMidMonth(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "policies")
+	src, err := os.ReadFile(filepath.Join(repoPolicies(t), "examples", "tiered", "v1.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "tiered"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeAtomic(t, filepath.Join(dir, "tiered", "v1.yaml"), src)
+	cfg := pipelineConfig(t)
+	cfg.Policies = dir
+	svc := startRunning(t, cfg)
+
+	// Silver from 10,000.00 USD sold this month; 4,000.00 per order.
+	steps := []struct {
+		line                []byte
+		order               string
+		rule, commission    string
+		priorOrders         int64
+		priorSales, comment string
+	}{
+		{tieredLine("t-1", "aff-t", "completed", "2025-10-03T10:00:00Z", "4000.00", "0"), "t-1", "base", "320.00", 0, "0", "the month's first order"},
+		{tieredLine("t-2", "aff-t", "completed", "2025-10-08T10:00:00Z", "4000.00", "0"), "t-2", "base", "320.00", 1, "4000.00", ""},
+		{tieredLine("x-1", "aff-x", "completed", "2025-10-09T10:00:00Z", "9000.00", "0"), "x-1", "base", "720.00", 0, "0", "another affiliate counts apart"},
+		{tieredLine("t-3", "aff-t", "completed", "2025-10-12T10:00:00Z", "4000.00", "0"), "t-3", "base", "320.00", 2, "8000.00", "crosses the threshold, at the base rate"},
+		{tieredLine("t-4", "aff-t", "completed", "2025-10-15T10:00:00Z", "4000.00", "0"), "t-4", "silver", "400.00", 3, "12000.00", "the first order past it: silver"},
+		{tieredLine("t-2", "aff-t", "refunded", "2025-10-08T10:00:00Z", "4000.00", "4000.00"), "t-2", "", "0.00", 3, "12000.00", "t-2 refunded: its sale leaves the month"},
+		{tieredLine("t-5", "aff-t", "completed", "2025-10-20T10:00:00Z", "4000.00", "0"), "t-5", "silver", "400.00", 3, "12000.00", "t-1, t-3, t-4"},
+		{tieredLine("t-6", "aff-t", "completed", "2025-11-02T10:00:00Z", "4000.00", "0"), "t-6", "base", "320.00", 0, "0", "a new month"},
+	}
+	for i, s := range steps {
+		publishAll(t, svc.js, svc.cfg.NATS, [][]byte{s.line})
+		waitSettledService(t, svc, 60*time.Second)
+		d := lastDecision(t, svc, s.order)
+		if d.RateRule != s.rule || d.Commission.Text('f') != s.commission {
+			t.Errorf("step %d, %s (%s): got %q paying %s, want %q paying %s", i+1, s.order, s.comment, d.RateRule, d.Commission.Text('f'), s.rule, s.commission)
+		}
+		in, err := svc.store.DecisionInputs(context.Background(), d.ID)
+		if err != nil || in.Affiliate == nil {
+			t.Fatalf("step %d: inputs %+v, %v; want the affiliate's month recorded", i+1, in, err)
+		}
+		if in.Affiliate.QualifiedOrders != s.priorOrders || in.Affiliate.QualifiedSales.Text('f') != s.priorSales {
+			t.Errorf("step %d, %s: decided with %d orders, %s sold; want %d, %s", i+1, s.order,
+				in.Affiliate.QualifiedOrders, in.Affiliate.QualifiedSales.Text('f'), s.priorOrders, s.priorSales)
+		}
+	}
+}
