@@ -394,44 +394,68 @@ func Replay(ctx context.Context, candidate *rules.Set, h History, opts ReplayOpt
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	jobs := make(chan []ReplayEvent, workers*2)
-	aggs := make([]*replayAgg, workers)
-	var wg sync.WaitGroup
-	for i := range aggs {
-		a := newReplayAgg(eng, opts)
-		aggs[i] = a
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for batch := range jobs {
-				if a.err != nil || ctx.Err() != nil {
-					continue // drain, so the walk never blocks
-				}
-				for j := range batch {
-					a.add(ctx, &batch[j])
-				}
-				if a.err != nil {
-					cancel()
-				}
-			}
-		}()
-	}
 	parts := []History{h}
 	if ph, ok := h.(PartitionedHistory); ok && workers > 1 {
 		ps, err := ph.Partitions(ctx, workers)
 		if err != nil {
-			close(jobs)
-			wg.Wait()
 			return nil, fmt.Errorf("replaying: reading the history: %w", err)
 		}
 		parts = ps
 	}
-	send := func(batch []ReplayEvent) error {
-		select {
-		case jobs <- batch:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
+	var aggs []*replayAgg
+	var walk func(part History) error
+	var wg sync.WaitGroup
+	jobs := make(chan []ReplayEvent, workers*2)
+	inline := len(parts) > 1 && len(parts) >= workers
+	if inline {
+		// As many parts as workers: each part's walker decides what it reads, in its own
+		// goroutine, while the rows are still in its core's cache; no hand-over.
+		var mu sync.Mutex
+		walk = func(part History) error {
+			a := newReplayAgg(eng, opts)
+			mu.Lock()
+			aggs = append(aggs, a)
+			mu.Unlock()
+			return part.Walk(ctx, func(batch []ReplayEvent) error {
+				for j := range batch {
+					a.add(ctx, &batch[j])
+				}
+				if a.err != nil {
+					return a.err
+				}
+				return ctx.Err()
+			})
+		}
+	} else {
+		// Fewer parts than workers: the walkers hand batches to a pool.
+		for range workers {
+			a := newReplayAgg(eng, opts)
+			aggs = append(aggs, a)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for batch := range jobs {
+					if a.err != nil || ctx.Err() != nil {
+						continue // drain, so the walk never blocks
+					}
+					for j := range batch {
+						a.add(ctx, &batch[j])
+					}
+					if a.err != nil {
+						cancel()
+					}
+				}
+			}()
+		}
+		walk = func(part History) error {
+			return part.Walk(ctx, func(batch []ReplayEvent) error {
+				select {
+				case jobs <- batch:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			})
 		}
 	}
 	walkErrs := make([]error, len(parts))
@@ -440,7 +464,7 @@ func Replay(ctx context.Context, candidate *rules.Set, h History, opts ReplayOpt
 		walkers.Add(1)
 		go func() {
 			defer walkers.Done()
-			if walkErrs[i] = part.Walk(ctx, send); walkErrs[i] != nil {
+			if walkErrs[i] = walk(part); walkErrs[i] != nil {
 				cancel() // the other parts stop too
 			}
 		}()
@@ -514,6 +538,12 @@ func (m *money) merge(o *money) error {
 
 type groupKey struct{ a, b, currency string }
 
+// cellKey is an event's place in every breakdown.
+type cellKey struct {
+	oldRule, newRule, market, affiliate, currency string
+	newBuyer                                      bool
+}
+
 type versionKey struct {
 	program string
 	version int
@@ -535,11 +565,9 @@ type replayAgg struct {
 
 	candidates map[*rules.Policy]int64
 	recorded   map[versionKey]int64
-	totals     map[string]*money
-	byRate     map[groupKey]*money
-	byMarket   map[groupKey]*money
-	byBuyer    map[groupKey]*money
-	byAff      map[groupKey]*money
+	// cells total the events by every breakdown's key at once (one map lookup per event);
+	// the breakdowns are rolled up from them when the workers' shares are merged.
+	cells map[cellKey]*money
 
 	changes bounded[OrderChange]
 	drifted bounded[OrderChange]
@@ -552,11 +580,7 @@ func newReplayAgg(eng *Engine, opts ReplayOptions) *replayAgg {
 		errorSamples: bounded[ReplayError]{max: opts.MaxErrors, cmp: cmpReplayError},
 		candidates:   map[*rules.Policy]int64{},
 		recorded:     map[versionKey]int64{},
-		totals:       map[string]*money{},
-		byRate:       map[groupKey]*money{},
-		byMarket:     map[groupKey]*money{},
-		byBuyer:      map[groupKey]*money{},
-		byAff:        map[groupKey]*money{},
+		cells:        map[cellKey]*money{},
 		changes:      bounded[OrderChange]{max: opts.MaxChanges, cmp: cmpOrderChange},
 		drifted:      bounded[OrderChange]{max: opts.MaxChanges, cmp: cmpOrderChange},
 	}
@@ -647,26 +671,15 @@ func (a *replayAgg) add(ctx context.Context, ev *ReplayEvent) {
 	cur := d.Currency.Code
 	commissionChanged := rec == nil && !d.Commission.IsZero() || diff.commission
 	after := &d.Commission
-	tot := a.totals[cur]
-	if tot == nil {
-		tot = &money{}
-		a.totals[cur] = tot
+	k := cellKey{oldRule: oldRule, newRule: d.RateRule, market: o.Buyer.Country, affiliate: o.AffiliateID, currency: cur, newBuyer: o.Buyer.New}
+	cell := a.cells[k]
+	if cell == nil {
+		cell = &money{}
+		a.cells[k] = cell
 	}
-	buyer := "returning"
-	if o.Buyer.New {
-		buyer = "new"
-	}
-	for _, g := range [...]*money{
-		tot,
-		bucket(a.byRate, groupKey{oldRule, d.RateRule, cur}),
-		bucket(a.byMarket, groupKey{o.Buyer.Country, "", cur}),
-		bucket(a.byBuyer, groupKey{buyer, "", cur}),
-		bucket(a.byAff, groupKey{o.AffiliateID, "", cur}),
-	} {
-		if err := g.add(before, after, commissionChanged); err != nil {
-			a.err = err
-			return
-		}
+	if err := cell.add(before, after, commissionChanged); err != nil {
+		a.err = err
+		return
 	}
 
 	listed, drifted := rec == nil || diff.changed, len(driftFields) > 0
@@ -897,19 +910,10 @@ func mergeReplay(candidate *rules.Set, aggs []*replayAgg, opts ReplayOptions) (*
 	r := &ReplayReport{Errors: map[string]int64{}}
 	candidates := map[*rules.Policy]int64{}
 	recorded := map[versionKey]int64{}
-	totals := map[string]*money{}
-	byRate, byMarket, byBuyer, byAff := map[groupKey]*money{}, map[groupKey]*money{}, map[groupKey]*money{}, map[groupKey]*money{}
+	cells := map[cellKey]*money{}
 	changes := bounded[OrderChange]{max: opts.MaxChanges, cmp: cmpOrderChange}
 	drifted := bounded[OrderChange]{max: opts.MaxChanges, cmp: cmpOrderChange}
 	errorSamples := bounded[ReplayError]{max: opts.MaxErrors, cmp: cmpReplayError}
-	mergeGroups := func(dst, src map[groupKey]*money) error {
-		for k, g := range src {
-			if err := bucket(dst, k).merge(g); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	for _, a := range aggs {
 		r.Events += a.events
 		r.Evaluated += a.evaluated
@@ -931,18 +935,13 @@ func mergeReplay(candidate *rules.Set, aggs []*replayAgg, opts ReplayOptions) (*
 		for k, n := range a.recorded {
 			recorded[k] += n
 		}
-		for cur, m := range a.totals {
-			t := totals[cur]
-			if t == nil {
-				t = &money{}
-				totals[cur] = t
+		for k, m := range a.cells {
+			c := cells[k]
+			if c == nil {
+				c = &money{}
+				cells[k] = c
 			}
-			if err := t.merge(m); err != nil {
-				return nil, err
-			}
-		}
-		for _, pair := range [...][2]map[groupKey]*money{{byRate, a.byRate}, {byMarket, a.byMarket}, {byBuyer, a.byBuyer}, {byAff, a.byAff}} {
-			if err := mergeGroups(pair[0], pair[1]); err != nil {
+			if err := c.merge(m); err != nil {
 				return nil, err
 			}
 		}
@@ -975,6 +974,30 @@ func mergeReplay(candidate *rules.Set, aggs []*replayAgg, opts ReplayOptions) (*
 		return cmp.Or(cmp.Compare(a.Program, b.Program), cmp.Compare(a.Version, b.Version), cmp.Compare(a.Digest, b.Digest))
 	})
 
+	// Roll the cells up into the total and each breakdown.
+	totals := map[string]*money{}
+	byRate, byMarket, byBuyer, byAff := map[groupKey]*money{}, map[groupKey]*money{}, map[groupKey]*money{}, map[groupKey]*money{}
+	for k, m := range cells {
+		buyer := "returning"
+		if k.newBuyer {
+			buyer = "new"
+		}
+		t := totals[k.currency]
+		if t == nil {
+			t = &money{}
+			totals[k.currency] = t
+		}
+		for _, g := range [...]*money{t,
+			bucket(byRate, groupKey{k.oldRule, k.newRule, k.currency}),
+			bucket(byMarket, groupKey{k.market, "", k.currency}),
+			bucket(byBuyer, groupKey{buyer, "", k.currency}),
+			bucket(byAff, groupKey{k.affiliate, "", k.currency}),
+		} {
+			if err := g.merge(m); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for cur, m := range totals {
 		t := CurrencyTotal{Currency: cur, Orders: m.orders, Changed: m.changed}
 		if err := amounts(cur, m, &t.Before, &t.After, &t.Diff); err != nil {

