@@ -245,10 +245,7 @@ var (
 // the rows [lo, hi) it carries. The caller holds writeMu (writeTx).
 func (s *Store) sqliteChunks(ctx context.Context, w *wtx, ins sqliteInsert, n int, fn func(st *sql.Stmt, lo, hi int) error) error {
 	for lo := 0; lo < n; {
-		k := sqliteMaxRows
-		for k > n-lo {
-			k >>= 1
-		}
+		k := chunkSize(n-lo, sqliteMaxRows)
 		key := ins.name + "/" + strconv.Itoa(k)
 		st := s.writerStmts[key]
 		if st == nil {
@@ -283,6 +280,209 @@ func (s *Store) sqliteChunks(ctx context.Context, w *wtx, ins sqliteInsert, n in
 		lo += k
 	}
 	return nil
+}
+
+// --- the other tables of a batch (ledger.go): generic bulk writes ---
+
+// bulkTable is a table and the columns insertRows and upsertRows write, in the order a row's
+// values come.
+type bulkTable struct {
+	name string
+	cols []string
+}
+
+// rowValues appends row i's values to args, one per column of its bulkTable, each a string,
+// int64, bool, []byte, time.Time or nil (NULL). Decimals are strings.
+type rowValues func(i int, args []any) []any
+
+// insertRows inserts n rows in the write transaction: on SQLite through prepared multi-row
+// INSERTs with bound parameters, on PostgreSQL through COPY. A row that breaks a constraint (a
+// unique key) fails the batch, as a plain INSERT would.
+func (s *Store) insertRows(ctx context.Context, w *wtx, t bulkTable, n int, row rowValues) error {
+	if n == 0 {
+		return nil
+	}
+	if s.kind == SQLite {
+		ins := sqliteInsert{name: "insert " + t.name, head: "INSERT INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") VALUES ",
+			cols: len(t.cols)}
+		return s.sqliteExecRows(ctx, w, ins, n, row)
+	}
+	var buf []byte
+	args := make([]any, 0, len(t.cols))
+	for i := 0; i < n; i++ {
+		args = row(i, args[:0])
+		if len(args) != len(t.cols) {
+			return fmt.Errorf("inserting into %s: row %d has %d values for %d columns", t.name, i, len(args), len(t.cols))
+		}
+		for j, v := range args {
+			if j > 0 {
+				buf = append(buf, '\t')
+			}
+			var err error
+			if buf, err = appendCopyValue(buf, v); err != nil {
+				return fmt.Errorf("inserting into %s: column %s: %w", t.name, t.cols[j], err)
+			}
+		}
+		buf = append(buf, '\n')
+	}
+	return copyIn(ctx, w.conn, t.name+" ("+strings.Join(t.cols, ", ")+")", buf, n)
+}
+
+// upsertRows inserts n rows or, for a row whose conflict key is stored, sets its update columns
+// to the row's values: INSERT … ON CONFLICT (conflict) DO UPDATE, prepared with bound parameters
+// on both databases (COPY has no ON CONFLICT). Two rows with one key in a call are an error on
+// PostgreSQL.
+func (s *Store) upsertRows(ctx context.Context, w *wtx, t bulkTable, conflict string, update []string, n int, row rowValues) error {
+	if n == 0 {
+		return nil
+	}
+	set := make([]string, len(update))
+	for i, c := range update {
+		set[i] = c + " = excluded." + c
+	}
+	head := "INSERT INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") VALUES "
+	tail := " ON CONFLICT (" + conflict + ") DO UPDATE SET " + strings.Join(set, ", ")
+	if s.kind == SQLite {
+		return s.sqliteExecRows(ctx, w, sqliteInsert{name: "upsert " + t.name, head: head, cols: len(t.cols), tail: tail}, n, row)
+	}
+	// PostgreSQL: statements prepared on the transaction's connection for this transaction
+	// (one Parse per statement size), then bound and executed per chunk.
+	stmts := map[int]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	args := make([]any, 0, pgMaxRows*len(t.cols))
+	for lo := 0; lo < n; {
+		k := chunkSize(n-lo, pgMaxRows)
+		st := stmts[k]
+		if st == nil {
+			var b strings.Builder
+			b.WriteString(head)
+			p := 0
+			for r := 0; r < k; r++ {
+				if r > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteByte('(')
+				for c := range t.cols {
+					if c > 0 {
+						b.WriteByte(',')
+					}
+					p++
+					b.WriteByte('$')
+					b.WriteString(strconv.Itoa(p))
+				}
+				b.WriteByte(')')
+			}
+			b.WriteString(tail)
+			var err error
+			if st, err = w.Tx.Tx.PrepareContext(ctx, b.String()); err != nil {
+				return fmt.Errorf("storing %d rows of %s: preparing: %w", n, t.name, err)
+			}
+			stmts[k] = st
+		}
+		args = args[:0]
+		for i := lo; i < lo+k; i++ {
+			args = row(i, args)
+		}
+		if len(args) != k*len(t.cols) {
+			return fmt.Errorf("storing %d rows of %s: %d values for %d rows of %d columns", n, t.name, len(args), k, len(t.cols))
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("storing %d rows of %s: %w", n, t.name, err)
+		}
+		lo += k
+	}
+	return nil
+}
+
+// pgMaxRows is the most rows one prepared PostgreSQL statement of upsertRows carries (its
+// parameters stay far below the protocol's 65 535).
+const pgMaxRows = 128
+
+// chunkSize is the rows of the next statement for rest rows left: max, or the largest power of
+// two not above rest. Few distinct statement sizes, each prepared once.
+func chunkSize(rest, max int) int {
+	k := max
+	for k > rest {
+		k >>= 1
+	}
+	return k
+}
+
+// sqliteExecRows executes a prepared multi-row statement over n rows, checking that each
+// chunk changed every one of its rows.
+func (s *Store) sqliteExecRows(ctx context.Context, w *wtx, ins sqliteInsert, n int, row rowValues) error {
+	args := make([]any, 0, sqliteMaxRows*ins.cols)
+	err := s.sqliteChunks(ctx, w, ins, n, func(st *sql.Stmt, lo, hi int) error {
+		args = args[:0]
+		for i := lo; i < hi; i++ {
+			args = row(i, args)
+		}
+		if len(args) != (hi-lo)*ins.cols {
+			return fmt.Errorf("%d values for %d rows of %d columns", len(args), hi-lo, ins.cols)
+		}
+		for j, v := range args {
+			if t, ok := v.(time.Time); ok {
+				args[j] = t.UTC().Format(sqliteTimeLayout)
+			}
+		}
+		res, err := st.ExecContext(ctx, args...)
+		if err != nil {
+			return err
+		}
+		if got, err := res.RowsAffected(); err == nil && got != int64(hi-lo) {
+			return fmt.Errorf("%d of %d rows stored", got, hi-lo)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing %d rows (%s): %w", n, ins.name, err)
+	}
+	return nil
+}
+
+// appendCopyValue appends one value of a row as a COPY text-format field.
+func appendCopyValue(b []byte, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(b, `\N`...), nil
+	case string:
+		return appendCopyText(b, x), nil
+	case int64:
+		return strconv.AppendInt(b, x, 10), nil
+	case bool:
+		if x {
+			return append(b, 't'), nil
+		}
+		return append(b, 'f'), nil
+	case []byte:
+		if x == nil {
+			return append(b, `\N`...), nil
+		}
+		return appendCopyBytes(b, x), nil
+	case time.Time:
+		return appendCopyTime(b, x), nil
+	}
+	return b, fmt.Errorf("%T is not a value COPY writes", v)
+}
+
+// nullString is s's value for a bulk row: its string, or nil (NULL).
+func nullString(s sql.NullString) any {
+	if !s.Valid {
+		return nil
+	}
+	return s.String
+}
+
+// nullInt64 is n's value for a bulk row: its int64, or nil (NULL).
+func nullInt64(n sql.NullInt64) any {
+	if !n.Valid {
+		return nil
+	}
+	return n.Int64
 }
 
 // copyIn runs COPY table FROM STDIN with rows in PostgreSQL's text format and checks the count.

@@ -385,7 +385,11 @@ func (s *Store) saveLifecycle(ctx context.Context, w *wtx, results []engine.Resu
 				Currency: e.Currency, Amount: e.Amount.Text('f'), Kind: string(e.Kind), DecisionID: idOf(e.Result),
 				EventID: safeText(e.EventID), Status: StatusPending, ApproveAt: e.ApproveAt.UTC(), CreatedAt: now}
 		}
-		if _, err := w.NewInsert().Model(&entries).Exec(ctx); err != nil {
+		if err := s.insertRows(ctx, w, ledgerTable, len(entries), func(i int, args []any) []any {
+			e := &entries[i]
+			return append(args, e.Program, e.AffiliateID, e.OrderID, e.Currency, e.Amount, e.Kind, e.DecisionID, e.EventID,
+				e.Status, e.ApproveAt, e.CreatedAt)
+		}); err != nil {
 			return fmt.Errorf("inserting %d ledger entries: %w", len(entries), err)
 		}
 	}
@@ -406,11 +410,11 @@ func (s *Store) saveLifecycle(ctx context.Context, w *wtx, results []engine.Resu
 				states[i].PinDigest = sql.NullString{String: st.Pin.Digest, Valid: true}
 			}
 		}
-		q := w.NewInsert().Model(&states).On("CONFLICT (program, order_id) DO UPDATE")
-		for _, c := range []string{"affiliate_id", "currency", "month", "event_id", "stream_seq", "decision_id", "qualified", "base", "commission", "pin_version", "pin_digest"} {
-			q = q.Set(c + " = EXCLUDED." + c)
-		}
-		if _, err := q.Exec(ctx); err != nil {
+		if err := s.upsertRows(ctx, w, orderStateTable, "program, order_id", orderStateTable.cols[2:], len(states), func(i int, args []any) []any {
+			o := &states[i]
+			return append(args, o.Program, o.OrderID, o.AffiliateID, o.Currency, o.Month, o.EventID, o.StreamSeq, o.DecisionID,
+				o.Qualified, o.Base, o.Commission, nullInt64(o.PinVersion), nullString(o.PinDigest))
+		}); err != nil {
 			return fmt.Errorf("storing the state of %d orders: %w", len(states), err)
 		}
 	}
@@ -438,12 +442,28 @@ func (s *Store) saveLifecycle(ctx context.Context, w *wtx, results []engine.Resu
 		inputs = append(inputs, in)
 	}
 	if len(inputs) > 0 {
-		if _, err := w.NewInsert().Model(&inputs).Exec(ctx); err != nil {
+		if err := s.insertRows(ctx, w, decisionInputsTable, len(inputs), func(i int, args []any) []any {
+			in := &inputs[i]
+			return append(args, in.DecisionID, in.Program, in.EventID, nullInt64(in.PinVersion), nullString(in.PinDigest), in.Pinned,
+				nullString(in.Month), nullInt64(in.MonthQualifiedOrders), nullString(in.MonthQualifiedSales))
+		}); err != nil {
 			return fmt.Errorf("inserting the inputs of %d decisions: %w", len(inputs), err)
 		}
 	}
 	return nil
 }
+
+// The tables saveLifecycle writes in bulk (bulk.go: bound parameters on SQLite, COPY or
+// prepared statements on PostgreSQL; bun's rendering of every value into the SQL text cost more
+// than storing the rows), with the columns in the order of the rows' fields.
+var (
+	ledgerTable = bulkTable{name: "ledger_entries", cols: []string{"program", "affiliate_id", "order_id", "currency", "amount",
+		"kind", "decision_id", "event_id", "status", "approve_at", "created_at"}}
+	orderStateTable = bulkTable{name: "order_state", cols: []string{"program", "order_id", "affiliate_id", "currency", "month",
+		"event_id", "stream_seq", "decision_id", "qualified", "base", "commission", "pin_version", "pin_digest"}}
+	decisionInputsTable = bulkTable{name: "decision_inputs", cols: []string{"decision_id", "program", "event_id", "pin_version",
+		"pin_digest", "pinned", "month", "month_qualified_orders", "month_qualified_sales"}}
+)
 
 type chainKey struct {
 	program string
