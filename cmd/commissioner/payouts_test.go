@@ -40,14 +40,35 @@ func (o lifecycleOrder) line() []byte {
 		o.id, o.affiliate, o.status, o.placed, completed, placed.Add(-24*time.Hour).Format(time.RFC3339), o.id, o.amount, refunded, o.amount)
 }
 
-// publishSettled publishes the orders and waits until the service has settled them.
+// publishSettled publishes the orders and waits until the service has decided them.
 func publishSettled(t *testing.T, svc *runningService, orders ...lifecycleOrder) {
 	t.Helper()
 	lines := make([][]byte, len(orders))
 	for i, o := range orders {
 		lines[i] = o.line()
 	}
+	publishDecided(t, svc, lines...)
+}
+
+// publishDecided publishes new events (none published before) and waits until the store holds a
+// decision or a dead letter for each. (The consumer's pending count can lag a publish, so it is
+// no proof that an event was decided.)
+func publishDecided(t *testing.T, svc *runningService, lines ...[]byte) {
+	t.Helper()
+	count := func() (int64, error) {
+		st, err := svc.store.Stats(context.Background())
+		return st.Decisions + st.DeadLetters, err
+	}
+	before, err := count()
+	if err != nil {
+		t.Fatal(err)
+	}
 	publishAll(t, svc.js, svc.cfg.NATS, lines)
+	want := before + int64(len(lines))
+	waitUntil(t, 60*time.Second, fmt.Sprintf("%d events decided", len(lines)), func() (bool, string) {
+		n, err := count()
+		return err == nil && n >= want, fmt.Sprintf("%d of %d decided or dead-lettered (%v)", n, want, err)
+	})
 	waitSettledService(t, svc, 60*time.Second)
 }
 
@@ -270,8 +291,7 @@ func TestPipelineTierBoundaryCrossedMidMonth(t *testing.T) {
 		{tieredLine("t-6", "aff-t", "completed", "2025-11-02T10:00:00Z", "4000.00", "0"), "t-6", "base", "320.00", 0, "0", "a new month"},
 	}
 	for i, s := range steps {
-		publishAll(t, svc.js, svc.cfg.NATS, [][]byte{s.line})
-		waitSettledService(t, svc, 60*time.Second)
+		publishDecided(t, svc, s.line)
 		d := lastDecision(t, svc, s.order)
 		if d.RateRule != s.rule || d.Commission.Text('f') != s.commission {
 			t.Errorf("step %d, %s (%s): got %q paying %s, want %q paying %s", i+1, s.order, s.comment, d.RateRule, d.Commission.Text('f'), s.rule, s.commission)
