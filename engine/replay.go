@@ -83,6 +83,14 @@ type RecordedDecision struct {
 	// Trace is what every rule of the recorded version said, in policy order (qualification
 	// rules, then rate rules).
 	Trace []RuleOutcome
+	// Pin is the version the order was pinned to when the event was decided, and Pinned
+	// whether the event was decided with it (an order's later events keep the terms of its
+	// sale; see DecideBatch). Pin may be nil when the event was not decided with it.
+	Pin    *Pin
+	Pinned bool
+	// Affiliate is the affiliate.* inputs the decision was made with; nil when its policy read
+	// none.
+	Affiliate *AffiliateMonth
 }
 
 // Outcomes lists what every rule of the deciding policy said, in policy order: qualification
@@ -124,10 +132,12 @@ func (d *Decision) outcome(stage Stage, i int) string {
 // ReplayOptions tune a replay. The zero value is ready to use.
 type ReplayOptions struct {
 	// Pinned decides every order of a program with the candidate's version of that program,
-	// whatever its effective_from: the replay asks "what if these terms had applied" (a single
-	// policy file, a stored version). The candidate must then hold one version per program.
-	// Without it, each order gets the candidate version in force at its placed_at, as the
-	// service would have chosen (a policy directory).
+	// whatever its effective_from or the order's pin: the replay asks "what if these terms had
+	// applied" (a single policy file, a stored version). The candidate must then hold one
+	// version per program. Without it, each event gets the version the service would have
+	// chosen from the candidate (a policy directory): the one its order was pinned to when the
+	// recorded decision was pinned (its digest must match, else the event is not decidable,
+	// ErrorKindPinMissing), else the one in force at its placed_at.
 	Pinned bool
 	// Workers decide events in parallel; ≤ 0 means GOMAXPROCS.
 	Workers int
@@ -170,6 +180,9 @@ type ReplayReport struct {
 	// DigestMismatch counts events whose candidate version has the recorded version's number
 	// but another digest: the policy text changed without a new version.
 	DigestMismatch int64
+	// AffiliateAssumed counts events decided by a candidate version that reads the affiliate's
+	// month (affiliate.*) when none was recorded for them: the month counted as empty.
+	AffiliateAssumed int64
 
 	Totals []CurrencyTotal
 	// ByRateRule groups by the recorded rate rule and the candidate's ("" when not qualified;
@@ -252,6 +265,7 @@ const (
 	ErrorKindInvalid        = "invalid"         // the event is not a valid order
 	ErrorKindUnknownProgram = "unknown_program" // the candidate has no version of its program
 	ErrorKindNoPolicy       = "no_policy"       // no candidate version was in force at its time
+	ErrorKindPinMissing     = "pin_missing"     // its order is pinned to a version the candidate lacks
 	ErrorKindRule           = "rule_error"      // a rule failed to evaluate, no rate rule matched…
 )
 
@@ -264,6 +278,8 @@ func ErrorKind(err error) string {
 		return ErrorKindUnknownProgram
 	case errors.Is(err, rules.ErrNoPolicyInForce):
 		return ErrorKindNoPolicy
+	case errors.Is(err, ErrPinnedPolicyMissing):
+		return ErrorKindPinMissing
 	}
 	return ErrorKindRule
 }
@@ -353,10 +369,20 @@ func (c Cause) String() string {
 	return ""
 }
 
-// candidatePolicy returns the candidate version that decides an order (see ReplayOptions.Pinned).
-func candidatePolicy(set *rules.Set, o *Order, pinned bool) (*rules.Policy, error) {
+// candidatePolicy returns the candidate version that decides an event (see ReplayOptions.Pinned).
+func candidatePolicy(set *rules.Set, o *Order, rec *RecordedDecision, pinned bool) (*rules.Policy, error) {
 	if vs := set.Versions(o.Program); pinned && len(vs) == 1 {
 		return vs[0], nil
+	}
+	if rec != nil && rec.Pinned && rec.Pin != nil {
+		p, err := set.Version(o.Program, rec.Pin.Version)
+		if err != nil || p.Digest != rec.Pin.Digest {
+			return nil, fmt.Errorf("%w: order %s of program %s was first qualified by version %d (%s), which the candidate does not hold",
+				ErrPinnedPolicyMissing, o.OrderID, o.Program, rec.Pin.Version, rec.Pin.Digest)
+		}
+		if p.Lifecycle.Terms != rules.TermsInForce {
+			return p, nil
+		}
 	}
 	return set.InForce(o.Program, o.PlacedAt)
 }
@@ -560,6 +586,7 @@ type replayAgg struct {
 	newlyQualified, newlyDisqualified               int64
 	changed, commissionChanged                      int64
 	sameVersion, drift, digestMismatch, changesSeen int64
+	affiliateAssumed                                int64
 	errors                                          map[string]int64
 	errorSamples                                    bounded[ReplayError]
 
@@ -615,10 +642,22 @@ func (a *replayAgg) add(ctx context.Context, ev *ReplayEvent) {
 		a.fail(ev, nil, err)
 		return
 	}
-	p, err := candidatePolicy(a.eng.set, o, a.opts.Pinned)
+	rec := ev.Recorded
+	p, err := candidatePolicy(a.eng.set, o, rec, a.opts.Pinned)
 	if err != nil {
 		a.fail(ev, o, err)
 		return
+	}
+	if p.ReadsAffiliate() {
+		// The affiliate's month as it stood when the event was decided, as recorded. A version
+		// that reads it where the recorded one did not has none: the month counts as empty.
+		if rec != nil && rec.Affiliate != nil {
+			o.Affiliate.Month, o.Affiliate.QualifiedOrders = rec.Affiliate.Month, rec.Affiliate.QualifiedOrders
+			o.Affiliate.QualifiedSales.Set(&rec.Affiliate.QualifiedSales)
+		} else {
+			o.Affiliate = AffiliateMonth{Month: MonthOf(o.PlacedAt)}
+			a.affiliateAssumed++
+		}
 	}
 	d, err := a.eng.DecideWith(ctx, p, o)
 	if err != nil {
@@ -630,7 +669,6 @@ func (a *replayAgg) add(ctx context.Context, ev *ReplayEvent) {
 	}
 	a.evaluated++
 	a.candidates[p]++
-	rec := ev.Recorded
 
 	var zero apd.Decimal
 	before := &zero
@@ -925,6 +963,7 @@ func mergeReplay(candidate *rules.Set, aggs []*replayAgg, opts ReplayOptions) (*
 		r.SameVersion += a.sameVersion
 		r.Drift += a.drift
 		r.DigestMismatch += a.digestMismatch
+		r.AffiliateAssumed += a.affiliateAssumed
 		r.ChangesTotal += a.changesSeen
 		for k, n := range a.errors {
 			r.Errors[k] += n

@@ -475,3 +475,89 @@ func BenchmarkReplay(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(events)*b.N)/b.Elapsed().Seconds(), "orders/s")
 }
+
+func TestReplayKeepsPinsAsTheServiceWould(t *testing.T) {
+	v1set := seedSet(t)
+	v1, _ := v1set.Version("alibaba", 1)
+	events := recordedHistory(t, v1set, replayOrders(200, 11))
+	// Every other event is a later event of its order, decided with the order's pin (v1).
+	var pinned int64
+	for i := range events {
+		if i%2 == 0 {
+			events[i].Recorded.Pin, events[i].Recorded.Pinned = &engine.Pin{Version: 1, Digest: v1.Digest}, true
+			pinned++
+		}
+	}
+	// The directory gains v2 (5% for returning buyers in the selected markets), in force from
+	// before every order: unpinned events get it, pinned ones keep v1.
+	v2 := seedVariant(t, 2, "2025-02-01T00:00:00Z", returningSelected6, strings.Replace(returningSelected6, `"6%"`, `"5%"`, 1))
+	dir := mustSet(t, map[string]string{"alibaba/v1.yaml": string(seedPolicy(t)), "alibaba/v2.yaml": v2})
+	rep := mustReplay(t, dir, &sliceHistory{events: events}, engine.ReplayOptions{})
+	got := map[int]int64{}
+	for _, c := range rep.Candidates {
+		got[c.Version] = c.Orders
+	}
+	if got[1] != pinned || got[2] != 200-pinned || rep.SameVersion != pinned || rep.Drift != 0 {
+		t.Errorf("orders by version %v, same version %d, drift %d; want v1 %d (the pinned), v2 %d, same %d, 0", got, rep.SameVersion, rep.Drift, pinned, 200-pinned, pinned)
+	}
+	for _, c := range rep.Changes {
+		if c.New.PolicyVersion != 2 {
+			t.Errorf("order %s changed under v%d, want only unpinned orders (v2) to change", c.OrderID, c.New.PolicyVersion)
+		}
+	}
+	// Without v1 the service could not decide the pinned events: neither can the replay.
+	only2 := mustSet(t, map[string]string{"alibaba/v2.yaml": v2})
+	rep = mustReplay(t, only2, &sliceHistory{events: events}, engine.ReplayOptions{})
+	if rep.Errors[engine.ErrorKindPinMissing] != pinned || rep.Evaluated != 200-pinned {
+		t.Errorf("without the pinned version: errors %v, evaluated %d; want %d pin_missing, %d evaluated", rep.Errors, rep.Evaluated, pinned, 200-pinned)
+	}
+	// A single file asks "what if": it decides every order, pinned or not.
+	rep = mustReplay(t, only2, &sliceHistory{events: events}, engine.ReplayOptions{Pinned: true})
+	if rep.Evaluated != 200 || len(rep.Errors) != 0 {
+		t.Errorf("pinned candidate: evaluated %d, errors %v; want 200, none", rep.Evaluated, rep.Errors)
+	}
+}
+
+func TestReplayUsesTheRecordedAffiliateMonth(t *testing.T) {
+	set, err := rules.LoadFile("../policies/examples/tiered/v1.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := set.Version("tiered", 1)
+	e := engine.New(set)
+	// The same affiliate's orders, each decided with the month's sales so far (as the pipeline
+	// records them): the first ones at the base rate, later ones at silver and gold.
+	var events []engine.ReplayEvent
+	sales := apd.New(0, 0)
+	for i := range 40 {
+		raw := []byte(orderJSON(fmt.Sprintf(`order_id="ti-%d"`, i), `program="tiered"`, `currency="USD"`,
+			`amount="2500.00"`, `items=[]`, `traffic_country="US"`))
+		o := decode(t, string(raw))
+		o.Affiliate = engine.AffiliateMonth{Month: engine.MonthOf(o.PlacedAt), QualifiedOrders: int64(i)}
+		o.Affiliate.QualifiedSales.Set(sales)
+		d, err := e.DecideWith(context.Background(), p, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := recordOf(d)
+		rec.Affiliate = d.Affiliate
+		events = append(events, engine.ReplayEvent{Event: engine.Event{ID: fmt.Sprintf("ti-ev-%d", i), Raw: raw}, Recorded: rec})
+		apd.BaseContext.Add(sales, sales, &d.Base)
+	}
+	if events[39].Recorded.RateRule != "gold" || events[0].Recorded.RateRule != "base" {
+		t.Fatalf("fixture: rate rules %s … %s, want base … gold", events[0].Recorded.RateRule, events[39].Recorded.RateRule)
+	}
+	rep := mustReplay(t, set, &sliceHistory{events: events, size: 7}, engine.ReplayOptions{Workers: 3})
+	if rep.SameVersion != 40 || rep.Drift != 0 || rep.Changed != 0 || rep.AffiliateAssumed != 0 {
+		t.Errorf("with the recorded month: same version %d, drift %d, changed %d, assumed %d; want 40, 0, 0, 0",
+			rep.SameVersion, rep.Drift, rep.Changed, rep.AffiliateAssumed)
+	}
+	// Without the recorded month every order counts as the month's first: all at the base rate.
+	for i := range events {
+		events[i].Recorded.Affiliate = nil
+	}
+	rep = mustReplay(t, set, &sliceHistory{events: events}, engine.ReplayOptions{})
+	if rep.AffiliateAssumed != 40 || rep.Drift == 0 {
+		t.Errorf("without the recorded month: assumed %d, drift %d; want 40 and some drift", rep.AffiliateAssumed, rep.Drift)
+	}
+}

@@ -141,9 +141,8 @@ type History struct {
 	lo, hi int64 // order_events.id in (lo, hi]; hi 0: no upper bound
 	// minPart is the fewest stored events worth a part of its own.
 	minPart int64
-	// superseded holds the events that are not their order's latest (LatestPerOrder), shared
-	// by the parts of one history; nil until prepared.
-	superseded *map[string]bool
+	// prep is what the parts of one history share, found once.
+	prep *historyPrep
 }
 
 var (
@@ -155,13 +154,34 @@ var (
 // order: the highest stream sequence, then the latest stored, among all the order's stored
 // events) with their recorded decisions, in no particular order.
 func (s *Store) History(f EventFilter) *History {
-	return &History{s: s, f: f, BatchSize: 512, minPart: 5000, superseded: new(map[string]bool)}
+	return &History{s: s, f: f, BatchSize: 512, minPart: 5000, prep: &historyPrep{}}
 }
 
-// prepare finds, once, the events a later event of the same order supersedes: orders with
-// several events are few, and found from the (program, order_id) index alone.
+// historyPrep is what a history finds once, before any part is walked.
+type historyPrep struct {
+	done bool
+	// superseded holds the events that are not their order's latest (LatestPerOrder).
+	superseded map[string]bool
+	// inputs: some decision has recorded inputs (decision_inputs), so the walk joins them.
+	inputs bool
+}
+
+// prepare finds, once, whether decisions have recorded inputs, and the events a later event of
+// the same order supersedes: orders with several events are few, and found from the
+// (program, order_id) index alone.
 func (h *History) prepare(ctx context.Context) error {
-	if !h.f.LatestPerOrder || *h.superseded != nil {
+	if h.prep.done {
+		return nil
+	}
+	var one int
+	switch err := h.s.db.QueryRowContext(ctx, "SELECT 1 FROM decision_inputs LIMIT 1").Scan(&one); {
+	case err == nil:
+		h.prep.inputs = true
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("reading decision inputs: %w", err)
+	}
+	if !h.f.LatestPerOrder {
+		h.prep.done = true
 		return nil
 	}
 	rows, err := h.s.db.QueryContext(ctx, `SELECT e.event_id, e.program, e.order_id, e.stream_seq, e.id FROM order_events e
@@ -197,7 +217,7 @@ func (h *History) prepare(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("reading orders with several events: %w", err)
 	}
-	*h.superseded = superseded
+	h.prep.superseded, h.prep.done = superseded, true
 	return nil
 }
 
@@ -272,28 +292,52 @@ func (h *History) historyQuery() (string, []any) {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
 	const cols = "e.id, e.event_id, e.stream_seq, e.raw, "
+	inputs := h.prep.inputs
 	if s.kind == Postgres {
-		return "SELECT " + cols + s.recordColumns() + " FROM order_events e LEFT JOIN LATERAL (SELECT * FROM decisions x " +
-			"WHERE x.event_id = e.event_id ORDER BY x.id DESC LIMIT 1) d ON true" + cond, args
+		return "SELECT " + cols + s.recordColumns(inputs) + " FROM order_events e LEFT JOIN LATERAL (SELECT * FROM decisions x " +
+			"WHERE x.event_id = e.event_id ORDER BY x.id DESC LIMIT 1) d ON true" + inputsJoin(inputs) + cond, args
 	}
 	// SQLite: every decision of an event, on consecutive rows (the scan is in e.id order);
 	// Walk keeps the latest. One index probe per event, where a max() subquery costs two.
-	return "SELECT " + cols + s.recordColumns() + " FROM order_events e LEFT JOIN decisions d ON d.event_id = e.event_id" +
-		cond + " ORDER BY e.id", args
+	return "SELECT " + cols + s.recordColumns(inputs) + " FROM order_events e LEFT JOIN decisions d ON d.event_id = e.event_id" +
+		inputsJoin(inputs) + cond + " ORDER BY e.id", args
 }
 
-// recordColumns is a decision as one text column, its fields joined by U+001F, as
-// recordScanner reads it (NULL or empty when there is none). One column rather than thirteen:
-// the SQLite driver's cost is per column (a lock, a Go string), and there are a million rows.
-// No field can hold the separator: ids match [a-z0-9_], the rest are numbers, hex and JSON of ids.
-func (s *Store) recordColumns() string {
+// recordColumns is a decision and its recorded inputs as one text column, fields joined by
+// U+001F, as recordScanner reads it (NULL when there is no decision). One column rather than
+// nineteen: the SQLite driver's cost is per column (a lock, a Go string), and there are a
+// million rows. No field can hold the separator: ids match [a-z0-9_], the rest are numbers, hex,
+// months and JSON of ids. Without inputs (no decision has any) their fields are empty, and the
+// query needs no join to decision_inputs.
+func (s *Store) recordColumns(inputs bool) string {
 	fields := []string{"d.id", "d.policy_version", "d.policy_digest", "d.qualified", "d.failed_rules", "d.rate_rule", "d.rate",
-		"coalesce(d.flat, '')", "d.base", "d.commission", "d.currency", "d.rounding", "d.trace"}
+		"coalesce(d.flat, '')", "d.base", "d.commission", "d.currency", "d.rounding", "d.trace",
+		"coalesce(i.pinned, '')", "coalesce(i.pin_version, '')", "coalesce(i.pin_digest, '')", "coalesce(i.month, '')",
+		"coalesce(i.month_qualified_orders, '')", "coalesce(i.month_qualified_sales, '')"}
 	if s.kind == Postgres {
-		fields[7] = "coalesce(d.flat::text, '')"
-		return "concat_ws(chr(31), " + strings.Join(fields, ", ") + ")"
+		for k, f := range fields {
+			if c, ok := strings.CutPrefix(f, "coalesce("); ok {
+				fields[k] = "coalesce(" + strings.TrimSuffix(c, ", '')") + "::text, '')"
+			}
+		}
+	}
+	if !inputs {
+		for k := 13; k < len(fields); k++ {
+			fields[k] = "''"
+		}
+	}
+	if s.kind == Postgres {
+		return "CASE WHEN d.id IS NULL THEN NULL ELSE concat_ws(chr(31), " + strings.Join(fields, ", ") + ") END"
 	}
 	return strings.Join(fields, " || char(31) || ")
+}
+
+// inputsJoin joins a decision's recorded inputs, when any decision has some.
+func inputsJoin(inputs bool) string {
+	if !inputs {
+		return ""
+	}
+	return " LEFT JOIN decision_inputs i ON i.decision_id = d.id"
 }
 
 // Walk reads the events and their decisions in one streaming query (one snapshot on SQLite,
@@ -303,7 +347,7 @@ func (h *History) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error)
 	if err := h.prepare(ctx); err != nil {
 		return err
 	}
-	superseded := *h.superseded
+	superseded := h.prep.superseded
 	query, args := h.historyQuery()
 	var db interface {
 		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
@@ -393,8 +437,8 @@ func (s *Store) RecordedDecisions(ctx context.Context, eventIDs []string) (map[s
 	dest := append([]any{&eventID}, sc.dest()...)
 	for start := 0; start < len(eventIDs); start += chunk {
 		ids := eventIDs[start:min(start+chunk, len(eventIDs))]
-		query := "SELECT d.event_id, " + s.recordColumns() +
-			" FROM decisions d WHERE d.id IN (SELECT max(x.id) FROM decisions x WHERE x.event_id IN (?) GROUP BY x.event_id)"
+		query := "SELECT d.event_id, " + s.recordColumns(true) + " FROM decisions d" + inputsJoin(true) +
+			" WHERE d.id IN (SELECT max(x.id) FROM decisions x WHERE x.event_id IN (?) GROUP BY x.event_id)"
 		rows, err := s.db.QueryContext(ctx, query, bun.In(ids))
 		if err != nil {
 			return nil, fmt.Errorf("reading the decisions of %d events: %w", len(ids), err)
@@ -428,6 +472,7 @@ func (s *Store) RecordedDecisions(ctx context.Context, eventIDs []string) (map[s
 // copies of each; interned slices are shared, read-only. Not safe for concurrent use.
 type recordScanner struct {
 	strs  map[string]string
+	last  [recordFields]string // the value each field interned last: most rows repeat it
 	lists map[string][]string
 	// traces are found by what determines them (the version's digest, the failed rules, the
 	// rate rule), then compared byte for byte: hashing a 400-byte trace per row costs more.
@@ -437,7 +482,7 @@ type recordScanner struct {
 	did    int64 // the decision id of the last row split; 0 when none
 }
 
-const recordFields = 13
+const recordFields = 19
 
 type traceKey struct{ digest, failed, rateRule string }
 
@@ -485,6 +530,15 @@ func (sc *recordScanner) split() error {
 	return nil
 }
 
+// internField interns field i of the record, trying the value that field had last.
+func (sc *recordScanner) internField(i int) string {
+	if b := sc.fields[i]; sc.last[i] == string(b) {
+		return sc.last[i]
+	}
+	sc.last[i] = sc.intern(sc.fields[i])
+	return sc.last[i]
+}
+
 func (sc *recordScanner) intern(b []byte) string {
 	if s, ok := sc.strs[string(b)]; ok {
 		return s
@@ -518,8 +572,8 @@ func (sc *recordScanner) record(eventID string) (*engine.RecordedDecision, error
 		return nil, fmt.Errorf("decision of event %s: qualified %q", eventID, f[3])
 	}
 	r := &engine.RecordedDecision{
-		PolicyVersion: version, PolicyDigest: sc.intern(f[2]), Qualified: qualified,
-		RateRule: sc.intern(f[5]), Currency: sc.intern(f[10]), Rounding: sc.intern(f[11]),
+		PolicyVersion: version, PolicyDigest: sc.internField(2), Qualified: qualified,
+		RateRule: sc.internField(5), Currency: sc.internField(10), Rounding: sc.internField(11),
 		HasFlat: len(f[7]) > 0,
 	}
 	if err = setDecimal(&r.Rate, f[6], "rate"); err == nil {
@@ -539,7 +593,7 @@ func (sc *recordScanner) record(eventID string) (*engine.RecordedDecision, error
 		}
 	}
 	if err == nil {
-		k := traceKey{digest: r.PolicyDigest, failed: sc.intern(f[4]), rateRule: r.RateRule}
+		k := traceKey{digest: r.PolicyDigest, failed: sc.internField(4), rateRule: r.RateRule}
 		it, ok := sc.traces[k]
 		if ok && it.text == string(f[12]) {
 			r.Trace = it.trace
@@ -547,10 +601,45 @@ func (sc *recordScanner) record(eventID string) (*engine.RecordedDecision, error
 			sc.traces[k] = internedTrace{text: string(f[12]), trace: r.Trace}
 		}
 	}
+	if err == nil {
+		err = sc.inputs(r)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("decision of event %s: %w", eventID, err)
 	}
 	return r, nil
+}
+
+// inputs reads the recorded inputs of the last split row into r: the pin, and the affiliate's
+// month.
+func (sc *recordScanner) inputs(r *engine.RecordedDecision) error {
+	f := &sc.fields
+	switch string(f[13]) {
+	case "", "0", "false", "f":
+	case "1", "true", "t":
+		r.Pinned = true
+	default:
+		return fmt.Errorf("pinned %q", f[13])
+	}
+	if len(f[14]) > 0 {
+		v, err := strconv.Atoi(string(f[14]))
+		if err != nil {
+			return fmt.Errorf("pin_version %q", f[14])
+		}
+		r.Pin = &engine.Pin{Version: v, Digest: sc.internField(15)}
+	}
+	if len(f[16]) > 0 {
+		orders, err := strconv.ParseInt(string(f[17]), 10, 64)
+		if err != nil {
+			return fmt.Errorf("month_qualified_orders %q", f[17])
+		}
+		a := &engine.AffiliateMonth{Month: sc.internField(16), QualifiedOrders: orders}
+		if err := setDecimal(&a.QualifiedSales, f[18], "month_qualified_sales"); err != nil {
+			return err
+		}
+		r.Affiliate = a
+	}
+	return nil
 }
 
 // setDecimal parses an exact decimal column: plain digits with an optional sign and point

@@ -266,6 +266,73 @@ func runReplaySuite(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("pins and the affiliate's month read back, and replay reproduces with them", func(t *testing.T) {
+		s := openStore(t, b.fresh(t))
+		tiered, err := rules.LoadFile("../../policies/examples/tiered/v1.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		eng := engine.New(tiered)
+		decideAndSave := func(events []engine.Event) []engine.Result {
+			t.Helper()
+			results := engine.DecodeEvents(events, nil)
+			orders, months := eng.HistoryKeys(results)
+			hist, err := s.LoadHistory(ctx, orders, months)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eng.DecideBatch(ctx, results, hist)
+			mustSave(t, s, results)
+			return results
+		}
+		order := func(i int, status string) []byte {
+			return []byte(fmt.Sprintf(`{"order_id":"ti-%d","program":"tiered","affiliate_id":"aff-1","status":%q,`+
+				`"placed_at":"2025-03-%02dT10:00:00Z","click_at":"2025-03-01T00:00:00Z","buyer":{"id":"b","country":"US","new":true},`+
+				`"currency":"USD","amount":"3000.00"}`, i, status, 2+i))
+		}
+		var events []engine.Event
+		for i := range 25 {
+			events = append(events, event(fmt.Sprintf("ti-ev-%d", i), uint64(i+1), order(i, "completed")))
+		}
+		first := decideAndSave(events)
+		// Later events of the first five orders: pinned to the version of their sale.
+		var later []engine.Event
+		for i := range 5 {
+			later = append(later, event(fmt.Sprintf("ti-later-%d", i), uint64(100+i), order(i, "refunded")))
+		}
+		second := decideAndSave(later)
+		if first[24].Decision.RateRule != "gold" || second[0].Decision.Lifecycle == nil || !second[0].Decision.Lifecycle.Pinned {
+			t.Fatalf("fixture: the last order's rule %q, the later event pinned %+v; want gold, pinned", first[24].Decision.RateRule, second[0].Decision.Lifecycle)
+		}
+		byID := map[string]engine.ReplayEvent{}
+		for _, ev := range walkAll(t, s.History(EventFilter{})) {
+			byID[ev.Event.ID] = ev
+		}
+		for _, r := range append(first, second...) {
+			got := byID[r.Event.ID].Recorded
+			if got == nil {
+				t.Fatalf("event %s: no recorded decision", r.Event.ID)
+			}
+			want := r.Decision.Affiliate
+			if got.Affiliate == nil || got.Affiliate.Month != want.Month || got.Affiliate.QualifiedOrders != want.QualifiedOrders ||
+				got.Affiliate.QualifiedSales.Cmp(&want.QualifiedSales) != 0 {
+				t.Errorf("event %s: recorded affiliate month %+v, want %+v", r.Event.ID, got.Affiliate, want)
+			}
+			lc := r.Decision.Lifecycle
+			if got.Pinned != lc.Pinned || (lc.Pinned && (got.Pin == nil || *got.Pin != *lc.Pin)) {
+				t.Errorf("event %s: recorded pin %+v pinned %t, want %+v %t", r.Event.ID, got.Pin, got.Pinned, lc.Pin, lc.Pinned)
+			}
+		}
+		rep, err := engine.Replay(ctx, tiered, s.History(EventFilter{Program: "tiered", LatestPerOrder: true}), engine.ReplayOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Evaluated != 25 || rep.SameVersion != 25 || rep.Drift != 0 || rep.AffiliateAssumed != 0 {
+			t.Errorf("replay: evaluated %d, same version %d, drift %d (%+v), assumed %d; want 25, 25, 0, 0",
+				rep.Evaluated, rep.SameVersion, rep.Drift, rep.Drifted, rep.AffiliateAssumed)
+		}
+	})
+
 	t.Run("a trace altered in the store reads back as altered", func(t *testing.T) {
 		s := openStore(t, b.fresh(t))
 		results := genBatch(t, batchSpec{prefix: "t", orders: 60, seed: 15})

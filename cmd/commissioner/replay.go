@@ -54,8 +54,10 @@ compares each decision with the one recorded for the event.
 
 Which candidate version decides an order: a single policy file (or --version) decides every
 order of its program, whatever its effective_from: the replay answers "what if these terms had
-applied". A policy directory decides each order with the version in force at its placed_at, as
-the service would (replaying the deployed directory reproduces what the service decided).
+applied". A policy directory decides each event as the service would: with the version its order
+was pinned to when the recorded decision was pinned (the terms of the sale), else the version in
+force at its placed_at — replaying the deployed directory reproduces what the service decided.
+Rules that read the affiliate's month (affiliate.*) get the figures recorded with the decision.
 
 The report gives the orders evaluated, qualification changes each way, orders whose commission
 changed, total commission before, after and the difference per currency (exact decimals),
@@ -227,6 +229,9 @@ func runReplay(ctx context.Context, cfg Config, p replayParams, out, errOut io.W
 	run.Report = rep
 	if fromStream != nil && fromStream.Skipped > 0 {
 		run.Warnings = append(run.Warnings, fmt.Sprintf("skipped %d stream messages that are not valid orders (the service dead-lettered them)", fromStream.Skipped))
+	}
+	if rep.AffiliateAssumed > 0 {
+		run.Warnings = append(run.Warnings, fmt.Sprintf("%d orders were decided by a candidate version that reads the affiliate's month (affiliate.*) with none recorded for them: their month counted as empty", rep.AffiliateAssumed))
 	}
 	if rep.DigestMismatch > 0 {
 		run.Warnings = append(run.Warnings, fmt.Sprintf("%d orders were recorded by a version with the candidate's number but another digest: that policy text changed without a new version", rep.DigestMismatch))

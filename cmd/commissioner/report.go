@@ -121,6 +121,7 @@ type replaySummaryJSON struct {
 	SameVersion       int64            `json:"same_version"`
 	Drift             int64            `json:"drift"`
 	DigestMismatch    int64            `json:"digest_mismatch"`
+	AffiliateAssumed  int64            `json:"affiliate_month_assumed"`
 	Totals            []groupDoc       `json:"totals"`
 }
 
@@ -214,7 +215,8 @@ func replaySummaryDoc(rep *engine.ReplayReport) replaySummaryJSON {
 	s := replaySummaryJSON{Events: rep.Events, Evaluated: rep.Evaluated, Unrecorded: rep.Unrecorded, Errors: rep.Errors,
 		NewlyQualified: rep.NewlyQualified, NewlyDisqualified: rep.NewlyDisqualified, Changed: rep.Changed,
 		CommissionChanged: rep.CommissionChanged, SameVersion: rep.SameVersion, Drift: rep.Drift, DigestMismatch: rep.DigestMismatch,
-		Totals: []groupDoc{}}
+		AffiliateAssumed: rep.AffiliateAssumed,
+		Totals:           []groupDoc{}}
 	for _, t := range rep.Totals {
 		s.Totals = append(s.Totals, groupDoc{Currency: t.Currency, Orders: t.Orders, Changed: t.Changed,
 			Before: t.Before.Text('f'), After: t.After.Text('f'), Diff: signedDecimal(&t.Diff)})
@@ -607,7 +609,7 @@ func countTotal(m map[string]int64) int64 {
 
 func errorKinds(m map[string]int64) string {
 	var parts []string
-	for _, k := range []string{engine.ErrorKindInvalid, engine.ErrorKindUnknownProgram, engine.ErrorKindNoPolicy, engine.ErrorKindRule} {
+	for _, k := range []string{engine.ErrorKindInvalid, engine.ErrorKindUnknownProgram, engine.ErrorKindNoPolicy, engine.ErrorKindPinMissing, engine.ErrorKindRule} {
 		if m[k] > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
 		}
