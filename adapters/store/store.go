@@ -297,6 +297,16 @@ func init() {
 // writeTx runs fn in a write transaction: on SQLite on the Store's one write connection, under
 // writeMu; on PostgreSQL on a pooled connection it keeps for the transaction (COPY needs it).
 func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, w *wtx) error) error {
+	err := s.runWriteTx(ctx, fn)
+	// database/sql rolls a transaction back when its context is cancelled, racing the commit:
+	// the commit then fails with ErrTxDone. Report the cause, which callers branch on.
+	if errors.Is(err, sql.ErrTxDone) && ctx.Err() != nil {
+		return fmt.Errorf("%w (the transaction was rolled back)", context.Cause(ctx))
+	}
+	return err
+}
+
+func (s *Store) runWriteTx(ctx context.Context, fn func(ctx context.Context, w *wtx) error) error {
 	if s.kind != SQLite {
 		conn, err := s.db.Conn(ctx)
 		if err != nil {
