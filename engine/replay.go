@@ -131,14 +131,14 @@ func (d *Decision) outcome(stage Stage, i int) string {
 
 // ReplayOptions tune a replay. The zero value is ready to use.
 type ReplayOptions struct {
-	// Pinned decides every order of a program with the candidate's version of that program,
-	// whatever its effective_from or the order's pin: the replay asks "what if these terms had
-	// applied" (a single policy file, a stored version). The candidate must then hold one
-	// version per program. Without it, each event gets the version the service would have
-	// chosen from the candidate (a policy directory): the one its order was pinned to when the
-	// recorded decision was pinned (its digest must match, else the event is not decidable,
-	// ErrorKindPinMissing), else the one in force at its placed_at.
-	Pinned bool
+	// AsDeployed decides each event as the service would have from the candidate set (a policy
+	// directory): with the version its order was pinned to when the recorded decision was
+	// pinned (its digest must match, else the event is not decidable, ErrorKindPinMissing),
+	// else with the version in force at its placed_at. Without it, that holds only for programs
+	// of which the candidate has several versions: when it has one (a single policy file, a
+	// stored version), that version decides every order of the program, whatever its
+	// effective_from or the order's pin — the replay asks "what if these terms had applied".
+	AsDeployed bool
 	// Workers decide events in parallel; ≤ 0 means GOMAXPROCS.
 	Workers int
 	// MaxChanges bounds the per-order changes kept in the report (and, separately, the drifted
@@ -211,8 +211,8 @@ type CandidateVersion struct {
 	Digest        string
 	EffectiveFrom time.Time
 	File          string
-	// Pinned: it decided every order of its program whatever its effective_from
-	// (ReplayOptions.Pinned).
+	// Pinned: the only candidate version of its program, it decided every order of the
+	// program whatever its effective_from or the order's pin (not ReplayOptions.AsDeployed).
 	Pinned bool
 	Orders int64 // events it decided
 }
@@ -369,9 +369,10 @@ func (c Cause) String() string {
 	return ""
 }
 
-// candidatePolicy returns the candidate version that decides an event (see ReplayOptions.Pinned).
-func candidatePolicy(set *rules.Set, o *Order, rec *RecordedDecision, pinned bool) (*rules.Policy, error) {
-	if vs := set.Versions(o.Program); pinned && len(vs) == 1 {
+// candidatePolicy returns the candidate version that decides an event (see
+// ReplayOptions.AsDeployed).
+func candidatePolicy(set *rules.Set, o *Order, rec *RecordedDecision, asDeployed bool) (*rules.Policy, error) {
+	if vs := set.Versions(o.Program); !asDeployed && len(vs) == 1 {
 		return vs[0], nil
 	}
 	if rec != nil && rec.Pinned && rec.Pin != nil {
@@ -389,7 +390,7 @@ func candidatePolicy(set *rules.Set, o *Order, rec *RecordedDecision, pinned boo
 
 // Replay decides every event of the history with the candidate policy set and compares each
 // decision with the one recorded for the event. Which candidate version decides an order:
-// see ReplayOptions.Pinned.
+// see ReplayOptions.AsDeployed.
 //
 // Events are decided in parallel; each worker aggregates on its own and the results are merged,
 // so memory stays bounded by the options (kept changes and errors), not by the history. It
@@ -398,13 +399,6 @@ func candidatePolicy(set *rules.Set, o *Order, rec *RecordedDecision, pinned boo
 func Replay(ctx context.Context, candidate *rules.Set, h History, opts ReplayOptions) (*ReplayReport, error) {
 	if candidate == nil {
 		return nil, errors.New("replaying: no candidate policy set")
-	}
-	if opts.Pinned {
-		for _, prog := range candidate.Programs() {
-			if n := len(candidate.Versions(prog)); n != 1 {
-				return nil, fmt.Errorf("replaying: a pinned candidate holds one version per program; it holds %d of %s", n, prog)
-			}
-		}
 	}
 	workers := opts.Workers
 	if workers <= 0 {
@@ -643,7 +637,7 @@ func (a *replayAgg) add(ctx context.Context, ev *ReplayEvent) {
 		return
 	}
 	rec := ev.Recorded
-	p, err := candidatePolicy(a.eng.set, o, rec, a.opts.Pinned)
+	p, err := candidatePolicy(a.eng.set, o, rec, a.opts.AsDeployed)
 	if err != nil {
 		a.fail(ev, o, err)
 		return
@@ -1003,7 +997,7 @@ func mergeReplay(candidate *rules.Set, aggs []*replayAgg, opts ReplayOptions) (*
 		vs := candidate.Versions(prog)
 		for _, p := range vs {
 			r.Candidates = append(r.Candidates, CandidateVersion{Program: p.Program, Version: p.Version, Digest: p.Digest,
-				EffectiveFrom: p.EffectiveFrom, File: p.File, Pinned: opts.Pinned, Orders: candidates[p]})
+				EffectiveFrom: p.EffectiveFrom, File: p.File, Pinned: !opts.AsDeployed && len(vs) == 1, Orders: candidates[p]})
 		}
 	}
 	for k, n := range recorded {

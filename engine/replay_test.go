@@ -142,7 +142,7 @@ func mustReplay(t *testing.T, set *rules.Set, h engine.History, opts engine.Repl
 func TestReplaySameVersionReproducesEverything(t *testing.T) {
 	set := seedSet(t)
 	events := recordedHistory(t, set, replayOrders(400, 1))
-	rep := mustReplay(t, set, &sliceHistory{events: events, size: 7}, engine.ReplayOptions{Workers: 3, Pinned: true})
+	rep := mustReplay(t, set, &sliceHistory{events: events, size: 7}, engine.ReplayOptions{Workers: 3})
 	if rep.Events != 400 || rep.Evaluated != 400 || rep.SameVersion != 400 {
 		t.Errorf("events, evaluated, same version = %d, %d, %d; want 400 each", rep.Events, rep.Evaluated, rep.SameVersion)
 	}
@@ -171,7 +171,7 @@ func TestReplayPricesARateChange(t *testing.T) {
 	events := recordedHistory(t, v1, replayOrders(600, 2))
 	v2 := mustSet(t, map[string]string{"alibaba/v2.yaml": seedVariant(t, 2, "2025-11-01T00:00:00Z",
 		returningSelected6, strings.Replace(returningSelected6, `"6%"`, `"5%"`, 1))})
-	rep := mustReplay(t, v2, &sliceHistory{events: events, size: 50}, engine.ReplayOptions{Pinned: true})
+	rep := mustReplay(t, v2, &sliceHistory{events: events, size: 50}, engine.ReplayOptions{})
 
 	// Expected, worked out from the recorded decisions alone: every qualified selected_returning
 	// decision now earns base × 5%, rounded half-up; nothing else changes.
@@ -389,13 +389,13 @@ func TestReplayChoosesTheCandidateVersion(t *testing.T) {
 			t.Errorf("order %s placed %s changed: v1 was in force", c.OrderID, c.PlacedAt)
 		}
 	}
-	if _, err := engine.Replay(context.Background(), both, &sliceHistory{events: events}, engine.ReplayOptions{Pinned: true}); err == nil {
-		t.Error("pinning a candidate with two versions of a program: got no error")
-	}
-
-	// Not pinned, a version that takes effect after the orders decides none of them.
+	// As deployed, a single version that takes effect after the orders decides none of them;
+	// otherwise it decides every one.
 	later := mustSet(t, map[string]string{"alibaba/v2.yaml": seedVariant(t, 2, "2025-11-01T00:00:00Z")})
-	rep = mustReplay(t, later, &sliceHistory{events: events}, engine.ReplayOptions{})
+	if rep := mustReplay(t, later, &sliceHistory{events: events}, engine.ReplayOptions{}); rep.Evaluated != 300 || !rep.Candidates[0].Pinned {
+		t.Errorf("a later single version: evaluated %d, pinned %t; want 300, true", rep.Evaluated, rep.Candidates[0].Pinned)
+	}
+	rep = mustReplay(t, later, &sliceHistory{events: events}, engine.ReplayOptions{AsDeployed: true})
 	if rep.Evaluated != 0 || rep.Errors[engine.ErrorKindNoPolicy] != 300 || rep.Candidates[0].Pinned {
 		t.Errorf("a later version, not pinned: evaluated %d, errors %v, pinned %t; want 0, 300 no_policy, false", rep.Evaluated, rep.Errors, rep.Candidates[0].Pinned)
 	}
@@ -469,7 +469,7 @@ func BenchmarkReplay(b *testing.B) {
 	b.ReportAllocs()
 	defer reportCPU(b)()
 	for b.Loop() {
-		if _, err := engine.Replay(context.Background(), v2, h, engine.ReplayOptions{Pinned: true, MaxChanges: 100}); err != nil {
+		if _, err := engine.Replay(context.Background(), v2, h, engine.ReplayOptions{MaxChanges: 100}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -507,12 +507,12 @@ func TestReplayKeepsPinsAsTheServiceWould(t *testing.T) {
 	}
 	// Without v1 the service could not decide the pinned events: neither can the replay.
 	only2 := mustSet(t, map[string]string{"alibaba/v2.yaml": v2})
-	rep = mustReplay(t, only2, &sliceHistory{events: events}, engine.ReplayOptions{})
+	rep = mustReplay(t, only2, &sliceHistory{events: events}, engine.ReplayOptions{AsDeployed: true})
 	if rep.Errors[engine.ErrorKindPinMissing] != pinned || rep.Evaluated != 200-pinned {
 		t.Errorf("without the pinned version: errors %v, evaluated %d; want %d pin_missing, %d evaluated", rep.Errors, rep.Evaluated, pinned, 200-pinned)
 	}
 	// A single file asks "what if": it decides every order, pinned or not.
-	rep = mustReplay(t, only2, &sliceHistory{events: events}, engine.ReplayOptions{Pinned: true})
+	rep = mustReplay(t, only2, &sliceHistory{events: events}, engine.ReplayOptions{})
 	if rep.Evaluated != 200 || len(rep.Errors) != 0 {
 		t.Errorf("pinned candidate: evaluated %d, errors %v; want 200, none", rep.Evaluated, rep.Errors)
 	}

@@ -122,7 +122,7 @@ func runReplaySuite(t *testing.T, b backend) {
 
 		// Replaying with the policies that decided them reproduces every decision.
 		set := mustSetOf(t, append(seedEngine(t).Policies().All(), shopPolicy(t))...)
-		rep, err := engine.Replay(ctx, set, s.History(EventFilter{}), engine.ReplayOptions{})
+		rep, err := engine.Replay(ctx, set, s.History(EventFilter{}), engine.ReplayOptions{AsDeployed: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -323,7 +323,7 @@ func runReplaySuite(t *testing.T, b backend) {
 				t.Errorf("event %s: recorded pin %+v pinned %t, want %+v %t", r.Event.ID, got.Pin, got.Pinned, lc.Pin, lc.Pinned)
 			}
 		}
-		rep, err := engine.Replay(ctx, tiered, s.History(EventFilter{Program: "tiered", LatestPerOrder: true}), engine.ReplayOptions{})
+		rep, err := engine.Replay(ctx, tiered, s.History(EventFilter{Program: "tiered", LatestPerOrder: true}), engine.ReplayOptions{AsDeployed: true})
 		if err != nil {
 			t.Fatal(err)
 		}

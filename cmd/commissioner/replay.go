@@ -221,7 +221,7 @@ func runReplay(ctx context.Context, cfg Config, p replayParams, out, errOut io.W
 	if limit < 0 {
 		maxChanges = 1 // none are listed; the engine keeps at least one
 	}
-	rep, err := engine.Replay(ctx, set, h, engine.ReplayOptions{Workers: p.Workers, MaxChanges: maxChanges, Pinned: run.Pinned})
+	rep, err := engine.Replay(ctx, set, h, engine.ReplayOptions{Workers: p.Workers, MaxChanges: maxChanges, AsDeployed: !run.Pinned})
 	if err != nil {
 		return err
 	}
@@ -346,16 +346,13 @@ func replayCandidate(ctx context.Context, st *store.Store, p *replayParams, run 
 		}
 	}
 	if failed > 0 {
-		run.Warnings = append(run.Warnings, fmt.Sprintf("candidate: %d of its %d example orders fail (commissioner policy test --policies %s)", failed, total, candidateArg(p)))
+		w := fmt.Sprintf("candidate: %d of its %d example orders fail", failed, total)
+		if p.Policy != "" {
+			w += " (commissioner policy test --policies " + p.Policy + ")"
+		}
+		run.Warnings = append(run.Warnings, w)
 	}
 	return set, nil
-}
-
-func candidateArg(p *replayParams) string {
-	if p.Policy != "" {
-		return p.Policy
-	}
-	return "…"
 }
 
 // recordReplay stores the run in replay_runs: the candidate version that decided the most
