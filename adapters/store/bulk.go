@@ -303,7 +303,9 @@ func (s *Store) insertRows(ctx context.Context, w *wtx, t bulkTable, n int, row 
 		return nil
 	}
 	if s.kind == SQLite {
-		ins := sqliteInsert{name: "insert " + t.name, head: "INSERT INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") VALUES ",
+		// OR IGNORE needs no statement journal (see eventsInsert); a row it skipped fails the
+		// batch through sqliteExecRows' count, as the INSERT's constraint error would.
+		ins := sqliteInsert{name: "insert " + t.name, head: "INSERT OR IGNORE INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") VALUES ",
 			cols: len(t.cols)}
 		return s.sqliteExecRows(ctx, w, ins, n, row)
 	}
@@ -343,7 +345,9 @@ func (s *Store) upsertRows(ctx context.Context, w *wtx, t bulkTable, conflict st
 	head := "INSERT INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") VALUES "
 	tail := " ON CONFLICT (" + conflict + ") DO UPDATE SET " + strings.Join(set, ", ")
 	if s.kind == SQLite {
-		return s.sqliteExecRows(ctx, w, sqliteInsert{name: "upsert " + t.name, head: head, cols: len(t.cols), tail: tail}, n, row)
+		// OR IGNORE for the constraints other than the conflict key, as in insertRows.
+		return s.sqliteExecRows(ctx, w, sqliteInsert{name: "upsert " + t.name, head: "INSERT OR IGNORE" + strings.TrimPrefix(head, "INSERT"),
+			cols: len(t.cols), tail: tail}, n, row)
 	}
 	// PostgreSQL: statements prepared on the transaction's connection for this transaction
 	// (one Parse per statement size), then bound and executed per chunk.
@@ -433,8 +437,12 @@ func (s *Store) sqliteExecRows(ctx context.Context, w *wtx, ins sqliteInsert, n 
 		if err != nil {
 			return err
 		}
-		if got, err := res.RowsAffected(); err == nil && got != int64(hi-lo) {
-			return fmt.Errorf("%d of %d rows stored", got, hi-lo)
+		got, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if got != int64(hi-lo) {
+			return fmt.Errorf("%d of %d rows stored: the others broke a constraint (a unique key)", got, hi-lo)
 		}
 		return nil
 	})
