@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/apd/v3"
@@ -34,8 +35,10 @@ type History interface {
 // reading the history also runs on every core (a database read by several connections).
 type PartitionedHistory interface {
 	History
-	// Partitions returns at most n histories that, walked together, give exactly the events
-	// of this one, each once. It may return the history itself.
+	// Partitions splits the history for n walkers: histories that, walked together, give
+	// exactly the events of this one, each once. There may be more parts than walkers (each
+	// walker takes the next part when done with one, so uneven parts even out), or fewer; it
+	// may return the history itself.
 	Partitions(ctx context.Context, n int) ([]History, error)
 }
 
@@ -423,31 +426,41 @@ func Replay(ctx context.Context, candidate *rules.Set, h History, opts ReplayOpt
 		parts = ps
 	}
 	var aggs []*replayAgg
-	var walk func(part History) error
 	var wg sync.WaitGroup
 	jobs := make(chan []ReplayEvent, workers*2)
-	inline := len(parts) > 1 && len(parts) >= workers
-	if inline {
-		// As many parts as workers: each part's walker decides what it reads, in its own
-		// goroutine, while the rows are still in its core's cache; no hand-over.
-		var mu sync.Mutex
-		walk = func(part History) error {
+	var walkErrs []error
+	var walkers sync.WaitGroup
+	if len(parts) > 1 && len(parts) >= workers {
+		// At least as many parts as workers: each walker decides what it reads, in its own
+		// goroutine, while the rows are still in its core's cache (no hand-over), and takes the
+		// next part when done.
+		walkErrs = make([]error, workers)
+		var next atomic.Int64
+		for w := range workers {
 			a := newReplayAgg(eng, opts)
-			mu.Lock()
 			aggs = append(aggs, a)
-			mu.Unlock()
-			return part.Walk(ctx, func(batch []ReplayEvent) error {
-				for j := range batch {
-					a.add(ctx, &batch[j])
+			walkers.Add(1)
+			go func() {
+				defer walkers.Done()
+				decide := func(batch []ReplayEvent) error {
+					for j := range batch {
+						a.add(ctx, &batch[j])
+					}
+					if a.err != nil {
+						return a.err
+					}
+					return ctx.Err()
 				}
-				if a.err != nil {
-					return a.err
+				for i := next.Add(1) - 1; i < int64(len(parts)); i = next.Add(1) - 1 {
+					if walkErrs[w] = parts[i].Walk(ctx, decide); walkErrs[w] != nil {
+						cancel() // the other walkers stop too
+						return
+					}
 				}
-				return ctx.Err()
-			})
+			}()
 		}
 	} else {
-		// Fewer parts than workers: the walkers hand batches to a pool.
+		// Fewer parts than workers: each part's walker hands batches to a pool.
 		for range workers {
 			a := newReplayAgg(eng, opts)
 			aggs = append(aggs, a)
@@ -467,27 +480,24 @@ func Replay(ctx context.Context, candidate *rules.Set, h History, opts ReplayOpt
 				}
 			}()
 		}
-		walk = func(part History) error {
-			return part.Walk(ctx, func(batch []ReplayEvent) error {
-				select {
-				case jobs <- batch:
-					return nil
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			})
-		}
-	}
-	walkErrs := make([]error, len(parts))
-	var walkers sync.WaitGroup
-	for i, part := range parts {
-		walkers.Add(1)
-		go func() {
-			defer walkers.Done()
-			if walkErrs[i] = walk(part); walkErrs[i] != nil {
-				cancel() // the other parts stop too
+		send := func(batch []ReplayEvent) error {
+			select {
+			case jobs <- batch:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-		}()
+		}
+		walkErrs = make([]error, len(parts))
+		for i, part := range parts {
+			walkers.Add(1)
+			go func() {
+				defer walkers.Done()
+				if walkErrs[i] = part.Walk(ctx, send); walkErrs[i] != nil {
+					cancel() // the other parts stop too
+				}
+			}()
+		}
 	}
 	walkers.Wait()
 	close(jobs)

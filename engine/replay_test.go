@@ -36,14 +36,15 @@ func (h *sliceHistory) Walk(ctx context.Context, fn func([]engine.ReplayEvent) e
 	return h.err
 }
 
-// partedHistory is a sliceHistory that splits itself into parts (PartitionedHistory).
+// partedHistory is a sliceHistory that splits itself into parts (PartitionedHistory): three
+// per walker, of uneven sizes.
 type partedHistory struct{ sliceHistory }
 
 func (h *partedHistory) Partitions(_ context.Context, n int) ([]engine.History, error) {
 	var parts []engine.History
-	per := (len(h.events) + n - 1) / n
-	for start := 0; start < len(h.events); start += per {
-		parts = append(parts, &sliceHistory{events: h.events[start:min(start+per, len(h.events))], size: h.size})
+	per := (len(h.events) + 3*n - 1) / (3 * n)
+	for start, i := 0, 0; start < len(h.events); start, i = start+per*(1+i%2), i+1 {
+		parts = append(parts, &sliceHistory{events: h.events[start:min(start+per*(1+i%2), len(h.events))], size: h.size})
 	}
 	return parts, nil
 }
@@ -408,7 +409,7 @@ func TestReplayIsDeterministicAcrossWorkers(t *testing.T) {
 	var reports []*engine.ReplayReport
 	for _, workers := range []int{1, 2, 5} {
 		reports = append(reports, mustReplay(t, v2, &sliceHistory{events: events, size: 33}, engine.ReplayOptions{Workers: workers, MaxChanges: 25}))
-		// A history in parts: as many parts as workers decide inline, one part feeds the pool.
+		// A history in parts: the walkers take them in turn and decide inline.
 		reports = append(reports, mustReplay(t, v2, &partedHistory{sliceHistory{events: events, size: 33}}, engine.ReplayOptions{Workers: workers, MaxChanges: 25}))
 	}
 	all := mustReplay(t, v2, &sliceHistory{events: events, size: 33}, engine.ReplayOptions{Workers: 3})

@@ -154,7 +154,7 @@ var (
 // order: the highest stream sequence, then the latest stored, among all the order's stored
 // events) with their recorded decisions, in no particular order.
 func (s *Store) History(f EventFilter) *History {
-	return &History{s: s, f: f, BatchSize: 512, minPart: 5000, prep: &historyPrep{}}
+	return &History{s: s, f: f, BatchSize: 512, minPart: 2000, prep: &historyPrep{}}
 }
 
 // historyPrep is what a history finds once, before any part is walked.
@@ -221,8 +221,10 @@ func (h *History) prepare(ctx context.Context) error {
 	return nil
 }
 
-// Partitions splits the history into up to n parts of about the same number of stored events,
-// by storage order. Walking every part gives exactly the events Walk gives.
+// Partitions splits the history for n walkers into parts by storage order, eight per walker
+// when there are enough events (at least minPart a part): a filter's events can crowd into a
+// few ranges (a month of a year's history), and walkers taking small parts in turn share them
+// out. Walking every part gives exactly the events Walk gives.
 func (h *History) Partitions(ctx context.Context, n int) ([]engine.History, error) {
 	if err := h.prepare(ctx); err != nil {
 		return nil, err
@@ -231,20 +233,22 @@ func (h *History) Partitions(ctx context.Context, n int) ([]engine.History, erro
 	if err := h.s.db.QueryRowContext(ctx, "SELECT min(id), max(id) FROM order_events").Scan(&lo, &hi); err != nil {
 		return nil, fmt.Errorf("reading events to replay: %w", err)
 	}
-	// SQLite's pool holds four connections, one of them maybe the writer's.
-	if h.s.kind == SQLite {
-		n = min(n, 3)
-	} else {
-		n = min(n, 6)
-	}
-	if n <= 1 || !lo.Valid || hi.Int64-lo.Int64 < int64(n)*h.minPart {
+	if !lo.Valid || n <= 1 {
 		return []engine.History{h}, nil
 	}
-	parts := make([]engine.History, n)
+	span := hi.Int64 - lo.Int64 + 1
+	k := int64(n) * 8
+	if span < k*h.minPart {
+		k = span / h.minPart
+	}
+	if k <= 1 {
+		return []engine.History{h}, nil
+	}
+	parts := make([]engine.History, k)
 	start := lo.Int64 - 1
-	for i := range n {
-		end := lo.Int64 - 1 + (hi.Int64-lo.Int64+1)*int64(i+1)/int64(n)
-		if i == n-1 {
+	for i := range k {
+		end := lo.Int64 - 1 + span*(i+1)/k
+		if i == k-1 {
 			end = 0 // unbounded: events stored meanwhile are in no part, or the last
 		}
 		part := *h
