@@ -507,7 +507,12 @@ func writeReportTable(w io.Writer, run *replayRun) error {
 	p("  dry run: nothing was written to decisions\n\n")
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	line := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")) }
+	line := func(cells ...string) {
+		for len(cells) > 0 && cells[len(cells)-1] == "" {
+			cells = cells[:len(cells)-1]
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
 	n := func(v int64) string { return strconv.FormatInt(v, 10) }
 	line("Orders evaluated", n(rep.Evaluated))
 	line("  with no recorded decision", n(rep.Unrecorded))
