@@ -358,6 +358,8 @@ type Cause struct {
 	Old, New string
 }
 
+// String says what made the difference: "qualify no_forbidden_items: pass → fail",
+// "rate selected_returning: 6% → 5%", "rounding half_up → half_even", "no recorded decision".
 func (c Cause) String() string {
 	switch c.Kind {
 	case CauseOutcome:
