@@ -596,8 +596,10 @@ type replayAgg struct {
 	errors                                          map[string]int64
 	errorSamples                                    bounded[ReplayError]
 
-	candidates map[*rules.Policy]int64
-	recorded   map[versionKey]int64
+	candidates   map[*rules.Policy]int64
+	recorded     map[versionKey]*int64
+	lastRecorded versionKey
+	lastCount    *int64
 	// cells total the events by every breakdown's key at once (one map lookup per event);
 	// the breakdowns are rolled up from them when the workers' shares are merged.
 	cells map[cellKey]*money
@@ -612,7 +614,7 @@ func newReplayAgg(eng *Engine, opts ReplayOptions) *replayAgg {
 		errors:       map[string]int64{},
 		errorSamples: bounded[ReplayError]{max: opts.MaxErrors, cmp: cmpReplayError},
 		candidates:   map[*rules.Policy]int64{},
-		recorded:     map[versionKey]int64{},
+		recorded:     map[versionKey]*int64{},
 		cells:        map[cellKey]*money{},
 		changes:      bounded[OrderChange]{max: opts.MaxChanges, cmp: cmpOrderChange},
 		drifted:      bounded[OrderChange]{max: opts.MaxChanges, cmp: cmpOrderChange},
@@ -684,7 +686,17 @@ func (a *replayAgg) add(ctx context.Context, ev *ReplayEvent) {
 	if rec == nil {
 		a.unrecorded++
 	} else {
-		a.recorded[versionKey{o.Program, rec.PolicyVersion, rec.PolicyDigest}]++
+		if k := (versionKey{o.Program, rec.PolicyVersion, rec.PolicyDigest}); k == a.lastRecorded && a.lastCount != nil {
+			*a.lastCount++ // most events were recorded by the version the last one was
+		} else {
+			n := a.recorded[k]
+			if n == nil {
+				n = new(int64)
+				a.recorded[k] = n
+			}
+			*n++
+			a.lastRecorded, a.lastCount = k, n
+		}
 		before, oldRule = &rec.Commission, rec.RateRule
 		diff = compareDecisions(d, rec)
 		same = rec.PolicyVersion == p.Version && rec.PolicyDigest == p.Digest
@@ -978,7 +990,7 @@ func mergeReplay(candidate *rules.Set, aggs []*replayAgg, opts ReplayOptions) (*
 			candidates[p] += n
 		}
 		for k, n := range a.recorded {
-			recorded[k] += n
+			recorded[k] += *n
 		}
 		for k, m := range a.cells {
 			c := cells[k]
