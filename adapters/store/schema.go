@@ -164,7 +164,11 @@ func init() {
 		// SaveBatch's time at 100 000 stored orders. Events sorts instead; replay (History)
 		// scans the table on SQLite anyway.
 		Up: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
-			return execScript(ctx, m.DB(), "DROP INDEX IF EXISTS order_events_program_placed")
+			// In a transaction, as every migration: on SQLite it takes the write lock at BEGIN
+			// (waiting for another process's migration) rather than failing to upgrade a read.
+			return m.DB().RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				return execScript(ctx, tx, "DROP INDEX IF EXISTS order_events_program_placed")
+			})
 		},
 		Down: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
 			return execScript(ctx, m.DB(), "CREATE INDEX IF NOT EXISTS order_events_program_placed ON order_events (program, placed_at)")

@@ -30,6 +30,7 @@ import (
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/driver/pgdriver"
 	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Config says which database to use. It is the store's part of Commissioner's configuration.
@@ -248,7 +249,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		sqldb.SetMaxIdleConns(8)
 		s.db = bun.NewDB(sqldb, pgdialect.New())
 	}
-	if err := s.db.PingContext(ctx); err != nil {
+	if err := s.firstPing(ctx); err != nil {
 		s.db.Close()
 		return nil, fmt.Errorf("opening store %s: %w", cfg, err)
 	}
@@ -261,6 +262,30 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 // Kind returns the database kind.
 func (s *Store) Kind() Kind { return s.kind }
+
+// firstPing checks that the database answers. On SQLite the first connection also turns a new
+// file to WAL mode, which needs the file to itself: when several processes open a new file at
+// once, SQLite reports SQLITE_BUSY for that without waiting (busy_timeout does not apply), so the
+// ping is retried until the busy timeout has passed.
+func (s *Store) firstPing(ctx context.Context) error {
+	deadline := time.Now().Add(sqliteBusyTimeoutMS * time.Millisecond)
+	wait := time.Millisecond
+	for {
+		err := s.db.PingContext(ctx)
+		var se *sqlite.Error
+		if err == nil || s.kind != SQLite || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
 
 // Ping checks that the database answers (readiness).
 func (s *Store) Ping(ctx context.Context) error {
