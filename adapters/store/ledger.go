@@ -31,27 +31,15 @@ import (
 
 	"github.com/cockroachdb/apd/v3"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/migrate"
 
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/rules"
 )
 
 func init() {
-	laterMigrations = append(laterMigrations, migrate.Migration{
-		Name:    "20250601000003",
-		Comment: "order_state_ledger_payouts",
-		Up: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
-			db := m.DB()
-			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-				return execScript(ctx, tx, render(schemaLedger, typesFor(db.Dialect().Name())))
-			})
-		},
-		Down: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
-			return execScript(ctx, m.DB(), `DROP TABLE IF EXISTS payouts; DROP TABLE IF EXISTS payout_runs;
-				DROP TABLE IF EXISTS decision_inputs; DROP TABLE IF EXISTS ledger_entries; DROP TABLE IF EXISTS order_state`)
-		},
-	})
+	laterMigrations = append(laterMigrations, scriptMigration("20250601000003", "order_state_ledger_payouts", schemaLedger,
+		`DROP TABLE IF EXISTS payouts; DROP TABLE IF EXISTS payout_runs;
+		DROP TABLE IF EXISTS decision_inputs; DROP TABLE IF EXISTS ledger_entries; DROP TABLE IF EXISTS order_state`))
 }
 
 // schemaLedger: the lifecycle, ledger and payout tables. Amounts are exact decimals.

@@ -13,7 +13,6 @@ import (
 
 	"github.com/cockroachdb/apd/v3"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/migrate"
 
 	"github.com/commissioner/commissioner/engine"
 )
@@ -22,19 +21,8 @@ import (
 // for engine.Replay, and the replay runs recorded for audit (`commissioner replay --record`).
 
 func init() {
-	laterMigrations = append(laterMigrations, migrate.Migration{
-		Name:    "20250601000002",
-		Comment: "replay_runs",
-		Up: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
-			db := m.DB()
-			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-				return execScript(ctx, tx, render(schemaReplayRuns, typesFor(db.Dialect().Name())))
-			})
-		},
-		Down: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
-			return execScript(ctx, m.DB(), "DROP TABLE IF EXISTS replay_runs")
-		},
-	})
+	laterMigrations = append(laterMigrations, scriptMigration("20250601000002", "replay_runs", schemaReplayRuns,
+		"DROP TABLE IF EXISTS replay_runs"))
 }
 
 // schemaReplayRuns is one row per recorded replay run. parameters and summary are JSON

@@ -156,24 +156,32 @@ func migrations() *migrate.Migrations {
 }
 
 func init() {
-	laterMigrations = append(laterMigrations, migrate.Migration{
-		Name:    "20251126000001",
-		Comment: "drop_order_events_program_placed",
-		// The (program, placed_at) index served no read but Events' order, and cost every
-		// stored event an insert at a random place (placed_at is not arrival order): ~20% of
-		// SaveBatch's time at 100 000 stored orders. Events sorts instead; replay (History)
-		// scans the table on SQLite anyway.
+	// The (program, placed_at) index served no read but Events' order, and cost every stored
+	// event an insert at a random place (placed_at is not arrival order): ~20% of SaveBatch's
+	// time at 100 000 stored orders. Events sorts instead; replay (History) scans the table on
+	// SQLite anyway.
+	laterMigrations = append(laterMigrations, scriptMigration("20251126000001", "drop_order_events_program_placed",
+		"DROP INDEX IF EXISTS order_events_program_placed",
+		"CREATE INDEX IF NOT EXISTS order_events_program_placed ON order_events (program, placed_at)"))
+}
+
+// scriptMigration is a migration that runs up, rendered for the database's column types, in a
+// transaction (on SQLite that takes the write lock at BEGIN, waiting for another process's
+// migration rather than failing to upgrade a read), and undoes it with down.
+func scriptMigration(name, comment, up, down string) migrate.Migration {
+	return migrate.Migration{
+		Name:    name,
+		Comment: comment,
 		Up: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
-			// In a transaction, as every migration: on SQLite it takes the write lock at BEGIN
-			// (waiting for another process's migration) rather than failing to upgrade a read.
-			return m.DB().RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-				return execScript(ctx, tx, "DROP INDEX IF EXISTS order_events_program_placed")
+			db := m.DB()
+			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				return execScript(ctx, tx, render(up, typesFor(db.Dialect().Name())))
 			})
 		},
 		Down: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
-			return execScript(ctx, m.DB(), "CREATE INDEX IF NOT EXISTS order_events_program_placed ON order_events (program, placed_at)")
+			return execScript(ctx, m.DB(), down)
 		},
-	})
+	}
 }
 
 // laterMigrations are the schema changes after the initial one, each registered by the file
