@@ -77,7 +77,11 @@ func (e *Engine) DecideWith(ctx context.Context, p *rules.Policy, o *Order) (*De
 		OrderID: o.OrderID, Program: o.Program, AffiliateID: o.AffiliateID,
 		Policy: p, PolicyVersion: p.Version, PolicyDigest: p.Digest,
 		Currency: o.Currency, Rounding: p.Rounding, Env: rules.EnvFingerprint(),
-		Trace: make([]Outcome, 0, len(p.Qualify)+len(p.Rates)),
+	}
+	if n := len(p.Qualify) + len(p.Rates); n <= len(d.traceBuf) {
+		d.Trace = d.traceBuf[:0:n]
+	} else {
+		d.Trace = make([]Outcome, 0, n)
 	}
 	if p.ReadsAffiliate() {
 		d.Affiliate = &AffiliateMonth{Month: MonthOf(o.PlacedAt), QualifiedOrders: o.Affiliate.QualifiedOrders}
@@ -89,7 +93,7 @@ func (e *Engine) DecideWith(ctx context.Context, p *rules.Policy, o *Order) (*De
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p.File, err)
 		}
-		d.Trace = append(d.Trace, Outcome{Stage: StageQualify, Index: i, Result: ok})
+		d.Trace = append(d.Trace, Outcome{Stage: StageQualify, Index: int32(i), Result: ok})
 		if !ok {
 			d.Qualified = false
 			d.FailedRules = append(d.FailedRules, r.ID)
@@ -104,7 +108,7 @@ func (e *Engine) DecideWith(ctx context.Context, p *rules.Policy, o *Order) (*De
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p.File, err)
 		}
-		d.Trace = append(d.Trace, Outcome{Stage: StageRate, Index: i, Result: ok})
+		d.Trace = append(d.Trace, Outcome{Stage: StageRate, Index: int32(i), Result: ok})
 		if !ok {
 			continue
 		}
@@ -150,8 +154,8 @@ func (s Stage) String() string {
 // after the first match, or all rate rules of an order that failed qualification).
 type Outcome struct {
 	Stage  Stage
-	Index  int // the rule's position in its section
 	Result bool
+	Index  int32 // the rule's position in its section
 }
 
 // Decision is the engine's verdict on one order event under one policy version.
@@ -182,6 +186,9 @@ type Decision struct {
 	Lifecycle *Lifecycle
 
 	hasFlat bool
+	// traceBuf backs Trace for policies of up to len(traceBuf) rules, so that a decision is one
+	// allocation rather than two.
+	traceBuf [12]Outcome
 }
 
 // HasFlat reports whether the matching rule paid a flat amount.

@@ -50,7 +50,7 @@ func (e *Engine) Explain(ctx context.Context, p *rules.Policy, o *Order) (*Expla
 	vars := o.Vars()
 	outcomes := map[[2]int]bool{}
 	for _, t := range d.Trace {
-		outcomes[[2]int{int(t.Stage), t.Index}] = t.Result
+		outcomes[[2]int{int(t.Stage), int(t.Index)}] = t.Result
 	}
 	outcome := func(stage Stage, i int, yes, no string) string {
 		r, ok := outcomes[[2]int{int(stage), i}]
@@ -139,7 +139,13 @@ func FormatValue(v ref.Val) string {
 		it := l.Iterator()
 		for it.HasNext() == types.True {
 			e := it.Next()
-			if item, ok := e.Value().(rules.Item); ok {
+			item, ok := e.Value().(*rules.Item)
+			if !ok {
+				if it, isItem := e.Value().(rules.Item); isItem {
+					item, ok = &it, true
+				}
+			}
+			if ok {
 				parts = append(parts, fmt.Sprintf("{sku: %q, category: %q, quantity: %d}", item.SKU, item.Category, item.Quantity))
 				continue
 			}

@@ -107,11 +107,24 @@ func decimalLibrary() cel.EnvOption {
 			})),
 		cel.Overload("decimal_int", []*cel.Type{cel.IntType}, DecimalType,
 			cel.UnaryBinding(func(v ref.Val) ref.Val {
-				return Decimal{D: apd.New(int64(v.(types.Int)), 0)}
+				n := int64(v.(types.Int))
+				if 0 <= n && n < int64(len(smallDecimals)) {
+					return smallDecimals[n]
+				}
+				return Decimal{D: apd.New(n, 0)}
 			})),
 	))
 	return cel.Lib(libOpts(opts))
 }
+
+// smallDecimals are decimal(0) … decimal(100), made once: rules compare against them on every
+// order (order.refunded_amount == decimal(0)), and CEL values are never changed in place.
+var smallDecimals = func() (d [101]ref.Val) {
+	for i := range d {
+		d[i] = Decimal{D: apd.New(int64(i), 0)}
+	}
+	return d
+}()
 
 type libOpts []cel.EnvOption
 

@@ -102,6 +102,13 @@ func TestRuleEvaluation(t *testing.T) {
 		{`order.items.exists(i, i.category.lowerAscii() == "weapons")`, true},
 		{`order.items.exists(i, i.category == "weapons")`, false},
 		{"size(order.items) == 2 && order.items[1].sku == 'b'", true},
+		// order.items is a list like any other: macros and presence tests behave as CEL defines
+		// them (comparing whole items or lists of them has no cost bound, so Compile refuses it)
+		{`order.items.map(i, i.sku) == ["a", "b"]`, true},
+		{"order.items.filter(i, i.quantity > 1).size() == 1", true},
+		{`order.items.exists_one(i, i.sku == "a")`, true},
+		{"has(order.items[0].sku) && size(order.items + order.items) == 4", true},
+		{`order.items.all(i, i.category.lowerAscii() != "weapons")`, false},
 		{"order.has_click && !order.has_completed_at", true},
 		// absent timestamps read as 1970-01-01T00:00:00Z, as the schema documents
 		{`order.completed_at == timestamp("1970-01-01T00:00:00Z")`, true},

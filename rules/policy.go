@@ -182,11 +182,14 @@ func evalBool(ctx context.Context, c *compiled, act *Activation, id string) (boo
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("rule %s: %w", id, err)
 	}
-	prg := c.prg
+	var out ref.Val
+	var err error
 	if act.withinEstimate() {
-		prg = c.fast
+		out, _, err = c.fast.Eval(act.frame)
+	} else {
+		// The cost-limited program sets up its own frame, with a cost tracker.
+		out, _, err = c.prg.Eval(act)
 	}
-	out, _, err := prg.Eval(act)
 	if err != nil {
 		return false, fmt.Errorf("rule %s: %w", id, err)
 	}
@@ -199,12 +202,14 @@ func evalBool(ctx context.Context, c *compiled, act *Activation, id string) (boo
 
 // ResolveName resolves a schema name (order.buyer.country) against vars, for explanations.
 func ResolveName(v *Vars, name string) (ref.Val, bool) {
-	i, ok := schemaIndex[name]
+	i, ok := schemaIndex(name)
 	if !ok {
 		return nil, false
 	}
 	if schema[i].get == nil {
-		return baseAdapter().NativeToValue(v.Items), true
+		l := &itemList{}
+		l.reset(v.Items)
+		return l, true
 	}
 	return schema[i].get(v), true
 }
@@ -599,7 +604,7 @@ func decodeConstants(ps *problems, v any) []Constant {
 			ps.at(val, "constants", "constant name %q must be lower-case letters, digits and '_'", name)
 			continue
 		}
-		if _, clash := schemaIndex[name]; clash || name == "order" || name == "affiliate" {
+		if _, clash := schemaIndex(name); clash || name == "order" || name == "affiliate" {
 			ps.at(val, "constants", "constant name %q clashes with the order schema", name)
 			continue
 		}
