@@ -713,7 +713,7 @@ func checkDecision(t *testing.T, got StoredDecision, r engine.Result) {
 		t.Errorf("stored trace of %s has %d entries, want %d", r.Event.ID, len(got.Trace), len(d.Policy.Qualify)+len(d.Policy.Rates))
 	}
 	for _, o := range d.Trace {
-		i := o.Index
+		i := int(o.Index)
 		if o.Stage == engine.StageRate {
 			i += len(d.Policy.Qualify)
 		}
