@@ -290,7 +290,9 @@ func redactURL(u string) string {
 		return u
 	}
 	if pu.User != nil { // a user, a password or a token: mask all of it
-		pu.User = url.User("****")
+		// (not through url.User, which would print the mask escaped: %2A%2A%2A%2A)
+		pu.User = nil
+		return strings.Replace(pu.String(), "://", "://****@", 1)
 	}
 	return pu.String()
 }

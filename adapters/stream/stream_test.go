@@ -72,7 +72,7 @@ func TestConfigStringMasksSecrets(t *testing.T) {
 			t.Errorf("String(): got %q, want %q masked", s, secret)
 		}
 	}
-	for _, want := range []string{"n1:4222", "n2:4222", `token="****"`} {
+	for _, want := range []string{"nats://****@n1:4222", "nats://****@n2:4222", `token="****"`} {
 		if !strings.Contains(s, want) {
 			t.Errorf("String(): got %q, want it to contain %q", s, want)
 		}
