@@ -428,18 +428,27 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 		if err := s.storePolicies(ctx, w.Tx, newPolicies, now); err != nil {
 			return err
 		}
+		// Events and dead letters do not depend on the chain heads: on PostgreSQL they go in
+		// before the chain lock is taken (under a savepoint, see insertUnchained), so that two
+		// writers of a program overlap there rather than queue for its lock.
+		fresh, nDead, early, err := s.insertUnchainedEarly(ctx, w, events, dead)
+		if err != nil {
+			return err
+		}
 		heads, err := s.lockChainHeads(ctx, w.Tx, programs, newHeads)
 		if err != nil {
 			return err
 		}
+		if !early {
+			if fresh, nDead, err = s.insertUnchained(ctx, w, events, dead); err != nil {
+				return err
+			}
+		}
+		saved.Events, saved.DeadLetters = len(fresh), nDead
+		dups += len(dead) - nDead
 
 		// Events: the ones stored already (a redelivery) are the only ones whose decisions may
 		// be stored already.
-		fresh, err := s.insertEvents(ctx, w, events)
-		if err != nil {
-			return err
-		}
-		saved.Events = len(fresh)
 		var existing map[string]bool
 		if len(fresh) < len(events) {
 			var old []string
@@ -490,18 +499,6 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 			}
 		}
 
-		if len(dead) > 0 {
-			res, err := w.NewInsert().Model(&dead).On("CONFLICT (event_id) DO NOTHING").Exec(ctx)
-			if err != nil {
-				return fmt.Errorf("inserting %d dead letters: %w", len(dead), err)
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return fmt.Errorf("inserting %d dead letters: %w", len(dead), err)
-			}
-			saved.DeadLetters = int(n)
-			dups += len(dead) - int(n)
-		}
 		saved.Duplicates += dups
 		if s.hookBeforeCommit != nil {
 			return s.hookBeforeCommit(ctx)
@@ -521,6 +518,66 @@ func (s *Store) SaveBatch(ctx context.Context, results []engine.Result) (Saved, 
 	}
 	s.knownMu.Unlock()
 	return saved, nil
+}
+
+// insertUnchained stores a batch's events and dead letters, the rows that do not depend on the
+// chain heads. It returns the event ids it stored and how many dead letters.
+func (s *Store) insertUnchained(ctx context.Context, w *wtx, events []eventRow, dead []deadLetterRow) (map[string]bool, int, error) {
+	fresh, err := s.insertEvents(ctx, w, events)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(dead) == 0 {
+		return fresh, 0, nil
+	}
+	res, err := w.NewInsert().Model(&dead).On("CONFLICT (event_id) DO NOTHING").Exec(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("inserting %d dead letters: %w", len(dead), err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return nil, 0, fmt.Errorf("inserting %d dead letters: %w", len(dead), err)
+	}
+	return fresh, int(n), nil
+}
+
+// insertUnchainedEarly runs insertUnchained before the chain lock, on PostgreSQL only (on SQLite
+// the write transaction is the lock: nothing to gain), and says whether it did (early).
+//
+// Without the chain lock, a writer that stores an event another writer is storing at the same
+// moment (the same event delivered to two processes) waits for that writer's commit and then
+// fails with a unique violation — or, when their batches overlap in different orders, one of
+// them fails with a deadlock. Either way the rows go in under a savepoint, which is rolled back
+// on those two errors, and the caller stores them again after taking the chain lock, as it did
+// before: so such a race costs a wait, never a failed batch, and whichever writer stores an
+// event, its decision is read under the chain lock (storedDecisionKeys).
+func (s *Store) insertUnchainedEarly(ctx context.Context, w *wtx, events []eventRow, dead []deadLetterRow) (fresh map[string]bool, nDead int, early bool, err error) {
+	if s.kind != Postgres || len(events)+len(dead) == 0 {
+		return nil, 0, false, nil
+	}
+	if _, err := w.ExecContext(ctx, "SAVEPOINT unchained"); err != nil {
+		return nil, 0, false, fmt.Errorf("storing events before the chain lock: %w", err)
+	}
+	fresh, nDead, err = s.insertUnchained(ctx, w, events, dead)
+	if err == nil {
+		if _, err := w.ExecContext(ctx, "RELEASE SAVEPOINT unchained"); err != nil {
+			return nil, 0, false, fmt.Errorf("storing events before the chain lock: %w", err)
+		}
+		return fresh, nDead, true, nil
+	}
+	if !isUniqueViolation(err) && !isDeadlock(err) {
+		return nil, 0, false, err
+	}
+	if _, err := w.ExecContext(ctx, "ROLLBACK TO SAVEPOINT unchained"); err != nil {
+		return nil, 0, false, fmt.Errorf("storing events before the chain lock: %w", err)
+	}
+	return nil, 0, false, nil
+}
+
+// isDeadlock reports whether err is PostgreSQL's deadlock_detected (40P01).
+func isDeadlock(err error) bool {
+	var pg interface{ Field(byte) string }
+	return errors.As(err, &pg) && pg.Field('C') == "40P01"
 }
 
 func decisionKey(eventID, program string, version int) string {
