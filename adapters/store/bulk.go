@@ -289,6 +289,8 @@ func (s *Store) sqliteChunks(ctx context.Context, w *wtx, ins sqliteInsert, n in
 type bulkTable struct {
 	name string
 	cols []string
+	// pgTypes are the columns' PostgreSQL types, for upsertRows (its arrays are cast to them).
+	pgTypes []string
 }
 
 // rowValues appends row i's values to args, one per column of its bulkTable, each a string,
@@ -331,9 +333,9 @@ func (s *Store) insertRows(ctx context.Context, w *wtx, t bulkTable, n int, row 
 }
 
 // upsertRows inserts n rows or, for a row whose conflict key is stored, sets its update columns
-// to the row's values: INSERT … ON CONFLICT (conflict) DO UPDATE, prepared with bound parameters
-// on both databases (COPY has no ON CONFLICT). Two rows with one key in a call are an error on
-// PostgreSQL.
+// to the row's values: INSERT … ON CONFLICT (conflict) DO UPDATE (COPY has no ON CONFLICT), on
+// SQLite prepared with bound parameters, on PostgreSQL as one INSERT … SELECT from unnested
+// arrays, one per column. Two rows with one key in a call are an error on PostgreSQL.
 func (s *Store) upsertRows(ctx context.Context, w *wtx, t bulkTable, conflict string, update []string, n int, row rowValues) error {
 	if n == 0 {
 		return nil
@@ -349,62 +351,84 @@ func (s *Store) upsertRows(ctx context.Context, w *wtx, t bulkTable, conflict st
 		return s.sqliteExecRows(ctx, w, sqliteInsert{name: "upsert " + t.name, head: "INSERT OR IGNORE" + strings.TrimPrefix(head, "INSERT"),
 			cols: len(t.cols), tail: tail}, n, row)
 	}
-	// PostgreSQL: statements prepared on the transaction's connection for this transaction
-	// (one Parse per statement size), then bound and executed per chunk.
-	stmts := map[int]*sql.Stmt{}
-	defer func() {
-		for _, st := range stmts {
-			st.Close()
+	// PostgreSQL: one statement for all the rows, each column sent as one array literal and
+	// unnested. Prepared multi-row statements of 128 rows cost a Parse per statement size, a
+	// Bind of ~1 700 parameters and a round trip per chunk: ~20 ms of a batch of 1 000 orders
+	// under the chain lock, of which ~13 ms was the inserts themselves.
+	if len(t.pgTypes) != len(t.cols) {
+		return fmt.Errorf("storing %d rows of %s: %d column types for %d columns", n, t.name, len(t.pgTypes), len(t.cols))
+	}
+	arrays := make([][]byte, len(t.cols))
+	for j := range arrays {
+		arrays[j] = append(make([]byte, 0, 16*n), '{')
+	}
+	args := make([]any, 0, len(t.cols))
+	for i := 0; i < n; i++ {
+		args = row(i, args[:0])
+		if len(args) != len(t.cols) {
+			return fmt.Errorf("storing %d rows of %s: row %d has %d values for %d columns", n, t.name, i, len(args), len(t.cols))
 		}
-	}()
-	args := make([]any, 0, pgMaxRows*len(t.cols))
-	for lo := 0; lo < n; {
-		k := chunkSize(n-lo, pgMaxRows)
-		st := stmts[k]
-		if st == nil {
-			var b strings.Builder
-			b.WriteString(head)
-			p := 0
-			for r := 0; r < k; r++ {
-				if r > 0 {
-					b.WriteByte(',')
-				}
-				b.WriteByte('(')
-				for c := range t.cols {
-					if c > 0 {
-						b.WriteByte(',')
-					}
-					p++
-					b.WriteByte('$')
-					b.WriteString(strconv.Itoa(p))
-				}
-				b.WriteByte(')')
+		for j, v := range args {
+			if i > 0 {
+				arrays[j] = append(arrays[j], ',')
 			}
-			b.WriteString(tail)
 			var err error
-			if st, err = w.Tx.Tx.PrepareContext(ctx, b.String()); err != nil {
-				return fmt.Errorf("storing %d rows of %s: preparing: %w", n, t.name, err)
+			if arrays[j], err = appendArrayElem(arrays[j], v); err != nil {
+				return fmt.Errorf("storing %d rows of %s: column %s: %w", n, t.name, t.cols[j], err)
 			}
-			stmts[k] = st
 		}
-		args = args[:0]
-		for i := lo; i < lo+k; i++ {
-			args = row(i, args)
+	}
+	var q strings.Builder
+	q.WriteString(head[:len(head)-len(" VALUES ")])
+	q.WriteString(" SELECT * FROM unnest(")
+	params := make([]any, len(arrays))
+	for j := range arrays {
+		if j > 0 {
+			q.WriteString(", ")
 		}
-		if len(args) != k*len(t.cols) {
-			return fmt.Errorf("storing %d rows of %s: %d values for %d rows of %d columns", n, t.name, len(args), k, len(t.cols))
-		}
-		if _, err := st.ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("storing %d rows of %s: %w", n, t.name, err)
-		}
-		lo += k
+		q.WriteString("$" + strconv.Itoa(j+1) + "::" + t.pgTypes[j] + "[]")
+		params[j] = string(append(arrays[j], '}'))
+	}
+	q.WriteString(") AS u")
+	q.WriteString(tail)
+	if _, err := w.Tx.Tx.ExecContext(ctx, q.String(), params...); err != nil {
+		return fmt.Errorf("storing %d rows of %s: %w", n, t.name, err)
 	}
 	return nil
 }
 
-// pgMaxRows is the most rows one prepared PostgreSQL statement of upsertRows carries (its
-// parameters stay far below the protocol's 65 535).
-const pgMaxRows = 128
+// appendArrayElem appends v as an element of a PostgreSQL array literal: strings (and times)
+// double-quoted with backslash and double quote escaped, NULL unquoted.
+func appendArrayElem(b []byte, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "NULL"...), nil
+	case string:
+		b = append(b, '"')
+		start := 0
+		for i := 0; i < len(x); i++ {
+			if c := x[i]; c == '"' || c == '\\' {
+				b = append(b, x[start:i]...)
+				b = append(b, '\\', c)
+				start = i + 1
+			}
+		}
+		b = append(b, x[start:]...)
+		return append(b, '"'), nil
+	case int64:
+		return strconv.AppendInt(b, x, 10), nil
+	case bool:
+		if x {
+			return append(b, 't'), nil
+		}
+		return append(b, 'f'), nil
+	case time.Time:
+		b = append(b, '"')
+		b = x.UTC().AppendFormat(b, "2006-01-02 15:04:05.999999Z07:00")
+		return append(b, '"'), nil
+	}
+	return b, fmt.Errorf("%T is not a value upsertRows writes", v)
+}
 
 // chunkSize is the rows of the next statement for rest rows left: max, or the largest power of
 // two not above rest. Few distinct statement sizes, each prepared once.

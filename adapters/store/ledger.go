@@ -407,12 +407,36 @@ func (s *Store) saveLifecycle(ctx context.Context, w *wtx, results []engine.Resu
 				states[i].PinDigest = sql.NullString{String: st.Pin.Digest, Valid: true}
 			}
 		}
-		if err := s.upsertRows(ctx, w, orderStateTable, "program, order_id", orderStateTable.cols[2:], len(states), func(i int, args []any) []any {
-			o := &states[i]
-			return append(args, o.Program, o.OrderID, o.AffiliateID, o.Currency, o.Month, o.EventID, o.StreamSeq, o.DecisionID,
-				o.Qualified, o.Base, o.Commission, nullInt64(o.PinVersion), nullString(o.PinDigest))
-		}); err != nil {
-			return fmt.Errorf("storing the state of %d orders: %w", len(states), err)
+		// The history just read (under the chain locks: no other writer changes these orders'
+		// states before the commit) says which orders have a stored state. The others are
+		// inserted plainly (COPY on PostgreSQL), which costs less than an upsert; only the
+		// stored ones are upserted. A stored key twice in the batch (two ids that safeText makes
+		// one) goes to the upsert too, as before.
+		perKey := make(map[engine.OrderKey]int, len(states))
+		for i := range states {
+			perKey[engine.OrderKey{Program: states[i].Program, OrderID: states[i].OrderID}]++
+		}
+		var fresh, stored []*orderStateRow
+		for i, o := range booking.Orders {
+			_, had := hist.Orders[o.Key]
+			if !had && perKey[engine.OrderKey{Program: states[i].Program, OrderID: states[i].OrderID}] == 1 {
+				fresh = append(fresh, &states[i])
+			} else {
+				stored = append(stored, &states[i])
+			}
+		}
+		stateValues := func(rows []*orderStateRow) rowValues {
+			return func(i int, args []any) []any {
+				o := rows[i]
+				return append(args, o.Program, o.OrderID, o.AffiliateID, o.Currency, o.Month, o.EventID, o.StreamSeq, o.DecisionID,
+					o.Qualified, o.Base, o.Commission, nullInt64(o.PinVersion), nullString(o.PinDigest))
+			}
+		}
+		if err := s.insertRows(ctx, w, orderStateTable, len(fresh), stateValues(fresh)); err != nil {
+			return fmt.Errorf("storing the state of %d new orders: %w", len(fresh), err)
+		}
+		if err := s.upsertRows(ctx, w, orderStateTable, "program, order_id", orderStateTable.cols[2:], len(stored), stateValues(stored)); err != nil {
+			return fmt.Errorf("storing the state of %d orders: %w", len(stored), err)
 		}
 	}
 
@@ -457,7 +481,9 @@ var (
 	ledgerTable = bulkTable{name: "ledger_entries", cols: []string{"program", "affiliate_id", "order_id", "currency", "amount",
 		"kind", "decision_id", "event_id", "status", "approve_at", "created_at"}}
 	orderStateTable = bulkTable{name: "order_state", cols: []string{"program", "order_id", "affiliate_id", "currency", "month",
-		"event_id", "stream_seq", "decision_id", "qualified", "base", "commission", "pin_version", "pin_digest"}}
+		"event_id", "stream_seq", "decision_id", "qualified", "base", "commission", "pin_version", "pin_digest"},
+		pgTypes: []string{"text", "text", "text", "text", "text", "text", "bigint", "bigint", "boolean", "numeric", "numeric",
+			"bigint", "text"}}
 	decisionInputsTable = bulkTable{name: "decision_inputs", cols: []string{"decision_id", "program", "event_id", "pin_version",
 		"pin_digest", "pinned", "month", "month_qualified_orders", "month_qualified_sales"}}
 )

@@ -633,6 +633,15 @@ func runSuite(t *testing.T, b backend) {
 			t.Fatalf("DecisionsByOrder(%q) = %d, %v; want 1", results[0].Order.OrderID, len(ds), err)
 		}
 		checkDecision(t, ds[0], results[0])
+		// The order's state (written in bulk, as arrays on PostgreSQL) keeps the ids exactly.
+		key := engine.OrderKey{Program: "alibaba", OrderID: results[0].Order.OrderID}
+		snap, err := s.LoadHistory(ctx, []engine.OrderKey{key}, nil)
+		if err != nil {
+			t.Fatalf("LoadHistory: %v", err)
+		}
+		if st, ok := snap.Orders[key]; !ok || st.EventID != "tricky\t1" || st.AffiliateID != results[0].Order.AffiliateID {
+			t.Errorf("the state of order %q = %+v (found %v), want event tricky\t1 of affiliate %s", key.OrderID, st, ok, results[0].Order.AffiliateID)
+		}
 		if st := mustStats(t, s); st.Decisions+st.DeadLetters != 3 {
 			t.Errorf("stored %d decisions and %d dead letters, want 3 in all", st.Decisions, st.DeadLetters)
 		}
