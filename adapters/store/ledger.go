@@ -31,6 +31,7 @@ import (
 
 	"github.com/cockroachdb/apd/v3"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/rules"
@@ -196,6 +197,9 @@ func (s *Store) LoadHistory(ctx context.Context, orders []engine.OrderKey, month
 
 const historyChunk = 500
 
+// pgHistoryChunk is the most order ids of one PostgreSQL history read (one array parameter).
+const pgHistoryChunk = 5000
+
 func (s *Store) loadHistory(ctx context.Context, db bun.IDB, orders []engine.OrderKey, months []engine.MonthKey) (*engine.Snapshot, error) {
 	snap := engine.NewSnapshot()
 	// Ids are stored as safeText (storable text); an order is looked up by its stored key and
@@ -213,12 +217,20 @@ func (s *Store) loadHistory(ctx context.Context, db bun.IDB, orders []engine.Ord
 	if s.kind == Postgres {
 		base, commission = "base::text", "commission::text"
 	}
+	// PostgreSQL: the ids as one array (= ANY), parsed as one literal rather than an IN list of
+	// 500 constants, in chunks of pgHistoryChunk.
+	chunkLen, where := historyChunk, "order_id IN (?)"
+	in := func(ids []string) any { return bun.In(ids) }
+	if s.kind == Postgres {
+		chunkLen, where = pgHistoryChunk, "order_id = ANY(?)"
+		in = func(ids []string) any { return pgdialect.Array(ids) }
+	}
 	for _, program := range sortedProgramKeys(byProgram) {
 		ids := byProgram[program]
-		for start := 0; start < len(ids); start += historyChunk {
-			chunk := ids[start:min(start+historyChunk, len(ids))]
+		for start := 0; start < len(ids); start += chunkLen {
+			chunk := ids[start:min(start+chunkLen, len(ids))]
 			rows, err := db.QueryContext(ctx, "SELECT order_id, affiliate_id, currency, month, event_id, stream_seq, decision_id, qualified, "+
-				base+", "+commission+", pin_version, pin_digest FROM order_state WHERE program = ? AND order_id IN (?)", program, bun.In(chunk))
+				base+", "+commission+", pin_version, pin_digest FROM order_state WHERE program = ? AND "+where, program, in(chunk))
 			if err != nil {
 				return nil, err
 			}
