@@ -38,8 +38,9 @@ type wtx struct {
 	conn bun.Conn
 }
 
-// insertEvents stores the events not stored yet and returns the ids it stored.
-func (s *Store) insertEvents(ctx context.Context, w *wtx, events []eventRow) (map[string]bool, error) {
+// insertEvents stores the events not stored yet and returns the ids it stored. On PostgreSQL,
+// allNew skips reading which are stored: the COPY then fails with a unique violation when one is.
+func (s *Store) insertEvents(ctx context.Context, w *wtx, events []eventRow, allNew bool) (map[string]bool, error) {
 	fresh := make(map[string]bool, len(events))
 	if len(events) == 0 {
 		return fresh, nil
@@ -77,13 +78,15 @@ func (s *Store) insertEvents(ctx context.Context, w *wtx, events []eventRow) (ma
 		return fresh, nil
 	}
 
-	ids := make([]string, len(events))
-	for i := range events {
-		ids[i] = events[i].EventID
-	}
 	var stored []string
-	if err := w.NewRaw("SELECT event_id FROM order_events WHERE event_id = ANY(?)", pgdialect.Array(ids)).Scan(ctx, &stored); err != nil {
-		return nil, fmt.Errorf("reading which of %d order events are stored: %w", len(events), err)
+	if !allNew {
+		ids := make([]string, len(events))
+		for i := range events {
+			ids[i] = events[i].EventID
+		}
+		if err := w.NewRaw("SELECT event_id FROM order_events WHERE event_id = ANY(?)", pgdialect.Array(ids)).Scan(ctx, &stored); err != nil {
+			return nil, fmt.Errorf("reading which of %d order events are stored: %w", len(events), err)
+		}
 	}
 	old := make(map[string]bool, len(stored))
 	for _, id := range stored {
