@@ -48,6 +48,12 @@ type Config struct {
 	// <prefix>.<program> and dead letters to <prefix>.dead.<program>.
 	Subjects string `koanf:"subjects"`
 	// DuplicateWindow is how long the stream remembers a Nats-Msg-Id to drop a re-published event.
+	// It is an optimisation, not what keeps an order from being counted twice: an event
+	// re-published after it has the same id, and the store keeps one event and one decision per
+	// id. The server holds every id of the window in memory (about 115 bytes each, marked by the
+	// garbage collector at every cycle), so the window costs publish rate × window of memory:
+	// 30 s, the default, is ~45 MB at 13 000 orders/s; NATS's own default of 2 minutes was ~180 MB,
+	// and over 1 000 000 orders through `load` it cost a quarter more CPU per order.
 	DuplicateWindow time.Duration `koanf:"duplicate_window"`
 	// AsyncPersist lets the server acknowledge a publish before the event is written to its
 	// store file (JetStream's async persist mode): publishing is about 1.5–2× faster, but events
@@ -85,7 +91,7 @@ func DefaultConfig() Config {
 		EmbeddedListen:  "127.0.0.1:-1",
 		Stream:          "ORDERS",
 		Subjects:        "orders.>",
-		DuplicateWindow: 2 * time.Minute,
+		DuplicateWindow: 30 * time.Second,
 		Durable:         "commissioner",
 		BatchSize:       1000,
 		FetchWait:       5 * time.Millisecond,
