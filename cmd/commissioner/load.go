@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,7 +40,10 @@ type loadParams struct {
 	Concurrency int // publishes awaiting their ack at once
 	Keep        bool
 	CPUProfile  string // written for the consume phase
-	MemProfile  string // heap profiles: this file after publishing, this file + ".consume" after consuming
+	MemProfile  string // heap profiles: this file after publishing (with Rate: half-way), this file + ".consume" after consuming
+	// Rate, when not 0, publishes at this many orders per second while the consumer runs (the
+	// steady state of a service fed by a live source) instead of publishing everything first.
+	Rate int
 }
 
 func newLoadCmd(s streams) *cobra.Command {
@@ -53,6 +58,10 @@ its own), then runs the consumer and measures decided orders per second end to e
 → decode → CEL → store → ack — until every order is decided or dead-lettered. It reports the
 time per batch spent deciding and storing, the peak RSS of each phase (VmHWM) and the Go heap
 after the run.
+
+With --rate R it measures the steady state instead: the consumer runs from the start while the
+orders are published at R per second, as a live source would feed a running service; it samples
+the resident size and the Go heap as the orders are settled, to show whether memory stays flat.
 
 With a PostgreSQL DSN that sets no search_path, the run uses a fresh schema, dropped afterwards
 unless --keep. With an external NATS URL, it uses a stream, subjects and durable of its own,
@@ -69,10 +78,14 @@ deleted afterwards unless --keep.`,
 	f.IntVar(&p.Concurrency, "publish-concurrency", p.Concurrency, "publishes awaiting their ack at once")
 	f.BoolVar(&p.Keep, "keep", false, "keep the temporary data directory, PostgreSQL schema or NATS stream")
 	f.StringVar(&p.CPUProfile, "cpuprofile", "", "write a CPU profile of the consume phase to this file")
-	f.StringVar(&p.MemProfile, "memprofile", "", "write a heap profile after publishing to this file, and after consuming to the file + .consume")
+	f.StringVar(&p.MemProfile, "memprofile", "", "write a heap profile after publishing (with --rate: once half the orders are settled) to this file, and after consuming to the file + .consume")
+	f.IntVar(&p.Rate, "rate", 0, "publish at this many orders/s while consuming (steady state), instead of publishing everything first")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if p.Orders < 1 {
 			return usageError{fmt.Errorf("--orders %d: want at least 1", p.Orders)}
+		}
+		if p.Rate < 0 {
+			return usageError{fmt.Errorf("--rate %d: want orders per second, or 0 to publish everything first", p.Rate)}
 		}
 		fl := cmd.Flags()
 		if !fl.Changed("http-addr") {
@@ -182,42 +195,67 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		p.Orders, p.BadPerMille, cfg.NATS.BatchSize, cfg.NATS.Workers, runtime.GOMAXPROCS(0), loadAverage())
 	fmt.Fprintf(out, "store: %s\nnats:  %s\n", svc.store, natsAt)
 
-	// Phase 1: publish everything before anything is consumed.
-	resetPeakRSS()
-	pr, pw := io.Pipe()
-	go func() {
-		w := bufio.NewWriterSize(pw, 1<<16)
-		err := writeSample(w, sampleParams{N: p.Orders, Seed: p.Seed, Program: "alibaba", Month: "2025-10", Bad: p.BadPerMille})
-		if err == nil {
-			err = w.Flush()
-		}
-		pw.CloseWithError(err)
-	}()
 	pub, err := stream.NewPublisher(svc.js, cfg.NATS)
 	if err != nil {
 		return err
 	}
-	start, cpu0 := time.Now(), processCPU()
-	pst, err := pub.PublishLines(ctx, pr, p.Concurrency)
-	pr.Close()
-	if err != nil {
-		return fmt.Errorf("load: publishing: %w", err)
+	// sample writes the generated orders to a pipe for the publisher, paced at p.Rate when set.
+	sample := func() *io.PipeReader {
+		pr, pw := io.Pipe()
+		go func() {
+			var dst io.Writer = pw
+			if p.Rate > 0 {
+				dst = &pacedWriter{w: pw, rate: p.Rate, start: time.Now()}
+			}
+			w := bufio.NewWriterSize(dst, 1<<16)
+			err := writeSample(w, sampleParams{N: p.Orders, Seed: p.Seed, Program: "alibaba", Month: "2025-10", Bad: p.BadPerMille})
+			if err == nil {
+				err = w.Flush()
+			}
+			pw.CloseWithError(err)
+		}()
+		return pr
 	}
-	took := time.Since(start)
-	publishPeak := peakRSS()
-	cpu := processCPU() - cpu0
-	fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream), %.1f µs CPU per order, peak RSS %s\n",
-		pst.Lines, took.Round(time.Millisecond), float64(pst.Lines)/took.Seconds(), pst.Accepted, pst.Duplicates,
-		float64(cpu.Microseconds())/float64(max(pst.Lines, 1)), mib(publishPeak))
-	if err := writeHeapProfile(p.MemProfile); err != nil {
-		return err
-	}
-	want := uint64(pst.Accepted)
-	if want == 0 {
-		return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
+	reportPublished := func(pst stream.PublishStats, took, cpu time.Duration, peak int64) {
+		fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream), %.1f µs CPU per order, peak RSS %s\n",
+			pst.Lines, took.Round(time.Millisecond), float64(pst.Lines)/took.Seconds(), pst.Accepted, pst.Duplicates,
+			float64(cpu.Microseconds())/float64(max(pst.Lines, 1)), mib(peak))
 	}
 
-	// Phase 2: consume until everything published is settled.
+	// want is how many events the consumer must settle: known once publishing is done.
+	var want uint64
+	var publishPeak int64
+	type published struct {
+		st   stream.PublishStats
+		took time.Duration
+		err  error
+	}
+	var publishing chan published // steady state: the publisher's result
+	if p.Rate == 0 {
+		// Phase 1: publish everything before anything is consumed.
+		resetPeakRSS()
+		pr := sample()
+		start, cpu0 := time.Now(), processCPU()
+		pst, err := pub.PublishLines(ctx, pr, p.Concurrency)
+		pr.Close()
+		if err != nil {
+			return fmt.Errorf("load: publishing: %w", err)
+		}
+		publishPeak = peakRSS()
+		reportPublished(pst, time.Since(start), processCPU()-cpu0, publishPeak)
+		if err := writeHeapProfile(p.MemProfile); err != nil {
+			return err
+		}
+		if want = uint64(pst.Accepted); want == 0 {
+			return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
+		}
+	} else {
+		fmt.Fprintf(out, "steady state: publishing at %d orders/s while consuming\n", p.Rate)
+		publishing = make(chan published, 1)
+	}
+
+	// Phase 2: consume until everything published is settled (in the steady state, while it is
+	// being published).
 	resetPeakRSS()
 	if p.CPUProfile != "" {
 		f, err := os.Create(p.CPUProfile)
@@ -231,15 +269,26 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		defer pprof.StopCPUProfile()
 	}
 	pgBefore := pg.backendCPU(ctx)
-	start, cpu0 = time.Now(), processCPU()
+	start, cpu0 := time.Now(), processCPU()
 	started = true
 	go func() { done <- svc.Run(runCtx) }()
+	if publishing != nil {
+		go func() {
+			pr := sample()
+			start := time.Now()
+			pst, err := pub.PublishLines(runCtx, pr, p.Concurrency)
+			pr.Close()
+			publishing <- published{st: pst, took: time.Since(start), err: err}
+		}()
+	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	lastReport := start
+	var samples []memSample
+	var backlog uint64
 	for {
 		st := svc.consumer.Stats()
-		if st.Acked+st.Termed >= want {
+		if publishing == nil && st.Acked+st.Termed >= want {
 			info, err := svc.consumer.Info(ctx)
 			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
 				break
@@ -247,7 +296,21 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		}
 		if time.Since(lastReport) >= 5*time.Second {
 			lastReport = time.Now()
-			fmt.Fprintf(errOut, "load: %d of %d settled after %v\n", st.Acked+st.Termed, want, time.Since(start).Round(time.Second))
+			settled := st.Acked + st.Termed
+			if p.Rate > 0 {
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				samples = append(samples, memSample{settled: settled, rss: currentRSS(), heap: int64(ms.HeapInuse)})
+				if halfway := uint64(p.Orders) / 2; p.MemProfile != "" && settled >= halfway && len(samples) > 1 && samples[len(samples)-2].settled < halfway {
+					if err := writeHeapProfile(p.MemProfile); err != nil {
+						return err
+					}
+				}
+				if info, err := svc.consumer.Info(ctx); err == nil {
+					backlog = max(backlog, info.NumPending+uint64(info.NumAckPending))
+				}
+			}
+			fmt.Fprintf(errOut, "load: %d of %d settled after %v\n", settled, max(want, uint64(p.Orders)), time.Since(start).Round(time.Second))
 		}
 		select {
 		case <-ctx.Done():
@@ -258,10 +321,21 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 				err = errors.New("the service stopped")
 			}
 			return fmt.Errorf("load: consuming: %w", err)
+		case r := <-publishing:
+			publishing = nil
+			if r.err != nil {
+				return fmt.Errorf("load: publishing: %w", r.err)
+			}
+			// The publisher's CPU is not told apart from the consumer's: both run in this process.
+			fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream)\n",
+				r.st.Lines, r.took.Round(time.Millisecond), float64(r.st.Lines)/r.took.Seconds(), r.st.Accepted, r.st.Duplicates)
+			if want = uint64(r.st.Accepted); want == 0 {
+				return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
+			}
 		case <-tick.C:
 		}
 	}
-	took, cpu = time.Since(start), processCPU()-cpu0
+	took, cpu := time.Since(start), processCPU()-cpu0
 	if p.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -302,8 +376,14 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Fprintf(out, "stored: %d decisions, %d dead letters\n", decisions, dead)
-	fmt.Fprintf(out, "memory: peak RSS %s publishing, %s consuming; after the run Go heap %s in use, %s from the OS\n",
-		mib(publishPeak), mib(consumePeak), mib(int64(ms.HeapInuse)), mib(int64(ms.Sys)))
+	if p.Rate == 0 {
+		fmt.Fprintf(out, "memory: peak RSS %s publishing, %s consuming; after the run Go heap %s in use, %s from the OS\n",
+			mib(publishPeak), mib(consumePeak), mib(int64(ms.HeapInuse)), mib(int64(ms.Sys)))
+	} else {
+		fmt.Fprintf(out, "memory: peak RSS %s; after the run Go heap %s in use, %s from the OS; the stream's backlog peaked at %d orders\n",
+			mib(consumePeak), mib(int64(ms.HeapInuse)), mib(int64(ms.Sys)), backlog)
+		fmt.Fprintf(out, "memory while running, by orders settled: %s\n", quarterSamples(samples, want))
+	}
 	fmt.Fprintf(out, "load average at the end: %s\n", loadAverage())
 	if uint64(decisions+dead) < want {
 		return fmt.Errorf("load: %d decisions and %d dead letters stored, want %d in all", decisions, dead, want)
@@ -449,18 +529,67 @@ func metricSums(svc *service) map[string]float64 {
 	return out
 }
 
+// pacedWriter passes writes on at no more than rate lines per second since start.
+type pacedWriter struct {
+	w     io.Writer
+	rate  int
+	start time.Time
+	lines int
+}
+
+func (p *pacedWriter) Write(b []byte) (int, error) {
+	p.lines += bytes.Count(b, []byte{'\n'})
+	if ahead := time.Duration(float64(p.lines)/float64(p.rate)*float64(time.Second)) - time.Since(p.start); ahead > 0 {
+		time.Sleep(ahead)
+	}
+	return p.w.Write(b)
+}
+
+// memSample is the process's memory when settled events had been settled.
+type memSample struct {
+	settled   uint64
+	rss, heap int64
+}
+
+// quarterSamples renders the samples nearest to a quarter, a half, three quarters and all of
+// want settled: "RSS / Go heap in use" at each.
+func quarterSamples(samples []memSample, want uint64) string {
+	if len(samples) == 0 {
+		return "(the run was shorter than one sample, 5 s)"
+	}
+	var parts []string
+	last := -1
+	for q := uint64(1); q <= 4; q++ {
+		i := sort.Search(len(samples), func(i int) bool { return samples[i].settled >= want*q/4 })
+		i = min(i, len(samples)-1)
+		if i == last {
+			continue
+		}
+		last = i
+		s := samples[i]
+		parts = append(parts, fmt.Sprintf("%d: RSS %s, heap %s", s.settled, mib(s.rss), mib(s.heap)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// currentRSS is VmRSS from /proc/self/status in bytes; -1 when unknown.
+func currentRSS() int64 { return procStatusBytes("VmRSS:") }
+
 // resetPeakRSS resets the kernel's peak RSS (VmHWM) of this process to its current RSS, so that
 // peakRSS measures one phase. Where that is not possible the peak stays since the start.
 func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
 
 // peakRSS is VmHWM from /proc/self/status in bytes; -1 when unknown.
-func peakRSS() int64 {
+func peakRSS() int64 { return procStatusBytes("VmHWM:") }
+
+// procStatusBytes reads a "kB" field of /proc/self/status in bytes; -1 when unknown.
+func procStatusBytes(field string) int64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return -1
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			if err != nil {
 				return -1
