@@ -216,11 +216,6 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		}()
 		return pr
 	}
-	reportPublished := func(pst stream.PublishStats, took, cpu time.Duration, peak int64) {
-		fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream), %.1f µs CPU per order, peak RSS %s\n",
-			pst.Lines, took.Round(time.Millisecond), float64(pst.Lines)/took.Seconds(), pst.Accepted, pst.Duplicates,
-			float64(cpu.Microseconds())/float64(max(pst.Lines, 1)), mib(peak))
-	}
 
 	// want is how many events the consumer must settle: known once publishing is done.
 	var want uint64
@@ -241,8 +236,11 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		if err != nil {
 			return fmt.Errorf("load: publishing: %w", err)
 		}
+		took, cpu := time.Since(start), processCPU()-cpu0
 		publishPeak = peakRSS()
-		reportPublished(pst, time.Since(start), processCPU()-cpu0, publishPeak)
+		fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream), %.1f µs CPU per order, peak RSS %s\n",
+			pst.Lines, took.Round(time.Millisecond), float64(pst.Lines)/took.Seconds(), pst.Accepted, pst.Duplicates,
+			float64(cpu.Microseconds())/float64(max(pst.Lines, 1)), mib(publishPeak))
 		if err := writeHeapProfile(p.MemProfile); err != nil {
 			return err
 		}
