@@ -138,6 +138,16 @@ func (c *Consumer) Stats() Stats {
 	}
 }
 
+// Settled reports whether a consumer, by its info, has settled (acked or terminated) every event
+// of its stream up to stream sequence upTo, and has nothing else pending or unacknowledged.
+// NumPending and NumAckPending alone are not enough right after a publish: the server counts a
+// new message into the consumer's NumPending asynchronously, after the publish is acknowledged,
+// so for a moment a consumer that has not seen the new events looks settled. The ack floor
+// cannot run ahead that way.
+func Settled(ci *jetstream.ConsumerInfo, upTo uint64) bool {
+	return ci.NumPending == 0 && ci.NumAckPending == 0 && ci.AckFloor.Stream >= upTo
+}
+
 // Info returns the durable consumer's state on the server.
 func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 	return c.cons.Info(ctx)

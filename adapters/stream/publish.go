@@ -75,6 +75,9 @@ type PublishStats struct {
 	Accepted   int // stored by the stream
 	Duplicates int // dropped by the stream as already published
 	Failed     int // not confirmed stored (an error, a timeout, or ctx cancelled)
+	// LastSeq is the highest stream sequence among the events stored (0 when none): a consumer
+	// has settled all of them once Settled(its info, LastSeq).
+	LastSeq uint64
 }
 
 // MaxLine is the longest line PublishLines reads; longer input is an error.
@@ -137,6 +140,7 @@ func (p *Publisher) PublishLines(ctx context.Context, r io.Reader, concurrency i
 				acked.Duplicates++
 			default:
 				acked.Accepted++
+				acked.LastSeq = max(acked.LastSeq, ack.Sequence)
 			}
 		}
 	}()
@@ -179,7 +183,7 @@ read:
 	}
 	close(window)
 	<-done
-	st.Accepted, st.Duplicates = acked.Accepted, acked.Duplicates
+	st.Accepted, st.Duplicates, st.LastSeq = acked.Accepted, acked.Duplicates, acked.LastSeq
 	st.Failed += acked.Failed
 	if firstErr == nil {
 		firstErr = ackErr

@@ -706,3 +706,41 @@ func TestPublishLinesCountsFailures(t *testing.T) {
 		t.Errorf("PublishLines with no stream: got %+v, want %+v", st, want)
 	}
 }
+
+// TestSettledWaitsForTheAckFloor: a consumer is Settled up to the last published event only once
+// it has settled that event, whatever NumPending says in between (the server counts new messages
+// into it asynchronously, after acknowledging the publish).
+func TestSettledWaitsForTheAckFloor(t *testing.T) {
+	b := startBroker(t, testConfig(t))
+	snk := newSink()
+	c := newConsumer(t, b, &engineProcessor{eng: newEngine(t), sink: snk}, nil)
+	const n = 50
+	st, err := b.publisher(t).PublishLines(context.Background(), bytes.NewReader(joinLines(genOrders(n, 3))), 0)
+	if err != nil || st.Accepted != n {
+		t.Fatalf("publishing: got %+v, %v; want %d accepted", st, err, n)
+	}
+	if st.LastSeq != n { // a fresh stream numbers them 1…n
+		t.Errorf("LastSeq: got %d, want %d", st.LastSeq, n)
+	}
+	ci, err := c.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stream.Settled(ci, st.LastSeq) {
+		t.Fatalf("Settled before the consumer ran: %+v", ci)
+	}
+	stop := run(t, c)
+	waitFor(t, 30*time.Second, "the consumer settled up to the last event", func() (bool, string) {
+		ci, err := c.Info(context.Background())
+		if err != nil {
+			return false, err.Error()
+		}
+		return stream.Settled(ci, st.LastSeq), fmt.Sprintf("%+v", ci.AckFloor)
+	})
+	if got := snk.count(); got != n {
+		t.Errorf("Settled with %d of %d events processed", got, n)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -41,8 +41,8 @@ func pipelineStore(t *testing.T, dsn string, n int, tokens ...string) (*store.St
 		cfg.HTTP.Addr = "127.0.0.1:0"
 	}
 	svc := startRunning(t, cfg)
-	publishAll(t, svc.js, svc.cfg.NATS, sampleLines(t, n, 7, "2025-10"))
-	waitSettledService(t, svc, 2*time.Minute)
+	last := publishAll(t, svc.js, svc.cfg.NATS, sampleLines(t, n, 7, "2025-10"))
+	waitSettledService(t, svc, last, 2*time.Minute)
 	st, err := store.Open(context.Background(), svc.cfg.storeConfig())
 	if err != nil {
 		t.Fatal(err)

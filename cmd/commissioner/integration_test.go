@@ -216,7 +216,12 @@ func TestPipelineStoreUnavailable(t *testing.T) {
 	lines := mix(sampleLines(t, 12000, 31, "2025-10"), badOrderLines(120), 32)
 	want := expect(t, svc.cfg.NATS, cfg.Policies, lines)
 	published := make(chan error, 1)
-	go func() { published <- publishLines(svc.js, svc.cfg.NATS, lines) }()
+	var lastSeq uint64 // written before published is sent to
+	go func() {
+		last, err := publishLines(svc.js, svc.cfg.NATS, lines)
+		lastSeq = last
+		published <- err
+	}()
 
 	// stored reads, straight from the server, how many events have a decision or a dead letter.
 	stored := func() int64 {
@@ -284,7 +289,7 @@ func TestPipelineStoreUnavailable(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("publishing did not finish")
 	}
-	waitSettledService(t, svc, 2*time.Minute)
+	waitSettledService(t, svc, lastSeq, 2*time.Minute)
 	verifyStored(t, svc.store, cfg.Policies, want)
 }
 
@@ -328,8 +333,8 @@ func TestPipelineExternalServers(t *testing.T) {
 	}
 	lines := mix(sampleLines(t, 5000, 41, "2025-10"), badOrderLines(50), 42)
 	want := expect(t, svcs[0].cfg.NATS, base.Policies, lines)
-	publishAll(t, svcs[0].js, svcs[0].cfg.NATS, lines)
-	waitSettledService(t, svcs[1], 2*time.Minute)
+	last := publishAll(t, svcs[0].js, svcs[0].cfg.NATS, lines)
+	waitSettledService(t, svcs[1], last, 2*time.Minute)
 
 	verifyStored(t, svcs[0].store, base.Policies, want)
 	verifyDeadLetterMessages(t, svcs[0].js, svcs[0].cfg.NATS, want)

@@ -195,6 +195,7 @@ func TestPipelineSurvivesSIGKILL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	pubDone := make(chan error, 1)
+	var lastSeq uint64 // the stream sequence of the last event published; written before pubDone
 	go func() {
 		pub, err := stream.NewPublisher(js, natsCfg)
 		if err != nil {
@@ -226,6 +227,7 @@ func TestPipelineSurvivesSIGKILL(t *testing.T) {
 				return
 			}
 			published.Add(int64(end - start))
+			lastSeq = max(lastSeq, st.LastSeq)
 		}
 		pubDone <- nil
 	}()
@@ -272,7 +274,7 @@ func TestPipelineSurvivesSIGKILL(t *testing.T) {
 		return consumerSettled(func(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 			ci, _, err := consumerState()
 			return ci, err
-		})()
+		}, lastSeq)()
 	})
 	// A graceful stop ends the last one.
 	proc.signal(t, syscall.SIGTERM, 30*time.Second)

@@ -63,13 +63,13 @@ func publishDecided(t *testing.T, svc *runningService, lines ...[]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	publishAll(t, svc.js, svc.cfg.NATS, lines)
+	last := publishAll(t, svc.js, svc.cfg.NATS, lines)
 	want := before + int64(len(lines))
 	waitUntil(t, 60*time.Second, fmt.Sprintf("%d events decided", len(lines)), func() (bool, string) {
 		n, err := count()
 		return err == nil && n >= want, fmt.Sprintf("%d of %d decided or dead-lettered (%v)", n, want, err)
 	})
-	waitSettledService(t, svc, 60*time.Second)
+	waitSettledService(t, svc, last, 60*time.Second)
 }
 
 // payoutsJSON runs payouts with --format json and decodes its report.

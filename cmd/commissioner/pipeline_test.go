@@ -141,9 +141,10 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() (bo
 	}
 }
 
-// consumerSettled is a condition: the durable consumer has nothing pending and nothing
-// delivered without an ack.
-func consumerSettled(info func(context.Context) (*jetstream.ConsumerInfo, error)) func() (bool, string) {
+// consumerSettled is a condition: the durable consumer has settled every event up to stream
+// sequence upTo (0: whatever it has seen) and has nothing pending or unacknowledged
+// (stream.Settled: right after a publish, NumPending alone can still read 0).
+func consumerSettled(info func(context.Context) (*jetstream.ConsumerInfo, error), upTo uint64) func() (bool, string) {
 	return func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -151,42 +152,47 @@ func consumerSettled(info func(context.Context) (*jetstream.ConsumerInfo, error)
 		if err != nil {
 			return false, fmt.Sprintf("consumer info: %v", err)
 		}
-		return ci.NumPending == 0 && ci.NumAckPending == 0,
-			fmt.Sprintf("num_pending %d, num_ack_pending %d, redelivered %d", ci.NumPending, ci.NumAckPending, ci.NumRedelivered)
+		return stream.Settled(ci, upTo),
+			fmt.Sprintf("num_pending %d, num_ack_pending %d, ack floor at stream sequence %d of %d, redelivered %d",
+				ci.NumPending, ci.NumAckPending, ci.AckFloor.Stream, upTo, ci.NumRedelivered)
 	}
 }
 
-// waitSettledService waits until the service's consumer has settled everything.
-func waitSettledService(t testing.TB, r *runningService, timeout time.Duration) {
+// waitSettledService waits until the service's consumer has settled every event up to stream
+// sequence upTo (what publishAll returned) and everything else it has seen.
+func waitSettledService(t testing.TB, r *runningService, upTo uint64, timeout time.Duration) {
 	t.Helper()
-	waitUntil(t, timeout, "the consumer to settle", consumerSettled(r.consumer.Info))
+	waitUntil(t, timeout, "the consumer to settle", consumerSettled(r.consumer.Info, upTo))
 }
 
-// publishAll publishes the lines and fails unless every one was accepted.
-func publishAll(t testing.TB, js jetstream.JetStream, cfg stream.Config, lines [][]byte) {
+// publishAll publishes the lines, fails unless every one was accepted, and returns the stream
+// sequence of the last (for waitSettledService).
+func publishAll(t testing.TB, js jetstream.JetStream, cfg stream.Config, lines [][]byte) uint64 {
 	t.Helper()
-	if err := publishLines(js, cfg, lines); err != nil {
+	last, err := publishLines(js, cfg, lines)
+	if err != nil {
 		t.Fatal(err)
 	}
+	return last
 }
 
-// publishLines publishes the lines; an error unless every one was accepted. Safe to call from
-// any goroutine.
-func publishLines(js jetstream.JetStream, cfg stream.Config, lines [][]byte) error {
+// publishLines publishes the lines; an error unless every one was accepted. It returns the
+// stream sequence of the last. Safe to call from any goroutine.
+func publishLines(js jetstream.JetStream, cfg stream.Config, lines [][]byte) (uint64, error) {
 	pub, err := stream.NewPublisher(js, cfg)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := pub.PublishLines(ctx, bytes.NewReader(joinLines(lines)), 512)
 	if err != nil {
-		return fmt.Errorf("publishing %d lines: %w", len(lines), err)
+		return 0, fmt.Errorf("publishing %d lines: %w", len(lines), err)
 	}
 	if st.Lines != len(lines) || st.Accepted != len(lines) {
-		return fmt.Errorf("publishing: got %+v, want all %d lines accepted", st, len(lines))
+		return 0, fmt.Errorf("publishing: got %+v, want all %d lines accepted", st, len(lines))
 	}
-	return nil
+	return st.LastSeq, nil
 }
 
 func joinLines(lines [][]byte) []byte {
@@ -563,8 +569,8 @@ func TestPipelineDeadLettersBadInput(t *testing.T) {
 	}
 
 	svc := startRunning(t, cfg)
-	publishAll(t, svc.js, svc.cfg.NATS, lines)
-	waitSettledService(t, svc, time.Minute)
+	last := publishAll(t, svc.js, svc.cfg.NATS, lines)
+	waitSettledService(t, svc, last, time.Minute)
 
 	verifyStored(t, svc.store, cfg.Policies, want)
 	verifyDeadLetterMessages(t, svc.js, svc.cfg.NATS, want)
@@ -601,8 +607,8 @@ func TestPipelineScaleOut(t *testing.T) {
 	}
 	lines := mix(sampleLines(t, 6000, 21, "2025-10"), badOrderLines(100), 22)
 	want := expect(t, svcs[0].cfg.NATS, svcs[0].cfg.Policies, lines)
-	publishAll(t, svcs[0].js, svcs[0].cfg.NATS, lines)
-	waitSettledService(t, svcs[0], 2*time.Minute)
+	last := publishAll(t, svcs[0].js, svcs[0].cfg.NATS, lines)
+	waitSettledService(t, svcs[0], last, 2*time.Minute)
 
 	verifyStored(t, svcs[1].store, svcs[1].cfg.Policies, want)
 	var total uint64

@@ -187,8 +187,8 @@ func testReplay(t *testing.T, dsn string) {
 			later = append(later, bytes.Replace(l, []byte(`"status":"completed"`), []byte(`"status":"refunded"`), 1))
 		}
 	}
-	publishAll(t, r.js, cfg.NATS, later)
-	waitSettledService(t, r, 2*time.Minute)
+	last := publishAll(t, r.js, cfg.NATS, later)
+	waitSettledService(t, r, last, 2*time.Minute)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -179,7 +179,7 @@ func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Write
 		return err
 	}
 	fmt.Fprintf(out, "published %d sample orders: %d accepted, %d already published before\n", st.Lines, st.Accepted, st.Duplicates)
-	if err := waitSettled(ctx, svc, done); err != nil {
+	if err := waitSettled(ctx, svc, done, st.LastSeq); err != nil {
 		stop()
 		<-done
 		return err
@@ -203,13 +203,14 @@ func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Write
 	return <-done
 }
 
-// waitSettled waits until the durable consumer has nothing pending or unacknowledged.
-func waitSettled(ctx context.Context, svc *service, done <-chan error) error {
+// waitSettled waits until the durable consumer has settled every event up to stream sequence
+// upTo and has nothing else pending or unacknowledged (stream.Settled).
+func waitSettled(ctx context.Context, svc *service, done <-chan error, upTo uint64) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		info, err := svc.consumer.Info(ctx)
-		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+		if err == nil && stream.Settled(info, upTo) {
 			return nil
 		}
 		select {
