@@ -252,7 +252,7 @@ func waitSettled(t testing.TB, c *stream.Consumer) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return info.NumPending == 0 && info.NumAckPending == 0,
+		return stream.Settled(info, 0),
 			fmt.Sprintf("NumPending %d, NumAckPending %d", info.NumPending, info.NumAckPending)
 	})
 }

@@ -75,11 +75,7 @@ when anything is found.`,
 	f.IntVar(&p.Workers, "workers", p.Workers, "decisions re-evaluated in parallel")
 	f.IntVar(&p.MaxFindings, "max-findings", p.MaxFindings, "findings printed (all are counted)")
 	verify.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := cf.load()
-		if err != nil {
-			return err
-		}
-		st, err := store.Open(cmd.Context(), cfg.storeConfig())
+		st, err := cf.openStore(cmd.Context())
 		if err != nil {
 			return err
 		}

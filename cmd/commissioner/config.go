@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -101,6 +102,16 @@ func addConfigFlags(cmd *cobra.Command) *configFlags {
 	f.String("store-dsn", "", "postgres://… or sqlite:///path; empty: SQLite in the data directory")
 	f.String("http-addr", "", "HTTP address for health, metrics and the audit API; empty string disables")
 	return cf
+}
+
+// openStore loads the configuration and opens its store, for the commands that only read or
+// write the store (audit, explain). The caller closes it.
+func (cf *configFlags) openStore(ctx context.Context) (*store.Store, error) {
+	cfg, err := cf.load()
+	if err != nil {
+		return nil, err
+	}
+	return store.Open(ctx, cfg.storeConfig())
 }
 
 // load reads the configuration: defaults, file, environment, flags.

@@ -44,11 +44,7 @@ decision that does not reproduce is reported as DRIFT and the command exits 1.`,
 	cmd.Flags().BoolVar(&p.JSON, "json", false, "JSON for machines (the audit API's decision format)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		p.OrderID = args[0]
-		cfg, err := cf.load()
-		if err != nil {
-			return err
-		}
-		st, err := store.Open(cmd.Context(), cfg.storeConfig())
+		st, err := cf.openStore(cmd.Context())
 		if err != nil {
 			return err
 		}

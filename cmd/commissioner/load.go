@@ -217,8 +217,9 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		return pr
 	}
 
-	// want is how many events the consumer must settle: known once publishing is done.
-	var want uint64
+	// want is how many events the consumer must settle, and lastSeq the stream sequence of the
+	// last: known once publishing is done.
+	var want, lastSeq uint64
 	var publishPeak int64
 	type published struct {
 		st   stream.PublishStats
@@ -244,7 +245,7 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		if err := writeHeapProfile(p.MemProfile); err != nil {
 			return err
 		}
-		if want = uint64(pst.Accepted); want == 0 {
+		if want, lastSeq = uint64(pst.Accepted), pst.LastSeq; want == 0 {
 			return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
 		}
 	} else {
@@ -284,11 +285,12 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	lastReport := start
 	var samples []memSample
 	var backlog uint64
+	halfwayProfiled := false // with Rate: the heap profile is written once half the orders are settled
 	for {
 		st := svc.consumer.Stats()
 		if publishing == nil && st.Acked+st.Termed >= want {
 			info, err := svc.consumer.Info(ctx)
-			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			if err == nil && stream.Settled(info, lastSeq) {
 				break
 			}
 		}
@@ -299,7 +301,8 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
 				samples = append(samples, memSample{settled: settled, rss: currentRSS(), heap: int64(ms.HeapInuse)})
-				if halfway := uint64(p.Orders) / 2; p.MemProfile != "" && settled >= halfway && len(samples) > 1 && samples[len(samples)-2].settled < halfway {
+				if p.MemProfile != "" && !halfwayProfiled && settled >= uint64(p.Orders)/2 {
+					halfwayProfiled = true
 					if err := writeHeapProfile(p.MemProfile); err != nil {
 						return err
 					}
@@ -327,7 +330,7 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 			// The publisher's CPU is not told apart from the consumer's: both run in this process.
 			fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream)\n",
 				r.st.Lines, r.took.Round(time.Millisecond), float64(r.st.Lines)/r.took.Seconds(), r.st.Accepted, r.st.Duplicates)
-			if want = uint64(r.st.Accepted); want == 0 {
+			if want, lastSeq = uint64(r.st.Accepted), r.st.LastSeq; want == 0 {
 				return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
 			}
 		case <-tick.C:
