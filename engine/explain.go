@@ -139,13 +139,7 @@ func FormatValue(v ref.Val) string {
 		it := l.Iterator()
 		for it.HasNext() == types.True {
 			e := it.Next()
-			item, ok := e.Value().(*rules.Item)
-			if !ok {
-				if it, isItem := e.Value().(rules.Item); isItem {
-					item, ok = &it, true
-				}
-			}
-			if ok {
+			if item, ok := e.Value().(*rules.Item); ok { // order.items' elements (rules.ResolveName)
 				parts = append(parts, fmt.Sprintf("{sku: %q, category: %q, quantity: %d}", item.SKU, item.Category, item.Quantity))
 				continue
 			}
