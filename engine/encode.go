@@ -170,3 +170,64 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, s[start:]...)
 	return append(b, '"')
 }
+
+// AppendCompactTrace appends the decision's compact trace, as stored with it: [stage, rule,
+// outcome] for every rule of the policy, in policy order; outcome is pass/fail (qualify),
+// match/no_match (rate) or not_evaluated. The full trace (with expressions) is AppendJSON's.
+func (d *Decision) AppendCompactTrace(b []byte) []byte {
+	p := d.Policy
+	q := make([]string, len(p.Qualify))
+	r := make([]string, len(p.Rates))
+	for i := range q {
+		q[i] = "not_evaluated"
+	}
+	for i := range r {
+		r[i] = "not_evaluated"
+	}
+	for _, o := range d.Trace {
+		switch {
+		case o.Stage == StageQualify && o.Result:
+			q[o.Index] = "pass"
+		case o.Stage == StageQualify:
+			q[o.Index] = "fail"
+		case o.Result:
+			r[o.Index] = "match"
+		default:
+			r[o.Index] = "no_match"
+		}
+	}
+	b = append(b, '[')
+	n := 0
+	entry := func(stage, id, outcome string) {
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = append(b, `["`...)
+		b = append(b, stage...)
+		b = append(b, `",`...)
+		b = appendString(b, id)
+		b = append(b, `,"`...)
+		b = append(b, outcome...)
+		b = append(b, `"]`...)
+	}
+	for i, rule := range p.Qualify {
+		entry("qualify", rule.ID, q[i])
+	}
+	for i, rule := range p.Rates {
+		entry("rate", rule.ID, r[i])
+	}
+	return append(b, ']')
+}
+
+// AppendStrings appends ss as a JSON array of strings.
+func AppendStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
+}

@@ -25,8 +25,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/apd/v3"
-
-	"github.com/commissioner/commissioner/rules"
 )
 
 // ErrPinnedPolicyMissing: an order's events are decided with the policy version that decided
@@ -179,43 +177,9 @@ func (e *Engine) DecideBatch(ctx context.Context, results []Result, h OrderHisto
 		if r.Order == nil {
 			continue
 		}
-		r.Decision, r.Err = nil, nil
-		o := r.Order
-		k := OrderKey{o.Program, o.OrderID}
-		lc := &Lifecycle{}
-		var p *rules.Policy
-		if st := w.order(k); st != nil && st.Pin != nil {
-			lc.Pin = st.Pin
-			pinned, err := e.set.Version(o.Program, st.Pin.Version)
-			if err != nil || pinned.Digest != st.Pin.Digest {
-				r.Err = fmt.Errorf("%w: order %s of program %s was first qualified by version %d (%s), which is not loaded: "+
-					"an order's later events are decided with the terms of its sale; restore that version's file (its source is stored) and publish the event again",
-					ErrPinnedPolicyMissing, o.OrderID, o.Program, st.Pin.Version, st.Pin.Digest)
-				continue
-			}
-			if pinned.Lifecycle.Terms != rules.TermsInForce {
-				p, lc.Pinned = pinned, true
-			}
+		if e.decideOne(ctx, w, r); r.Err == nil {
+			w.apply(i, r)
 		}
-		if p == nil {
-			var err error
-			if p, err = e.PolicyFor(o); err != nil {
-				r.Err = err
-				continue
-			}
-		}
-		o.Affiliate = AffiliateMonth{}
-		if p.ReadsAffiliate() {
-			o.Affiliate = w.figures(k, o)
-		}
-		d, err := e.DecideWith(ctx, p, o)
-		if err != nil {
-			r.Err = err
-			continue
-		}
-		d.Lifecycle = lc
-		r.Decision = d
-		w.apply(i, r)
 	}
 }
 
