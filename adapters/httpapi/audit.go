@@ -35,6 +35,10 @@ type AuditStore interface {
 	// DecisionInputs returns what a decision was decided with besides its event and policy
 	// version (the order's pin, the affiliate.* inputs).
 	DecisionInputs(ctx context.Context, decisionID int64) (store.DecisionInputs, error)
+	// DecisionsByOrder returns an order's decisions, newest first (to book them again).
+	DecisionsByOrder(ctx context.Context, program, orderID string) ([]store.StoredDecision, error)
+	// BatchLeaves returns a batch and its stored leaf hashes (inclusion proofs).
+	BatchLeaves(ctx context.Context, partition int, seq uint64) (store.StoredBatch, error)
 	// History returns the stored events a filter selects with their recorded decisions, for
 	// POST /v1/replay (engine.Replay reads it; nothing is written).
 	History(f store.EventFilter) *store.History

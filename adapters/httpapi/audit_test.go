@@ -118,14 +118,16 @@ func filledStore(t *testing.T, cfg store.Config, n int) *store.Store {
 	}
 	add("o-0", 0, "100.00")
 	add("o-0", 0, "200.00")
-	results := engine.New(set).DecideEvents(ctx, events, nil)
-	for _, r := range results {
-		if r.Err != nil {
-			t.Fatalf("deciding %s: %v", r.Event.ID, r.Err)
-		}
-	}
-	if _, err := st.SaveBatch(ctx, results); err != nil {
+	w, err := engine.ClaimPartition(ctx, st, 0, 1)
+	if err != nil {
 		t.Fatal(err)
+	}
+	b, err := w.Write(ctx, engine.New(set), events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Dead) > 0 {
+		t.Fatalf("dead letters: %+v", b.Dead)
 	}
 	return st
 }
@@ -335,7 +337,10 @@ func testDecision(t *testing.T, ts *httptest.Server) {
 		r = call(t, ts, "GET", fmt.Sprintf("/v1/decisions/%d", id), testToken, nil)
 		wantStatus(t, r, 200, "decision")
 		d := decode[DecisionView](t, r)
-		if d.Check == nil || !d.Check.Reproduced || !d.Check.HashOK || len(d.Check.Drift) != 0 {
+		if in := d.Chain.Inclusion; in == nil || !in.Verified || len(in.Path) == 0 {
+			t.Errorf("chain %+v: want a verified inclusion proof", d.Chain)
+		}
+		if d.Check == nil || !d.Check.Reproduced || !d.Check.LeafOK || len(d.Check.Drift) != 0 {
 			t.Fatalf("check = %+v, want reproduced with its hash", d.Check)
 		}
 		if d.Qualified || !slices.Equal(d.FailedRules, []string{"traffic_allowed"}) || d.Commission != "0.000" {

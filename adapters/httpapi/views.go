@@ -72,11 +72,26 @@ type PolicyRef struct {
 	File          string     `json:"file,omitempty"`
 }
 
-// ChainRef is a decision's place in its program's hash chain.
+// ChainRef is a decision's place in its partition's chain of batches: the batch, its leaf and
+// leaf hash and, when explained, its inclusion proof.
 type ChainRef struct {
-	Seq      int64  `json:"seq"`
-	PrevHash string `json:"prev_hash"`
-	Hash     string `json:"hash"`
+	Partition int    `json:"partition"`
+	BatchSeq  uint64 `json:"batch_seq"`
+	Leaf      int    `json:"leaf"`
+	LeafHash  string `json:"leaf_hash"`
+	// Inclusion is the RFC 6962 audit path from the leaf to the batch's root (explained only).
+	Inclusion *InclusionView `json:"inclusion,omitempty"`
+}
+
+// InclusionView is a decision's proof of inclusion in its batch.
+type InclusionView struct {
+	BatchRoot string   `json:"batch_root"`
+	BatchHash string   `json:"batch_hash"`
+	PrevHash  string   `json:"prev_hash"`
+	Leaves    int      `json:"leaves"`
+	Path      []string `json:"path"`
+	Verified  bool     `json:"verified"`
+	Error     string   `json:"error,omitempty"`
 }
 
 // RuleView is one rule's part in a decision.
@@ -102,8 +117,8 @@ type InputView struct {
 type CheckView struct {
 	// Reproduced: the re-run gave exactly the stored decision.
 	Reproduced bool `json:"reproduced"`
-	// HashOK: the row's chain hash covers the re-run decision.
-	HashOK bool `json:"hash_ok"`
+	// LeafOK: the row's leaf hash covers the re-run decision and what it booked.
+	LeafOK bool `json:"leaf_ok"`
 	// Drift lists every stored field that differs from the re-run.
 	Drift []DriftView `json:"drift"`
 	// Error says why the decision could not be decided again ("" when it was).
@@ -156,7 +171,7 @@ func NewDecisionView(d store.StoredDecision) DecisionView {
 		Qualified: d.Qualified, FailedRules: d.FailedRules, RateRule: d.RateRule,
 		Rate: d.Rate.Text('f'), Base: d.Base.Text('f'), Commission: d.Commission.Text('f'),
 		Currency: d.Currency, Rounding: d.Rounding, Env: d.Env, DecidedAt: d.DecidedAt.UTC(),
-		Chain: ChainRef{Seq: d.ChainSeq, PrevHash: d.PrevHash, Hash: d.Hash},
+		Chain: ChainRef{Partition: d.Partition, BatchSeq: d.BatchSeq, Leaf: d.Leaf, LeafHash: d.LeafHash},
 		Trace: make([]RuleView, len(d.Trace)),
 	}
 	if v.FailedRules == nil {
@@ -204,7 +219,15 @@ func NewExplainedView(x store.Explained) DecisionView {
 		in.Affiliate = &AffiliateView{Month: a.Month, MonthQualifiedOrders: a.QualifiedOrders, MonthQualifiedSales: a.QualifiedSales.Text('f')}
 	}
 	v.Inputs = in
-	c := &CheckView{Reproduced: x.Recheck.Reproduced(), HashOK: x.Recheck.HashOK, Drift: []DriftView{}}
+	if in := x.Inclusion; in != nil {
+		iv := &InclusionView{BatchRoot: in.Batch.Root, BatchHash: in.Batch.Hash, PrevHash: in.Batch.Prev, Leaves: in.Batch.Leaves,
+			Path: in.Path, Verified: in.Verified, Error: in.Err}
+		if iv.Path == nil {
+			iv.Path = []string{}
+		}
+		v.Chain.Inclusion = iv
+	}
+	c := &CheckView{Reproduced: x.Recheck.Reproduced(), LeafOK: x.Recheck.LeafOK, Drift: []DriftView{}}
 	for _, d := range x.Recheck.Diffs {
 		c.Drift = append(c.Drift, DriftView{Field: d.Field, Stored: d.Stored, Rerun: d.Rerun})
 	}

@@ -3,21 +3,24 @@ package store
 // The audit side of the store: re-running stored decisions with their recorded policy version
 // (explain, audit verify, the HTTP audit API), and the read helpers they need.
 //
-// What a chain hash proves. SaveBatch hashes, for each decision, CanonicalBytes(event id, stream
-// sequence, decision) chained to the previous row's hash. Audit recomputes that hash from the
-// sources of truth only — the stored order event and the stored policy source (its digest
-// checked) — by deciding the event again; it never hashes the decision row's own columns. So:
+// What a leaf proves. Each decision is stored with the hash of its Merkle leaf
+// (engine.AppendDecisionLeaf: the event's identity and digest, the decision in canonical form,
+// the ledger entries it booked and its change to the order's state); each batch with the root of
+// its leaves, chained per partition (engine/chain.go). Audit recomputes a leaf from the sources of
+// truth only — the stored order event and the stored policy source (its digest checked) — by
+// deciding the event again, and the ledger entries and state change by booking the order's
+// decisions again in the order they were made; it never hashes the decision row's own columns. So:
 //
-//   - a row whose columns differ from the re-run while its hash matches the re-run was changed
-//     after it was chained ("altered": the hash is the witness of the original content);
-//   - a row whose columns reproduce but whose hash does not was given another hash, or forged;
+//   - a row whose columns differ from the re-run while its leaf hash matches the re-run was changed
+//     after it was stored ("altered": the leaf is the witness of the original content);
+//   - a row whose columns reproduce but whose leaf hash does not was given another hash, or forged;
 //   - a row where neither matches does not reproduce: engine or policy drift, or a forgery.
 //
 // Columns compared field by field (each difference named, stored vs re-run): order_id, program,
 // affiliate_id, policy_version, policy_digest, qualified, failed_rules, rate_rule, rate, flat,
 // base, commission, currency, rounding, every trace outcome, env, and the decision's stream_seq
 // against its event's. A field-by-field comparison, rather than one byte comparison of canonical
-// forms, tells an auditor which value changed; the hash check covers the canonical form.
+// forms, tells an auditor which value changed; the leaf hash covers the canonical form.
 
 import (
 	"context"
@@ -25,13 +28,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/cockroachdb/apd/v3"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/rules"
@@ -83,6 +84,10 @@ type AuditSource interface {
 	// DecisionInputs returns what a decision was decided with besides its event and policy
 	// version (the order's pin, the affiliate.* inputs); the zero value when nothing.
 	DecisionInputs(ctx context.Context, decisionID int64) (DecisionInputs, error)
+	// DecisionsByOrder returns an order's decisions, newest first.
+	DecisionsByOrder(ctx context.Context, program, orderID string) ([]StoredDecision, error)
+	// BatchLeaves returns a batch and its stored leaf hashes; ErrNotFound when none.
+	BatchLeaves(ctx context.Context, partition int, seq uint64) (StoredBatch, error)
 }
 
 var _ AuditSource = (*Store)(nil)
@@ -127,7 +132,7 @@ func scanEvent(rows interface{ Scan(...any) error }) (StoredEvent, error) {
 func (s *Store) OrderDecisionsPage(ctx context.Context, program, orderID string, before int64, limit int) ([]StoredDecision, error) {
 	var out []StoredDecision
 	collect := func(d StoredDecision) error { out = append(out, d); return nil }
-	where, args := "program IN (SELECT program FROM chain_heads) AND order_id = ?", []any{orderID}
+	where, args := "program IN (SELECT DISTINCT program FROM policy_versions) AND order_id = ?", []any{orderID}
 	if program != "" {
 		where, args = "program = ? AND order_id = ?", []any{program, orderID}
 	}
@@ -159,11 +164,10 @@ func (s *Store) PolicyVersions(ctx context.Context, program string) ([]StoredPol
 	return out, nil
 }
 
-// ChainPrograms returns, sorted, every program that has a chain head or a stored decision (a
-// decision row of a program with no head is itself a finding).
-func (s *Store) ChainPrograms(ctx context.Context) ([]string, error) {
+// DecisionPrograms returns, sorted, every program that has a stored decision.
+func (s *Store) DecisionPrograms(ctx context.Context) ([]string, error) {
 	var out []string
-	err := s.db.NewRaw("SELECT program FROM chain_heads UNION SELECT DISTINCT program FROM decisions ORDER BY 1").Scan(ctx, &out)
+	err := s.db.NewRaw("SELECT DISTINCT program FROM decisions ORDER BY 1").Scan(ctx, &out)
 	if err != nil {
 		return nil, fmt.Errorf("reading the programs with decisions: %w", err)
 	}
@@ -199,111 +203,6 @@ func (s *Store) OrphanEvents(ctx context.Context, program string, limit int) ([]
 	return out, nil
 }
 
-// chainRow is one decision row as audit verify reads it: the columns it checks, as stored (text,
-// unparsed), with the stored event it decided (evID invalid when none is stored). Parsing is left
-// to the workers, so the one goroutine that reads rows does as little as it can, and a column
-// that no longer parses (edited in SQL) is a finding rather than a failed read.
-type chainRow struct {
-	id, policyVersion, streamSeq, chainSeq int64
-	eventID, orderID, program, affiliateID string
-	policyDigest, failedRules, rateRule    string
-	rate, base, commission                 string
-	flat                                   sql.NullString
-	qualified                              any
-	currency, rounding, trace, env         string
-	prevHash, hash                         string
-	evID, evSeq                            sql.NullInt64
-	evRaw                                  []byte
-	// The affiliate.* inputs recorded for the decision (decision_inputs), when its policy read them.
-	month       sql.NullString
-	monthOrders sql.NullInt64
-	monthSales  sql.NullString
-}
-
-// walkChainRows calls fn for each decision of a program in chain order (chain_seq ascending),
-// streaming. fn's error stops the walk and is returned; fn may keep the rows.
-func (s *Store) walkChainRows(ctx context.Context, program string, fn func(*chainRow) error) error {
-	num := func(c string) string {
-		if s.kind == Postgres {
-			return "d." + c + "::text"
-		}
-		return "d." + c
-	}
-	query := "SELECT d.id, d.policy_version, d.stream_seq, d.chain_seq, d.event_id, d.order_id, d.program, d.affiliate_id, " +
-		"d.policy_digest, d.failed_rules, d.rate_rule, " + num("rate") + ", " + num("base") + ", " + num("commission") + ", " +
-		num("flat") + ", d.qualified, d.currency, d.rounding, d.trace, d.env, d.prev_hash, d.hash, e.id, e.stream_seq, e.raw, " +
-		"i.month, i.month_qualified_orders, " + strings.Replace(num("month_qualified_sales"), "d.", "i.", 1) + " " +
-		"FROM decisions d LEFT JOIN order_events e ON e.event_id = d.event_id LEFT JOIN decision_inputs i ON i.decision_id = d.id " +
-		"WHERE d.program = ? ORDER BY d.chain_seq"
-	rows, err := s.db.QueryContext(ctx, query, program)
-	if err != nil {
-		return fmt.Errorf("walking the decision chain of %s: %w", program, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		r := &chainRow{}
-		if err := rows.Scan(&r.id, &r.policyVersion, &r.streamSeq, &r.chainSeq, &r.eventID, &r.orderID, &r.program, &r.affiliateID,
-			&r.policyDigest, &r.failedRules, &r.rateRule, &r.rate, &r.base, &r.commission, &r.flat, &r.qualified,
-			&r.currency, &r.rounding, &r.trace, &r.env, &r.prevHash, &r.hash, &r.evID, &r.evSeq, &r.evRaw,
-			&r.month, &r.monthOrders, &r.monthSales); err != nil {
-			return fmt.Errorf("walking the decision chain of %s: %w", program, err)
-		}
-		if err := fn(r); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("walking the decision chain of %s: %w", program, err)
-	}
-	return nil
-}
-
-// affiliate returns the recorded affiliate.* inputs; nil when none were recorded. A recorded
-// sales figure that does not parse is given as zero: the re-run then differs, which is reported.
-func (r *chainRow) affiliate() *engine.AffiliateMonth {
-	if !r.month.Valid {
-		return nil
-	}
-	a := &engine.AffiliateMonth{Month: r.month.String, QualifiedOrders: r.monthOrders.Int64}
-	a.QualifiedSales.SetString(r.monthSales.String)
-	return a
-}
-
-// decision returns the row's identity and chain fields as a StoredDecision (the checked columns
-// stay text, in texts), and its event (nil when none is stored).
-func (r *chainRow) decision() (*StoredDecision, *StoredEvent, *storedText) {
-	d := &StoredDecision{ID: r.id, EventID: r.eventID, OrderID: r.orderID, Program: r.program, AffiliateID: r.affiliateID,
-		PolicyVersion: int(r.policyVersion), PolicyDigest: r.policyDigest, RateRule: r.rateRule, Currency: r.currency,
-		Rounding: r.rounding, Env: r.env, StreamSeq: uint64(r.streamSeq), ChainSeq: r.chainSeq, PrevHash: r.prevHash, Hash: r.hash}
-	var ev *StoredEvent
-	if r.evID.Valid {
-		ev = &StoredEvent{ID: r.evID.Int64, EventID: r.eventID, StreamSeq: uint64(r.evSeq.Int64), Raw: r.evRaw}
-	}
-	t := &storedText{
-		orderID: r.orderID, program: r.program, affiliateID: r.affiliateID, policyVersion: strconv.FormatInt(r.policyVersion, 10),
-		policyDigest: r.policyDigest, failedRules: r.failedRules, rateRule: r.rateRule, rate: r.rate, base: r.base,
-		commission: r.commission, flat: noFlat, currency: r.currency, rounding: r.rounding, trace: r.trace, env: r.env,
-		streamSeq: strconv.FormatInt(r.streamSeq, 10),
-	}
-	if r.flat.Valid {
-		t.flat = r.flat.String
-	}
-	switch q := r.qualified.(type) {
-	case bool:
-		t.qualified = strconv.FormatBool(q)
-	case int64:
-		t.qualified = map[int64]string{0: "false", 1: "true"}[q]
-		if q != 0 && q != 1 {
-			t.qualified = strconv.FormatInt(q, 10)
-		}
-	case []byte:
-		t.qualified = string(q)
-	default:
-		t.qualified = fmt.Sprint(q)
-	}
-	return d, ev, t
-}
-
 // --- re-running a stored decision ---
 
 // FieldDiff is one stored field that differs from the re-run decision.
@@ -319,8 +218,15 @@ type Recheck struct {
 	Again *engine.Decision // nil when Err is set
 	// Diffs are the fields where the stored row differs from Again; empty when it reproduces.
 	Diffs []FieldDiff
-	// HashOK: the row's hash is ChainHash(its prev_hash, CanonicalBytes of its event and Again).
-	HashOK bool
+	// LeafOK: the row's leaf hash is the leaf of its event, Again, and what Again booked and did to
+	// its order's state (Ledger, State) when the order's decisions are booked again in order.
+	LeafOK bool
+	// Ledger and State are what the re-run booked: the ledger entries and state change its leaf covers.
+	Ledger []engine.LedgerEntry
+	State  engine.StateChange
+	// LeafErr says why the leaf could not be recomputed (an earlier decision of the order
+	// could not be re-run); nil otherwise.
+	LeafErr error
 	// Err (a *RecheckError) is why the decision could not be decided again.
 	Err error
 }
@@ -400,36 +306,46 @@ func (a *Auditor) Recheck(ctx context.Context, d *StoredDecision, ev *StoredEven
 		return Recheck{}, err
 	}
 	rc, _, err := a.recheck(ctx, d, textOf(d), ev, in.Affiliate, false)
+	if err == nil && rc.Err == nil {
+		err = a.checkLeaf(ctx, d, ev, &rc)
+	}
 	return rc, err
 }
 
 // recheck decides d's event again, with the affiliate.* inputs recorded for it (nil: none); t is
-// d's checked columns as stored.
+// d's checked columns as stored. The leaf is checked separately (checkLeaf): it needs the order's
+// earlier decisions.
 func (a *Auditor) recheck(ctx context.Context, d *StoredDecision, t *storedText, ev *StoredEvent, aff *engine.AffiliateMonth, explain bool) (Recheck, *engine.Explanation, error) {
+	o, again, x, rcErr, err := a.rerun(ctx, d, ev, aff, explain)
+	if err != nil || rcErr != nil {
+		return Recheck{Err: rcErr}, nil, err
+	}
+	_ = o
+	return Recheck{Again: again, Diffs: diffText(t, again, ev)}, x, nil
+}
+
+// rerun decides d's event again. rcErr (a *RecheckError) is why it could not be; err a failed read.
+func (a *Auditor) rerun(ctx context.Context, d *StoredDecision, ev *StoredEvent, aff *engine.AffiliateMonth, explain bool) (
+	o *engine.Order, again *engine.Decision, x *engine.Explanation, rcErr error, err error) {
 	if ev == nil {
-		return Recheck{Err: recheckErr(ReasonEventMissing, "decision %d: its order event %s is not stored (the decision was inserted without one, or the event was deleted)",
-			d.ID, d.EventID)}, nil, nil
+		return nil, nil, nil, recheckErr(ReasonEventMissing, "decision %d: its order event %s is not stored (the decision was inserted without one, or the event was deleted)",
+			d.ID, d.EventID), nil
 	}
 	p, _, err := a.Policy(ctx, d.Program, d.PolicyVersion)
 	if err != nil {
 		if errors.Is(err, ErrCannotRecheck) {
-			return Recheck{Err: err}, nil, nil
+			return nil, nil, nil, err, nil
 		}
-		return Recheck{}, nil, err
+		return nil, nil, nil, nil, err
 	}
-	o, err := engine.DecodeOrder(ev.Raw)
-	if err != nil {
-		return Recheck{Err: recheckErr(ReasonEventInvalid, "decision %d: its stored event %s no longer decodes: %v", d.ID, d.EventID, err)}, nil, nil
+	if o, err = engine.DecodeOrder(ev.Raw); err != nil {
+		return nil, nil, nil, recheckErr(ReasonEventInvalid, "decision %d: its stored event %s no longer decodes: %v", d.ID, d.EventID, err), nil
 	}
 	if aff != nil {
 		// What the affiliate had sold that month is history, not part of the event: the
-		// decision recorded it (and its hash covers it).
+		// decision recorded it (and its leaf covers it).
 		o.Affiliate = *aff
 	}
-	var (
-		again *engine.Decision
-		x     *engine.Explanation
-	)
 	if explain {
 		if x, err = a.eng.Explain(ctx, p, o); err == nil {
 			again = x.Decision
@@ -439,14 +355,66 @@ func (a *Auditor) recheck(ctx context.Context, d *StoredDecision, t *storedText,
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return Recheck{}, nil, ctx.Err()
+			return nil, nil, nil, nil, ctx.Err()
 		}
-		return Recheck{Err: recheckErr(ReasonDecideFailed, "decision %d: deciding event %s again with %s v%d: %v", d.ID, d.EventID, d.Program, d.PolicyVersion, err)}, nil, nil
+		return nil, nil, nil, recheckErr(ReasonDecideFailed, "decision %d: deciding event %s again with %s v%d: %v", d.ID, d.EventID, d.Program, d.PolicyVersion, err), nil
 	}
-	rc := Recheck{Again: again, Diffs: diffText(t, again, ev)}
-	hash, err := ChainHash(d.PrevHash, CanonicalBytes(ev.EventID, ev.StreamSeq, again))
-	rc.HashOK = err == nil && hash == d.Hash
-	return rc, x, nil
+	return o, again, x, nil, nil
+}
+
+// checkLeaf books d's order again, decision by decision up to d (each decided again), and sets
+// rc's Ledger, State and LeafOK (or LeafErr). rc.Again must be set.
+func (a *Auditor) checkLeaf(ctx context.Context, d *StoredDecision, ev *StoredEvent, rc *Recheck) error {
+	all, err := a.src.DecisionsByOrder(ctx, d.Program, d.OrderID)
+	if err != nil {
+		return err
+	}
+	book := engine.NewOrderBook()
+	for i := len(all) - 1; i >= 0; i-- {
+		x := &all[i]
+		if x.ID > d.ID {
+			continue
+		}
+		xev, again := ev, rc.Again
+		if x.ID != d.ID {
+			e, err := a.src.Event(ctx, x.EventID)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			in, err := a.src.DecisionInputs(ctx, x.ID)
+			if err != nil {
+				return err
+			}
+			var rcErr error
+			_, again, _, rcErr, err = a.rerun(ctx, x, &e, in.Affiliate, false)
+			if err != nil {
+				return err
+			}
+			if rcErr != nil {
+				rc.LeafErr = fmt.Errorf("decision %d of the same order, before this one, cannot be decided again: %w", x.ID, rcErr)
+				return nil
+			}
+			xev = &e
+		}
+		o, err := engine.DecodeOrder(xev.Raw)
+		if err != nil {
+			rc.LeafErr = fmt.Errorf("decision %d's event no longer decodes: %w", x.ID, err)
+			return nil
+		}
+		r := engine.Result{Event: engine.Event{ID: xev.EventID, StreamSeq: xev.StreamSeq}, Order: o, Decision: again}
+		entries, st, err := book.Book(&r)
+		if err != nil {
+			rc.LeafErr = err
+			return nil
+		}
+		if x.ID == d.ID {
+			rc.Ledger, rc.State = entries, st
+			rc.LeafOK = engine.LeafHash(engine.AppendDecisionLeaf(nil, ev.EventID, ev.StreamSeq, ev.Raw, again, entries, st)).String() == d.LeafHash
+			return nil
+		}
+	}
+	rc.LeafErr = fmt.Errorf("decision %d is not among its order's decisions", d.ID)
+	return nil
 }
 
 // Explained is a stored decision with its re-run explanation.
@@ -461,6 +429,8 @@ type Explained struct {
 	// Inputs is what the decision was decided with besides its event and policy version: the
 	// order's pin, the affiliate.* inputs.
 	Inputs DecisionInputs
+	// Inclusion is the decision's proof of inclusion in its batch's Merkle root.
+	Inclusion *Inclusion
 }
 
 // Explain reads a stored decision's event and policy version and explains it by deciding it
@@ -486,7 +456,13 @@ func (a *Auditor) Explain(ctx context.Context, d StoredDecision) (Explained, err
 	if out.Recheck, out.Explanation, err = a.recheck(ctx, &out.Decision, textOf(&out.Decision), out.Event, out.Inputs.Affiliate, true); err != nil {
 		return out, err
 	}
-	return out, nil
+	if out.Recheck.Err == nil {
+		if err = a.checkLeaf(ctx, &out.Decision, out.Event, &out.Recheck); err != nil {
+			return out, err
+		}
+	}
+	out.Inclusion, err = a.inclusion(ctx, &out.Decision)
+	return out, err
 }
 
 // storedText is a stored decision's checked columns as text, as stored: what Diff compares with
@@ -502,7 +478,7 @@ const noFlat = "(none)"
 func textOf(d *StoredDecision) *storedText {
 	t := &storedText{
 		orderID: d.OrderID, program: d.Program, affiliateID: d.AffiliateID, policyVersion: strconv.Itoa(d.PolicyVersion),
-		policyDigest: d.PolicyDigest, qualified: strconv.FormatBool(d.Qualified), failedRules: string(stringsJSON(nil, d.FailedRules)),
+		policyDigest: d.PolicyDigest, qualified: strconv.FormatBool(d.Qualified), failedRules: string(engine.AppendStrings(nil, d.FailedRules)),
 		rateRule: d.RateRule, rate: d.Rate.Text('f'), flat: noFlat, base: d.Base.Text('f'), commission: d.Commission.Text('f'),
 		currency: d.Currency, rounding: d.Rounding, env: d.Env, streamSeq: strconv.FormatUint(d.StreamSeq, 10),
 	}
@@ -514,13 +490,7 @@ func textOf(d *StoredDecision) *storedText {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, '[')
-		b = appendJSONString(b, e.Stage)
-		b = append(b, ',')
-		b = appendJSONString(b, e.Rule)
-		b = append(b, ',')
-		b = appendJSONString(b, e.Outcome)
-		b = append(b, ']')
+		b = engine.AppendStrings(b, []string{e.Stage, e.Rule, e.Outcome})
 	}
 	t.trace = string(append(b, ']'))
 	return t
@@ -558,7 +528,7 @@ func diffText(t *storedText, again *engine.Decision, ev *StoredEvent) []FieldDif
 	cmp("policy_version", t.policyVersion, strconv.Itoa(again.PolicyVersion))
 	cmp("policy_digest", t.policyDigest, again.PolicyDigest)
 	cmp("qualified", t.qualified, strconv.FormatBool(again.Qualified))
-	cmp("failed_rules", t.failedRules, string(stringsJSON(nil, again.FailedRules)))
+	cmp("failed_rules", t.failedRules, string(engine.AppendStrings(nil, again.FailedRules)))
 	cmp("rate_rule", t.rateRule, again.RateRule)
 	dec("rate", t.rate, again.Rate.Text('f'))
 	if again.HasFlat() {
@@ -570,7 +540,7 @@ func diffText(t *storedText, again *engine.Decision, ev *StoredEvent) []FieldDif
 	dec("commission", t.commission, again.Commission.Text('f'))
 	cmp("currency", t.currency, again.Currency.Code)
 	cmp("rounding", t.rounding, string(again.Rounding))
-	if want := string(traceJSON(nil, again)); t.trace != want {
+	if want := string(again.AppendCompactTrace(nil)); t.trace != want {
 		out = append(out, traceDiffs(t.trace, want)...)
 	}
 	cmp("env", t.env, again.Env)
@@ -602,379 +572,84 @@ func traceDiffs(stored, rerun string) []FieldDiff {
 	return out
 }
 
-// --- audit verify ---
-
-// Finding kinds: what audit verify reports.
-const (
-	// FindingAltered: the row's columns differ from the re-run while its hash covers the re-run:
-	// the row was changed after it was chained.
-	FindingAltered = "altered"
-	// FindingNotReproduced: neither the row's columns nor its hash match the re-run: engine or
-	// policy drift, or a forged row.
-	FindingNotReproduced = "not_reproduced"
-	// FindingHashMismatch: the columns reproduce but the hash does not cover them: the hash or
-	// prev_hash was changed, or the row was forged.
-	FindingHashMismatch = "hash_mismatch"
-	// FindingUnverifiable: the row could not be decided again (its event or policy version is
-	// missing or altered); Reason says which.
-	FindingUnverifiable = "unverifiable"
-	// FindingMissing: chain positions with no row (deleted rows).
-	FindingMissing = "missing"
-	// FindingInserted: a row outside the chain's sequence: before position 1, beyond the chain
-	// head, or in a program that has no chain head.
-	FindingInserted = "inserted"
-	// FindingBrokenLink: the row's prev_hash is not the previous row's hash: a row before it was
-	// replaced, or this one was put in.
-	FindingBrokenLink = "broken_link"
-	// FindingHeadMismatch: the chain head (chain_heads) does not name the last row and its hash.
-	FindingHeadMismatch = "head_mismatch"
-	// FindingPolicy: a stored policy version cannot be used: its source was altered (digest
-	// mismatch) or no longer compiles; Reason says which.
-	FindingPolicy = "policy"
-	// FindingOrphanEvent: a stored order event has neither a decision nor a dead letter (its
-	// decision was deleted).
-	FindingOrphanEvent = "orphan_event"
-)
-
-// Finding is one thing audit verify found.
-type Finding struct {
-	Kind       string
-	Reason     string // for unverifiable and policy findings: a Reason… constant
-	Program    string
-	ChainSeq   int64 // the row's chain position; for missing rows the first missing one; 0 when about no row
-	DecisionID int64 // 0 when about no row
-	EventID    string
-	OrderID    string
-	Detail     string
-	Diffs      []FieldDiff
+// StoredBatch is a batch row: its place in its partition's chain and its Merkle root.
+type StoredBatch struct {
+	Partition        int
+	Seq, Epoch       uint64
+	Prev, Root, Hash string
+	Leaves           int
+	// LeafHashes are the stored leaf hashes of its decisions and dead letters, by leaf index.
+	LeafHashes []string
 }
 
-func (f Finding) String() string {
-	var b strings.Builder
-	b.WriteString(f.Program)
-	if f.ChainSeq != 0 {
-		fmt.Fprintf(&b, " chain_seq %d", f.ChainSeq)
+// BatchLeaves returns a batch and its leaves' stored hashes; ErrNotFound when it has no row.
+func (s *Store) BatchLeaves(ctx context.Context, partition int, seq uint64) (StoredBatch, error) {
+	var b batchRow
+	err := s.db.QueryRowContext(ctx, "SELECT seq, epoch, prev_hash, root, hash, leaves, first_stream_seq, last_stream_seq FROM batches WHERE part = ? AND seq = ?",
+		partition, int64(seq)).Scan(&b.seq, &b.epoch, &b.prev, &b.root, &b.hash, &b.leaves, &b.first, &b.last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return StoredBatch{}, fmt.Errorf("batch %d of partition %d: %w", seq, partition, ErrNotFound)
 	}
-	if f.DecisionID != 0 {
-		fmt.Fprintf(&b, " decision %d", f.DecisionID)
+	if err != nil {
+		return StoredBatch{}, fmt.Errorf("reading batch %d of partition %d: %w", seq, partition, err)
 	}
-	if f.OrderID != "" {
-		fmt.Fprintf(&b, " order %s", f.OrderID)
+	out := StoredBatch{Partition: partition, Seq: uint64(b.seq), Epoch: uint64(b.epoch), Prev: b.prev, Root: b.root, Hash: b.hash, Leaves: int(b.leaves)}
+	if err := s.db.NewRaw("SELECT leaf_hash FROM (SELECT leaf, leaf_hash FROM decisions WHERE part = ? AND batch_seq = ? "+
+		"UNION ALL SELECT leaf, leaf_hash FROM dead_letters WHERE part = ? AND batch_seq = ?) AS l ORDER BY leaf",
+		partition, int64(seq), partition, int64(seq)).Scan(ctx, &out.LeafHashes); err != nil {
+		return StoredBatch{}, fmt.Errorf("reading the leaves of batch %d of partition %d: %w", seq, partition, err)
 	}
-	fmt.Fprintf(&b, ": %s: %s", f.Kind, f.Detail)
-	for _, d := range f.Diffs {
-		fmt.Fprintf(&b, "\n    %s: stored %q, re-run %q", d.Field, d.Stored, d.Rerun)
-	}
-	return b.String()
+	return out, nil
 }
 
-// VerifyOptions say what Verify checks and where findings go.
-type VerifyOptions struct {
-	Program string // "" verifies every program
-	Workers int    // decisions re-run in parallel; 0: GOMAXPROCS
-	// OnFinding receives every finding, in chain order within a program, one at a time (never
-	// concurrently). Nil drops them (the report still counts them).
-	OnFinding func(Finding)
-	// OrphanLimit bounds how many orphan events are reported; 0: 100.
-	OrphanLimit int
+// Inclusion is a decision's proof of inclusion in its batch: the RFC 6962 audit path from its
+// leaf to the batch's root, and whether it verifies against the stored root.
+type Inclusion struct {
+	Batch    StoredBatch // LeafHashes left out
+	Leaf     int
+	Path     []string // sibling hashes, leaf to root
+	Verified bool
+	Err      string // why there is no proof, or why it does not verify
 }
 
-// ChainReport is what Verify found in one program's chain.
-type ChainReport struct {
-	Program    string
-	Rows       int64 // decision rows walked
-	Reproduced int64 // rows decided again to exactly the stored row, hash included
-	LastSeq    int64 // the last row's chain_seq (0 when none)
-	LastHash   string
-	Head       ChainHead // the stored head; zero when none
-	HasHead    bool
-	Findings   int
-	First      *Finding // the first finding in chain order; nil when none
-}
-
-// VerifyReport is the result of Verify.
-type VerifyReport struct {
-	Policies int // stored policy versions checked
-	Chains   []ChainReport
-	Findings int
-	ByKind   map[string]int
-}
-
-// OK reports whether nothing was found.
-func (r *VerifyReport) OK() bool { return r.Findings == 0 }
-
-type verifyItem struct {
-	row     *chainRow
-	d       *StoredDecision // set by a worker, like the rest
-	finding *Finding
-	ok      bool // reproduced exactly, hash included
-}
-
-type verifyBatch struct {
-	items []verifyItem
-	done  chan struct{}
-	err   error
-}
-
-// Verify audits the stored decisions: every stored policy version's source against its digest;
-// every decision decided again with its recorded policy version (in parallel, streaming) and
-// compared field by field and by chain hash; every chain's sequence, links and head; and the
-// events left without any outcome. It returns an error only when it could not do the work (a
-// failed read, a cancelled ctx); what it found is in the report and given to opts.OnFinding.
-func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
-	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0)
+// inclusion builds and checks d's inclusion proof from its batch's stored leaves.
+func (a *Auditor) inclusion(ctx context.Context, d *StoredDecision) (*Inclusion, error) {
+	b, err := a.src.BatchLeaves(ctx, d.Partition, d.BatchSeq)
+	if errors.Is(err, ErrNotFound) {
+		return &Inclusion{Leaf: d.Leaf, Err: err.Error()}, nil
 	}
-	if opts.OrphanLimit <= 0 {
-		opts.OrphanLimit = 100
-	}
-	rep := &VerifyReport{ByKind: map[string]int{}}
-	var chain *ChainReport
-	emit := func(f Finding) {
-		rep.Findings++
-		rep.ByKind[f.Kind]++
-		if chain != nil && chain.Program == f.Program {
-			chain.Findings++
-			if chain.First == nil {
-				ff := f
-				chain.First = &ff
-			}
-		}
-		if opts.OnFinding != nil {
-			opts.OnFinding(f)
-		}
-	}
-	a := NewAuditor(s)
-
-	policies, err := s.PolicyVersions(ctx, opts.Program)
 	if err != nil {
 		return nil, err
 	}
-	for _, sp := range policies {
-		rep.Policies++
-		if _, _, err := a.Policy(ctx, sp.Program, sp.Version); err != nil {
-			var re *RecheckError
-			if !errors.As(err, &re) {
-				return nil, err
-			}
-			emit(Finding{Kind: FindingPolicy, Reason: re.Reason, Program: sp.Program, Detail: re.Msg})
+	leaves := make([]engine.Hash, len(b.LeafHashes))
+	for i, h := range b.LeafHashes {
+		if leaves[i], err = engine.ParseHash(h); err != nil {
+			return &Inclusion{Batch: b, Leaf: d.Leaf, Err: fmt.Sprintf("leaf %d: %v", i, err)}, nil
 		}
 	}
-
-	programs := []string{opts.Program}
-	if opts.Program == "" {
-		if programs, err = s.ChainPrograms(ctx); err != nil {
-			return nil, err
-		}
-	}
-	heads, err := s.ChainHeads(ctx)
+	b.LeafHashes = nil
+	out := &Inclusion{Batch: b, Leaf: d.Leaf}
+	path, err := engine.InclusionProof(leaves, d.Leaf)
 	if err != nil {
-		return nil, err
+		out.Err = err.Error()
+		return out, nil
 	}
-	headOf := map[string]ChainHead{}
-	for _, h := range heads {
-		headOf[h.Program] = h
+	for _, h := range path {
+		out.Path = append(out.Path, h.String())
 	}
-	for _, prog := range programs {
-		rep.Chains = append(rep.Chains, ChainReport{Program: prog})
-		chain = &rep.Chains[len(rep.Chains)-1]
-		chain.Head, chain.HasHead = headOf[prog]
-		if err := s.verifyChain(ctx, a, chain, opts.Workers, emit); err != nil {
-			return nil, err
-		}
-	}
-	chain = nil
-
-	orphans, err := s.OrphanEvents(ctx, opts.Program, opts.OrphanLimit)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range orphans {
-		emit(Finding{Kind: FindingOrphanEvent, Program: e.Program, EventID: e.EventID, OrderID: e.OrderID,
-			Detail: fmt.Sprintf("order event %s (stream seq %d) has no decision and no dead letter: its decision was deleted", e.EventID, e.StreamSeq)})
-	}
-	return rep, nil
-}
-
-// verifyChain walks one program's chain: a reader streams rows in chain order in batches, workers
-// decide them again, and this goroutine checks sequence and links and emits findings in order.
-func (s *Store) verifyChain(ctx context.Context, a *Auditor, chain *ChainReport, workers int, emit func(Finding)) error {
-	const batchSize = 256
-	g, gctx := errgroup.WithContext(ctx)
-	jobs := make(chan *verifyBatch, workers)
-	ordered := make(chan *verifyBatch, 2*workers)
-	g.Go(func() error {
-		defer close(jobs)
-		defer close(ordered)
-		b := &verifyBatch{done: make(chan struct{}), items: make([]verifyItem, 0, batchSize)}
-		send := func() error {
-			select {
-			case ordered <- b:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-			select {
-			case jobs <- b:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-			b = &verifyBatch{done: make(chan struct{}), items: make([]verifyItem, 0, batchSize)}
-			return nil
-		}
-		err := s.walkChainRows(gctx, chain.Program, func(r *chainRow) error {
-			b.items = append(b.items, verifyItem{row: r})
-			if len(b.items) == batchSize {
-				return send()
-			}
-			return nil
-		})
-		if err == nil && len(b.items) > 0 {
-			err = send()
-		}
-		return err
-	})
-	for range workers {
-		g.Go(func() error {
-			for b := range jobs {
-				for i := range b.items {
-					if b.err = recheckItem(gctx, a, &b.items[i]); b.err != nil {
-						break
-					}
-				}
-				close(b.done)
-			}
-			return nil
-		})
-	}
-	g.Go(func() error {
-		expect, prevHash, prevID := int64(1), GenesisHash, int64(0)
-		for b := range ordered {
-			select {
-			case <-b.done:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-			if b.err != nil {
-				return b.err
-			}
-			for i := range b.items {
-				it := &b.items[i]
-				d := it.d
-				chain.Rows++
-				row := Finding{Program: d.Program, ChainSeq: d.ChainSeq, DecisionID: d.ID, EventID: d.EventID, OrderID: d.OrderID}
-				gap := false
-				switch {
-				case d.ChainSeq > expect:
-					gap = true
-					f := row
-					f.Kind, f.ChainSeq, f.DecisionID, f.EventID, f.OrderID = FindingMissing, expect, 0, "", ""
-					f.Detail = fmt.Sprintf("%s between decision %d (chain_seq %d) and decision %d (chain_seq %d): the row was deleted",
-						seqRange(expect, d.ChainSeq-1), prevID, expect-1, d.ID, d.ChainSeq)
-					if prevID == 0 {
-						f.Detail = fmt.Sprintf("%s before decision %d (chain_seq %d): the chain's first rows were deleted", seqRange(expect, d.ChainSeq-1), d.ID, d.ChainSeq)
-					}
-					emit(f)
-				case d.ChainSeq < expect:
-					f := row
-					f.Kind = FindingInserted
-					f.Detail = fmt.Sprintf("chain_seq %d is not a position in the chain (the next is %d): the row was put in", d.ChainSeq, expect)
-					emit(f)
-				}
-				if !gap && d.PrevHash != prevHash {
-					f := row
-					f.Kind = FindingBrokenLink
-					f.Detail = fmt.Sprintf("prev_hash %s is not the hash %s of the row before it (decision %d): that row was replaced or this one was put in",
-						short(d.PrevHash), short(prevHash), prevID)
-					if prevID == 0 {
-						f.Detail = fmt.Sprintf("prev_hash %s of the chain's first row is not the genesis hash", short(d.PrevHash))
-					}
-					emit(f)
-				}
-				if chain.HasHead && d.ChainSeq > chain.Head.ChainSeq {
-					f := row
-					f.Kind = FindingInserted
-					f.Detail = fmt.Sprintf("chain_seq %d is beyond the chain head (%d decisions): the row was added outside SaveBatch", d.ChainSeq, chain.Head.ChainSeq)
-					emit(f)
-				}
-				if it.finding != nil {
-					emit(*it.finding)
-				}
-				if it.ok {
-					chain.Reproduced++
-				}
-				if d.ChainSeq >= expect {
-					expect = d.ChainSeq + 1
-				}
-				prevHash, prevID = d.Hash, d.ID
-				chain.LastSeq, chain.LastHash = d.ChainSeq, d.Hash
-			}
-		}
-		if err := gctx.Err(); err != nil {
-			return err
-		}
-		switch {
-		case !chain.HasHead && chain.Rows > 0:
-			emit(Finding{Kind: FindingInserted, Program: chain.Program,
-				Detail: fmt.Sprintf("%d decision rows of program %s, but no chain head: they were added outside SaveBatch", chain.Rows, chain.Program)})
-		case !chain.HasHead:
-		case chain.LastSeq < chain.Head.ChainSeq:
-			emit(Finding{Kind: FindingMissing, Program: chain.Program, ChainSeq: chain.LastSeq + 1,
-				Detail: fmt.Sprintf("%s at the end: the chain head says %d decisions (hash %s), the last row is chain_seq %d: the rows were deleted",
-					seqRange(chain.LastSeq+1, chain.Head.ChainSeq), chain.Head.ChainSeq, short(chain.Head.Hash), chain.LastSeq)})
-		case chain.LastSeq == chain.Head.ChainSeq && chain.LastHash != chain.Head.Hash:
-			emit(Finding{Kind: FindingHeadMismatch, Program: chain.Program, ChainSeq: chain.LastSeq, DecisionID: prevID,
-				Detail: fmt.Sprintf("the chain head's hash %s is not the last row's hash %s", short(chain.Head.Hash), short(chain.LastHash))})
-		}
-		return nil
-	})
-	return g.Wait()
-}
-
-// recheckItem decides one row again and classifies it.
-func recheckItem(ctx context.Context, a *Auditor, it *verifyItem) error {
-	d, ev, t := it.row.decision()
-	it.d = d
-	rc, _, err := a.recheck(ctx, d, t, ev, it.row.affiliate(), false)
-	if err != nil {
-		return err
-	}
-	f := Finding{Program: d.Program, ChainSeq: d.ChainSeq, DecisionID: d.ID, EventID: d.EventID, OrderID: d.OrderID, Diffs: rc.Diffs}
-	switch {
-	case rc.Err != nil:
-		var re *RecheckError
-		errors.As(rc.Err, &re)
-		f.Kind, f.Reason, f.Detail = FindingUnverifiable, re.Reason, re.Msg
-	case len(rc.Diffs) > 0 && rc.HashOK:
-		f.Kind = FindingAltered
-		f.Detail = fmt.Sprintf("the stored row differs from the re-run with %s v%d, whose content its chain hash covers: the row was changed after it was stored",
-			d.Program, d.PolicyVersion)
-	case len(rc.Diffs) > 0:
-		f.Kind = FindingNotReproduced
-		f.Detail = fmt.Sprintf("deciding event %s again with %s v%d gives another decision, and the row's hash covers neither: policy or engine drift, or a forged row",
-			d.EventID, d.Program, d.PolicyVersion)
-	case !rc.HashOK:
-		f.Kind = FindingHashMismatch
-		f.Detail = fmt.Sprintf("the row reproduces, but its hash %s is not SHA-256(prev_hash ‖ canonical decision): the hash was changed, or the row was forged",
-			short(d.Hash))
+	leaf, err1 := engine.ParseHash(d.LeafHash)
+	root, err2 := engine.ParseHash(b.Root)
+	switch err := errors.Join(err1, err2); {
+	case err != nil:
+		out.Err = err.Error()
+	case len(leaves) != b.Leaves:
+		out.Err = fmt.Sprintf("the batch records %d leaves, %d are stored", b.Leaves, len(leaves))
 	default:
-		it.ok = true
-		return nil
+		if err := engine.VerifyInclusion(d.Leaf, len(leaves), leaf, path, root); err != nil {
+			out.Err = err.Error()
+		} else {
+			out.Verified = true
+		}
 	}
-	it.finding = &f
-	return nil
-}
-
-func seqRange(from, to int64) string {
-	if from == to {
-		return fmt.Sprintf("chain_seq %d is missing", from)
-	}
-	return fmt.Sprintf("chain_seq %d–%d (%d rows) are missing", from, to, to-from+1)
-}
-
-// short abbreviates a hash for messages.
-func short(h string) string {
-	if len(h) > 16 {
-		return h[:16] + "…"
-	}
-	return h
+	return out, nil
 }

@@ -55,11 +55,12 @@ func auditStore(t *testing.T, b backend) (*Store, int64) {
 	return s, n
 }
 
-// got is a finding reduced to what a test checks.
+// gotFinding is a finding reduced to what a test checks: its kind, reason and place.
 type gotFinding struct {
-	Kind     string
-	Reason   string
-	ChainSeq int64
+	Kind   string
+	Reason string
+	Batch  uint64 // 0 when about no batch
+	Leaf   int    // -1 when about no leaf
 }
 
 func verifyAll(t *testing.T, s *Store) (*VerifyReport, []Finding) {
@@ -78,7 +79,10 @@ func verifyAll(t *testing.T, s *Store) (*VerifyReport, []Finding) {
 func reduce(fs []Finding) []gotFinding {
 	out := make([]gotFinding, len(fs))
 	for i, f := range fs {
-		out[i] = gotFinding{Kind: f.Kind, Reason: f.Reason, ChainSeq: f.ChainSeq}
+		out[i] = gotFinding{Kind: f.Kind, Reason: f.Reason, Batch: f.BatchSeq, Leaf: f.Leaf}
+		if f.BatchSeq == 0 {
+			out[i].Leaf = -1
+		}
 	}
 	return out
 }
@@ -90,43 +94,30 @@ func exec(t *testing.T, s *Store, query string, args ...any) {
 	}
 }
 
-// rowAt reads the decision at a chain position.
-func rowAt(t *testing.T, s *Store, seq int64) StoredDecision {
+// rowAt reads the decision at a batch and leaf of the store's one partition.
+func rowAt(t *testing.T, s *Store, batch uint64, leaf int) StoredDecision {
 	t.Helper()
-	return rowIn(t, s, "alibaba", seq)
-}
-
-// rowIn reads the decision at a position of a program's chain.
-func rowIn(t *testing.T, s *Store, program string, seq int64) StoredDecision {
-	t.Helper()
-	var out *StoredDecision
-	err := s.WalkChain(context.Background(), program, func(d StoredDecision) error {
-		if d.ChainSeq == seq {
-			out = &d
-		}
-		return nil
-	})
-	if err != nil || out == nil {
-		t.Fatalf("reading chain_seq %d: %v (found %t)", seq, err, out != nil)
+	var id int64
+	if err := s.DB().NewRaw("SELECT id FROM decisions WHERE batch_seq = ? AND leaf = ?", int64(batch), leaf).Scan(context.Background(), &id); err != nil {
+		t.Fatalf("reading batch %d leaf %d: %v", batch, leaf, err)
 	}
-	return *out
-}
-
-// forge inserts a copy of the row at chain position from as a decision of a made-up event at
-// position at, linked to prev and hashed as SaveBatch would hash the copy's content.
-func forge(t *testing.T, s *Store, from, at int64, prev string) string {
-	t.Helper()
-	src := rowAt(t, s, from)
-	hash, err := ChainHash(prev, []byte("forged "+src.EventID))
+	d, err := s.Decision(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	exec(t, s, `INSERT INTO decisions (event_id, order_id, program, affiliate_id, policy_version, policy_digest, qualified,
-		failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, chain_seq, prev_hash, hash)
-		SELECT 'forged-1', 'forged-order', program, affiliate_id, policy_version, policy_digest, qualified,
-		failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, 999999, decided_at, ?, ?, ?
-		FROM decisions WHERE program = 'alibaba' AND chain_seq = ?`, at, prev, hash, from)
-	return hash
+	return d
+}
+
+// qualifiedAt is the first qualified decision of batch 1 from leaf on (it booked an accrual).
+func qualifiedAt(t *testing.T, s *Store, from int) StoredDecision {
+	t.Helper()
+	for leaf := from; leaf < from+100; leaf++ {
+		if d := rowAt(t, s, 1, leaf); d.Qualified && !d.Commission.IsZero() {
+			return d
+		}
+	}
+	t.Fatalf("no qualified decision in batch 1 from leaf %d", from)
+	return StoredDecision{}
 }
 
 func runAuditSuite(t *testing.T, b backend) {
@@ -138,13 +129,16 @@ func runAuditSuite(t *testing.T, b backend) {
 		if len(fs) != 0 {
 			t.Fatalf("got %d findings, want none; the first: %v", len(fs), fs[0])
 		}
-		if len(rep.Chains) != 1 {
-			t.Fatalf("got %d chains, want 1", len(rep.Chains))
+		if len(rep.Partitions) != 1 {
+			t.Fatalf("got %d partitions, want 1", len(rep.Partitions))
 		}
-		c := rep.Chains[0]
-		if c.Rows != n || c.Reproduced != n || c.LastSeq != n || c.Head.ChainSeq != n || c.LastHash != c.Head.Hash {
-			t.Errorf("chain report = rows %d, reproduced %d, last %d, head %d; want all %d, last hash = head hash",
-				c.Rows, c.Reproduced, c.LastSeq, c.Head.ChainSeq, n)
+		c := rep.Partitions[0]
+		if rep.Decisions != n || rep.Reproduced != n || c.Batches != 2 || c.LastSeq != 2 || c.Head.Seq != 2 || c.LastHash != c.Head.Hash.String() {
+			t.Errorf("report = decisions %d, reproduced %d, batches %d, last %d, head %d; want %d, %d, 2, 2, 2, last hash = head hash",
+				rep.Decisions, rep.Reproduced, c.Batches, c.LastSeq, c.Head.Seq, n, n)
+		}
+		if c.Leaves != n+7 {
+			t.Errorf("%d leaves, want %d decisions and 7 dead letters", c.Leaves, n)
 		}
 		if rep.Policies != 1 {
 			t.Errorf("checked %d policy versions, want 1", rep.Policies)
@@ -153,16 +147,17 @@ func runAuditSuite(t *testing.T, b backend) {
 
 	cases := []struct {
 		name   string
-		tamper func(t *testing.T, s *Store, n int64)
-		want   func(n int64) []gotFinding
+		tamper func(t *testing.T, s *Store, n int64) any
+		want   func(n int64, x any) []gotFinding
 		check  func(t *testing.T, fs []Finding)
 	}{
 		{
 			name: "an updated commission is named as altered",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				exec(t, s, "UPDATE decisions SET commission = '99999.99' WHERE program = 'alibaba' AND chain_seq = 17")
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				exec(t, s, "UPDATE decisions SET commission = '99999.99' WHERE batch_seq = 1 AND leaf = 17")
+				return nil
 			},
-			want: func(int64) []gotFinding { return []gotFinding{{FindingAltered, "", 17}} },
+			want: func(int64, any) []gotFinding { return []gotFinding{{FindingAltered, "", 1, 17}} },
 			check: func(t *testing.T, fs []Finding) {
 				d := fs[0].Diffs
 				if len(d) != 1 || d[0].Field != "commission" || d[0].Stored != "99999.99" {
@@ -171,20 +166,21 @@ func runAuditSuite(t *testing.T, b backend) {
 			},
 		},
 		{
-			name: "a changed trace outcome and rate rule are named",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				d := rowAt(t, s, 40)
-				exec(t, s, "UPDATE decisions SET rate_rule = 'forged_rule' WHERE id = ?", d.ID)
+			name: "a changed rate rule is named",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				exec(t, s, "UPDATE decisions SET rate_rule = 'forged_rule' WHERE id = ?", rowAt(t, s, 2, 40).ID)
+				return nil
 			},
-			want: func(int64) []gotFinding { return []gotFinding{{FindingAltered, "", 40}} },
+			want: func(int64, any) []gotFinding { return []gotFinding{{FindingAltered, "", 2, 40}} },
 		},
 		{
 			name: "a rule outcome rewritten in the trace is named",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				exec(t, s, `UPDATE decisions SET trace = REPLACE(trace, '["qualify","completed","pass"]', '["qualify","completed","fail"]')
-					WHERE program = 'alibaba' AND chain_seq = 8`)
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				d := qualifiedAt(t, s, 8)
+				exec(t, s, `UPDATE decisions SET trace = REPLACE(trace, '["qualify","completed","pass"]', '["qualify","completed","fail"]') WHERE id = ?`, d.ID)
+				return d.Leaf
 			},
-			want: func(int64) []gotFinding { return []gotFinding{{FindingAltered, "", 8}} },
+			want: func(_ int64, leaf any) []gotFinding { return []gotFinding{{FindingAltered, "", 1, leaf.(int)}} },
 			check: func(t *testing.T, fs []Finding) {
 				if d := fs[0].Diffs; len(d) != 1 || d[0] != (FieldDiff{"trace[completed]", "fail", "pass"}) {
 					t.Errorf("diffs = %+v, want trace[completed] stored fail, re-run pass", d)
@@ -193,10 +189,11 @@ func runAuditSuite(t *testing.T, b backend) {
 		},
 		{
 			name: "a column that no longer parses is a finding, not a failed audit",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				exec(t, s, "UPDATE decisions SET failed_rules = 'not json', env = '' WHERE program = 'alibaba' AND chain_seq = 9")
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				exec(t, s, "UPDATE decisions SET failed_rules = 'not json', env = '' WHERE batch_seq = 1 AND leaf = 9")
+				return nil
 			},
-			want: func(int64) []gotFinding { return []gotFinding{{FindingAltered, "", 9}} },
+			want: func(int64, any) []gotFinding { return []gotFinding{{FindingAltered, "", 1, 9}} },
 			check: func(t *testing.T, fs []Finding) {
 				d := fs[0].Diffs
 				if len(d) != 2 || d[0].Field != "failed_rules" || d[0].Stored != "not json" || d[1].Field != "env" {
@@ -205,79 +202,132 @@ func runAuditSuite(t *testing.T, b backend) {
 			},
 		},
 		{
-			name: "a deleted row is named as missing, its event as an orphan",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				exec(t, s, "DELETE FROM decisions WHERE program = 'alibaba' AND chain_seq = 33")
+			name: "a deleted decision is named: its ledger entry and state are left over, its leaf is missing, its event an orphan",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				d := qualifiedAt(t, s, 33)
+				exec(t, s, "DELETE FROM decisions WHERE id = ?", d.ID)
+				return d.Leaf
 			},
-			want: func(int64) []gotFinding {
-				return []gotFinding{{FindingMissing, "", 33}, {FindingOrphanEvent, "", 0}}
-			},
-		},
-		{
-			name: "deleted last rows are named as missing at the end",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				exec(t, s, "DELETE FROM decisions WHERE program = 'alibaba' AND chain_seq >= ?", n-1)
-			},
-			want: func(n int64) []gotFinding {
-				return []gotFinding{{FindingMissing, "", n - 1}, {FindingOrphanEvent, "", 0}, {FindingOrphanEvent, "", 0}}
+			want: func(_ int64, leaf any) []gotFinding {
+				return []gotFinding{{FindingLedger, "", 0, -1}, {FindingOrderState, "", 0, -1}, {FindingMissing, "", 1, leaf.(int)},
+					{FindingRootMismatch, "", 1, -1}, {FindingOrphanEvent, "", 0, -1}}
 			},
 		},
 		{
-			name: "a forged row appended with a consistent hash and head is named",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				last := rowAt(t, s, n)
-				hash := forge(t, s, 5, n+1, last.Hash)
-				exec(t, s, "UPDATE chain_heads SET chain_seq = ?, hash = ? WHERE program = 'alibaba'", n+1, hash)
+			name: "a deleted last batch is named as missing at the end",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				exec(t, s, "DELETE FROM ledger_entries WHERE decision_id IN (SELECT id FROM decisions WHERE batch_seq = 2)")
+				exec(t, s, "DELETE FROM order_state WHERE decision_id IN (SELECT id FROM decisions WHERE batch_seq = 2)")
+				exec(t, s, "DELETE FROM dead_letters WHERE batch_seq = 2")
+				exec(t, s, "DELETE FROM decisions WHERE batch_seq = 2")
+				exec(t, s, "DELETE FROM order_events WHERE event_id LIKE 'b-%'")
+				exec(t, s, "DELETE FROM batches WHERE seq = 2")
+				return nil
 			},
-			want: func(n int64) []gotFinding {
-				return []gotFinding{{FindingUnverifiable, ReasonEventMissing, n + 1}}
+			want: func(int64, any) []gotFinding { return []gotFinding{{FindingMissing, "", 2, -1}} },
+		},
+		{
+			name: "a forged decision inserted into a batch is named",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				exec(t, s, `INSERT INTO decisions (event_id, order_id, program, affiliate_id, policy_version, policy_digest, qualified,
+					failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, part, batch_seq, leaf, leaf_hash)
+					SELECT 'forged-1', 'forged-order', program, affiliate_id, policy_version, policy_digest, qualified,
+					failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, 999999, decided_at, part, batch_seq, 155, leaf_hash
+					FROM decisions WHERE batch_seq = 1 AND leaf = 5`)
+				return nil
+			},
+			want: func(int64, any) []gotFinding {
+				return []gotFinding{{FindingUnverifiable, ReasonEventMissing, 1, 155}, {FindingInserted, "", 1, 155}, {FindingRootMismatch, "", 1, -1}}
 			},
 		},
 		{
-			name: "a forged row appended without moving the head is named twice",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				forge(t, s, 5, n+1, rowAt(t, s, n).Hash)
+			name: "two batches swapped are named",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				for _, table := range []string{"decisions", "dead_letters"} {
+					exec(t, s, "UPDATE "+table+" SET batch_seq = -batch_seq")
+					exec(t, s, "UPDATE "+table+" SET batch_seq = CASE batch_seq WHEN -1 THEN 2 ELSE 1 END")
+				}
+				exec(t, s, "UPDATE batches SET seq = -seq")
+				exec(t, s, "UPDATE batches SET seq = CASE seq WHEN -1 THEN 2 ELSE 1 END")
+				return nil
 			},
-			want: func(n int64) []gotFinding {
-				return []gotFinding{{FindingInserted, "", n + 1}, {FindingUnverifiable, ReasonEventMissing, n + 1}}
-			},
-		},
-		{
-			name: "a row replaced in the middle breaks the next link",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				prev := rowAt(t, s, 49).Hash
-				exec(t, s, "DELETE FROM decisions WHERE program = 'alibaba' AND chain_seq = 50")
-				forge(t, s, 5, 50, prev)
-			},
-			want: func(int64) []gotFinding {
-				return []gotFinding{{FindingUnverifiable, ReasonEventMissing, 50}, {FindingBrokenLink, "", 51}, {FindingOrphanEvent, "", 0}}
+			want: func(int64, any) []gotFinding {
+				return []gotFinding{{FindingBrokenLink, "", 1, -1}, {FindingBatchHash, "", 1, -1}, {FindingBrokenLink, "", 2, -1},
+					{FindingBatchHash, "", 2, -1}, {FindingHeadMismatch, "", 2, -1}}
 			},
 		},
 		{
-			name: "a rewritten hash is named, and the link after it",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				exec(t, s, "UPDATE decisions SET hash = ? WHERE program = 'alibaba' AND chain_seq = 60", strings.Repeat("ab", 32))
+			name: "an edited batch root is named",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				exec(t, s, "UPDATE batches SET root = ? WHERE seq = 1", strings.Repeat("ab", 32))
+				return nil
 			},
-			want: func(int64) []gotFinding {
-				return []gotFinding{{FindingHashMismatch, "", 60}, {FindingBrokenLink, "", 61}}
+			want: func(int64, any) []gotFinding {
+				return []gotFinding{{FindingBatchHash, "", 1, -1}, {FindingRootMismatch, "", 1, -1}}
 			},
 		},
 		{
-			name: "a rewritten chain head is named",
-			tamper: func(t *testing.T, s *Store, n int64) {
-				exec(t, s, "UPDATE chain_heads SET hash = ? WHERE program = 'alibaba'", strings.Repeat("cd", 32))
+			name: "a rewritten leaf hash is named",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				exec(t, s, "UPDATE decisions SET leaf_hash = ? WHERE batch_seq = 2 AND leaf = 60", strings.Repeat("ab", 32))
+				return nil
 			},
-			want: func(n int64) []gotFinding { return []gotFinding{{FindingHeadMismatch, "", n}} },
+			want: func(int64, any) []gotFinding {
+				return []gotFinding{{FindingLeafMismatch, "", 2, 60}, {FindingRootMismatch, "", 2, -1}}
+			},
+		},
+		{
+			name: "an edited ledger amount is named",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				d := qualifiedAt(t, s, 20)
+				exec(t, s, "UPDATE ledger_entries SET amount = '99999.00' WHERE decision_id = ?", d.ID)
+				return nil
+			},
+			want:  func(int64, any) []gotFinding { return []gotFinding{{FindingLedger, "", 1, -2}} },
+			check: checkLedgerDiff("99999.00"),
+		},
+		{
+			name: "an edited ledger affiliate is named",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				d := qualifiedAt(t, s, 50)
+				exec(t, s, "UPDATE ledger_entries SET affiliate_id = 'aff-mallory' WHERE decision_id = ?", d.ID)
+				return nil
+			},
+			want:  func(int64, any) []gotFinding { return []gotFinding{{FindingLedger, "", 1, -2}} },
+			check: checkLedgerDiff("aff-mallory"),
+		},
+		{
+			name: "an edited order-state commission is named",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				d := qualifiedAt(t, s, 70)
+				exec(t, s, "UPDATE order_state SET commission = '12345.67' WHERE decision_id = ?", d.ID)
+				return nil
+			},
+			want: func(int64, any) []gotFinding { return []gotFinding{{FindingOrderState, "", 0, -1}} },
+			check: func(t *testing.T, fs []Finding) {
+				if d := fs[0].Diffs; len(d) != 1 || d[0].Field != "order_state.commission" || d[0].Stored != "12345.67" {
+					t.Errorf("diffs = %+v, want order_state.commission stored 12345.67", d)
+				}
+			},
+		},
+		{
+			name: "a rewritten partition head is named",
+			tamper: func(t *testing.T, s *Store, n int64) any {
+				exec(t, s, "UPDATE partitions SET hash = ?", strings.Repeat("cd", 32))
+				return nil
+			},
+			want: func(int64, any) []gotFinding { return []gotFinding{{FindingHeadMismatch, "", 2, -1}} },
 		},
 		{
 			name: "an altered policy source is named, and every decision it made is unverifiable",
-			tamper: func(t *testing.T, s *Store, n int64) {
+			tamper: func(t *testing.T, s *Store, n int64) any {
 				exec(t, s, `UPDATE policy_versions SET source = REPLACE(source, 'rate: "10%"', 'rate: "12%"') WHERE program = 'alibaba' AND version = 1`)
+				return nil
 			},
-			want: func(n int64) []gotFinding {
-				out := []gotFinding{{FindingPolicy, ReasonPolicyAltered, 0}}
-				for i := int64(1); i <= n; i++ {
-					out = append(out, gotFinding{FindingUnverifiable, ReasonPolicyAltered, i})
+			want: func(n int64, _ any) []gotFinding {
+				out := []gotFinding{{FindingPolicy, ReasonPolicyAltered, 0, -1}}
+				for range n {
+					out = append(out, gotFinding{FindingUnverifiable, ReasonPolicyAltered, 0, 0})
 				}
 				return out
 			},
@@ -291,18 +341,25 @@ func runAuditSuite(t *testing.T, b backend) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s, n := auditStore(t, b)
-			tc.tamper(t, s, n)
+			x := tc.tamper(t, s, n)
 			_, fs := verifyAll(t, s)
-			got, want := reduce(fs), tc.want(n)
+			got, want := reduce(fs), tc.want(n, x)
+			for i := range want {
+				// Leaf -2: any leaf; batch and leaf 0: any place (order by order findings name
+				// their decision's place).
+				if i < len(got) && (want[i].Leaf == -2 || want[i].Batch == 0 && want[i].Leaf == 0) {
+					want[i].Batch, want[i].Leaf = got[i].Batch, got[i].Leaf
+				}
+			}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				var lines []string
-				for _, f := range fs[:min(len(fs), 5)] {
+				for _, f := range fs[:min(len(fs), 6)] {
 					lines = append(lines, f.String())
 				}
 				t.Fatalf("findings:\ngot  %v\nwant %v\nthe first:\n%s", got, want, strings.Join(lines, "\n"))
 			}
 			for _, f := range fs {
-				if f.ChainSeq != 0 && f.Kind != FindingMissing && f.DecisionID == 0 {
+				if f.Leaf >= 0 && f.Kind != FindingMissing && f.DecisionID == 0 {
 					t.Errorf("finding %v names no decision id", f)
 				}
 			}
@@ -314,14 +371,17 @@ func runAuditSuite(t *testing.T, b backend) {
 
 	t.Run("explain re-runs a decision and shows it reproduces", func(t *testing.T) {
 		s, _ := auditStore(t, b)
-		d := rowAt(t, s, 3)
+		d := rowAt(t, s, 1, 3)
 		x, err := NewAuditor(s).Explain(ctx, d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !x.Recheck.Reproduced() || !x.Recheck.HashOK || x.Explanation == nil || x.Event == nil {
-			t.Fatalf("Explain = reproduced %t, hash ok %t, explanation %t, event %t, err %v; want all true",
-				x.Recheck.Reproduced(), x.Recheck.HashOK, x.Explanation != nil, x.Event != nil, x.Recheck.Err)
+		if !x.Recheck.Reproduced() || !x.Recheck.LeafOK || x.Explanation == nil || x.Event == nil || x.Inclusion == nil || !x.Inclusion.Verified {
+			t.Fatalf("Explain = reproduced %t, leaf ok %t (%v), explanation %t, event %t, inclusion %+v, err %v; want all true",
+				x.Recheck.Reproduced(), x.Recheck.LeafOK, x.Recheck.LeafErr, x.Explanation != nil, x.Event != nil, x.Inclusion, x.Recheck.Err)
+		}
+		if len(x.Inclusion.Path) != 8 || x.Inclusion.Batch.Leaves != 155 {
+			t.Errorf("inclusion path of %d hashes in a batch of %d leaves, want 8 in 155", len(x.Inclusion.Path), x.Inclusion.Batch.Leaves)
 		}
 		if x.Policy.Digest != d.PolicyDigest || len(x.Explanation.Rules) != len(d.Trace) {
 			t.Errorf("Explain: policy digest %s, %d rules; want %s, %d", x.Policy.Digest, len(x.Explanation.Rules), d.PolicyDigest, len(d.Trace))
@@ -340,8 +400,15 @@ func runAuditSuite(t *testing.T, b backend) {
 		for _, f := range x.Recheck.Diffs {
 			fields = append(fields, f.Field)
 		}
-		if got := strings.Join(fields, ","); got != "qualified,commission" || !x.Recheck.HashOK {
-			t.Errorf("Explain of an altered row: diffs %s, hash ok %t; want qualified,commission and true", got, x.Recheck.HashOK)
+		if got := strings.Join(fields, ","); got != "qualified,commission" || !x.Recheck.LeafOK {
+			t.Errorf("Explain of an altered row: diffs %s, leaf ok %t; want qualified,commission and true", got, x.Recheck.LeafOK)
+		}
+		exec(t, s, "UPDATE decisions SET leaf_hash = ? WHERE id = ?", strings.Repeat("ab", 32), d.ID)
+		if d2, err = s.Decision(ctx, d.ID); err != nil {
+			t.Fatal(err)
+		}
+		if x, err = NewAuditor(s).Explain(ctx, d2); err != nil || x.Inclusion.Verified || x.Recheck.LeafOK {
+			t.Errorf("Explain with the leaf hash rewritten: inclusion verified %t, leaf ok %t, %v; want neither", x.Inclusion.Verified, x.Recheck.LeafOK, err)
 		}
 
 		exec(t, s, "DELETE FROM order_events WHERE event_id = ?", d.EventID)
@@ -380,10 +447,10 @@ func runAuditSuite(t *testing.T, b backend) {
 			mustSave(t, s, results)
 		}
 		rep, fs := verifyAll(t, s)
-		if len(fs) != 0 || rep.Chains[0].Reproduced != 5 {
-			t.Fatalf("verify: %v, %d reproduced; want nothing found and 5", reduce(fs), rep.Chains[0].Reproduced)
+		if len(fs) != 0 || rep.Reproduced != 5 {
+			t.Fatalf("verify: %v, %d reproduced; want nothing found and 5", reduce(fs), rep.Reproduced)
 		}
-		top := rowIn(t, s, "shop", 4) // s-3: the affiliate had three qualified orders before it
+		top := rowAt(t, s, 4, 0) // s-3, the fourth batch: the affiliate had three qualified orders before it
 		if top.RateRule != "top" {
 			t.Fatalf("s-3 was decided with %s, want top (the tier)", top.RateRule)
 		}
@@ -391,14 +458,14 @@ func runAuditSuite(t *testing.T, b backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !x.Recheck.Reproduced() || !x.Recheck.HashOK || x.Inputs.Affiliate == nil || x.Inputs.Affiliate.QualifiedOrders != 3 {
-			t.Fatalf("Explain: reproduced %t hash %t inputs %+v; want reproduced with 3 orders before it", x.Recheck.Reproduced(), x.Recheck.HashOK, x.Inputs.Affiliate)
+		if !x.Recheck.Reproduced() || !x.Recheck.LeafOK || x.Inputs.Affiliate == nil || x.Inputs.Affiliate.QualifiedOrders != 3 {
+			t.Fatalf("Explain: reproduced %t leaf %t inputs %+v; want reproduced with 3 orders before it", x.Recheck.Reproduced(), x.Recheck.LeafOK, x.Inputs.Affiliate)
 		}
 		// The recorded inputs edited: the re-run pays the base rate, which neither the row nor
 		// its hash says.
 		exec(t, s, "UPDATE decision_inputs SET month_qualified_orders = 0 WHERE decision_id = ?", top.ID)
 		_, fs = verifyAll(t, s)
-		if got, want := reduce(fs), []gotFinding{{FindingNotReproduced, "", 4}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		if got, want := reduce(fs), []gotFinding{{FindingNotReproduced, "", 4, 0}, {FindingLedger, "", 4, 0}, {FindingOrderState, "", 0, -1}}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("after editing the inputs: %v, want %v", got, want)
 		}
 	})
@@ -443,8 +510,9 @@ func runAuditSuite(t *testing.T, b backend) {
 	})
 }
 
-// BenchmarkVerify measures audit verify over 20 000 stored decisions: stream the chain with
-// each decision's event, decide every event again with the stored policy, compare, rehash.
+// BenchmarkVerify measures audit verify over 20 000 stored decisions: stream the decisions order
+// by order with their events, decide every event again with the stored policy, compare, book
+// again, recompute leaves; then walk the partition's batches and roots.
 // decisions/s is the figure.
 func BenchmarkVerify(b *testing.B) {
 	for _, bc := range []struct {
@@ -456,7 +524,7 @@ func BenchmarkVerify(b *testing.B) {
 			ctx := context.Background()
 			for i := range 20 {
 				batch := genBatch(b, batchSpec{prefix: fmt.Sprintf("v%d", i), seqBase: uint64(i * 1000), orders: 1000, seed: uint64(i)})
-				if _, err := s.SaveBatch(ctx, batch); err != nil {
+				if _, err := saveBatch(ctx, s, batch); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -470,9 +538,17 @@ func BenchmarkVerify(b *testing.B) {
 				if !rep.OK() {
 					b.Fatalf("%d findings", rep.Findings)
 				}
-				rows += rep.Chains[0].Rows
+				rows += rep.Decisions
 			}
 			b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "decisions/s")
 		})
+	}
+}
+
+func checkLedgerDiff(stored string) func(t *testing.T, fs []Finding) {
+	return func(t *testing.T, fs []Finding) {
+		if d := fs[0].Diffs; len(d) != 1 || !strings.Contains(d[0].Stored, stored) || strings.Contains(d[0].Rerun, stored) {
+			t.Errorf("diffs = %+v, want one ledger line stored with %s", d, stored)
+		}
 	}
 }

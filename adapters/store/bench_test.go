@@ -34,7 +34,7 @@ func BenchmarkSaveBatch(b *testing.B) {
 					invalid: 3, unknownProgram: 1, noPolicy: 1, seed: uint64(i), liveFrom: live.Add(time.Duration(i) * time.Minute)})
 				cpu0 := processCPU()
 				b.StartTimer()
-				saved, err := s.SaveBatch(ctx, batch)
+				saved, err := saveBatch(ctx, s, batch)
 				b.StopTimer()
 				cpu += processCPU() - cpu0
 				if err != nil {
@@ -144,7 +144,7 @@ func BenchmarkEvents(b *testing.B) {
 			for i := range batches {
 				batch := genBatch(b, batchSpec{prefix: "e" + strconv.Itoa(i), seqBase: uint64(i * 1000), orders: 1000,
 					seed: uint64(i), liveFrom: live.Add(time.Duration(i) * time.Minute)})
-				if _, err := s.SaveBatch(ctx, batch); err != nil {
+				if _, err := saveBatch(ctx, s, batch); err != nil {
 					b.Fatal(err)
 				}
 			}

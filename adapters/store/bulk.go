@@ -5,15 +5,17 @@ import (
 	"context"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/driver/pgdriver"
+
+	"github.com/commissioner/commissioner/engine"
 )
 
 // The bulk writes of a batch differ by dialect, and only here.
@@ -22,14 +24,11 @@ import (
 // connection, values bound as parameters (see sqliteChunks). The write transaction holds the
 // database's only write lock, so what it reads stays true until commit.
 //
-// PostgreSQL: COPY … FROM STDIN (pgdriver.CopyFrom), after reading which of the batch's events are
-// stored already. A 1 000-row multi-row INSERT spends most of PostgreSQL's time parsing and
-// analysing its ~20 000 literals (measured: ~45 ms of ~55 ms for the events of one batch); COPY
-// skips that. COPY has no ON CONFLICT, so rows are filtered first: decisions under the chain lock
-// (no other writer of the program can interleave), events by a read in the transaction. Two
-// processes inserting the same event at once — possible only for an event with no decision, whose
-// program's chain is not locked — make the later COPY fail with a unique violation: the batch
-// rolls back and is retried, and the retry sees the event as stored.
+// PostgreSQL: COPY … FROM STDIN (pgdriver.CopyFrom). A 1 000-row multi-row INSERT spends most of
+// PostgreSQL's time parsing and analysing its ~20 000 literals (measured: ~45 ms of ~55 ms for
+// the events of one batch); COPY skips that. COPY has no ON CONFLICT: a row that is stored already
+// (an event re-published after the stream's duplicate window) fails the batch with a unique
+// violation, and the writer passes it again without that event (engine.ErrEventsStored).
 
 // wtx is a write transaction and the connection it runs on (COPY on PostgreSQL, prepared
 // statements on SQLite).
@@ -121,89 +120,6 @@ func (s *Store) insertEvents(ctx context.Context, w *wtx, events []eventRow, all
 	return fresh, nil
 }
 
-// insertDecisions stores decisions known to be new (the caller holds their programs' chain locks
-// and filtered out the stored ones). Any that turns out to be stored fails the whole batch:
-// storing the rest would break the chain.
-func (s *Store) insertDecisions(ctx context.Context, w *wtx, rows []decisionRow) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	if s.kind == SQLite {
-		args := make([]any, 0, sqliteMaxRows*decisionsInsert.cols)
-		err := s.sqliteChunks(ctx, w, decisionsInsert, len(rows), func(st *sql.Stmt, lo, hi int) error {
-			args = args[:0]
-			for i := lo; i < hi; i++ {
-				d := &rows[i]
-				var flat any
-				if d.Flat != "" {
-					flat = d.Flat
-				}
-				args = append(args, d.EventID, d.OrderID, d.Program, d.AffiliateID, int64(d.PolicyVersion), d.PolicyDigest,
-					d.Qualified, d.FailedRules, d.RateRule, d.Rate, flat, d.Base, d.Commission, d.Currency, d.Rounding,
-					d.Trace, d.Env, d.StreamSeq, d.DecidedAt.UTC().Format(sqliteTimeLayout), d.ChainSeq, d.PrevHash, d.Hash)
-			}
-			res, err := st.ExecContext(ctx, args...)
-			if err != nil {
-				return err
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return err
-			}
-			if n != int64(hi-lo) {
-				return fmt.Errorf("%d were stored already by a writer outside the chain lock", int64(hi-lo)-n)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("inserting %d decisions: %w", len(rows), err)
-		}
-		return nil
-	}
-	buf := make([]byte, 0, len(rows)*1024)
-	for i := range rows {
-		d := &rows[i]
-		buf = appendCopyText(buf, d.EventID)
-		buf = appendCopyText(append(buf, '\t'), d.OrderID)
-		buf = appendCopyText(append(buf, '\t'), d.Program)
-		buf = appendCopyText(append(buf, '\t'), d.AffiliateID)
-		buf = strconv.AppendInt(append(buf, '\t'), int64(d.PolicyVersion), 10)
-		buf = appendCopyText(append(buf, '\t'), d.PolicyDigest)
-		if d.Qualified {
-			buf = append(buf, "\tt"...)
-		} else {
-			buf = append(buf, "\tf"...)
-		}
-		buf = appendCopyText(append(buf, '\t'), d.FailedRules)
-		buf = appendCopyText(append(buf, '\t'), d.RateRule)
-		buf = appendCopyText(append(buf, '\t'), d.Rate)
-		if d.Flat == "" {
-			buf = append(buf, "\t\\N"...)
-		} else {
-			buf = appendCopyText(append(buf, '\t'), d.Flat)
-		}
-		buf = appendCopyText(append(buf, '\t'), d.Base)
-		buf = appendCopyText(append(buf, '\t'), d.Commission)
-		buf = appendCopyText(append(buf, '\t'), d.Currency)
-		buf = appendCopyText(append(buf, '\t'), d.Rounding)
-		buf = appendCopyText(append(buf, '\t'), d.Trace)
-		buf = appendCopyText(append(buf, '\t'), d.Env)
-		buf = strconv.AppendInt(append(buf, '\t'), d.StreamSeq, 10)
-		buf = appendCopyTime(append(buf, '\t'), d.DecidedAt)
-		buf = strconv.AppendInt(append(buf, '\t'), d.ChainSeq, 10)
-		buf = appendCopyText(append(buf, '\t'), d.PrevHash)
-		buf = appendCopyText(append(buf, '\t'), d.Hash)
-		buf = append(buf, '\n')
-	}
-	const cols = "decisions (event_id, order_id, program, affiliate_id, policy_version, policy_digest, qualified, " +
-		"failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, " +
-		"chain_seq, prev_hash, hash)"
-	if err := copyIn(ctx, w.conn, cols, buf, len(rows)); err != nil {
-		return fmt.Errorf("inserting %d decisions: %w", len(rows), err)
-	}
-	return nil
-}
-
 // --- SQLite: prepared multi-row INSERTs ---
 //
 // The hot path binds parameters to INSERTs prepared once on the writer connection rather than
@@ -237,11 +153,6 @@ var (
 	eventsInsert = sqliteInsert{name: "order_events",
 		head: "INSERT OR IGNORE INTO order_events (event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at) VALUES ",
 		cols: 9, tail: " RETURNING event_id"}
-	decisionsInsert = sqliteInsert{name: "decisions",
-		head: "INSERT OR IGNORE INTO decisions (event_id, order_id, program, affiliate_id, policy_version, policy_digest, qualified, " +
-			"failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, " +
-			"chain_seq, prev_hash, hash) VALUES ",
-		cols: 22}
 )
 
 // sqliteChunks cuts n rows into statements (see sqliteMaxRows) and calls fn with each one and
@@ -300,6 +211,9 @@ type bulkTable struct {
 // int64, bool, []byte, time.Time or nil (NULL). Decimals are strings.
 type rowValues func(i int, args []any) []any
 
+// errNotAllStored: a multi-row INSERT OR IGNORE skipped rows that broke a unique key.
+var errNotAllStored = errors.New("not every row was stored")
+
 // insertRows inserts n rows in the write transaction: on SQLite through prepared multi-row
 // INSERTs with bound parameters, on PostgreSQL through COPY. A row that breaks a constraint (a
 // unique key) fails the batch, as a plain INSERT would.
@@ -357,7 +271,7 @@ func (s *Store) upsertRows(ctx context.Context, w *wtx, t bulkTable, conflict st
 	// PostgreSQL: one statement for all the rows, each column sent as one array literal and
 	// unnested. Prepared multi-row statements of 128 rows cost a Parse per statement size, a
 	// Bind of ~1 700 parameters and a round trip per chunk: ~20 ms of a batch of 1 000 orders
-	// under the chain lock, of which ~13 ms was the inserts themselves.
+	// in the write transaction, of which ~13 ms was the inserts themselves.
 	if len(t.pgTypes) != len(t.cols) {
 		return fmt.Errorf("storing %d rows of %s: %d column types for %d columns", n, t.name, len(t.pgTypes), len(t.cols))
 	}
@@ -469,7 +383,7 @@ func (s *Store) sqliteExecRows(ctx context.Context, w *wtx, ins sqliteInsert, n 
 			return err
 		}
 		if got != int64(hi-lo) {
-			return fmt.Errorf("%d of %d rows stored: the others broke a constraint (a unique key)", got, hi-lo)
+			return fmt.Errorf("%w: %d of %d rows stored, the others broke a constraint (a unique key)", errNotAllStored, got, hi-lo)
 		}
 		return nil
 	})
@@ -572,12 +486,7 @@ func appendCopyTime(b []byte, t time.Time) []byte {
 }
 
 // safeText makes s storable in a PostgreSQL TEXT column (and keeps SQLite's the same): invalid
-// UTF-8 and NUL bytes become U+FFFD. Such bytes can reach the store only in ids the engine accepted
-// from the order JSON; the raw event keeps the exact bytes. Without this, one such order would fail
-// every retry of its batch.
-func safeText(s string) string {
-	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
-		return s
-	}
-	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
-}
+// UTF-8 and NUL bytes become U+FFFD (engine.StorableText, the form leaves cover). Such bytes can
+// reach the store only in ids the engine accepted from the order JSON; the raw event keeps the
+// exact bytes. Without this, one such order would fail every retry of its batch.
+func safeText(s string) string { return engine.StorableText(s) }

@@ -12,8 +12,9 @@ import (
 	"github.com/commissioner/commissioner/rules"
 )
 
-// Open a SQLite store, decide a batch of order events and save it in one transaction; saving the
-// same batch again (a redelivery) stores nothing twice.
+// Open a SQLite store, claim a partition, decide a batch of order events and store it in one
+// transaction (engine.PartitionWriter: one history read, one pass, one write); storing the same
+// events again (a redelivery) stores nothing twice.
 func Example() {
 	dir, err := os.MkdirTemp("", "commissioner")
 	if err != nil {
@@ -41,20 +42,23 @@ func Example() {
 			`"buyer":{"id":"b-1","country":"US","new":true},"traffic_country":"US","currency":"USD","amount":"2941.00"}`)},
 		{ID: "order-2", Subject: "orders.alibaba", StreamSeq: 2, Raw: []byte(`{"order_id": "o-2"`)},
 	}
-	results := engine.New(set).DecideEvents(ctx, events, nil)
-
-	saved, err := s.SaveBatch(ctx, results)
+	eng := engine.New(set)
+	w, err := engine.ClaimPartition(ctx, s, 0, 1) // partition 0, fencing token 1
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, err := w.Write(ctx, eng, events)
 	if err != nil {
 		log.Fatal(err) // nak the batch: nothing of it was stored
 	}
-	fmt.Printf("%+v\n", saved)
-	again, _ := s.SaveBatch(ctx, results)
-	fmt.Printf("%+v\n", again)
+	fmt.Printf("%+v batch %d root %s…\n", store.SavedOf(b), b.Header.Seq, b.Header.Root.String()[:8])
+	b, _ = w.Write(ctx, eng, events)
+	fmt.Printf("%+v batch %d\n", store.SavedOf(b), b.Header.Seq)
 
 	st, _ := s.Stats(ctx)
 	fmt.Println(st.Decisions, st.DeadLetters, st.Commission["USD"], st.ByRateRule["selected_new"])
 	// Output:
-	// {Events:1 Decisions:1 DeadLetters:1 Duplicates:0}
-	// {Events:0 Decisions:0 DeadLetters:0 Duplicates:2}
+	// {Events:1 Decisions:1 DeadLetters:1 Duplicates:0} batch 1 root 41a49b4b…
+	// {Events:0 Decisions:0 DeadLetters:0 Duplicates:2} batch 2
 	// 1 1 294.10 1
 }

@@ -6,7 +6,7 @@ package store
 //     (the policy version of its first qualifying decision) and, for the affiliate's month
 //     inputs, its affiliate, month, currency and commissionable amount. It is a projection of the
 //     decisions, kept in the same transaction as they are, so that a batch's history is one
-//     indexed read; like chain_heads it is updated in place. Decisions are never changed.
+//     indexed read; it is updated in place, only while it is what the batch was decided with. Decisions are never changed.
 //   - ledger_entries: append-only; accruals, reversals and adjustments (engine.Book), each naming
 //     the decision and event that caused it. Only payouts set payout_id (and status approved).
 //   - decision_inputs: what a decision was decided with besides its event and policy version —
@@ -15,10 +15,10 @@ package store
 //   - payout_runs and payouts: one row per closed (program, month), one per statement paid
 //     (ClosePayouts).
 //
-// SaveBatch books every batch (saveLifecycle, in its transaction, under its programs' chain
-// locks, which every writer of a program's decisions holds): it reads the history of the batch's
-// orders again there, and refuses the batch with an error matching engine.ErrStaleHistory when a
-// decision was made with a history that has changed since (the caller decides it again).
+// The engine books every batch (engine.Pass); WriteBatch writes the entries and states it
+// computed, and refuses the batch with an error matching engine.ErrStaleHistory when an order's
+// stored state is no longer the one the batch was decided with (another partition's owner changed
+// an order whose events name several affiliates): the writer passes it again.
 
 import (
 	"context"
@@ -36,21 +36,6 @@ import (
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/rules"
 )
-
-func init() {
-	laterMigrations = append(laterMigrations, scriptMigration("20250601000003", "order_state_ledger_payouts", schemaLedger,
-		`DROP TABLE IF EXISTS payouts; DROP TABLE IF EXISTS payout_runs;
-		DROP TABLE IF EXISTS decision_inputs; DROP TABLE IF EXISTS ledger_entries; DROP TABLE IF EXISTS order_state`))
-	// The (program, affiliate_id, currency) index of ledger_entries served no read of the service:
-	// only LedgerEntries filtered by affiliate (no caller but tests) and Balances, which sums a
-	// whole program anyway. Each entry's affiliate lands at a random place in it, so every batch
-	// wrote about one page of it per affiliate: at 100 000 stored orders ~400 of a batch's
-	// ~1 400 SQLite WAL pages (and as many copied again by the checkpoint). Those reads now go
-	// through ledger_entries_order (program, …) and filter; their results are the same.
-	laterMigrations = append(laterMigrations, scriptMigration("20251126000002", "drop_ledger_entries_affiliate",
-		"DROP INDEX IF EXISTS ledger_entries_affiliate",
-		"CREATE INDEX IF NOT EXISTS ledger_entries_affiliate ON ledger_entries (program, affiliate_id, currency)"))
-}
 
 // schemaLedger: the lifecycle, ledger and payout tables. Amounts are exact decimals.
 const schemaLedger = `
@@ -70,6 +55,7 @@ CREATE TABLE IF NOT EXISTS order_state (
 	pin_digest   TEXT,
 	PRIMARY KEY (program, order_id)
 );
+-- the affiliate.* month figures of tiered programs (LoadHistory)
 CREATE INDEX IF NOT EXISTS order_state_month ON order_state (program, affiliate_id, month, currency);
 
 CREATE TABLE IF NOT EXISTS ledger_entries (
@@ -87,9 +73,9 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
 	payout_id    BIGINT,
 	created_at   {{Time}} NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS ledger_entries_decision ON ledger_entries (decision_id, affiliate_id, currency);
-CREATE INDEX IF NOT EXISTS ledger_entries_affiliate ON ledger_entries (program, affiliate_id, currency);
+-- explain, the ledger of an order, audit verify's recomputation order by order
 CREATE INDEX IF NOT EXISTS ledger_entries_order ON ledger_entries (program, order_id);
+-- payouts: the program's unpaid entries approved before the month's end
 CREATE INDEX IF NOT EXISTS ledger_entries_unpaid ON ledger_entries (program, approve_at) WHERE payout_id IS NULL;
 
 CREATE TABLE IF NOT EXISTS decision_inputs (
@@ -186,7 +172,7 @@ type decisionInputRow struct {
 
 // LoadHistory reads the history of these orders and affiliate months (engine.HistoryKeys) at
 // once: what DecideBatch needs. The snapshot may be stale by the time the batch is stored;
-// SaveBatch then refuses it (engine.ErrStaleHistory) and it is decided again.
+// WriteBatch then refuses it (engine.ErrStaleHistory) and it is decided again.
 func (s *Store) LoadHistory(ctx context.Context, orders []engine.OrderKey, months []engine.MonthKey) (*engine.Snapshot, error) {
 	snap, err := s.loadHistory(ctx, s.db, orders, months)
 	if err != nil {
@@ -338,155 +324,7 @@ func setKeys(m map[string]bool) []string {
 	return out
 }
 
-// saveLifecycle books the batch's newly stored decisions (rows, of results[resultOf[i]]) inside
-// SaveBatch's transaction: it reads their orders' history again, checks each decision against
-// it (engine.Book; an error matching engine.ErrStaleHistory when one was decided with a history
-// that changed since), and writes the ledger entries, the orders' new states and the decisions'
-// inputs.
-func (s *Store) saveLifecycle(ctx context.Context, w *wtx, results []engine.Result, rows []decisionRow, resultOf []int, now time.Time) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	inserted := make(map[int]int, len(rows)) // result index -> row index
-	var orders []engine.OrderKey
-	var months []engine.MonthKey
-	seenOrder := map[engine.OrderKey]bool{}
-	seenMonth := map[engine.MonthKey]bool{}
-	for j, i := range resultOf {
-		inserted[i] = j
-		d := results[i].Decision
-		k := engine.OrderKey{Program: d.Program, OrderID: d.OrderID}
-		if !seenOrder[k] {
-			seenOrder[k] = true
-			orders = append(orders, k)
-		}
-		if a := d.Affiliate; a != nil {
-			mk := engine.MonthKey{Program: d.Program, AffiliateID: d.AffiliateID, Month: a.Month, Currency: d.Currency.Code}
-			if !seenMonth[mk] {
-				seenMonth[mk] = true
-				months = append(months, mk)
-			}
-		}
-	}
-	hist, err := s.loadHistory(ctx, w.Tx, orders, months)
-	if err != nil {
-		return fmt.Errorf("reading the history of %d orders: %w", len(orders), err)
-	}
-	booking, err := engine.Book(hist, results, func(i int) bool { _, ok := inserted[i]; return !ok })
-	if err != nil {
-		return err
-	}
-
-	// The stored decisions' ids, by their place in their program's chain.
-	ids, err := s.decisionIDs(ctx, w.Tx, rows)
-	if err != nil {
-		return err
-	}
-	idOf := func(result int) int64 {
-		r := &rows[inserted[result]]
-		return ids[chainKey{r.Program, r.ChainSeq}]
-	}
-
-	if len(booking.Entries) > 0 {
-		entries := make([]ledgerRow, len(booking.Entries))
-		for i, e := range booking.Entries {
-			entries[i] = ledgerRow{Program: safeText(e.Program), AffiliateID: safeText(e.AffiliateID), OrderID: safeText(e.OrderID),
-				Currency: e.Currency, Amount: e.Amount.Text('f'), Kind: string(e.Kind), DecisionID: idOf(e.Result),
-				EventID: safeText(e.EventID), Status: StatusPending, ApproveAt: e.ApproveAt.UTC(), CreatedAt: now}
-		}
-		if err := s.insertRows(ctx, w, ledgerTable, len(entries), func(i int, args []any) []any {
-			e := &entries[i]
-			return append(args, e.Program, e.AffiliateID, e.OrderID, e.Currency, e.Amount, e.Kind, e.DecisionID, e.EventID,
-				e.Status, e.ApproveAt, e.CreatedAt)
-		}); err != nil {
-			return fmt.Errorf("inserting %d ledger entries: %w", len(entries), err)
-		}
-	}
-
-	if len(booking.Orders) > 0 {
-		states := make([]orderStateRow, len(booking.Orders))
-		for i, o := range booking.Orders {
-			st := o.State
-			id := st.DecisionID
-			if o.Result >= 0 {
-				id = idOf(o.Result)
-			}
-			states[i] = orderStateRow{Program: safeText(o.Key.Program), OrderID: safeText(o.Key.OrderID), AffiliateID: safeText(st.AffiliateID),
-				Currency: st.Currency, Month: st.Month, EventID: safeText(st.EventID), StreamSeq: int64(st.StreamSeq), DecisionID: id,
-				Qualified: st.Qualified, Base: st.Base.Text('f'), Commission: st.Commission.Text('f')}
-			if st.Pin != nil {
-				states[i].PinVersion = sql.NullInt64{Int64: int64(st.Pin.Version), Valid: true}
-				states[i].PinDigest = sql.NullString{String: st.Pin.Digest, Valid: true}
-			}
-		}
-		// The history just read (under the chain locks: no other writer changes these orders'
-		// states before the commit) says which orders have a stored state. The others are
-		// inserted plainly (COPY on PostgreSQL), which costs less than an upsert; only the
-		// stored ones are upserted. A stored key twice in the batch (two ids that safeText makes
-		// one) goes to the upsert too, as before.
-		perKey := make(map[engine.OrderKey]int, len(states))
-		for i := range states {
-			perKey[engine.OrderKey{Program: states[i].Program, OrderID: states[i].OrderID}]++
-		}
-		var fresh, stored []*orderStateRow
-		for i, o := range booking.Orders {
-			_, had := hist.Orders[o.Key]
-			if !had && perKey[engine.OrderKey{Program: states[i].Program, OrderID: states[i].OrderID}] == 1 {
-				fresh = append(fresh, &states[i])
-			} else {
-				stored = append(stored, &states[i])
-			}
-		}
-		stateValues := func(rows []*orderStateRow) rowValues {
-			return func(i int, args []any) []any {
-				o := rows[i]
-				return append(args, o.Program, o.OrderID, o.AffiliateID, o.Currency, o.Month, o.EventID, o.StreamSeq, o.DecisionID,
-					o.Qualified, o.Base, o.Commission, nullInt64(o.PinVersion), nullString(o.PinDigest))
-			}
-		}
-		if err := s.insertRows(ctx, w, orderStateTable, len(fresh), stateValues(fresh)); err != nil {
-			return fmt.Errorf("storing the state of %d new orders: %w", len(fresh), err)
-		}
-		if err := s.upsertRows(ctx, w, orderStateTable, "program, order_id", orderStateTable.cols[2:], len(stored), stateValues(stored)); err != nil {
-			return fmt.Errorf("storing the state of %d orders: %w", len(stored), err)
-		}
-	}
-
-	var inputs []decisionInputRow
-	for j, i := range resultOf {
-		d := results[i].Decision
-		lc := d.Lifecycle
-		if d.Affiliate == nil && (lc == nil || !lc.Pinned) {
-			continue
-		}
-		in := decisionInputRow{DecisionID: ids[chainKey{rows[j].Program, rows[j].ChainSeq}], Program: rows[j].Program, EventID: rows[j].EventID}
-		if lc != nil {
-			in.Pinned = lc.Pinned
-			if lc.Pin != nil {
-				in.PinVersion = sql.NullInt64{Int64: int64(lc.Pin.Version), Valid: true}
-				in.PinDigest = sql.NullString{String: lc.Pin.Digest, Valid: true}
-			}
-		}
-		if a := d.Affiliate; a != nil {
-			in.Month = sql.NullString{String: a.Month, Valid: true}
-			in.MonthQualifiedOrders = sql.NullInt64{Int64: a.QualifiedOrders, Valid: true}
-			in.MonthQualifiedSales = sql.NullString{String: a.QualifiedSales.Text('f'), Valid: true}
-		}
-		inputs = append(inputs, in)
-	}
-	if len(inputs) > 0 {
-		if err := s.insertRows(ctx, w, decisionInputsTable, len(inputs), func(i int, args []any) []any {
-			in := &inputs[i]
-			return append(args, in.DecisionID, in.Program, in.EventID, nullInt64(in.PinVersion), nullString(in.PinDigest), in.Pinned,
-				nullString(in.Month), nullInt64(in.MonthQualifiedOrders), nullString(in.MonthQualifiedSales))
-		}); err != nil {
-			return fmt.Errorf("inserting the inputs of %d decisions: %w", len(inputs), err)
-		}
-	}
-	return nil
-}
-
-// The tables saveLifecycle writes in bulk (bulk.go: bound parameters on SQLite, COPY or
+// The tables WriteBatch writes in bulk (bulk.go: bound parameters on SQLite, COPY or
 // prepared statements on PostgreSQL; bun's rendering of every value into the SQL text cost more
 // than storing the rows), with the columns in the order of the rows' fields.
 var (
@@ -499,44 +337,6 @@ var (
 	decisionInputsTable = bulkTable{name: "decision_inputs", cols: []string{"decision_id", "program", "event_id", "pin_version",
 		"pin_digest", "pinned", "month", "month_qualified_orders", "month_qualified_sales"}}
 )
-
-type chainKey struct {
-	program string
-	seq     int64
-}
-
-// decisionIDs reads the ids of decision rows just stored, from their places in their chains.
-func (s *Store) decisionIDs(ctx context.Context, tx bun.Tx, rows []decisionRow) (map[chainKey]int64, error) {
-	ranges := map[string][2]int64{}
-	for i := range rows {
-		r, ok := ranges[rows[i].Program]
-		if !ok {
-			r = [2]int64{rows[i].ChainSeq, rows[i].ChainSeq}
-		}
-		r[0], r[1] = min(r[0], rows[i].ChainSeq), max(r[1], rows[i].ChainSeq)
-		ranges[rows[i].Program] = r
-	}
-	ids := make(map[chainKey]int64, len(rows))
-	for program, r := range ranges {
-		var got []struct {
-			ID       int64 `bun:"id"`
-			ChainSeq int64 `bun:"chain_seq"`
-		}
-		if err := tx.NewSelect().Table("decisions").Column("id", "chain_seq").
-			Where("program = ? AND chain_seq BETWEEN ? AND ?", program, r[0], r[1]).Scan(ctx, &got); err != nil {
-			return nil, fmt.Errorf("reading the ids of the decisions stored: %w", err)
-		}
-		for _, g := range got {
-			ids[chainKey{program, g.ChainSeq}] = g.ID
-		}
-	}
-	for i := range rows {
-		if ids[chainKey{rows[i].Program, rows[i].ChainSeq}] == 0 {
-			return nil, fmt.Errorf("reading the ids of the decisions stored: %s chain_seq %d not found", rows[i].Program, rows[i].ChainSeq)
-		}
-	}
-	return ids, nil
-}
 
 // --- pins ---
 

@@ -62,7 +62,7 @@ type TraceEntry struct {
 	Outcome string // pass, fail, match, no_match or not_evaluated
 }
 
-// StoredDecision is one stored decision, with its place in its program's hash chain.
+// StoredDecision is one stored decision, with its place in its partition's chain of batches.
 type StoredDecision struct {
 	ID            int64
 	EventID       string
@@ -85,9 +85,10 @@ type StoredDecision struct {
 	Env           string
 	StreamSeq     uint64
 	DecidedAt     time.Time
-	ChainSeq      int64
-	PrevHash      string
-	Hash          string
+	Partition     int
+	BatchSeq      uint64
+	Leaf          int    // its index in the batch's Merkle tree
+	LeafHash      string // engine.LeafHash of its leaf bytes, hex
 }
 
 // StoredPolicy is a policy version as first used.
@@ -99,13 +100,6 @@ type StoredPolicy struct {
 	File          string
 	EffectiveFrom time.Time
 	FirstUsedAt   time.Time
-}
-
-// ChainHead is the end of one program's decision chain.
-type ChainHead struct {
-	Program  string
-	ChainSeq int64 // the number of chained decisions
-	Hash     string
 }
 
 // Stats counts what is stored and totals commissions exactly.
@@ -171,7 +165,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 
 const decisionColumns = "id, event_id, order_id, program, affiliate_id, policy_version, policy_digest, qualified, " +
 	"failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, " +
-	"chain_seq, prev_hash, hash"
+	"part, batch_seq, leaf, leaf_hash"
 
 // decisionColumns casts the decimal columns to text in PostgreSQL, so they scan as exact strings.
 // In SQLite decided_at is read as text, for timeScanner.
@@ -188,14 +182,14 @@ func scanDecision(rows interface{ Scan(...any) error }) (StoredDecision, error) 
 		d                                  StoredDecision
 		failed, rate, base, commission, tr string
 		flat                               sql.NullString
-		streamSeq                          int64
+		streamSeq, batchSeq                int64
 	)
 	if err := rows.Scan(&d.ID, &d.EventID, &d.OrderID, &d.Program, &d.AffiliateID, &d.PolicyVersion, &d.PolicyDigest,
 		&d.Qualified, &failed, &d.RateRule, &rate, &flat, &base, &commission, &d.Currency, &d.Rounding, &tr, &d.Env,
-		&streamSeq, timeScanner{&d.DecidedAt}, &d.ChainSeq, &d.PrevHash, &d.Hash); err != nil {
+		&streamSeq, timeScanner{&d.DecidedAt}, &d.Partition, &batchSeq, &d.Leaf, &d.LeafHash); err != nil {
 		return d, err
 	}
-	d.StreamSeq = uint64(streamSeq)
+	d.StreamSeq, d.BatchSeq = uint64(streamSeq), uint64(batchSeq)
 	var err error
 	if d.Rate, err = parseDecimal(rate, "rate"); err != nil {
 		return d, err
@@ -266,36 +260,14 @@ func (s *Store) DecisionsByOrder(ctx context.Context, program, orderID string) (
 	collect := func(d StoredDecision) error { out = append(out, d); return nil }
 	var err error
 	if program == "" {
-		// Every program with decisions has a chain head: listing them lets the (program,
-		// order_id) index serve the lookup.
-		err = s.queryDecisions(ctx, collect, "WHERE program IN (SELECT program FROM chain_heads) AND order_id = ? ORDER BY decided_at DESC, id DESC", orderID)
+		// Every program with decisions has a stored policy version: listing them lets the
+		// (program, order_id) index serve the lookup.
+		err = s.queryDecisions(ctx, collect, "WHERE program IN (SELECT DISTINCT program FROM policy_versions) AND order_id = ? ORDER BY id DESC", orderID)
 	} else {
-		err = s.queryDecisions(ctx, collect, "WHERE program = ? AND order_id = ? ORDER BY decided_at DESC, id DESC", program, orderID)
+		err = s.queryDecisions(ctx, collect, "WHERE program = ? AND order_id = ? ORDER BY id DESC", program, orderID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading decisions of order %s: %w", orderID, err)
-	}
-	return out, nil
-}
-
-// WalkChain calls fn for each decision of a program in chain order (chain_seq 1, 2, …),
-// streaming: memory stays flat however long the chain. fn's error stops the walk and is returned.
-func (s *Store) WalkChain(ctx context.Context, program string, fn func(StoredDecision) error) error {
-	if err := s.queryDecisions(ctx, fn, "WHERE program = ? ORDER BY chain_seq", program); err != nil {
-		return fmt.Errorf("walking the decision chain of %s: %w", program, err)
-	}
-	return nil
-}
-
-// ChainHeads returns the head of every program's decision chain, by program.
-func (s *Store) ChainHeads(ctx context.Context) ([]ChainHead, error) {
-	var rows []chainHeadRow
-	if err := s.db.NewSelect().Model(&rows).Order("program").Scan(ctx); err != nil {
-		return nil, fmt.Errorf("reading chain heads: %w", err)
-	}
-	out := make([]ChainHead, len(rows))
-	for i, r := range rows {
-		out[i] = ChainHead{Program: r.Program, ChainSeq: r.ChainSeq, Hash: r.Hash}
 	}
 	return out, nil
 }

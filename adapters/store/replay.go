@@ -20,11 +20,6 @@ import (
 // The replay side of the store: the order events with the decision recorded for each, read
 // for engine.Replay, and the replay runs recorded for audit (`commissioner replay --record`).
 
-func init() {
-	laterMigrations = append(laterMigrations, scriptMigration("20250601000002", "replay_runs", schemaReplayRuns,
-		"DROP TABLE IF EXISTS replay_runs"))
-}
-
 // schemaReplayRuns is one row per recorded replay run. parameters and summary are JSON
 // documents (see ReplayRun).
 const schemaReplayRuns = `
@@ -670,7 +665,7 @@ func setDecimal(d *apd.Decimal, b []byte, what string) error {
 	return nil
 }
 
-// stringList parses a JSON array of strings as SaveBatch writes it: ["a","b"].
+// stringList parses a JSON array of strings as WriteBatch writes it: ["a","b"].
 func (sc *recordScanner) stringList(b []byte) ([]string, error) {
 	if string(b) == "[]" {
 		return nil, nil
@@ -760,7 +755,7 @@ func (sc *recordScanner) slowTrace(b []byte) ([]engine.RuleOutcome, error) {
 	return out, nil
 }
 
-// jsonLite reads the compact JSON SaveBatch writes. str gives up (false) on escapes, so the
+// jsonLite reads the compact JSON WriteBatch writes. str gives up (false) on escapes, so the
 // caller falls back to encoding/json for anything unusual.
 type jsonLite struct {
 	b []byte

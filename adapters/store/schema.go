@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -35,9 +36,14 @@ func typesFor(d dialect.Name) columnTypes {
 	return columnTypes{PK: "INTEGER PRIMARY KEY", Bytes: "BLOB", Time: "TIMESTAMP", Decimal: "TEXT", Key: "TEXT"}
 }
 
-// schemaV1 is the first schema. Every statement is idempotent (IF NOT EXISTS), so two processes
-// that race to migrate a new SQLite file both succeed.
-const schemaV1 = `
+// schema is the whole schema, one migration: no production data existed before the partitioned
+// write path, so it starts afresh (Open refuses a store made by an earlier build: see
+// refuseOldSchema). Every statement is idempotent (IF NOT EXISTS), so two processes that race to
+// migrate a new SQLite file both succeed. Each index names the read it serves.
+//
+// Per decided order the service writes, when the order is new and qualifies: an order event, a
+// decision, an order state and a ledger entry.
+const schema = `
 CREATE TABLE IF NOT EXISTS order_events (
 	id           {{PK}},
 	event_id     {{Key}} NOT NULL,
@@ -50,7 +56,9 @@ CREATE TABLE IF NOT EXISTS order_events (
 	placed_at    {{Time}} NOT NULL,
 	received_at  {{Time}} NOT NULL
 );
+-- an event is stored once (a re-published event is recognised), and read by id (explain, audit)
 CREATE UNIQUE INDEX IF NOT EXISTS order_events_event_id ON order_events (event_id);
+-- explain: the events of an order
 CREATE INDEX IF NOT EXISTS order_events_program_order ON order_events (program, order_id);
 
 CREATE TABLE IF NOT EXISTS policy_versions (
@@ -64,6 +72,8 @@ CREATE TABLE IF NOT EXISTS policy_versions (
 	PRIMARY KEY (program, version)
 );
 
+-- One row per decision; part, batch_seq and leaf are its place in its partition's chain of
+-- batches, leaf_hash its Merkle leaf (engine/chain.go).
 CREATE TABLE IF NOT EXISTS decisions (
 	id             {{PK}},
 	event_id       {{Key}} NOT NULL,
@@ -85,12 +95,16 @@ CREATE TABLE IF NOT EXISTS decisions (
 	env            TEXT NOT NULL,
 	stream_seq     BIGINT NOT NULL,
 	decided_at     {{Time}} NOT NULL,
-	chain_seq      BIGINT NOT NULL,
-	prev_hash      TEXT NOT NULL,
-	hash           TEXT NOT NULL
+	part           BIGINT NOT NULL,
+	batch_seq      BIGINT NOT NULL,
+	leaf           BIGINT NOT NULL,
+	leaf_hash      TEXT NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS decisions_event_policy ON decisions (event_id, program, policy_version);
-CREATE UNIQUE INDEX IF NOT EXISTS decisions_chain ON decisions (program, chain_seq);
+-- one decision per event (a redelivery decides nothing twice); replay's recorded decisions by event
+CREATE UNIQUE INDEX IF NOT EXISTS decisions_event ON decisions (event_id);
+-- audit verify walks each partition's batches leaf by leaf; explain's inclusion proof
+CREATE UNIQUE INDEX IF NOT EXISTS decisions_leaf ON decisions (part, batch_seq, leaf);
+-- explain and /v1/orders: an order's decisions
 CREATE INDEX IF NOT EXISTS decisions_program_order ON decisions (program, order_id);
 
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -103,16 +117,41 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 	order_id    {{Key}} NOT NULL,
 	reason      TEXT NOT NULL,
 	kind        TEXT NOT NULL,
-	received_at {{Time}} NOT NULL
+	received_at {{Time}} NOT NULL,
+	part        BIGINT NOT NULL,
+	batch_seq   BIGINT NOT NULL,
+	leaf        BIGINT NOT NULL,
+	leaf_hash   TEXT NOT NULL
 );
+-- one dead letter per event
 CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_event_id ON dead_letters (event_id);
 
-CREATE TABLE IF NOT EXISTS chain_heads (
-	program   {{Key}} NOT NULL PRIMARY KEY,
-	chain_seq BIGINT NOT NULL,
-	hash      TEXT NOT NULL
+-- One row per stored batch: its partition's chain (engine.BatchHeader).
+CREATE TABLE IF NOT EXISTS batches (
+	part             BIGINT NOT NULL,
+	seq              BIGINT NOT NULL,
+	epoch            BIGINT NOT NULL,
+	prev_hash        TEXT NOT NULL,
+	root             TEXT NOT NULL,
+	hash             TEXT NOT NULL,
+	leaves           BIGINT NOT NULL,
+	first_stream_seq BIGINT NOT NULL,
+	last_stream_seq  BIGINT NOT NULL,
+	created_at       {{Time}} NOT NULL,
+	PRIMARY KEY (part, seq)
 );
-`
+
+-- One row per partition: its owner's fencing token (epoch) and the head of its chain. A batch is
+-- stored only by the owner whose epoch the row holds, as the next one after seq (the fence).
+CREATE TABLE IF NOT EXISTS partitions (
+	part            BIGINT NOT NULL PRIMARY KEY,
+	epoch           BIGINT NOT NULL,
+	seq             BIGINT NOT NULL,
+	hash            TEXT NOT NULL,
+	last_stream_seq BIGINT NOT NULL,
+	claimed_at      {{Time}} NOT NULL
+);
+` + schemaLedger + schemaReplayRuns
 
 // render fills the dialect's column types into a schema text.
 func render(text string, t columnTypes) string {
@@ -121,7 +160,13 @@ func render(text string, t columnTypes) string {
 
 // execScript runs each ;-separated statement of a script.
 func execScript(ctx context.Context, db bun.IDB, script string) error {
-	for _, stmt := range strings.Split(script, ";") {
+	var lines []string
+	for _, line := range strings.Split(script, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "--") { // comments may hold ';'
+			lines = append(lines, line)
+		}
+	}
+	for _, stmt := range strings.Split(strings.Join(lines, "\n"), ";") {
 		if strings.TrimSpace(stmt) == "" {
 			continue
 		}
@@ -132,37 +177,16 @@ func execScript(ctx context.Context, db bun.IDB, script string) error {
 	return nil
 }
 
-// migrations returns the schema's migrations, embedded in Go, for bun's migrator.
+// migrations returns the schema's migrations, in order, for bun's migrator. A later change of
+// the schema is a new entry here, after the ones before it.
 func migrations() *migrate.Migrations {
 	ms := migrate.NewMigrations()
-	ms.Add(migrate.Migration{
-		Name:    "20250601000001",
-		Comment: "initial_schema",
-		Up: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
-			db := m.DB()
-			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-				return execScript(ctx, tx, render(schemaV1, typesFor(db.Dialect().Name())))
-			})
-		},
-		Down: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
-			return execScript(ctx, m.DB(), `DROP TABLE IF EXISTS chain_heads; DROP TABLE IF EXISTS dead_letters;
-				DROP TABLE IF EXISTS decisions; DROP TABLE IF EXISTS policy_versions; DROP TABLE IF EXISTS order_events`)
-		},
-	})
-	for _, m := range laterMigrations {
-		ms.Add(m)
-	}
+	ms.Add(scriptMigration("20261203000001", "partitioned_schema", schema,
+		`DROP TABLE IF EXISTS replay_runs; DROP TABLE IF EXISTS payouts; DROP TABLE IF EXISTS payout_runs;
+		DROP TABLE IF EXISTS decision_inputs; DROP TABLE IF EXISTS ledger_entries; DROP TABLE IF EXISTS order_state;
+		DROP TABLE IF EXISTS partitions; DROP TABLE IF EXISTS batches; DROP TABLE IF EXISTS dead_letters;
+		DROP TABLE IF EXISTS decisions; DROP TABLE IF EXISTS policy_versions; DROP TABLE IF EXISTS order_events`))
 	return ms
-}
-
-func init() {
-	// The (program, placed_at) index served no read but Events' order, and cost every stored
-	// event an insert at a random place (placed_at is not arrival order): ~20% of SaveBatch's
-	// time at 100 000 stored orders. Events sorts instead; replay (History) scans the table on
-	// SQLite anyway.
-	laterMigrations = append(laterMigrations, scriptMigration("20251126000001", "drop_order_events_program_placed",
-		"DROP INDEX IF EXISTS order_events_program_placed",
-		"CREATE INDEX IF NOT EXISTS order_events_program_placed ON order_events (program, placed_at)"))
 }
 
 // scriptMigration is a migration that runs up, rendered for the database's column types, in a
@@ -184,10 +208,26 @@ func scriptMigration(name, comment, up, down string) migrate.Migration {
 	}
 }
 
-// laterMigrations are the schema changes after the initial one, each registered by the file
-// that uses its tables (an init func appending to this slice), named by a timestamp that orders
-// them: 20250601000002, 20250601000003, …
-var laterMigrations []migrate.Migration
+// ErrOldSchema: the database was made by a build before the partitioned write path (its
+// decisions chained per program). Its history cannot be carried over; use a new database.
+var ErrOldSchema = errors.New("the store was made by an earlier Commissioner")
+
+// refuseOldSchema fails when the database holds the per-program chain of an earlier build.
+func (s *Store) refuseOldSchema(ctx context.Context) error {
+	var n int
+	q := "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'chain_heads'"
+	if s.kind == Postgres {
+		q = "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'chain_heads'"
+	}
+	if err := s.db.NewRaw(q).Scan(ctx, &n); err != nil {
+		return fmt.Errorf("checking the schema: %w", err)
+	}
+	if n > 0 {
+		return fmt.Errorf("%w (its decisions are chained per program, in chain_heads): this build chains batches per stream partition "+
+			"and cannot carry that history over; point store.dsn at a new database (or move the old SQLite file away)", ErrOldSchema)
+	}
+	return nil
+}
 
 // Migrate brings the schema to the latest version. Open calls it; it is safe to call again and
 // from several processes at once (PostgreSQL: under an advisory lock; SQLite: every statement
@@ -203,6 +243,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 			return fmt.Errorf("migrating: taking the migration lock: %w", err)
 		}
 		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", migrationLockKey)
+	}
+	if err := s.refuseOldSchema(ctx); err != nil {
+		return err
 	}
 	m := migrate.NewMigrator(s.db, migrations(),
 		migrate.WithTableName(migrationsTable), migrate.WithLocksTableName(migrationLocksTable),

@@ -3,13 +3,14 @@
 // PostgreSQL (through bun's pgdriver). One code path serves both; the few dialect differences
 // (column types, row locks, JSON and exact decimal aggregation) are handled inside.
 //
-// The write side is SaveBatch: one transaction per batch of engine results, idempotent under
-// redelivery (unique keys; rows already stored are skipped), extending a tamper-evident hash chain
-// of decisions per program. Rows go in with prepared multi-row INSERTs on SQLite and with COPY on
-// PostgreSQL (see bulk.go). The read side serves replay, explain, audit and the demo summary.
+// The write side is WriteBatch (write.go): one transaction per batch, writing the rows the engine
+// computed (engine.BatchWrite) as they are, fenced by the partition's owner epoch and chain head.
+// Rows go in with prepared multi-row INSERTs on SQLite and with COPY on PostgreSQL (see bulk.go).
+// The read side serves replay, explain, audit and the demo summary.
 //
 // A *Store is safe for concurrent use by several goroutines, and several processes (several
-// *Store values) may write to one database at once: each program's chain stays one chain.
+// *Store values) may write to one database at once: each partition has one owner, and a batch
+// of a partition's stale owner is refused.
 package store
 
 import (
@@ -150,7 +151,7 @@ const sqliteBusyTimeoutMS = 10000
 //
 //   - journal_mode=WAL: readers (replay, audit, the API) never block the writer, nor it them.
 //   - synchronous=FULL: the WAL is fsynced at every commit. The pipeline acks a batch as soon as
-//     SaveBatch returns, so a commit must survive a power cut or an OS crash, not only a process
+//     WriteBatch returns, so a commit must survive a power cut or an OS crash, not only a process
 //     crash (NORMAL would lose the last commits then, and those messages would never be
 //     redelivered). One fsync per batch of ~1 000 orders costs little.
 //   - busy_timeout: a second process's writer waits for the lock rather than failing at once.
@@ -210,9 +211,8 @@ type Store struct {
 	// Filled only after a commit, so a rolled-back batch never leaves a version marked as stored.
 	knownMu sync.Mutex
 	known   map[string]string
-	heads   map[string]bool // programs whose chain_heads row exists
 
-	// hookBeforeCommit, when set (tests), runs at the end of SaveBatch's transaction.
+	// hookBeforeCommit, when set (tests), runs at the end of WriteBatch's transaction.
 	hookBeforeCommit func(ctx context.Context) error
 }
 
@@ -223,7 +223,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{kind: p.kind, cfg: cfg, known: map[string]string{}, heads: map[string]bool{}}
+	s := &Store{kind: p.kind, cfg: cfg, known: map[string]string{}}
 	switch p.kind {
 	case SQLite:
 		if dir := filepath.Dir(p.path); dir != "" {

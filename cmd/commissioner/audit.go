@@ -48,23 +48,28 @@ func newAuditCmd(s streams) *cobra.Command {
 	p := auditVerifyParams{Workers: runtime.GOMAXPROCS(0), MaxFindings: 50}
 	verify := &cobra.Command{
 		Use:   "verify [--program P] [--json]",
-		Short: "Re-evaluate every stored decision and verify the hash chains; exit 1 on any finding",
+		Short: "Re-evaluate every stored decision, its ledger and the partitions' chains of batches; exit 1 on any finding",
 		Long: `Checks, for every program (or --program):
 
   - every stored policy version: its source text still has the digest recorded when it was
     first used, and still compiles;
   - every stored decision: its order event is decided again with the recorded policy version
-    (from the stored source) and compared with the stored row field by field, and its chain hash
-    is recomputed from the event and the re-run alone — so a row changed after it was stored is
-    named "altered" (the hash still covers the original), one that no longer reproduces
-    "not_reproduced", one whose hash was changed "hash_mismatch";
-  - each program's hash chain: positions 1, 2, 3, … with no gap ("missing"), nothing out of
-    sequence or beyond the chain head ("inserted"), every prev_hash the previous row's hash
-    ("broken_link"), and the chain head naming the last row ("head_mismatch");
+    (from the stored source) and compared with the stored row field by field; its order's
+    decisions are booked again in the order they were made, so its Merkle leaf (event, decision,
+    the ledger entries it booked, its change to the order's state) is recomputed from the event
+    and the re-run alone — a row changed after it was stored is named "altered" (the leaf still
+    covers the original), one that no longer reproduces "not_reproduced", one whose leaf hash
+    was changed "leaf_mismatch";
+  - the ledger and the order states: every decision's stored ledger entries are what it books
+    ("ledger"), every order's stored state what its decisions leave ("order_state");
+  - every partition's chain of batches: batches 1, 2, 3, … with no gap ("missing"), each
+    linked to the hash of the one before ("broken_link"), each row's hash the hash of its
+    header ("batch_hash"), its leaves complete ("missing", "inserted") and hashing to its Merkle
+    root ("root_mismatch"), and the partition's head naming its last batch ("head_mismatch");
   - stored order events left with neither a decision nor a dead letter ("orphan_event").
 
-Every finding names the chain position (chain_seq) and the decision id; the first finding of
-each chain is repeated in its summary. Rows are streamed and re-evaluated in parallel. Exits 1
+Every finding names its place (partition, batch, leaf) and the decision id; the first finding of
+each partition is repeated in its summary. Rows are streamed and re-evaluated in parallel. Exits 1
 when anything is found.`,
 		Args: cobra.NoArgs,
 	}
@@ -91,7 +96,9 @@ type findingJSON struct {
 	Kind       string              `json:"kind"`
 	Reason     string              `json:"reason,omitempty"`
 	Program    string              `json:"program"`
-	ChainSeq   int64               `json:"chain_seq,omitempty"`
+	Partition  *int                `json:"partition,omitempty"` // with batch_seq: where in the chains
+	BatchSeq   uint64              `json:"batch_seq,omitempty"`
+	Leaf       *int                `json:"leaf,omitempty"`
 	DecisionID int64               `json:"decision_id,omitempty"`
 	EventID    string              `json:"event_id,omitempty"`
 	OrderID    string              `json:"order_id,omitempty"`
@@ -99,33 +106,44 @@ type findingJSON struct {
 	Diffs      []httpapi.DriftView `json:"diffs,omitempty"`
 }
 
-type chainJSON struct {
-	Program    string       `json:"program"`
-	Rows       int64        `json:"rows"`
-	Reproduced int64        `json:"reproduced"`
-	LastSeq    int64        `json:"last_seq"`
-	LastHash   string       `json:"last_hash"`
-	HeadSeq    *int64       `json:"head_seq"` // null when the program has no chain head
-	HeadHash   string       `json:"head_hash,omitempty"`
-	Findings   int          `json:"findings"`
-	First      *findingJSON `json:"first"` // the first finding in chain order
+type partitionJSON struct {
+	Partition int          `json:"partition"`
+	Batches   int64        `json:"batches"`
+	Leaves    int64        `json:"leaves"`
+	LastSeq   uint64       `json:"last_seq"`
+	LastHash  string       `json:"last_hash"`
+	HeadSeq   *uint64      `json:"head_seq"` // null when the partition has no head row
+	HeadHash  string       `json:"head_hash,omitempty"`
+	Findings  int          `json:"findings"`
+	First     *findingJSON `json:"first"` // the first finding in chain order
 }
 
 // auditJSON is `audit verify --json`'s output.
 type auditJSON struct {
-	Store         string         `json:"store"`
-	OK            bool           `json:"ok"`
-	Policies      int            `json:"policies"`
-	Chains        []chainJSON    `json:"chains"`
-	FindingsTotal int            `json:"findings_total"`
-	ByKind        map[string]int `json:"by_kind"`
-	Findings      []findingJSON  `json:"findings"` // the first --max-findings, in chain order
-	Seconds       float64        `json:"seconds"`
+	Store         string          `json:"store"`
+	OK            bool            `json:"ok"`
+	Policies      int             `json:"policies"`
+	Decisions     int64           `json:"decisions"`
+	Reproduced    int64           `json:"reproduced"`
+	Orders        int64           `json:"orders"`
+	Partitions    []partitionJSON `json:"partitions"`
+	FindingsTotal int             `json:"findings_total"`
+	ByKind        map[string]int  `json:"by_kind"`
+	Findings      []findingJSON   `json:"findings"` // the first --max-findings, in chain order
+	Seconds       float64         `json:"seconds"`
 }
 
 func toFindingJSON(f store.Finding) findingJSON {
-	out := findingJSON{Kind: f.Kind, Reason: f.Reason, Program: f.Program, ChainSeq: f.ChainSeq, DecisionID: f.DecisionID,
+	out := findingJSON{Kind: f.Kind, Reason: f.Reason, Program: f.Program, DecisionID: f.DecisionID,
 		EventID: f.EventID, OrderID: f.OrderID, Detail: f.Detail}
+	if f.BatchSeq != 0 {
+		part := f.Partition
+		out.Partition, out.BatchSeq = &part, f.BatchSeq
+		if f.Leaf >= 0 {
+			leaf := f.Leaf
+			out.Leaf = &leaf
+		}
+	}
 	for _, d := range f.Diffs {
 		out.Diffs = append(out.Diffs, httpapi.DriftView{Field: d.Field, Stored: d.Stored, Rerun: d.Rerun})
 	}
@@ -136,7 +154,7 @@ func toFindingJSON(f store.Finding) findingJSON {
 // found.
 func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, out io.Writer) error {
 	start := time.Now()
-	doc := auditJSON{Store: st.String(), Findings: []findingJSON{}, Chains: []chainJSON{}}
+	doc := auditJSON{Store: st.String(), Findings: []findingJSON{}, Partitions: []partitionJSON{}}
 	shown := 0
 	if !p.JSON {
 		fmt.Fprintf(out, "audit verify: %s\n", st)
@@ -156,23 +174,21 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 		return fmt.Errorf("verifying %s: %w", st, err)
 	}
 	took := time.Since(start)
-	var rows int64
-	for _, c := range rep.Chains {
-		rows += c.Rows
-	}
+	rows := rep.Decisions
 	if p.JSON {
 		doc.OK, doc.Policies, doc.FindingsTotal, doc.ByKind, doc.Seconds = rep.OK(), rep.Policies, rep.Findings, rep.ByKind, took.Seconds()
-		for _, c := range rep.Chains {
-			cj := chainJSON{Program: c.Program, Rows: c.Rows, Reproduced: c.Reproduced, LastSeq: c.LastSeq, LastHash: c.LastHash, Findings: c.Findings}
+		doc.Decisions, doc.Reproduced, doc.Orders = rep.Decisions, rep.Reproduced, rep.Orders
+		for _, c := range rep.Partitions {
+			pj := partitionJSON{Partition: c.Partition, Batches: c.Batches, Leaves: c.Leaves, LastSeq: c.LastSeq, LastHash: c.LastHash, Findings: c.Findings}
 			if c.HasHead {
-				seq := c.Head.ChainSeq
-				cj.HeadSeq, cj.HeadHash = &seq, c.Head.Hash
+				seq := c.Head.Seq
+				pj.HeadSeq, pj.HeadHash = &seq, c.Head.Hash.String()
 			}
 			if c.First != nil {
 				f := toFindingJSON(*c.First)
-				cj.First = &f
+				pj.First = &f
 			}
-			doc.Chains = append(doc.Chains, cj)
+			doc.Partitions = append(doc.Partitions, pj)
 		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
@@ -192,27 +208,26 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 		} else {
 			fmt.Fprintf(out, "policy versions: %d checked; %d cannot be used (altered or no longer compiling): see the findings\n", rep.Policies, policyFindings)
 		}
-		if len(rep.Chains) == 0 {
+		if rep.Decisions == 0 {
 			fmt.Fprintln(out, "no decisions are stored")
+		} else {
+			fmt.Fprintf(out, "decisions: %d of %d (%d orders) re-run with their recorded policy versions reproduce exactly, "+
+				"leaf hash, ledger entries and order state included\n", rep.Reproduced, rep.Decisions, rep.Orders)
 		}
-		for _, c := range rep.Chains {
-			fmt.Fprintf(out, "chain %s: %d decisions (chain_seq 1–%d)", c.Program, c.Rows, c.LastSeq)
+		for _, c := range rep.Partitions {
+			fmt.Fprintf(out, "partition %d: %d batches, %d leaves", c.Partition, c.Batches, c.Leaves)
 			if c.HasHead {
-				fmt.Fprintf(out, ", head %d %s\n", c.Head.ChainSeq, c.Head.Hash)
+				fmt.Fprintf(out, ", head %d %s\n", c.Head.Seq, c.Head.Hash)
 			} else {
-				fmt.Fprintf(out, ", no chain head\n")
+				fmt.Fprintf(out, ", no head row\n")
 			}
-			fmt.Fprintf(out, "  re-evaluated with their recorded policy versions: %d of %d reproduce exactly, chain hash included\n", c.Reproduced, c.Rows)
 			if c.First == nil {
-				fmt.Fprintf(out, "  links: every prev_hash is the previous row's hash, no gap, nothing beyond the head\n")
+				fmt.Fprintf(out, "  every batch links to the one before, its leaves hash to its root, nothing beyond the head\n")
 				continue
 			}
 			fmt.Fprintf(out, "  %s; the first: %s", plural(c.Findings, "finding"), c.First.Kind)
-			if c.First.ChainSeq != 0 {
-				fmt.Fprintf(out, " at chain_seq %d", c.First.ChainSeq)
-			}
-			if c.First.DecisionID != 0 {
-				fmt.Fprintf(out, " (decision %d)", c.First.DecisionID)
+			if p := c.First.Place(); p != "" {
+				fmt.Fprintf(out, " at %s", p)
 			}
 			fmt.Fprintln(out)
 		}

@@ -85,31 +85,54 @@ func verifyText(t *testing.T, st *store.Store) string {
 }
 
 type seen struct {
-	kind     string
-	chainSeq int64
-	id       int64
+	kind string
+	id   int64 // the decision named; 0 when none
 }
 
+// kinds are the findings as (kind, decision), sorted: their order follows the orders' ids and
+// the partitions, which the stream decides.
 func kinds(doc auditJSON) []seen {
 	var out []seen
 	for _, f := range doc.Findings {
-		out = append(out, seen{f.Kind, f.ChainSeq, f.DecisionID})
+		out = append(out, seen{f.Kind, f.DecisionID})
 	}
-	return out
+	return sortSeen(out)
 }
 
-func rowOf(t *testing.T, st *store.Store, seq int64) store.StoredDecision {
-	t.Helper()
-	var found *store.StoredDecision
-	if err := st.WalkChain(context.Background(), "alibaba", func(d store.StoredDecision) error {
-		if d.ChainSeq == seq {
-			found = &d
+func sortSeen(s []seen) []seen {
+	slices.SortFunc(s, func(a, b seen) int {
+		if c := strings.Compare(a.kind, b.kind); c != 0 {
+			return c
 		}
-		return nil
-	}); err != nil || found == nil {
-		t.Fatalf("reading chain_seq %d: %v (found %t)", seq, err, found != nil)
+		return int(a.id - b.id)
+	})
+	return s
+}
+
+// rowOf reads the nth decision stored (1, 2, …; by id).
+func rowOf(t *testing.T, st *store.Store, n int) store.StoredDecision {
+	t.Helper()
+	var id int64
+	if err := st.DB().NewRaw("SELECT id FROM decisions ORDER BY id LIMIT 1 OFFSET ?", n-1).Scan(context.Background(), &id); err != nil {
+		t.Fatalf("reading decision #%d: %v", n, err)
 	}
-	return *found
+	d, err := st.Decision(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// qualifiedFrom is the first decision from the nth on that booked a commission.
+func qualifiedFrom(t *testing.T, st *store.Store, n int) store.StoredDecision {
+	t.Helper()
+	for i := n; i < n+100; i++ {
+		if d := rowOf(t, st, i); d.Qualified && !d.Commission.IsZero() {
+			return d
+		}
+	}
+	t.Fatalf("no qualified decision from #%d", n)
+	return store.StoredDecision{}
 }
 
 func sqlExec(t *testing.T, st *store.Store, query string, args ...any) {
@@ -129,11 +152,16 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 			ctx := context.Background()
 
 			doc, failed := verifyJSON(t, st)
-			if failed || len(doc.Findings) != 0 || len(doc.Chains) != 1 {
-				t.Fatalf("clean store: exit 1 %t, findings %v, chains %d; want a pass over one chain", failed, kinds(doc), len(doc.Chains))
+			if failed || len(doc.Findings) != 0 || len(doc.Partitions) == 0 {
+				t.Fatalf("clean store: exit 1 %t, findings %v, partitions %d; want a pass", failed, kinds(doc), len(doc.Partitions))
 			}
-			if c := doc.Chains[0]; c.Rows != orders || c.Reproduced != orders || c.LastSeq != orders || c.HeadSeq == nil || *c.HeadSeq != orders {
-				t.Fatalf("clean chain = %+v, want %d rows, all reproduced, head %d", c, orders, orders)
+			if doc.Decisions != orders || doc.Reproduced != orders {
+				t.Fatalf("clean store: %d decisions, %d reproduced; want %d", doc.Decisions, doc.Reproduced, orders)
+			}
+			for _, p := range doc.Partitions {
+				if p.HeadSeq == nil || *p.HeadSeq != p.LastSeq || p.HeadHash != p.LastHash || p.Batches == 0 {
+					t.Errorf("clean partition %+v: want its head on its last batch", p)
+				}
 			}
 			if out := verifyText(t, st); !strings.Contains(out, fmt.Sprintf("OK: %d decisions verified", orders)) {
 				t.Errorf("clean verify printed:\n%s", out)
@@ -142,7 +170,7 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 			// 1. A commission edited in place: named as altered, with the field.
 			altered := rowOf(t, st, 17)
 			sqlExec(t, st, "UPDATE decisions SET commission = '99999.99' WHERE id = ?", altered.ID)
-			want := []seen{{store.FindingAltered, 17, altered.ID}}
+			want := []seen{{store.FindingAltered, altered.ID}}
 			doc, failed = verifyJSON(t, st)
 			if got := kinds(doc); !failed || !slices.Equal(got, want) {
 				t.Fatalf("after UPDATE: exit 1 %t, findings %v; want %v", failed, got, want)
@@ -150,11 +178,12 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 			if d := doc.Findings[0].Diffs; len(d) != 1 || d[0].Field != "commission" || d[0].Stored != "99999.99" {
 				t.Errorf("altered row diffs = %+v, want commission stored 99999.99", d)
 			}
-			if c := doc.Chains[0]; c.First == nil || c.First.ChainSeq != 17 || c.First.DecisionID != altered.ID {
-				t.Errorf("chain's first finding = %+v, want chain_seq 17 decision %d", c.First, altered.ID)
+			if f := doc.Findings[0]; f.Partition == nil || *f.Partition != altered.Partition || f.BatchSeq != altered.BatchSeq || f.Leaf == nil || *f.Leaf != altered.Leaf {
+				t.Errorf("the finding's place = %+v, want partition %d batch %d leaf %d", f, altered.Partition, altered.BatchSeq, altered.Leaf)
 			}
 			out := verifyText(t, st)
-			if !strings.Contains(out, fmt.Sprintf("FINDING alibaba chain_seq 17 decision %d order %s: altered", altered.ID, altered.OrderID)) ||
+			if !strings.Contains(out, fmt.Sprintf("FINDING alibaba partition %d batch %d leaf %d decision %d order %s: altered",
+				altered.Partition, altered.BatchSeq, altered.Leaf, altered.ID, altered.OrderID)) ||
 				!strings.Contains(out, `commission: stored "99999.99", re-run "`) || !strings.Contains(out, "FAILED: 1 finding (1 altered)") {
 				t.Errorf("verify after UPDATE printed:\n%s", out)
 			}
@@ -167,42 +196,48 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 				t.Errorf("explain of the altered order: err %v, printed:\n%s", err, x.String())
 			}
 
-			// 2. A deleted row: its position is missing, its event an orphan.
-			deleted := rowOf(t, st, 40)
+			// 2. A deleted decision: its leaf is missing from its batch (whose root no longer
+			// matches), its ledger entry and order state are left over, its event an orphan.
+			deleted := qualifiedFrom(t, st, 40)
 			sqlExec(t, st, "DELETE FROM decisions WHERE id = ?", deleted.ID)
-			want = append(want, seen{store.FindingMissing, 40, 0}, seen{store.FindingOrphanEvent, 0, 0})
+			want = sortSeen(append(want, seen{store.FindingLedger, deleted.ID}, seen{store.FindingOrderState, 0},
+				seen{store.FindingMissing, 0}, seen{store.FindingRootMismatch, 0}, seen{store.FindingOrphanEvent, 0}))
 			doc, _ = verifyJSON(t, st)
 			if got := kinds(doc); !slices.Equal(got, want) {
 				t.Fatalf("after DELETE: findings %v; want %v", got, want)
 			}
-			if f := doc.Findings[1]; !strings.Contains(f.Detail, fmt.Sprintf("between decision %d (chain_seq 39) and decision %d (chain_seq 41)",
-				rowOf(t, st, 39).ID, rowOf(t, st, 41).ID)) {
-				t.Errorf("missing finding: %q, want it to name the neighbours", f.Detail)
-			}
-			if f := doc.Findings[2]; f.EventID != deleted.EventID {
-				t.Errorf("orphan event %s, want %s (the deleted decision's)", f.EventID, deleted.EventID)
+			for _, f := range doc.Findings {
+				if f.Kind == store.FindingMissing && (f.BatchSeq != deleted.BatchSeq || f.Leaf == nil || *f.Leaf != deleted.Leaf) {
+					t.Errorf("missing finding %+v, want batch %d leaf %d", f, deleted.BatchSeq, deleted.Leaf)
+				}
+				if f.Kind == store.FindingOrphanEvent && f.EventID != deleted.EventID {
+					t.Errorf("orphan event %s, want %s (the deleted decision's)", f.EventID, deleted.EventID)
+				}
 			}
 
-			// 3. A forged row appended after the last one, linked to it, head moved too.
-			last := rowOf(t, st, orders)
-			hash, err := store.ChainHash(last.Hash, []byte("forged"))
-			if err != nil {
+			// 3. A forged decision put into the same batch, after its last leaf.
+			var leaves int
+			if err := st.DB().NewRaw("SELECT leaves FROM batches WHERE part = ? AND seq = ?", deleted.Partition, int64(deleted.BatchSeq)).Scan(ctx, &leaves); err != nil {
 				t.Fatal(err)
 			}
 			sqlExec(t, st, `INSERT INTO decisions (event_id, order_id, program, affiliate_id, policy_version, policy_digest, qualified,
-				failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, chain_seq, prev_hash, hash)
-				SELECT 'forged-event', order_id, program, 'aff-forger', policy_version, policy_digest, qualified,
-				failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, 0, decided_at, ?, ?, ?
-				FROM decisions WHERE id = ?`, orders+1, last.Hash, hash, rowOf(t, st, 5).ID)
-			sqlExec(t, st, "UPDATE chain_heads SET chain_seq = ?, hash = ? WHERE program = 'alibaba'", orders+1, hash)
-			forged := rowOf(t, st, orders+1)
-			want = slices.Insert(want, 2, seen{store.FindingUnverifiable, orders + 1, forged.ID})
+				failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, part, batch_seq, leaf, leaf_hash)
+				SELECT 'forged-event', 'forged-order', program, 'aff-forger', policy_version, policy_digest, qualified,
+				failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, 0, decided_at, ?, ?, ?, leaf_hash
+				FROM decisions WHERE id = ?`, deleted.Partition, int64(deleted.BatchSeq), leaves, rowOf(t, st, 5).ID)
+			var forged int64
+			if err := st.DB().NewRaw("SELECT id FROM decisions WHERE event_id = 'forged-event'").Scan(ctx, &forged); err != nil {
+				t.Fatal(err)
+			}
+			want = sortSeen(append(want, seen{store.FindingUnverifiable, forged}, seen{store.FindingInserted, forged}))
 			doc, _ = verifyJSON(t, st)
 			if got := kinds(doc); !slices.Equal(got, want) {
 				t.Fatalf("after INSERT: findings %v; want %v", got, want)
 			}
-			if f := doc.Findings[2]; f.Reason != store.ReasonEventMissing {
-				t.Errorf("forged row: reason %q, want %s", f.Reason, store.ReasonEventMissing)
+			for _, f := range doc.Findings {
+				if f.Kind == store.FindingUnverifiable && f.Reason != store.ReasonEventMissing {
+					t.Errorf("forged row: reason %q, want %s", f.Reason, store.ReasonEventMissing)
+				}
 			}
 
 			// 4. The stored policy source edited: its digest no longer matches, and no decision it
@@ -283,7 +318,7 @@ func TestExplainThroughPipeline(t *testing.T) {
 			if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
 				t.Fatal(err)
 			}
-			if !doc.Reproduced || len(doc.Decisions) != 1 || doc.Decisions[0].Check == nil || !doc.Decisions[0].Check.HashOK {
+			if !doc.Reproduced || len(doc.Decisions) != 1 || doc.Decisions[0].Check == nil || !doc.Decisions[0].Check.LeafOK || doc.Decisions[0].Chain.Inclusion == nil || !doc.Decisions[0].Chain.Inclusion.Verified {
 				t.Fatalf("explain --json: %s", out.Bytes())
 			}
 			d := doc.Decisions[0]

@@ -35,8 +35,9 @@ one did not; the rate, base amount, commission and rounding.
 
 Each decision is explained by deciding its stored order event again with its recorded policy
 version — the source stored when the version was first used, its digest checked — and the
-re-run is compared with the stored decision field by field and with the row's chain hash. A
-decision that does not reproduce is reported as DRIFT and the command exits 1.`,
+re-run is compared with the stored decision field by field and with the row's leaf hash (which
+also covers the ledger entries it booked), and its inclusion in its batch's Merkle root is
+proven. A decision that does not reproduce is reported as DRIFT and the command exits 1.`,
 		Args: cobra.ExactArgs(1),
 	}
 	cf := addConfigFlags(cmd)
@@ -85,7 +86,7 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, out io.Wr
 		if err != nil {
 			return fmt.Errorf("explaining decision %d of order %s: %w", d.ID, p.OrderID, err)
 		}
-		ok = ok && x.Recheck.Reproduced() && x.Recheck.HashOK
+		ok = ok && x.Recheck.Reproduced() && x.Recheck.LeafOK && x.Inclusion != nil && x.Inclusion.Verified
 		xs = append(xs, x)
 	}
 	if p.JSON {
@@ -154,7 +155,13 @@ func writeExplained(w io.Writer, x store.Explained) {
 		field("qualified", "no: failed %s", strings.Join(d.FailedRules, ", "))
 		field("commission", "%s %s (rounding %s)", d.Currency, d.Commission.Text('f'), d.Rounding)
 	}
-	field("chain", "%s #%d, hash %s", d.Program, d.ChainSeq, d.Hash)
+	field("chain", "partition %d batch %d leaf %d, leaf hash %s", d.Partition, d.BatchSeq, d.Leaf, d.LeafHash)
+	if in := x.Inclusion; in != nil && in.Verified {
+		field("inclusion", "verified: %d sibling hashes lead from the leaf to batch root %s (batch of %d leaves, hash %s, after %s)",
+			len(in.Path), in.Batch.Root, in.Batch.Leaves, in.Batch.Hash, in.Batch.Prev)
+	} else if in != nil {
+		fmt.Fprintf(w, "\n  !! NOT INCLUDED: the decision's leaf is not proven in its batch's root: %s\n", in.Err)
+	}
 
 	rc := &x.Recheck
 	switch {
@@ -177,16 +184,19 @@ func writeExplained(w io.Writer, x store.Explained) {
 		for _, f := range rc.Diffs {
 			fmt.Fprintf(w, "  !!   %-*s  stored %q, re-run %q\n", width, f.Field, f.Stored, f.Rerun)
 		}
-		if rc.HashOK {
-			fmt.Fprintf(w, "  !! the row's chain hash covers the re-run: the stored row was altered after it was decided\n")
+		if rc.LeafOK {
+			fmt.Fprintf(w, "  !! the row's leaf hash covers the re-run: the stored row was altered after it was decided\n")
 		} else {
-			fmt.Fprintf(w, "  !! the row's chain hash covers neither: policy or engine drift, or a forged row\n")
+			fmt.Fprintf(w, "  !! the row's leaf hash covers neither: policy or engine drift, or a forged row\n")
 		}
 		fmt.Fprintf(w, "  the rules below are the re-run's\n")
-	case !rc.HashOK:
-		fmt.Fprintf(w, "\n  !! HASH MISMATCH: the decision reproduces, but its chain hash does not cover it (the hash was changed, or the row forged)\n")
+	case rc.LeafErr != nil:
+		fmt.Fprintf(w, "\n  !! LEAF NOT CHECKED: %v\n", rc.LeafErr)
+	case !rc.LeafOK:
+		fmt.Fprintf(w, "\n  !! LEAF MISMATCH: the decision reproduces, but its leaf hash does not cover it with what it booked (the hash, the ledger or the order's decisions were changed, or the row forged)\n")
 	default:
-		field("check", "reproduced: deciding the stored event again with v%d gives exactly this decision; its chain hash covers it", d.PolicyVersion)
+		field("check", "reproduced: deciding the stored event again with v%d gives exactly this decision; its leaf hash covers it and the %d ledger entries it booked",
+			d.PolicyVersion, len(rc.Ledger))
 	}
 	if x.Explanation == nil {
 		return

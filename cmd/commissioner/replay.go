@@ -280,14 +280,14 @@ func replayCandidate(ctx context.Context, st *store.Store, p *replayParams, run 
 	var set *rules.Set
 	if p.Version > 0 {
 		if p.Program == "" {
-			heads, err := st.ChainHeads(ctx)
+			programs, err := st.DecisionPrograms(ctx)
 			if err != nil {
 				return nil, err
 			}
-			if len(heads) != 1 {
-				return nil, usageError{fmt.Errorf("--version %d: give --program (the store holds decisions of %d programs)", p.Version, len(heads))}
+			if len(programs) != 1 {
+				return nil, usageError{fmt.Errorf("--version %d: give --program (the store holds decisions of %d programs)", p.Version, len(programs))}
 			}
-			p.Program = heads[0].Program
+			p.Program = programs[0]
 		}
 		sp, err := st.PolicyVersion(ctx, p.Program, p.Version)
 		if err != nil {

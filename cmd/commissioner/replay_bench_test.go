@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,9 +23,9 @@ import (
 )
 
 // seedDecided stores n sample orders placed in month, decided with the policies in dir, the way
-// the pipeline stores them (engine.DecideEvents, then store.SaveBatch per batch) but without
-// NATS: each event gets the publisher's Nats-Msg-Id and a stream sequence from seqBase+1.
-// Deciding runs on every core while the previous batch is saved.
+// the pipeline stores them (an engine.PartitionWriter: history, pass, write per batch) but
+// without NATS: each event gets the publisher's Nats-Msg-Id and a stream sequence from
+// seqBase+1, all in partition 0.
 func seedDecided(ctx context.Context, st *store.Store, policies string, n int, seed uint64, month string, seqBase uint64) error {
 	set, err := rules.LoadDir(policies)
 	if err != nil {
@@ -37,73 +36,53 @@ func seedDecided(ctx context.Context, st *store.Store, policies string, n int, s
 	if err != nil {
 		return err
 	}
+	heads, err := st.PartitionHeads(ctx)
+	if err != nil {
+		return err
+	}
+	var epoch uint64 = 1
+	for _, h := range heads {
+		epoch = max(epoch, h.Epoch+1)
+	}
+	w, err := engine.ClaimPartition(ctx, st, 0, epoch)
+	if err != nil {
+		return err
+	}
 	pr, pw := io.Pipe()
 	go func() {
-		w := bufio.NewWriterSize(pw, 1<<16)
-		err := writeSample(w, sampleParams{N: n, Seed: seed, Program: "alibaba", Month: month})
+		bw := bufio.NewWriterSize(pw, 1<<16)
+		err := writeSample(bw, sampleParams{N: n, Seed: seed, Program: "alibaba", Month: month})
 		if err == nil {
-			err = w.Flush()
+			err = bw.Flush()
 		}
 		pw.CloseWithError(err)
 	}()
 	const batchSize = 5000
-	type job struct {
-		events  []engine.Event
-		results chan []engine.Result
-	}
-	jobs := make(chan job, 4)
-	ordered := make(chan job, 4)
-	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				j.results <- eng.DecideEvents(ctx, j.events, make([]engine.Result, 0, len(j.events)))
+	sc := bufio.NewScanner(pr)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	seq := seqBase
+	var events []engine.Event
+	for sc.Scan() {
+		raw := bytes.Clone(sc.Bytes())
+		m := pub.Message(raw)
+		seq++
+		events = append(events, engine.Event{ID: m.Header.Get(jetstream.MsgIDHeader), Subject: m.Subject, StreamSeq: seq,
+			Raw: raw, ReceivedAt: time.Date(2025, 11, 1, 0, 0, 0, 0, time.UTC)})
+		if len(events) == batchSize {
+			if _, err := w.Write(ctx, eng, events); err != nil {
+				pr.CloseWithError(err)
+				return err
 			}
-		}()
-	}
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(ordered)
-		defer close(jobs)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		seq := seqBase
-		var events []engine.Event
-		send := func() {
-			j := job{events: events, results: make(chan []engine.Result, 1)}
-			jobs <- j
-			ordered <- j
 			events = nil
 		}
-		for sc.Scan() {
-			raw := bytes.Clone(sc.Bytes())
-			m := pub.Message(raw)
-			seq++
-			events = append(events, engine.Event{ID: m.Header.Get(jetstream.MsgIDHeader), Subject: m.Subject, StreamSeq: seq,
-				Raw: raw, ReceivedAt: time.Date(2025, 11, 1, 0, 0, 0, 0, time.UTC)})
-			if len(events) == batchSize {
-				send()
-			}
-		}
-		if len(events) > 0 {
-			send()
-		}
-		readErr <- sc.Err()
-	}()
-	var saveErr error
-	for j := range ordered {
-		results := <-j.results
-		if saveErr == nil {
-			_, saveErr = st.SaveBatch(ctx, results)
-		}
 	}
-	wg.Wait()
-	if err := <-readErr; err != nil {
+	if err := sc.Err(); err != nil {
 		return err
 	}
-	return saveErr
+	if len(events) > 0 {
+		_, err = w.Write(ctx, eng, events)
+	}
+	return err
 }
 
 // processCPUTime is the CPU time this process used so far, user and system, on every core.

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -148,57 +149,49 @@ func (s *service) ready(ctx context.Context) error {
 }
 
 // processor decides a batch with the current engine and stores it in one transaction.
-type processor struct{ svc *service }
+type processor struct {
+	svc *service
+	// Until the stream is partitioned, every batch is one partition's (0): batches are written one
+	// at a time, continuing its chain.
+	mu     sync.Mutex
+	writer *engine.PartitionWriter
+}
 
 var _ stream.Processor = (*processor)(nil)
 
-// staleAttempts bounds how often a batch is decided again because another batch changed its
-// orders' history meanwhile; then it is naked and comes back later.
-const staleAttempts = 8
-
-// Process decodes the batch, loads its orders' history (pins, affiliate months) in one read,
-// decides it with the current engine (engine.DecideBatch) and stores it, booking the ledger, in
-// one transaction. When another batch changed that history before this one was stored, it
-// decides the batch again with a fresh history.
+// Process decodes, decides and stores the batch (engine.PartitionWriter: one history read, one
+// pass, one write).
 func (p *processor) Process(ctx context.Context, batch []engine.Event) (stream.BatchOutcome, error) {
 	m := p.svc.metrics
-	eng := p.svc.engine.Load()
-	results := engine.DecodeEvents(batch, make([]engine.Result, 0, len(batch)))
-	orders, months := eng.HistoryKeys(results)
-	var saved store.Saved
-	for attempt := 1; ; attempt++ {
-		start := time.Now()
-		hist, err := p.svc.store.LoadHistory(ctx, orders, months)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.writer == nil {
+		w, err := engine.ClaimPartition(ctx, p.svc.store, 0, uint64(time.Now().UnixMicro()))
 		if err != nil {
 			return stream.BatchOutcome{}, err
 		}
-		eng.DecideBatch(ctx, results, hist)
-		m.Evaluated(time.Since(start))
-		start = time.Now()
-		saved, err = p.svc.store.SaveBatch(ctx, results)
-		if errors.Is(err, engine.ErrStaleHistory) && attempt < staleAttempts {
-			continue
-		}
-		if err != nil {
-			return stream.BatchOutcome{}, err
-		}
-		m.Stored(time.Since(start))
-		break
+		p.writer = w
 	}
+	start := time.Now()
+	w, err := p.writer.Write(ctx, p.svc.engine.Load(), batch)
+	if err != nil {
+		if errors.Is(err, engine.ErrFenced) {
+			p.writer = nil
+		}
+		return stream.BatchOutcome{}, err
+	}
+	m.Stored(time.Since(start))
 	var out stream.BatchOutcome
-	decided := map[[2]string]int{}
-	for i, r := range results {
-		if r.Err != nil {
-			out.Dead = append(out.Dead, stream.DeadLetter{Index: i, Reason: r.Err.Error()})
-			m.DeadLettered(store.DeadLetterKind(r.Err), 1)
-			continue
-		}
-		decided[[2]string{r.Decision.Program, fmt.Sprint(r.Decision.Qualified)}]++
+	for _, d := range w.Dead {
+		out.Dead = append(out.Dead, stream.DeadLetter{Index: d.Result, Reason: d.Reason})
+		m.DeadLettered(d.Kind, 1)
 	}
-	if saved.Duplicates == 0 {
-		for k, n := range decided {
-			m.Decided(k[0], k[1] == "true", n)
-		}
+	decided := map[[2]string]int{}
+	for _, d := range w.Decisions {
+		decided[[2]string{d.Program, fmt.Sprint(d.Qualified)}]++
+	}
+	for k, n := range decided {
+		m.Decided(k[0], k[1] == "true", n)
 	}
 	return out, nil
 }

@@ -1,0 +1,533 @@
+package store
+
+// The write side: a partition's owner claims it (ClaimPartition) and stores each batch the engine
+// computed (WriteBatch) in one transaction. Nothing here decides, encodes, books or chains: the
+// rows arrive as engine.BatchWrite values and are written as they are. The fence is the
+// partitions row: a batch is stored only by the owner whose epoch the row holds, as the next one
+// after the row's seq — so an owner that lost its lease cannot store the batch it held.
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/rules"
+)
+
+var _ engine.Store = (*Store)(nil)
+
+type partitionRow struct {
+	Part          int64     `bun:"part"`
+	Epoch         int64     `bun:"epoch"`
+	Seq           int64     `bun:"seq"`
+	Hash          string    `bun:"hash"`
+	LastStreamSeq int64     `bun:"last_stream_seq"`
+	ClaimedAt     time.Time `bun:"claimed_at"`
+}
+
+// ClaimPartition records epoch as the partition's owner, unless a later epoch holds it (an error
+// matching engine.ErrFenced), and returns the partition's head: its last batch and stream position.
+func (s *Store) ClaimPartition(ctx context.Context, partition int, epoch uint64) (engine.PartitionHead, error) {
+	head := engine.PartitionHead{Partition: partition, Epoch: epoch}
+	if epoch == 0 || epoch > 1<<62 {
+		return head, fmt.Errorf("claiming partition %d: epoch %d is not a fencing token (1 … 2^62)", partition, epoch)
+	}
+	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
+		if _, err := w.ExecContext(ctx, "INSERT INTO partitions (part, epoch, seq, hash, last_stream_seq, claimed_at) VALUES (?, 0, 0, ?, 0, ?) "+
+			"ON CONFLICT (part) DO NOTHING", partition, engine.GenesisHash.String(), time.Now().UTC()); err != nil {
+			return err
+		}
+		res, err := w.ExecContext(ctx, "UPDATE partitions SET epoch = ?, claimed_at = ? WHERE part = ? AND epoch <= ?",
+			int64(epoch), time.Now().UTC(), partition, int64(epoch))
+		if err != nil {
+			return err
+		}
+		var row partitionRow
+		if err := w.NewSelect().Table("partitions").Column("part", "epoch", "seq", "hash", "last_stream_seq", "claimed_at").
+			Where("part = ?", partition).Scan(ctx, &row); err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("%w: partition %d is held by epoch %d, later than this owner's %d", engine.ErrFenced, partition, row.Epoch, epoch)
+		}
+		h, err := engine.ParseHash(row.Hash)
+		if err != nil {
+			return fmt.Errorf("partition %d's head: %w", partition, err)
+		}
+		head.Seq, head.Hash, head.LastStreamSeq = uint64(row.Seq), h, uint64(row.LastStreamSeq)
+		return nil
+	})
+	if err != nil {
+		return engine.PartitionHead{}, fmt.Errorf("claiming partition %d for epoch %d: %w", partition, epoch, err)
+	}
+	return head, nil
+}
+
+// PartitionHeads returns every partition's row: owner epoch and chain head.
+func (s *Store) PartitionHeads(ctx context.Context) ([]engine.PartitionHead, error) {
+	var rows []partitionRow
+	if err := s.db.NewSelect().Table("partitions").Column("part", "epoch", "seq", "hash", "last_stream_seq", "claimed_at").
+		Order("part").Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("reading the partitions: %w", err)
+	}
+	out := make([]engine.PartitionHead, len(rows))
+	for i, r := range rows {
+		h, _ := engine.ParseHash(r.Hash) // a malformed head is audit verify's finding, not a failed read
+		out[i] = engine.PartitionHead{Partition: int(r.Part), Epoch: uint64(r.Epoch), Seq: uint64(r.Seq), Hash: h, LastStreamSeq: uint64(r.LastStreamSeq)}
+	}
+	return out, nil
+}
+
+// StoredEvents returns which of the event ids have a decision or a dead letter stored.
+func (s *Store) StoredEvents(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for start := 0; start < len(ids); start += historyChunk {
+		chunk := ids[start:min(start+historyChunk, len(ids))]
+		safe := make([]string, len(chunk))
+		back := make(map[string]string, len(chunk))
+		for i, id := range chunk {
+			safe[i] = safeText(id)
+			back[safe[i]] = id
+		}
+		var got []string
+		if err := s.db.NewRaw("SELECT event_id FROM decisions WHERE event_id IN (?) UNION SELECT event_id FROM dead_letters WHERE event_id IN (?)",
+			bun.In(safe), bun.In(safe)).Scan(ctx, &got); err != nil {
+			return nil, fmt.Errorf("reading which of %d events are stored: %w", len(ids), err)
+		}
+		for _, id := range got {
+			out[back[id]] = true
+		}
+	}
+	return out, nil
+}
+
+// SavedOf counts what WriteBatch stored of b.
+func SavedOf(b *engine.BatchWrite) Saved {
+	out := Saved{Events: len(b.Decisions), Decisions: len(b.Decisions), DeadLetters: len(b.Dead), Duplicates: b.Skipped}
+	for _, d := range b.Dead {
+		if b.Results[d.Result].Order != nil {
+			out.Events++
+		}
+	}
+	return out
+}
+
+// WriteBatch stores a batch in one transaction: the fence (the partition's row moves to the
+// batch, only from the batch before it and for the epoch that holds it), the policy versions on
+// first use, the events, decisions (with their leaves), dead letters, ledger entries, order
+// states (each only while the stored state is what the batch was decided with), decision inputs
+// and the batch row. On any error nothing is stored; the error matches engine.ErrFenced,
+// engine.ErrStaleHistory or engine.ErrEventsStored when that is why.
+func (s *Store) WriteBatch(ctx context.Context, b *engine.BatchWrite) error {
+	now := time.Now().UTC()
+	h := &b.Header
+	var newPolicies = s.unknownPolicies(b)
+	if err := s.checkKnownPolicies(b); err != nil {
+		return err
+	}
+	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
+		if err := s.fence(ctx, w, b); err != nil {
+			return err
+		}
+		if err := s.storePolicies(ctx, w.Tx, newPolicies, now); err != nil {
+			return err
+		}
+		if err := s.writeEvents(ctx, w, b, now); err != nil {
+			return err
+		}
+		ids, err := s.decisionIDs(ctx, w, len(b.Decisions))
+		if err != nil {
+			return err
+		}
+		if err := s.writeDecisions(ctx, w, b, ids, now); err != nil {
+			return err
+		}
+		if err := s.writeDeadLetters(ctx, w, b, now); err != nil {
+			return err
+		}
+		if err := s.writeLedger(ctx, w, b, ids, now); err != nil {
+			return err
+		}
+		if err := s.writeStates(ctx, w, b, ids); err != nil {
+			return err
+		}
+		if err := s.writeInputs(ctx, w, b, ids); err != nil {
+			return err
+		}
+		if err := s.insertRows(ctx, w, batchesTable, 1, func(_ int, args []any) []any {
+			return append(args, int64(h.Partition), int64(h.Seq), int64(h.Epoch), h.Prev.String(), h.Root.String(), b.Hash.String(),
+				int64(h.Leaves), int64(h.FirstStreamSeq), int64(h.LastStreamSeq), now)
+		}); err != nil {
+			return fmt.Errorf("storing the batch row: %w", err)
+		}
+		if s.hookBeforeCommit != nil {
+			return s.hookBeforeCommit(ctx)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing batch %d of partition %d (%d events): %w", h.Seq, h.Partition, len(b.Results), err)
+	}
+	s.knownMu.Lock()
+	for _, p := range newPolicies {
+		s.known[policyKey(p.Program, p.Version)] = p.Digest
+	}
+	s.knownMu.Unlock()
+	return nil
+}
+
+// fence moves the partition's head to the batch: only from the batch before it, and only for the
+// epoch that holds the partition. Anything else is engine.ErrFenced. On PostgreSQL the UPDATE
+// locks the partition's row (only its own) until the commit.
+func (s *Store) fence(ctx context.Context, w *wtx, b *engine.BatchWrite) error {
+	h := &b.Header
+	res, err := w.ExecContext(ctx, "UPDATE partitions SET seq = ?, hash = ?, last_stream_seq = CASE WHEN last_stream_seq > ? THEN last_stream_seq ELSE ? END "+
+		"WHERE part = ? AND epoch = ? AND seq = ? AND hash = ?",
+		int64(h.Seq), b.Hash.String(), int64(h.LastStreamSeq), int64(h.LastStreamSeq), h.Partition, int64(h.Epoch), int64(h.Seq-1), h.Prev.String())
+	if err != nil {
+		return fmt.Errorf("moving partition %d's head: %w", h.Partition, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	var row partitionRow
+	if err := w.NewSelect().Table("partitions").Column("part", "epoch", "seq", "hash", "last_stream_seq", "claimed_at").
+		Where("part = ?", h.Partition).Scan(ctx, &row); errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w: partition %d was never claimed", engine.ErrFenced, h.Partition)
+	} else if err != nil {
+		return err
+	}
+	if uint64(row.Epoch) != h.Epoch {
+		return fmt.Errorf("%w: partition %d is held by epoch %d, this owner has %d", engine.ErrFenced, h.Partition, row.Epoch, h.Epoch)
+	}
+	return fmt.Errorf("%w: partition %d's head is batch %d (%s), this owner continued batch %d (%s)", engine.ErrFenced,
+		h.Partition, row.Seq, short(row.Hash), h.Seq-1, short(h.Prev.String()))
+}
+
+// unknownPolicies are the batch's policy versions this Store has not seen stored.
+func (s *Store) unknownPolicies(b *engine.BatchWrite) (out []*rules.Policy) {
+	s.knownMu.Lock()
+	defer s.knownMu.Unlock()
+	for _, p := range b.Policies {
+		if _, ok := s.known[policyKey(p.Program, p.Version)]; !ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// checkKnownPolicies refuses a batch decided with a version this Store saw stored with another digest.
+func (s *Store) checkKnownPolicies(b *engine.BatchWrite) error {
+	s.knownMu.Lock()
+	defer s.knownMu.Unlock()
+	for _, p := range b.Policies {
+		if digest, ok := s.known[policyKey(p.Program, p.Version)]; ok && digest != p.Digest {
+			return &PolicyChangedError{File: p.File, Program: p.Program, Version: p.Version, StoredDigest: digest, CurrentDigest: p.Digest}
+		}
+	}
+	return nil
+}
+
+// writeEvents stores the batch's decoded events; one stored already fails the batch with
+// engine.ErrEventsStored.
+func (s *Store) writeEvents(ctx context.Context, w *wtx, b *engine.BatchWrite, now time.Time) error {
+	var events []eventRow
+	for _, d := range b.Decisions {
+		events = append(events, s.eventRowOf(&b.Results[d.Result], now))
+	}
+	for _, d := range b.Dead {
+		if b.Results[d.Result].Order != nil {
+			events = append(events, s.eventRowOf(&b.Results[d.Result], now))
+		}
+	}
+	fresh, err := s.insertEvents(ctx, w, events, true)
+	if err != nil {
+		if isUniqueViolation(err) {
+			return fmt.Errorf("%w: %v", engine.ErrEventsStored, err)
+		}
+		return err
+	}
+	if len(fresh) != len(events) {
+		return fmt.Errorf("%w: %d of the batch's %d events", engine.ErrEventsStored, len(events)-len(fresh), len(events))
+	}
+	return nil
+}
+
+func (s *Store) eventRowOf(r *engine.Result, now time.Time) eventRow {
+	ev, o := &r.Event, r.Order
+	received := ev.ReceivedAt.UTC()
+	if ev.ReceivedAt.IsZero() {
+		received = now
+	}
+	return eventRow{EventID: safeText(ev.ID), Program: safeText(o.Program), OrderID: safeText(o.OrderID), AffiliateID: safeText(o.AffiliateID),
+		Subject: safeText(ev.Subject), StreamSeq: int64(ev.StreamSeq), Raw: ev.Raw, PlacedAt: o.PlacedAt.UTC(), ReceivedAt: received}
+}
+
+// decisionIDs reserves n decision ids. SQLite: after the largest stored (this transaction holds
+// the only write lock); PostgreSQL: from the column's identity sequence.
+func (s *Store) decisionIDs(ctx context.Context, w *wtx, n int) ([]int64, error) {
+	ids := make([]int64, 0, n)
+	if n == 0 {
+		return ids, nil
+	}
+	if s.kind == SQLite {
+		var last int64
+		if err := w.NewRaw("SELECT COALESCE(MAX(id), 0) FROM decisions").Scan(ctx, &last); err != nil {
+			return nil, fmt.Errorf("reserving %d decision ids: %w", n, err)
+		}
+		for i := range n {
+			ids = append(ids, last+1+int64(i))
+		}
+		return ids, nil
+	}
+	if err := w.NewRaw("SELECT nextval(pg_get_serial_sequence('decisions', 'id')) FROM generate_series(1, ?)", n).Scan(ctx, &ids); err != nil {
+		return nil, fmt.Errorf("reserving %d decision ids: %w", n, err)
+	}
+	if len(ids) != n {
+		return nil, fmt.Errorf("reserving %d decision ids: got %d", n, len(ids))
+	}
+	return ids, nil
+}
+
+// The tables WriteBatch writes through insertRows, with the columns in the order of the values.
+var (
+	decisionsTable = bulkTable{name: "decisions", cols: []string{"id", "event_id", "order_id", "program", "affiliate_id", "policy_version",
+		"policy_digest", "qualified", "failed_rules", "rate_rule", "rate", "flat", "base", "commission", "currency", "rounding", "trace", "env",
+		"stream_seq", "decided_at", "part", "batch_seq", "leaf", "leaf_hash"}}
+	deadLettersTable = bulkTable{name: "dead_letters", cols: []string{"event_id", "subject", "stream_seq", "raw", "program", "order_id",
+		"reason", "kind", "received_at", "part", "batch_seq", "leaf", "leaf_hash"}}
+	batchesTable = bulkTable{name: "batches", cols: []string{"part", "seq", "epoch", "prev_hash", "root", "hash", "leaves",
+		"first_stream_seq", "last_stream_seq", "created_at"}}
+)
+
+func (s *Store) writeDecisions(ctx context.Context, w *wtx, b *engine.BatchWrite, ids []int64, now time.Time) error {
+	h := &b.Header
+	err := s.insertRows(ctx, w, decisionsTable, len(b.Decisions), func(i int, args []any) []any {
+		d := &b.Decisions[i]
+		var flat any
+		if d.Flat != "" {
+			flat = d.Flat
+		}
+		return append(args, ids[i], safeText(d.EventID), safeText(d.OrderID), safeText(d.Program), safeText(d.AffiliateID),
+			int64(d.PolicyVersion), d.PolicyDigest, d.Qualified, d.FailedRules, d.RateRule, d.Rate, flat, d.Base, d.Commission,
+			d.Currency, d.Rounding, d.Trace, d.Env, int64(d.StreamSeq), now, int64(h.Partition), int64(h.Seq), int64(d.Leaf), d.LeafHash.String())
+	})
+	if err != nil {
+		if isUniqueViolation(err) || errors.Is(err, errNotAllStored) {
+			return fmt.Errorf("%w: %v", engine.ErrEventsStored, err)
+		}
+		return fmt.Errorf("inserting %d decisions: %w", len(b.Decisions), err)
+	}
+	return nil
+}
+
+func (s *Store) writeDeadLetters(ctx context.Context, w *wtx, b *engine.BatchWrite, now time.Time) error {
+	h := &b.Header
+	err := s.insertRows(ctx, w, deadLettersTable, len(b.Dead), func(i int, args []any) []any {
+		d := &b.Dead[i]
+		ev := &d.Event
+		raw := ev.Raw
+		if raw == nil {
+			raw = []byte{}
+		}
+		received := ev.ReceivedAt.UTC()
+		if ev.ReceivedAt.IsZero() {
+			received = now
+		}
+		return append(args, safeText(ev.ID), safeText(ev.Subject), int64(ev.StreamSeq), raw, safeText(d.Program), safeText(d.OrderID),
+			safeText(d.Reason), d.Kind, received, int64(h.Partition), int64(h.Seq), int64(d.Leaf), d.LeafHash.String())
+	})
+	if err != nil {
+		if isUniqueViolation(err) || errors.Is(err, errNotAllStored) {
+			return fmt.Errorf("%w: %v", engine.ErrEventsStored, err)
+		}
+		return fmt.Errorf("inserting %d dead letters: %w", len(b.Dead), err)
+	}
+	return nil
+}
+
+// decisionIndex maps a result's index to its decision's index in b.Decisions.
+func decisionIndex(b *engine.BatchWrite) map[int]int {
+	m := make(map[int]int, len(b.Decisions))
+	for j := range b.Decisions {
+		m[b.Decisions[j].Result] = j
+	}
+	return m
+}
+
+func (s *Store) writeLedger(ctx context.Context, w *wtx, b *engine.BatchWrite, ids []int64, now time.Time) error {
+	if len(b.Ledger) == 0 {
+		return nil
+	}
+	idx := decisionIndex(b)
+	err := s.insertRows(ctx, w, ledgerTable, len(b.Ledger), func(i int, args []any) []any {
+		e := &b.Ledger[i]
+		return append(args, safeText(e.Program), safeText(e.AffiliateID), safeText(e.OrderID), e.Currency, e.Amount.Text('f'),
+			string(e.Kind), ids[idx[e.Result]], safeText(e.EventID), StatusPending, e.ApproveAt.UTC(), now)
+	})
+	if err != nil {
+		return fmt.Errorf("inserting %d ledger entries: %w", len(b.Ledger), err)
+	}
+	return nil
+}
+
+// writeStates stores the orders' new states: inserted for orders that had none (a conflict means
+// another writer stored one meanwhile), updated for the others only where the stored state is the
+// one the batch was decided with. Either way a miss is engine.ErrStaleHistory.
+func (s *Store) writeStates(ctx context.Context, w *wtx, b *engine.BatchWrite, ids []int64) error {
+	var fresh, stored []orderStateRow
+	var before []string
+	for _, sr := range b.States {
+		st := sr.State
+		id := st.DecisionID
+		if sr.Decision >= 0 {
+			id = ids[sr.Decision]
+		}
+		row := orderStateRow{Program: safeText(sr.Key.Program), OrderID: safeText(sr.Key.OrderID), AffiliateID: safeText(st.AffiliateID),
+			Currency: st.Currency, Month: st.Month, EventID: safeText(st.EventID), StreamSeq: int64(st.StreamSeq), DecisionID: id,
+			Qualified: st.Qualified, Base: st.Base.Text('f'), Commission: st.Commission.Text('f')}
+		if st.Pin != nil {
+			row.PinVersion = sql.NullInt64{Int64: int64(st.Pin.Version), Valid: true}
+			row.PinDigest = sql.NullString{String: st.Pin.Digest, Valid: true}
+		}
+		if sr.HadBefore {
+			stored = append(stored, row)
+			before = append(before, safeText(sr.BeforeEventID))
+		} else {
+			fresh = append(fresh, row)
+		}
+	}
+	values := func(rows []orderStateRow) rowValues {
+		return func(i int, args []any) []any {
+			o := &rows[i]
+			return append(args, o.Program, o.OrderID, o.AffiliateID, o.Currency, o.Month, o.EventID, o.StreamSeq, o.DecisionID,
+				o.Qualified, o.Base, o.Commission, nullInt64(o.PinVersion), nullString(o.PinDigest))
+		}
+	}
+	if err := s.insertRows(ctx, w, orderStateTable, len(fresh), values(fresh)); err != nil {
+		if isUniqueViolation(err) || errors.Is(err, errNotAllStored) {
+			return fmt.Errorf("%w: an order of the batch got a state from another writer: %v", engine.ErrStaleHistory, err)
+		}
+		return fmt.Errorf("storing the state of %d new orders: %w", len(fresh), err)
+	}
+	if len(stored) == 0 {
+		return nil
+	}
+	n, err := s.updateStates(ctx, w, stored, before, values(stored))
+	if err != nil {
+		return fmt.Errorf("storing the state of %d orders: %w", len(stored), err)
+	}
+	if n != len(stored) {
+		return fmt.Errorf("%w: %d of %d orders' states were changed by another writer since they were read", engine.ErrStaleHistory, len(stored)-n, len(stored))
+	}
+	return nil
+}
+
+// updateStates sets the states of orders whose stored state is still the one read (its event_id
+// is before[i]), and returns how many it set.
+func (s *Store) updateStates(ctx context.Context, w *wtx, rows []orderStateRow, before []string, row rowValues) (int, error) {
+	cols := orderStateTable.cols
+	set := make([]string, 0, len(cols)-2)
+	for _, c := range cols[2:] {
+		set = append(set, c+" = ?")
+	}
+	if s.kind == SQLite {
+		stmt := "UPDATE order_state SET " + strings.Join(set, ", ") + " WHERE program = ? AND order_id = ? AND event_id = ?"
+		n := 0
+		args := make([]any, 0, len(cols)+1)
+		for i := range rows {
+			args = row(i, args[:0])
+			vals := append(append([]any{}, args[2:]...), args[0], args[1], before[i])
+			res, err := w.ExecContext(ctx, stmt, vals...)
+			if err != nil {
+				return n, err
+			}
+			k, err := res.RowsAffected()
+			if err != nil {
+				return n, err
+			}
+			n += int(k)
+		}
+		return n, nil
+	}
+	// PostgreSQL: one UPDATE … FROM unnest of one array per column (see upsertRows).
+	arrays := make([][]byte, len(cols)+1)
+	for j := range arrays {
+		arrays[j] = append(make([]byte, 0, 16*len(rows)), '{')
+	}
+	args := make([]any, 0, len(cols))
+	for i := range rows {
+		args = append(row(i, args[:0]), before[i])
+		for j, v := range args {
+			if i > 0 {
+				arrays[j] = append(arrays[j], ',')
+			}
+			var err error
+			if arrays[j], err = appendArrayElem(arrays[j], v); err != nil {
+				return 0, fmt.Errorf("column %d: %w", j, err)
+			}
+		}
+	}
+	var q strings.Builder
+	q.WriteString("UPDATE order_state AS s SET ")
+	for j, c := range cols[2:] {
+		if j > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString(c + " = u." + c)
+	}
+	q.WriteString(" FROM unnest(")
+	params := make([]any, len(arrays))
+	types := append(append([]string{}, orderStateTable.pgTypes...), "text")
+	for j := range arrays {
+		if j > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("$" + strconv.Itoa(j+1) + "::" + types[j] + "[]")
+		params[j] = string(append(arrays[j], '}'))
+	}
+	q.WriteString(") AS u(" + strings.Join(cols, ", ") + ", before_event_id) WHERE s.program = u.program AND s.order_id = u.order_id AND s.event_id = u.before_event_id")
+	res, err := w.Tx.Tx.ExecContext(ctx, q.String(), params...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+func (s *Store) writeInputs(ctx context.Context, w *wtx, b *engine.BatchWrite, ids []int64) error {
+	var rows []decisionInputRow
+	for j := range b.Decisions {
+		d := &b.Decisions[j]
+		in := d.Inputs
+		if in == nil {
+			continue
+		}
+		r := decisionInputRow{DecisionID: ids[j], Program: safeText(d.Program), EventID: safeText(d.EventID), Pinned: in.Pinned}
+		if in.Pin != nil {
+			r.PinVersion = sql.NullInt64{Int64: int64(in.Pin.Version), Valid: true}
+			r.PinDigest = sql.NullString{String: in.Pin.Digest, Valid: true}
+		}
+		if a := in.Affiliate; a != nil {
+			r.Month = sql.NullString{String: a.Month, Valid: true}
+			r.MonthQualifiedOrders = sql.NullInt64{Int64: a.QualifiedOrders, Valid: true}
+			r.MonthQualifiedSales = sql.NullString{String: a.QualifiedSales.Text('f'), Valid: true}
+		}
+		rows = append(rows, r)
+	}
+	if err := s.insertRows(ctx, w, decisionInputsTable, len(rows), func(i int, args []any) []any {
+		in := &rows[i]
+		return append(args, in.DecisionID, in.Program, in.EventID, nullInt64(in.PinVersion), nullString(in.PinDigest), in.Pinned,
+			nullString(in.Month), nullInt64(in.MonthQualifiedOrders), nullString(in.MonthQualifiedSales))
+	}); err != nil {
+		return fmt.Errorf("inserting the inputs of %d decisions: %w", len(rows), err)
+	}
+	return nil
+}
