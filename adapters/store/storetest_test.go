@@ -425,6 +425,67 @@ func runSuite(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("a stale owner cannot store the batch it held", func(t *testing.T) {
+		cfg := b.fresh(t)
+		s1, s2 := openStore(t, cfg), openStore(t, cfg) // two processes
+		eng := seedEngine(t)
+		events := func(prefix string) []engine.Event {
+			var out []engine.Event
+			for _, r := range genBatch(t, batchSpec{prefix: prefix, orders: 30, invalid: 1, seed: 21}) {
+				out = append(out, r.Event)
+			}
+			return out
+		}
+		old, err := engine.ClaimPartition(ctx, s1, 5, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := old.Write(ctx, eng, events("s0")); err != nil {
+			t.Fatal(err)
+		}
+		// The old owner holds a batch, decided, when its lease passes to another process.
+		held := engine.DecodeEvents(events("s1"), nil)
+		orders, months := eng.HistoryKeys(held)
+		hist, err := s1.LoadHistory(ctx, orders, months)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := eng.Pass(ctx, old.Head(), held, hist, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := engine.ClaimPartition(ctx, s1, 5, 9); !errors.Is(err, engine.ErrFenced) {
+			t.Errorf("claiming with an older epoch: %v, want ErrFenced", err)
+		}
+		next, err := engine.ClaimPartition(ctx, s2, 5, 11)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := next.Head(); h.Seq != 1 || h.Hash != old.Head().Hash || h.LastStreamSeq == 0 {
+			t.Errorf("the new owner's head %+v, want the old owner's %+v", h, old.Head())
+		}
+		before := mustStats(t, s2)
+		if err := s1.WriteBatch(ctx, batch); !errors.Is(err, engine.ErrFenced) {
+			t.Fatalf("the stale owner's write: %v, want ErrFenced", err)
+		}
+		if _, err := old.Write(ctx, eng, events("s1")); !errors.Is(err, engine.ErrFenced) {
+			t.Fatalf("the stale owner's writer: %v, want ErrFenced", err)
+		}
+		if after := mustStats(t, s2); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("the stale owner stored something: %+v, want %+v", after, before)
+		}
+		// The new owner stores the same events, once; the stale owner still cannot, even as the
+		// next batch of the chain it knew.
+		w, err := next.Write(ctx, eng, events("s1"))
+		if err != nil || w.Header.Seq != 2 || len(w.Decisions) != 30 {
+			t.Fatalf("the new owner's write: %v, %+v", err, w)
+		}
+		if err := s1.WriteBatch(ctx, batch); !errors.Is(err, engine.ErrFenced) {
+			t.Errorf("the stale owner's write after the new owner's: %v, want ErrFenced", err)
+		}
+		verifyChain(t, s2, "alibaba", 60)
+	})
+
 	t.Run("a failure mid-batch writes nothing", func(t *testing.T) {
 		cfg := b.fresh(t)
 		s := openStore(t, cfg)
