@@ -183,7 +183,7 @@ func (s *Store) OrphanEvents(ctx context.Context, program string, limit int) ([]
 	}
 	cols := "e." + strings.ReplaceAll(eventColumns, ", ", ", e.")
 	rows, err := s.db.QueryContext(ctx, "SELECT "+cols+" FROM order_events e WHERE "+where+
-		`NOT EXISTS (SELECT 1 FROM decisions d WHERE d.event_id = e.event_id)
+		`NOT EXISTS (SELECT 1 FROM decisions d WHERE d.id = e.decision_id)
 		AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.event_id = e.event_id) ORDER BY e.id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("reading events without a decision: %w", err)

@@ -54,8 +54,12 @@ func (s *Store) insertEvents(ctx context.Context, w *wtx, events []eventRow, all
 				if raw == nil {
 					raw = []byte{}
 				}
+				var decision any
+				if e.DecisionID != 0 {
+					decision = e.DecisionID
+				}
 				args = append(args, e.EventID, e.Program, e.OrderID, e.AffiliateID, e.Subject, e.StreamSeq, raw,
-					e.PlacedAt.UTC().Format(sqliteTimeLayout), e.ReceivedAt.UTC().Format(sqliteTimeLayout))
+					e.PlacedAt.UTC().Format(sqliteTimeLayout), e.ReceivedAt.UTC().Format(sqliteTimeLayout), decision)
 			}
 			rows, err := st.QueryContext(ctx, args...)
 			if err != nil {
@@ -109,12 +113,17 @@ func (s *Store) insertEvents(ctx context.Context, w *wtx, events []eventRow, all
 		buf = appendCopyBytes(append(buf, '\t'), e.Raw)
 		buf = appendCopyTime(append(buf, '\t'), e.PlacedAt)
 		buf = appendCopyTime(append(buf, '\t'), e.ReceivedAt)
+		if e.DecisionID != 0 {
+			buf = strconv.AppendInt(append(buf, '\t'), e.DecisionID, 10)
+		} else {
+			buf = append(buf, "\t\\N"...)
+		}
 		buf = append(buf, '\n')
 	}
 	if n == 0 {
 		return fresh, nil
 	}
-	if err := copyIn(ctx, w.conn, "order_events (event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at)", buf, n); err != nil {
+	if err := copyIn(ctx, w.conn, "order_events (event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at, decision_id)", buf, n); err != nil {
 		return nil, fmt.Errorf("inserting %d order events: %w", n, err)
 	}
 	return fresh, nil
@@ -151,8 +160,8 @@ type sqliteInsert struct {
 // the unique keys can skip an event — what RETURNING reports.
 var (
 	eventsInsert = sqliteInsert{name: "order_events",
-		head: "INSERT OR IGNORE INTO order_events (event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at) VALUES ",
-		cols: 9, tail: " RETURNING event_id"}
+		head: "INSERT OR IGNORE INTO order_events (event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at, decision_id) VALUES ",
+		cols: 10, tail: " RETURNING event_id"}
 )
 
 // sqliteChunks cuts n rows into statements (see sqliteMaxRows) and calls fn with each one and

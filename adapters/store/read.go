@@ -351,7 +351,7 @@ func (s *Store) Events(ctx context.Context, f EventFilter, fn func(StoredEvent) 
 func (s *Store) CountEventsWithoutDecision(ctx context.Context) (int64, error) {
 	var n int64
 	err := s.db.NewRaw(`SELECT count(*) FROM order_events e
-		WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.event_id = e.event_id)
+		WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.id = e.decision_id)
 		AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.event_id = e.event_id)`).Scan(ctx, &n)
 	if err != nil {
 		return 0, fmt.Errorf("counting events without a decision: %w", err)

@@ -150,8 +150,9 @@ type historyPrep struct {
 }
 
 // prepare finds, once, whether decisions have recorded inputs, and the events a later event of
-// the same order supersedes: orders with several events are few, and found from the
-// (program, order_id) index alone.
+// the same order supersedes: orders with several decided events are few, and found from the
+// decisions' (program, order_id) index alone. (An event that was dead-lettered, stored but not
+// decided, neither supersedes nor is superseded.)
 func (h *History) prepare(ctx context.Context) error {
 	if h.prep.done {
 		return nil
@@ -167,8 +168,8 @@ func (h *History) prepare(ctx context.Context) error {
 		h.prep.done = true
 		return nil
 	}
-	rows, err := h.s.db.QueryContext(ctx, `SELECT e.event_id, e.program, e.order_id, e.stream_seq, e.id FROM order_events e
-		WHERE (e.program, e.order_id) IN (SELECT program, order_id FROM order_events GROUP BY program, order_id HAVING count(*) > 1)`)
+	rows, err := h.s.db.QueryContext(ctx, `SELECT d.event_id, d.program, d.order_id, d.stream_seq, d.id FROM decisions d
+		WHERE (d.program, d.order_id) IN (SELECT program, order_id FROM decisions GROUP BY program, order_id HAVING count(*) > 1)`)
 	if err != nil {
 		return fmt.Errorf("reading orders with several events: %w", err)
 	}
@@ -281,12 +282,11 @@ func (h *History) historyQuery() (string, []any) {
 	const cols = "e.id, e.event_id, e.stream_seq, e.raw, "
 	inputs := h.prep.inputs
 	if s.kind == Postgres {
-		return "SELECT " + cols + s.recordColumns(inputs) + " FROM order_events e LEFT JOIN LATERAL (SELECT * FROM decisions x " +
-			"WHERE x.event_id = e.event_id ORDER BY x.id DESC LIMIT 1) d ON true" + inputsJoin(inputs) + cond, args
+		return "SELECT " + cols + s.recordColumns(inputs) + " FROM order_events e LEFT JOIN decisions d ON d.id = e.decision_id" +
+			inputsJoin(inputs) + cond, args
 	}
-	// SQLite: every decision of an event, on consecutive rows (the scan is in e.id order);
-	// Walk keeps the latest. One index probe per event, where a max() subquery costs two.
-	return "SELECT " + cols + s.recordColumns(inputs) + " FROM order_events e LEFT JOIN decisions d ON d.event_id = e.event_id" +
+	// SQLite: the scan is in e.id order; each event's decision is one primary-key probe.
+	return "SELECT " + cols + s.recordColumns(inputs) + " FROM order_events e LEFT JOIN decisions d ON d.id = e.decision_id" +
 		inputsJoin(inputs) + cond + " ORDER BY e.id", args
 }
 
@@ -414,8 +414,8 @@ func (h *History) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error)
 	return nil
 }
 
-// RecordedDecisions returns the latest decision recorded for each of the events (by event id)
-// that has one: the stream replay's lookup. Events with no decision are absent from the map.
+// RecordedDecisions returns the decision recorded for each of the events (by event id) that has
+// one: the stream replay's lookup. Events with no decision are absent from the map.
 func (s *Store) RecordedDecisions(ctx context.Context, eventIDs []string) (map[string]*engine.RecordedDecision, error) {
 	out := make(map[string]*engine.RecordedDecision, len(eventIDs))
 	const chunk = 500
@@ -424,8 +424,8 @@ func (s *Store) RecordedDecisions(ctx context.Context, eventIDs []string) (map[s
 	dest := append([]any{&eventID}, sc.dest()...)
 	for start := 0; start < len(eventIDs); start += chunk {
 		ids := eventIDs[start:min(start+chunk, len(eventIDs))]
-		query := "SELECT d.event_id, " + s.recordColumns(true) + " FROM decisions d" + inputsJoin(true) +
-			" WHERE d.id IN (SELECT max(x.id) FROM decisions x WHERE x.event_id IN (?) GROUP BY x.event_id)"
+		query := "SELECT e.event_id, " + s.recordColumns(true) + " FROM order_events e JOIN decisions d ON d.id = e.decision_id" + inputsJoin(true) +
+			" WHERE e.event_id IN (?)"
 		rows, err := s.db.QueryContext(ctx, query, bun.In(ids))
 		if err != nil {
 			return nil, fmt.Errorf("reading the decisions of %d events: %w", len(ids), err)

@@ -58,6 +58,7 @@ type eventRow struct {
 	Raw         []byte    `bun:"raw"`
 	PlacedAt    time.Time `bun:"placed_at"`
 	ReceivedAt  time.Time `bun:"received_at"`
+	DecisionID  int64     `bun:"decision_id,nullzero"` // 0: none (a dead letter)
 }
 
 type policyRow struct {

@@ -85,7 +85,7 @@ func (s *Store) PartitionHeads(ctx context.Context) ([]engine.PartitionHead, err
 	return out, nil
 }
 
-// StoredEvents returns which of the event ids have a decision or a dead letter stored.
+// StoredEvents returns which of the event ids are stored: decided (order_events) or dead-lettered.
 func (s *Store) StoredEvents(ctx context.Context, ids []string) (map[string]bool, error) {
 	out := map[string]bool{}
 	for start := 0; start < len(ids); start += historyChunk {
@@ -97,7 +97,7 @@ func (s *Store) StoredEvents(ctx context.Context, ids []string) (map[string]bool
 			back[safe[i]] = id
 		}
 		var got []string
-		if err := s.db.NewRaw("SELECT event_id FROM decisions WHERE event_id IN (?) UNION SELECT event_id FROM dead_letters WHERE event_id IN (?)",
+		if err := s.db.NewRaw("SELECT event_id FROM order_events WHERE event_id IN (?) UNION SELECT event_id FROM dead_letters WHERE event_id IN (?)",
 			bun.In(safe), bun.In(safe)).Scan(ctx, &got); err != nil {
 			return nil, fmt.Errorf("reading which of %d events are stored: %w", len(ids), err)
 		}
@@ -139,11 +139,11 @@ func (s *Store) WriteBatch(ctx context.Context, b *engine.BatchWrite) error {
 		if err := s.storePolicies(ctx, w.Tx, newPolicies, now); err != nil {
 			return err
 		}
-		if err := s.writeEvents(ctx, w, b, now); err != nil {
-			return err
-		}
 		ids, err := s.decisionIDs(ctx, w, len(b.Decisions))
 		if err != nil {
+			return err
+		}
+		if err := s.writeEvents(ctx, w, b, ids, now); err != nil {
 			return err
 		}
 		if err := s.writeDecisions(ctx, w, b, ids, now); err != nil {
@@ -235,12 +235,15 @@ func (s *Store) checkKnownPolicies(b *engine.BatchWrite) error {
 	return nil
 }
 
-// writeEvents stores the batch's decoded events; one stored already fails the batch with
-// engine.ErrEventsStored.
-func (s *Store) writeEvents(ctx context.Context, w *wtx, b *engine.BatchWrite, now time.Time) error {
+// writeEvents stores the batch's decoded events, each naming its decision; one stored already
+// fails the batch with engine.ErrEventsStored (its unique event id is what keeps an event from
+// being decided twice).
+func (s *Store) writeEvents(ctx context.Context, w *wtx, b *engine.BatchWrite, ids []int64, now time.Time) error {
 	var events []eventRow
-	for _, d := range b.Decisions {
-		events = append(events, s.eventRowOf(&b.Results[d.Result], now))
+	for j, d := range b.Decisions {
+		e := s.eventRowOf(&b.Results[d.Result], now)
+		e.DecisionID = ids[j]
+		events = append(events, e)
 	}
 	for _, d := range b.Dead {
 		if b.Results[d.Result].Order != nil {
