@@ -73,8 +73,6 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
 	payout_id    BIGINT,
 	created_at   {{Time}} NOT NULL
 );
--- explain, the ledger of an order, audit verify's recomputation order by order
-CREATE INDEX IF NOT EXISTS ledger_entries_order ON ledger_entries (program, order_id);
 -- payouts: the program's unpaid entries approved before the month's end
 CREATE INDEX IF NOT EXISTS ledger_entries_unpaid ON ledger_entries (program, approve_at) WHERE payout_id IS NULL;
 

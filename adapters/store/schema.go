@@ -43,7 +43,8 @@ func typesFor(d dialect.Name) columnTypes {
 //
 // Per decided order the service writes, when the order is new and qualifies: an order event
 // (2 index entries on PostgreSQL, with its primary key; 1 beside the table on SQLite), a decision
-// (3; 2), an order state (2; 2) and a ledger entry (3; 2).
+// (3; 2), an order state (2; 2) and a ledger entry (2; 1): 9 on PostgreSQL, 6 on SQLite. The ledger
+// has no index by order: audit verify, its one reader by order, sorts it.
 const schema = `
 CREATE TABLE IF NOT EXISTS order_events (
 	id           {{PK}},
