@@ -82,7 +82,7 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 	if _, err = stream.EnsureStream(ctx, s.js, cfg.NATS); err != nil {
 		return nil, err
 	}
-	if s.consumer, err = stream.NewConsumer(ctx, s.js, cfg.NATS, &processor{svc: s}, s.metrics); err != nil {
+	if s.consumer, err = stream.NewConsumer(ctx, s.js, cfg.NATS, &processor{svc: s}, streamObserver{s.metrics}, log); err != nil {
 		return nil, err
 	}
 	if cfg.HTTP.Addr != "" {
@@ -136,6 +136,14 @@ func (s *service) close() {
 	}
 }
 
+// streamObserver feeds the stream consumer's counts to the metrics.
+type streamObserver struct{ *httpapi.Metrics }
+
+var _ stream.Observer = streamObserver{}
+
+func (o streamObserver) Acquired(stream.Partition)    { o.PartitionAcquired() }
+func (o streamObserver) Lost(stream.Partition, error) { o.PartitionLost() }
+
 // ready reports whether the service can work: NATS connected and the store answering.
 func (s *service) ready(ctx context.Context) error {
 	if s.nc == nil || !s.nc.IsConnected() {
@@ -145,62 +153,6 @@ func (s *service) ready(ctx context.Context) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	return nil
-}
-
-// processor decides a batch with the current engine and stores it in one transaction.
-type processor struct{ svc *service }
-
-var _ stream.Processor = (*processor)(nil)
-
-// staleAttempts bounds how often a batch is decided again because another batch changed its
-// orders' history meanwhile; then it is naked and comes back later.
-const staleAttempts = 8
-
-// Process decodes the batch, loads its orders' history (pins, affiliate months) in one read,
-// decides it with the current engine (engine.DecideBatch) and stores it, booking the ledger, in
-// one transaction. When another batch changed that history before this one was stored, it
-// decides the batch again with a fresh history.
-func (p *processor) Process(ctx context.Context, batch []engine.Event) (stream.BatchOutcome, error) {
-	m := p.svc.metrics
-	eng := p.svc.engine.Load()
-	results := engine.DecodeEvents(batch, make([]engine.Result, 0, len(batch)))
-	orders, months := eng.HistoryKeys(results)
-	var saved store.Saved
-	for attempt := 1; ; attempt++ {
-		start := time.Now()
-		hist, err := p.svc.store.LoadHistory(ctx, orders, months)
-		if err != nil {
-			return stream.BatchOutcome{}, err
-		}
-		eng.DecideBatch(ctx, results, hist)
-		m.Evaluated(time.Since(start))
-		start = time.Now()
-		saved, err = p.svc.store.SaveBatch(ctx, results)
-		if errors.Is(err, engine.ErrStaleHistory) && attempt < staleAttempts {
-			continue
-		}
-		if err != nil {
-			return stream.BatchOutcome{}, err
-		}
-		m.Stored(time.Since(start))
-		break
-	}
-	var out stream.BatchOutcome
-	decided := map[[2]string]int{}
-	for i, r := range results {
-		if r.Err != nil {
-			out.Dead = append(out.Dead, stream.DeadLetter{Index: i, Reason: r.Err.Error()})
-			m.DeadLettered(store.DeadLetterKind(r.Err), 1)
-			continue
-		}
-		decided[[2]string{r.Decision.Program, fmt.Sprint(r.Decision.Qualified)}]++
-	}
-	if saved.Duplicates == 0 {
-		for k, n := range decided {
-			m.Decided(k[0], k[1] == "true", n)
-		}
-	}
-	return out, nil
 }
 
 // verifiedPolicies loads a policy directory and refuses it unless it passes `policy check`
