@@ -54,6 +54,11 @@ const staleAttempts = 8
 type PartitionWriter struct {
 	store Store
 	head  PartitionHead
+	// Check, when set, is asked about every decoded event before it is decided: an error makes
+	// the event a dead letter (kind invalid) with that reason. The stream adapter's owner uses it
+	// to refuse an event whose body names another program or affiliate than its subject (the
+	// partition it was routed to).
+	Check func(ev *Event, o *Order) error
 }
 
 // ClaimPartition claims the partition in the store for the owner's epoch and returns its writer.
@@ -76,6 +81,18 @@ func (p *PartitionWriter) Write(ctx context.Context, e *Engine, events []Event) 
 	var stored map[string]bool
 	for attempt := 1; ; attempt++ {
 		results := DecodeEvents(events, make([]Result, 0, len(events)))
+		if p.Check != nil {
+			for i := range results {
+				r := &results[i]
+				if r.Order == nil {
+					continue
+				}
+				if err := p.Check(&r.Event, r.Order); err != nil {
+					r.Err = &InputError{OrderID: r.Order.OrderID, Msg: err.Error()}
+					r.Order = nil
+				}
+			}
+		}
 		orders, months := e.HistoryKeys(results)
 		hist, err := p.store.LoadHistory(ctx, orders, months)
 		if err != nil {

@@ -7,8 +7,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Metrics are the service's Prometheus metrics. Its Consumed…SettleFailed methods match the
-// stream consumer's observer, and Decided/Stored are fed by the batch processor. Safe for
+// Metrics are the service's Prometheus metrics. Its Consumed…SettleFailed and Owned methods
+// match the stream consumer's observer (with Acquired and Lost, in the wiring: this package does
+// not know the stream's types), and Decided/Stored are fed by the batch processor. Safe for
 // concurrent use.
 type Metrics struct {
 	Registry *prometheus.Registry
@@ -24,6 +25,9 @@ type Metrics struct {
 	evalSeconds  prometheus.Histogram
 	storeSeconds prometheus.Histogram
 	reloads      *prometheus.CounterVec
+	owned        prometheus.Gauge
+	acquired     prometheus.Counter
+	lost         prometheus.Counter
 }
 
 // NewMetrics registers the metrics (and the Go runtime and process collectors) in a new registry.
@@ -43,7 +47,10 @@ func NewMetrics() *Metrics {
 	m.evalSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "commissioner_batch_evaluation_seconds", Help: "Time to decode and evaluate one batch.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)})
 	m.storeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "commissioner_batch_store_seconds", Help: "Time to store one batch in one transaction.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "commissioner_policy_reloads_total", Help: "Policy reloads, by result (applied or refused)."}, []string{"result"})
-	for _, c := range []prometheus.Collector{m.consumed, m.decided, m.deadLettered, m.acked, m.naked, m.termed, m.settleFailed, m.batchSeconds, m.evalSeconds, m.storeSeconds, m.reloads} {
+	m.owned = prometheus.NewGauge(prometheus.GaugeOpts{Name: "commissioner_partitions_owned", Help: "Stream partitions this process owns now."})
+	m.acquired = prometheus.NewCounter(prometheus.CounterOpts{Name: "commissioner_partition_acquisitions_total", Help: "Partitions this process became the owner of."})
+	m.lost = prometheus.NewCounter(prometheus.CounterOpts{Name: "commissioner_partition_losses_total", Help: "Partitions lost: a lease renewal failed or came too late, or the store fenced this owner out."})
+	for _, c := range []prometheus.Collector{m.consumed, m.decided, m.deadLettered, m.acked, m.naked, m.termed, m.settleFailed, m.batchSeconds, m.evalSeconds, m.storeSeconds, m.reloads, m.owned, m.acquired, m.lost} {
 		f(c)
 	}
 	return m
@@ -74,6 +81,15 @@ func (m *Metrics) Termed(n int) { m.termed.Add(float64(n)) }
 func (m *Metrics) SettleFailed(n int, op string, _ error) {
 	m.settleFailed.WithLabelValues(op).Add(float64(n))
 }
+
+// Owned sets how many partitions this process owns.
+func (m *Metrics) Owned(n int) { m.owned.Set(float64(n)) }
+
+// PartitionAcquired counts a partition this process became the owner of.
+func (m *Metrics) PartitionAcquired() { m.acquired.Inc() }
+
+// PartitionLost counts a partition lost.
+func (m *Metrics) PartitionLost() { m.lost.Inc() }
 
 // Decided counts newly stored decisions.
 func (m *Metrics) Decided(program string, qualified bool, n int) {

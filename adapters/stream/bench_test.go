@@ -29,22 +29,22 @@ func BenchmarkPipeline(b *testing.B) {
 	input := joinLines(lines)
 	eng := newEngine(b)
 	for _, tc := range []struct {
-		name    string
-		workers int
-		proc    stream.Processor
+		name       string
+		partitions int
+		proc       stream.Processor
 	}{
-		{"engine/workers=1", 1, &engineProcessor{eng: eng}},
-		{"engine/workers=2", 2, &engineProcessor{eng: eng}},
-		{"noop/workers=2", 2, noopProcessor{}}, // the broker's share: fetch and ack only
+		{"engine/partitions=1", 1, &engineProcessor{eng: eng}},
+		{"engine/partitions=8", 8, &engineProcessor{eng: eng}},
+		{"noop/partitions=8", 8, noopProcessor{}}, // the broker's share: fetch and ack only
 	} {
-		workers := tc.workers
+		partitions := tc.partitions
 		b.Run(tc.name, func(b *testing.B) {
 			var consumeTime, consumeCPU time.Duration
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				cfg := stream.DefaultConfig()
 				cfg.DataDir = b.TempDir()
-				cfg.Workers = workers
+				cfg.Partitions = partitions
 				cfg = cfg.WithDefaults()
 				br := startBroker(b, cfg)
 				st, err := br.publisher(b).PublishLines(context.Background(), bytes.NewReader(input), 0)
@@ -151,7 +151,9 @@ func BenchmarkPipelineConcurrent(b *testing.B) {
 // noopProcessor processes nothing: what is left is the broker's and the consumer's own cost.
 type noopProcessor struct{}
 
-func (noopProcessor) Process(context.Context, []engine.Event) (stream.BatchOutcome, error) {
+func (noopProcessor) Acquire(context.Context, stream.Partition) (uint64, error) { return 0, nil }
+func (noopProcessor) Release(stream.Partition)                                  {}
+func (noopProcessor) Process(context.Context, stream.Partition, []engine.Event) (stream.BatchOutcome, error) {
 	return stream.BatchOutcome{}, nil
 }
 

@@ -1,19 +1,30 @@
 // Package stream is Commissioner's NATS JetStream adapter: an embedded nats-server for the
-// zero-configuration default, the ORDERS stream, a publisher that gives every order event a
-// Nats-Msg-Id so the stream drops re-published copies, and a durable pull consumer that hands
-// batches of engine.Event to a Processor and acknowledges them only after it returned.
+// zero-configuration default, the partitioned ORDERS stream, a publisher that follows the subject
+// convention and gives every order event a Nats-Msg-Id so the stream drops re-published copies,
+// and a Consumer that owns partitions through leases in a KV bucket and hands each owned
+// partition's events, in stream order, a batch at a time, to a Processor, acknowledging them
+// only after it returned.
 //
-// Subjects, with the default prefix "orders":
+// Subjects, with the default prefix "orders" (subjects.go has the details):
 //
-//	orders.<program>          an order event (two tokens); the consumer reads orders.*
-//	orders.unknown            an order event whose program could not be read, or is not a valid
-//	                          subject token, or is the reserved word "dead"
-//	orders.dead.<token>       a dead letter (three tokens), never read back by the consumer;
-//	                          <token> is the second token of the subject the event came in on
+//	orders.<program token>.<affiliate token>        an order event as published (Token escapes ids)
+//	orders.p.<n>.<program token>.<affiliate token>  the same event as the stream stores it, in partition n
+//	orders.dead.<program token>.<affiliate token>   a dead letter, never read back by the consumer
 //
-// Delivery is at least once: an event can be processed again after a crash, a failed batch or
-// an expired ack wait, always with the same engine.Event.ID, so a Processor must be idempotent
-// on that identity (the store's unique keys make it so).
+// Partitions are keyed by (program, affiliate) and computed by the server (a stream subject
+// transform with partition()), which needs nats-server 2.10 or later: EnsureStream and
+// NewConsumer refuse an older server. The partition count is fixed once the stream exists.
+//
+// Each partition has one owner at a time: the process holding its lease (a key in the KV bucket
+// OwnersBucket, created with kv.Create and renewed with kv.Update before it expires). Processes
+// sharing the stream register as members in the same bucket and each takes a fair share of the
+// partitions; a dead owner's leases expire after Config.LeaseTTL and the others take its
+// partitions over. The KV revision of an acquisition is its epoch, the fencing token a store uses
+// to refuse a stale owner's writes.
+//
+// Delivery is at least once: an event can be processed again after a crash or a lost ack,
+// always with the same engine.Event.ID, so a Processor must be idempotent on that identity (the
+// store's unique keys make it so).
 package stream
 
 import (
@@ -44,9 +55,17 @@ type Config struct {
 
 	// Stream is the JetStream stream's name.
 	Stream string `koanf:"stream"`
-	// Subjects is the stream's subject filter, "<prefix>.>". Order events go to
-	// <prefix>.<program> and dead letters to <prefix>.dead.<program>.
+	// Subjects is the subject namespace, "<prefix>.>": order events are published to
+	// <prefix>.<program token>.<affiliate token>, stored on <prefix>.p.<n>.… and dead letters go to
+	// <prefix>.dead.… (see OrderSubject). The stream captures exactly those shapes.
 	Subjects string `koanf:"subjects"`
+	// Partitions is how many partitions the stream maps (program, affiliate) onto (default 8).
+	// It is fixed once the stream exists: an event's partition must never change, so
+	// EnsureStream refuses a stream made with another count.
+	Partitions int `koanf:"partitions"`
+	// Replicas is how many servers of a cluster keep the stream and the owners bucket (1…5,
+	// default 1); partition consumers follow the stream.
+	Replicas int `koanf:"replicas"`
 	// DuplicateWindow is how long the stream remembers a Nats-Msg-Id to drop a re-published event.
 	// It is an optimisation, not what keeps an order from being counted twice: an event
 	// re-published after it has the same id, and the store keeps one event and one decision per
@@ -61,30 +80,37 @@ type Config struct {
 	// default; never turn it on when the server runs inside a process that may be killed.
 	AsyncPersist bool `koanf:"async_persist"`
 
-	// Durable is the durable pull consumer's name, shared by every process that consumes.
+	// Durable names the consumers: partition n is read by the durable pull consumer
+	// <durable>-p<n>, and the owners bucket is <stream>_<durable>_owners.
 	Durable string `koanf:"durable"`
 	// BatchSize is the most events handed to the Processor at once.
 	BatchSize int `koanf:"batch_size"`
 	// FetchWait is the longest a batch waits to fill up once its first event has arrived.
 	FetchWait time.Duration `koanf:"fetch_wait"`
-	// AckWait is how long the server waits for an ack before redelivering an event. It must
-	// cover a batch's time buffered in the client plus its processing.
+	// AckWait is how long the server waits for an ack before redelivering an event. While a
+	// batch is processed, or waits to be tried again, the consumer extends it with in-progress
+	// acks every AckWait/3.
 	AckWait time.Duration `koanf:"ack_wait"`
-	// MaxAckPending bounds the events delivered and not yet acknowledged, over all processes
-	// sharing the durable. Default: BatchSize × (Workers+2) × 4, room for four processes.
+	// MaxAckPending bounds a partition consumer's events delivered and not yet acknowledged
+	// (default 2 × BatchSize: one batch at a time, and room for acks still on their way).
 	MaxAckPending int `koanf:"max_ack_pending"`
-	// Workers is how many batches one consumer processes at once (default 2): with two, one
-	// batch is decided while the previous one is being stored. Events of one order can then be
-	// processed out of stream order, as they can with several processes; Event.StreamSeq orders them.
-	Workers int `koanf:"workers"`
-	// NakDelay is the redelivery delay after a failed batch; it doubles with every further
-	// delivery of the same event, up to NakMaxDelay.
+	// LeaseTTL is how long a partition's lease lives without renewal (default 6 s; at least 1 s).
+	// An owner renews every LeaseTTL/3 and gives a partition up as soon as a renewal fails; a
+	// dead owner's partitions are taken over once its leases expire: within LeaseTTL + about
+	// 1.5 s (a poll every second, the server's expiry check), plus the new owner's Acquire —
+	// under 10 s with the default. Every process on one owners bucket must use the same TTL.
+	LeaseTTL time.Duration `koanf:"lease_ttl"`
+	// NakDelay is the first wait before a failed batch is tried again (by the same owner, so
+	// that its partition stays in order); the wait doubles with every further failure of the
+	// batch, up to NakMaxDelay. It is also the first wait before a partition this process gave
+	// up after an error (a failed Acquire, a fenced batch) is taken again.
 	NakDelay    time.Duration `koanf:"nak_delay"`
 	NakMaxDelay time.Duration `koanf:"nak_max_delay"`
 }
 
 // DefaultConfig returns the defaults: the embedded server on a free port with its data in
-// "data/nats", stream ORDERS on orders.>, durable "commissioner", batches of 1 000.
+// "data/nats", stream ORDERS on orders.> with 8 partitions, durable "commissioner", batches of
+// 1 000, leases of 6 s.
 func DefaultConfig() Config {
 	return Config{
 		DataDir:         "data/nats",
@@ -92,11 +118,13 @@ func DefaultConfig() Config {
 		Stream:          "ORDERS",
 		Subjects:        "orders.>",
 		DuplicateWindow: 30 * time.Second,
+		Partitions:      8,
+		Replicas:        1,
 		Durable:         "commissioner",
 		BatchSize:       1000,
 		FetchWait:       5 * time.Millisecond,
 		AckWait:         30 * time.Second,
-		Workers:         2,
+		LeaseTTL:        6 * time.Second,
 		NakDelay:        time.Second,
 		NakMaxDelay:     30 * time.Second,
 	}
@@ -123,16 +151,20 @@ func (c Config) WithDefaults() Config {
 	setD(&c.DuplicateWindow, d.DuplicateWindow)
 	setD(&c.FetchWait, d.FetchWait)
 	setD(&c.AckWait, d.AckWait)
+	setD(&c.LeaseTTL, d.LeaseTTL)
 	setD(&c.NakDelay, d.NakDelay)
 	setD(&c.NakMaxDelay, d.NakMaxDelay)
 	if c.BatchSize == 0 {
 		c.BatchSize = d.BatchSize
 	}
-	if c.Workers == 0 {
-		c.Workers = d.Workers
+	if c.Partitions == 0 {
+		c.Partitions = d.Partitions
+	}
+	if c.Replicas == 0 {
+		c.Replicas = d.Replicas
 	}
 	if c.MaxAckPending == 0 {
-		c.MaxAckPending = c.BatchSize * (c.Workers + 2) * 4
+		c.MaxAckPending = 2 * c.BatchSize
 	}
 	return c
 }
@@ -181,11 +213,20 @@ func (c Config) Validate() error {
 	if c.BatchSize < 1 {
 		bad("batch_size", "got %d, want ≥ 1", c.BatchSize)
 	}
-	if c.Workers < 1 {
-		bad("workers", "got %d, want ≥ 1", c.Workers)
+	if c.MaxAckPending < c.BatchSize {
+		bad("max_ack_pending", "got %d, want ≥ batch_size %d", c.MaxAckPending, c.BatchSize)
 	}
-	if min := c.BatchSize * (c.Workers + 2); c.MaxAckPending < min {
-		bad("max_ack_pending", "got %d, want ≥ batch_size × (workers+2) = %d", c.MaxAckPending, min)
+	if c.Partitions < 1 || c.Partitions > maxPartitions {
+		bad("partitions", "got %d, want 1…%d", c.Partitions, maxPartitions)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		bad("replicas", "got %d, want 1…5", c.Replicas)
+	}
+	if c.LeaseTTL < time.Second {
+		bad("lease_ttl", "got %v, want ≥ 1s", c.LeaseTTL)
+	}
+	if validName(c.Stream) && validName(c.Durable) && len(c.OwnersBucket()) > 200 {
+		bad("durable", "stream and durable names too long for the owners bucket %q", c.OwnersBucket())
 	}
 	return errors.Join(errs...)
 }
@@ -203,10 +244,10 @@ func (c Config) String() string {
 	}
 	fmt.Fprintf(&b, "url=%q token=%q creds_file=%q data_dir=%q embedded_listen=%q ",
 		strings.Join(urls, ","), token, c.CredsFile, c.DataDir, c.EmbeddedListen)
-	fmt.Fprintf(&b, "stream=%q subjects=%q duplicate_window=%v async_persist=%t durable=%q batch_size=%d fetch_wait=%v ",
-		c.Stream, c.Subjects, c.DuplicateWindow, c.AsyncPersist, c.Durable, c.BatchSize, c.FetchWait)
-	fmt.Fprintf(&b, "ack_wait=%v max_ack_pending=%d workers=%d nak_delay=%v nak_max_delay=%v",
-		c.AckWait, c.MaxAckPending, c.Workers, c.NakDelay, c.NakMaxDelay)
+	fmt.Fprintf(&b, "stream=%q subjects=%q partitions=%d replicas=%d duplicate_window=%v async_persist=%t ",
+		c.Stream, c.Subjects, c.Partitions, c.Replicas, c.DuplicateWindow, c.AsyncPersist)
+	fmt.Fprintf(&b, "durable=%q batch_size=%d fetch_wait=%v ack_wait=%v max_ack_pending=%d lease_ttl=%v nak_delay=%v nak_max_delay=%v",
+		c.Durable, c.BatchSize, c.FetchWait, c.AckWait, c.MaxAckPending, c.LeaseTTL, c.NakDelay, c.NakMaxDelay)
 	return b.String()
 }
 
@@ -222,46 +263,13 @@ func (c Config) prefix() string {
 	return p
 }
 
-// OrderSubject is the subject an order event of the program is published to:
-// <prefix>.<program>, or <prefix>.unknown when program is not a usable subject token.
-func (c Config) OrderSubject(program string) string {
-	return c.WithDefaults().prefix() + "." + programToken(program)
-}
+// maxPartitions bounds Config.Partitions: each partition is a durable consumer and a lease.
+const maxPartitions = 1024
 
-// DeadSubject is the subject a dead letter of the program is published to: <prefix>.dead.<program>.
-func (c Config) DeadSubject(program string) string {
-	return c.WithDefaults().prefix() + "." + deadToken + "." + programToken(program)
-}
-
-// ConsumeSubject is the consumer's filter, <prefix>.*: order events, and never dead letters.
-func (c Config) ConsumeSubject() string { return c.WithDefaults().prefix() + ".*" }
-
-const (
-	deadToken    = "dead"    // reserved: <prefix>.dead.… holds dead letters
-	unknownToken = "unknown" // for events whose program is unreadable or unusable as a token
-)
-
-// programToken maps a program to the subject token it is published under.
-func programToken(program string) string {
-	if program == "" || program == deadToken || !validName(program) {
-		return unknownToken
-	}
-	return program
-}
-
-// validName: a non-empty run of ASCII letters, digits, '-' and '_' — valid as a subject token,
-// a stream name and a consumer name.
+// validName: 1…128 ASCII letters, digits, '-' and '_' — valid as a subject token, a stream
+// name, a consumer name and a KV bucket name.
 func validName(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	return len(s) <= 128 && plainToken(s)
 }
 
 func subjectPrefix(subjects string) (string, error) {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
+	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,24 +16,54 @@ import (
 	"github.com/commissioner/commissioner/engine"
 )
 
-// Processor handles a batch of order events: in Commissioner it decides them with the engine
-// and stores events and decisions in one transaction.
-//
-// Process returns nil only once the batch's outcome is durable; the consumer then acks every
-// event except the dead letters, which it publishes to <prefix>.dead.… and terminates. Any
-// error means "nothing of this batch is done": every event is redelivered later (nak with
-// backoff), so an error must be transient (the store is down) — an event that can never be
-// processed belongs in BatchOutcome.Dead instead. Events can be redelivered after a success too
-// (a crash before the acks went out), always with the same Event.ID: Process must be idempotent
-// on it.
-//
-// Process must not modify the events or their Raw bytes (it may keep them). ctx is not
-// cancelled when the consumer shuts down (the batch in flight is finished), so Process should
-// bound its own waits. Process is called concurrently for up to Config.Workers batches (2 by
-// default), and events of one order may reach it out of stream order (Event.StreamSeq orders them).
-type Processor interface {
-	Process(ctx context.Context, batch []engine.Event) (BatchOutcome, error)
+// Partition is one partition of the stream as its current owner holds it.
+type Partition struct {
+	Index int    // 0 … partitions-1
+	Epoch uint64 // the fencing token of this ownership: larger for every later acquisition of any partition
 }
+
+// Processor handles the events of the partitions this process owns: in Commissioner it decides
+// them with the engine and stores each batch in one transaction, fenced by the epoch.
+//
+// For every ownership of a partition the consumer calls Acquire once, then Process for its
+// batches one at a time, then Release once. Calls for different partitions run concurrently:
+// a Processor must be safe for concurrent use across partitions.
+type Processor interface {
+	// Acquire is called when this process has become p's owner, before any batch of p. It returns the stream
+	// sequence of the last event of p that is durably processed (0: none); the consumer then delivers p's events
+	// from the next sequence on, in stream order (re-creating or resetting the partition's durable consumer to
+	// start there unless its ack floor already is there and nothing is pending). An error gives p up (it is tried again later).
+	//
+	// ctx is cancelled when p is given up meanwhile (lease lost, shutdown). A store that fences
+	// writes by epoch records p.Epoch here, so that a batch of an earlier ownership fails from
+	// now on.
+	Acquire(ctx context.Context, p Partition) (lastSeq uint64, err error)
+	// Process handles one batch of p's events in stream order; at most one call per partition at a time.
+	// Returns nil only once the batch's outcome is durable (then the consumer acks, and publishes+terms dead letters as today).
+	// An error matching ErrNotOwner means the store fenced this owner out: give p up at once.
+	//
+	// Any other error means "nothing of this batch is done": the consumer calls Process again
+	// with the same batch, after NakDelay doubling up to NakMaxDelay, for as long as it holds p
+	// (it extends the events' ack deadlines meanwhile), so p stays in order; an error must
+	// therefore be transient (the store is down), and an event that can never be processed
+	// belongs in BatchOutcome.Dead instead. Within one ownership no event is delivered twice,
+	// but a new owner starts after Acquire's lastSeq, so an event can come again after a crash
+	// (always with the same Event.ID): Process must be idempotent on it.
+	//
+	// Process must not modify the events or their Raw bytes (it may keep them). ctx is not
+	// cancelled when the consumer shuts down or loses p: the batch in flight is finished (a
+	// stale owner's write is the store's to refuse), so Process should bound its own waits.
+	Process(ctx context.Context, p Partition, batch []engine.Event) (BatchOutcome, error)
+	// Release is called after p was given up (rebalance, shutdown, lease lost), after its last Process returned.
+	//
+	// It is called exactly once after every Acquire, a failed one too, before p can be
+	// acquired again by this process.
+	Release(p Partition)
+}
+
+// ErrNotOwner is what a Processor returns (wrapped or not) when the store refused a batch
+// because a later owner of the partition (a larger epoch) has acquired it.
+var ErrNotOwner = errors.New("not the partition's owner any more: a later owner holds it")
 
 // BatchOutcome is what a successful Process reports back.
 type BatchOutcome struct {
@@ -53,7 +83,7 @@ type DeadLetter struct {
 const (
 	HeaderReason    = "Commissioner-Reason"     // why the event was dead-lettered
 	HeaderEventID   = "Commissioner-Event-Id"   // the event's engine.Event.ID
-	HeaderSubject   = "Commissioner-Subject"    // the subject the event came in on
+	HeaderSubject   = "Commissioner-Subject"    // the subject the event was stored on
 	HeaderStreamSeq = "Commissioner-Stream-Seq" // its sequence in the stream
 )
 
@@ -61,11 +91,14 @@ const (
 // methods are called from the consumer's goroutines, possibly concurrently, and must not block.
 type Observer interface {
 	Consumed(n int)                                 // n events received, about to be processed
-	Processed(n int, took time.Duration, err error) // a batch of n returned from Process
+	Processed(n int, took time.Duration, err error) // a batch of n returned from Process (each attempt)
 	Acked(n int)                                    // n events acknowledged
 	Naked(n int)                                    // n events handed back for redelivery
 	Termed(n int)                                   // n events dead-lettered and terminated
 	SettleFailed(n int, op string, err error)       // n ack/nak/term/dead-letter publishes failed
+	Owned(n int)                                    // this process owns n partitions now (after every change)
+	Acquired(p Partition)                           // this process became p's owner
+	Lost(p Partition, err error)                    // p's lease was lost or the store fenced this owner out
 }
 
 // NopObserver ignores everything; embed it to implement only some of Observer.
@@ -77,56 +110,113 @@ func (NopObserver) Acked(int)                           {}
 func (NopObserver) Naked(int)                           {}
 func (NopObserver) Termed(int)                          {}
 func (NopObserver) SettleFailed(int, string, error)     {}
+func (NopObserver) Owned(int)                           {}
+func (NopObserver) Acquired(Partition)                  {}
+func (NopObserver) Lost(Partition, error)               {}
 
 var _ Observer = NopObserver{}
 
 // Stats are a consumer's running totals.
 type Stats struct {
 	Consumed      uint64 // events received and handed to Process
-	Batches       uint64 // Process calls
+	Batches       uint64 // Process calls (a retried batch counts once per call)
 	FailedBatches uint64 // Process calls that returned an error
 	Acked         uint64
 	Naked         uint64
 	Termed        uint64
 	SettleErrors  uint64 // acks, naks, terms or dead-letter publishes that failed
+	Skipped       uint64 // events delivered again after they were processed: acked, not processed again
+	Acquired      uint64 // partitions acquired
+	Released      uint64 // partitions given up on purpose (rebalance, shutdown) or after an error
+	Lost          uint64 // partitions lost: a renewal failed or came too late, or the store fenced this owner
 }
 
 // ErrProcessorContract: the Processor returned a BatchOutcome that does not fit its batch.
 var ErrProcessorContract = errors.New("processor broke its contract")
 
-// Consumer feeds the durable pull consumer's events to a Processor in batches.
-type Consumer struct {
-	js   jetstream.JetStream
-	cons jetstream.Consumer
-	cfg  Config
-	proc Processor
-	obs  Observer
+// pullExpiry is how long a pull request waiting for a partition's next event lasts. nats.go's
+// default, 30 s, once left a consumer idle that long with events pending (a pull that stopped
+// yielding); an idle partition now sends one pull request per pullExpiry.
+const pullExpiry = 5 * time.Second
 
-	consumed, batches, failedBatches, acked, naked, termed, settleErrors atomic.Uint64
+// Consumer owns a fair share of the stream's partitions (leases in the owners bucket) and feeds
+// each owned partition's events, in stream order and a batch at a time, to a Processor. Every
+// process that consumes the stream runs one Consumer with the same configuration.
+type Consumer struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	kv     jetstream.KeyValue
+	cfg    Config
+	proc   Processor
+	obs    Observer
+	log    *slog.Logger
+	member string
+
+	consumed, batches, failedBatches, acked, naked, termed, settleErrors, skipped atomic.Uint64
+	acquired, released, lost                                                      atomic.Uint64
 
 	fatalOnce sync.Once
 	fatal     chan struct{}
 	fatalErr  error
 	running   atomic.Bool
+
+	// The coordinator (Run's goroutine) owns runs, cooldown and freeSince; owned is its
+	// snapshot for Owned.
+	runs      map[int]*run
+	exited    chan *run
+	cooldown  map[int]time.Time // a partition given up after an error is not taken again before this
+	failures  map[int]int       // consecutive ownerships of a partition that ended in an error
+	freeSince map[int]time.Time // when a poll first saw a partition free (for orphans: see rebalance)
+	mu        sync.Mutex
+	owned     []Partition
+	logLimit  map[string]time.Time
 }
 
-// NewConsumer creates or updates the durable pull consumer cfg.Durable on cfg.Stream (which
-// must exist: EnsureStream), filtered to order events, with explicit acks, unlimited
-// deliveries and cfg.AckWait. obs may be nil. Every process that consumes the stream creates
-// its own Consumer with the same Durable; each event then goes to one of them.
-func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg Config, p Processor, obs Observer) (*Consumer, error) {
+// NewConsumer prepares a consumer of cfg.Stream (which must exist: EnsureStream): it checks the
+// server's version and opens (or creates) the owners bucket. It takes no partition before Run.
+// obs and log may be nil. The connection behind js is the caller's to close, after Run returned.
+func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg Config, p Processor, obs Observer, log *slog.Logger) (*Consumer, error) {
 	cfg, err := cfg.complete()
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckServerVersion(js.Conn()); err != nil {
+		return nil, fmt.Errorf("consuming %s: %w", cfg.Stream, err)
+	}
 	if obs == nil {
 		obs = NopObserver{}
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, consumerConfig(cfg))
-	if err != nil {
-		return nil, fmt.Errorf("creating consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, err)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	return &Consumer{js: js, cons: cons, cfg: cfg, proc: p, obs: obs, fatal: make(chan struct{})}, nil
+	s, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("consuming %s: %w", cfg.Stream, err)
+	}
+	kv, err := ensureOwnersBucket(ctx, js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	member := newMemberID()
+	return &Consumer{
+		js: js, stream: s, kv: kv, cfg: cfg, proc: p, obs: obs, member: member,
+		log:   log.With("member", member),
+		fatal: make(chan struct{}),
+		runs:  map[int]*run{}, exited: make(chan *run, cfg.Partitions),
+		cooldown: map[int]time.Time{}, failures: map[int]int{}, freeSince: map[int]time.Time{},
+		logLimit: map[string]time.Time{},
+	}, nil
+}
+
+// MemberID is this consumer's id in the owners bucket (the value of the leases it holds).
+func (c *Consumer) MemberID() string { return c.member }
+
+// Owned returns the partitions this consumer holds the leases of now, by index. Safe for
+// concurrent use.
+func (c *Consumer) Owned() []Partition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.owned)
 }
 
 // Stats returns the running totals. Safe for concurrent use.
@@ -134,358 +224,330 @@ func (c *Consumer) Stats() Stats {
 	return Stats{
 		Consumed: c.consumed.Load(), Batches: c.batches.Load(), FailedBatches: c.failedBatches.Load(),
 		Acked: c.acked.Load(), Naked: c.naked.Load(), Termed: c.termed.Load(),
-		SettleErrors: c.settleErrors.Load(),
+		SettleErrors: c.settleErrors.Load(), Skipped: c.skipped.Load(),
+		Acquired: c.acquired.Load(), Released: c.released.Load(), Lost: c.lost.Load(),
 	}
 }
 
-// Settled reports whether a consumer, by its info, has settled (acked or terminated) every event
-// of its stream up to stream sequence upTo, and has nothing else pending or unacknowledged.
-// NumPending and NumAckPending alone are not enough right after a publish: the server counts a
-// new message into the consumer's NumPending asynchronously, after the publish is acknowledged,
-// so for a moment a consumer that has not seen the new events looks settled. The ack floor
-// cannot run ahead that way.
-func Settled(ci *jetstream.ConsumerInfo, upTo uint64) bool {
-	return ci.NumPending == 0 && ci.NumAckPending == 0 && ci.AckFloor.Stream >= upTo
-}
+// pollInterval is how often the consumer reads the owners bucket to take or give up partitions.
+func (c *Consumer) pollInterval() time.Duration { return min(time.Second, c.cfg.LeaseTTL/2) }
 
-// Info returns the durable consumer's state on the server.
-func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
-	return c.cons.Info(ctx)
-}
+// opTimeout bounds one request to the owners bucket, so that renewals stay on time.
+func (c *Consumer) opTimeout() time.Duration { return c.cfg.LeaseTTL / 4 }
 
-// pullExpiry is how long each pull request the consumer keeps open lasts; the server's idle
-// heartbeats come at half of it. nats.go's default, 30 s, left a consumer idle for up to 30 s when
-// a pull request stopped yielding messages while events were pending (seen once in a full test
-// run against the Debian nats-server 2.9.10 at 127.0.0.1:4222: 814 of 2 000 events, then nothing
-// for 30 s); a missing heartbeat or an expired request now renews the pull within seconds. An
-// idle service sends one pull request per pullExpiry.
-const pullExpiry = 5 * time.Second
+// leaseMargin: an owner stops LeaseTTL − leaseMargin after it sent its last successful
+// renewal, before the server can expire the lease (TTL after it stored the renewal).
+func (c *Consumer) leaseMargin() time.Duration { return c.cfg.LeaseTTL / 10 }
 
-// Run consumes until ctx is cancelled, then stops fetching, finishes the batches in flight
-// (Process, acks), hands back the events it had received but not started (nak, no delay, so
-// another process takes them at once), flushes the acks to the server and returns nil.
+// Run registers this process as a member, takes its share of the partitions and processes
+// them until ctx is cancelled; meanwhile it renews its leases every LeaseTTL/3, and every
+// second takes free partitions up to its share or gives up the ones beyond it. On cancellation
+// it stops fetching, finishes each partition's batch in flight (Process, acks), hands back
+// (nak) what it held but had not started, releases its leases so others take over at once,
+// leaves the member list, flushes the acks to the server and returns nil.
 //
-// Every event received is acked, naked or terminated exactly once; a failed ack, nak or term
-// is counted (Stats.SettleErrors, Observer.SettleFailed) and the server redelivers that event
-// after AckWait. Run returns an error when consuming cannot go on: the consumer was deleted,
-// the connection closed, or the Processor broke its contract. Run may be called once.
+// Every event received is acked, naked or terminated exactly once; a failed ack, nak or term is
+// counted (Stats.SettleErrors, Observer.SettleFailed) and the server redelivers that event after
+// AckWait. Run returns an error when consuming cannot go on: the connection closed, or the
+// Processor broke its contract. Run may be called once.
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("consumer: Run called twice")
 	}
-	msgs := make(chan jetstream.Msg, c.cfg.BatchSize)
-	stopping := make(chan struct{})
-	var lastErr atomic.Pointer[error]
-	cc, err := c.cons.Consume(func(m jetstream.Msg) {
-		select {
-		case msgs <- m:
-		case <-stopping:
-			c.nak([]jetstream.Msg{m}, 0)
-		}
-	},
-		jetstream.PullMaxMessages(c.cfg.BatchSize),
-		jetstream.PullExpiry(pullExpiry),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { lastErr.Store(&err) }),
-	)
-	if err != nil {
-		return fmt.Errorf("consuming %s/%s: %w", c.cfg.Stream, c.cfg.Durable, err)
+	member := memberKeyPrefix + c.member
+	if err := c.kvOp(ctx, func(ctx context.Context) error {
+		_, err := c.kv.Put(ctx, member, memberValue(c.member))
+		return err
+	}); err != nil {
+		return fmt.Errorf("joining the members of %s: %w", c.cfg.OwnersBucket(), err)
 	}
+	c.log.Info("consumer started", "stream", c.cfg.Stream, "partitions", c.cfg.Partitions, "lease_ttl", c.cfg.LeaseTTL)
 
-	work := context.WithoutCancel(ctx)
-	slots := make(chan struct{}, c.cfg.Workers)
-	var wg sync.WaitGroup
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	consumeEnded := false
-loop:
-	for {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			break loop
-		case <-c.fatal:
-			break loop
-		}
-		batch, ended := c.collect(ctx, msgs, cc.Closed(), timer)
-		if len(batch) > 0 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				c.handle(work, batch)
-			}()
-		} else {
-			<-slots
-		}
-		if ended {
-			consumeEnded = true
-			break
-		}
-		if ctx.Err() != nil {
-			break
+	renew := time.NewTicker(c.cfg.LeaseTTL / 3)
+	defer renew.Stop()
+	poll := time.NewTicker(c.pollInterval())
+	defer poll.Stop()
+	c.rebalance(ctx)
+	done, fatal := ctx.Done(), (<-chan struct{})(c.fatal)
+	stopping := false
+	stopAll := func(reason string) {
+		stopping = true
+		for _, r := range c.runs {
+			r.requestStop(reason)
 		}
 	}
-
-	// Stop fetching at once, and hand back what was received but not started (while the
-	// batches in flight finish), so that another process can take it.
-	close(stopping)
-	cc.Drain()
-	drained := time.NewTimer(c.cfg.AckWait)
-	defer drained.Stop()
-	waiting := true
-	for waiting {
+	for !stopping || len(c.runs) > 0 {
 		select {
-		case m := <-msgs:
-			c.nak([]jetstream.Msg{m}, 0)
-		case <-cc.Closed():
-			waiting = false
-		case <-drained.C:
-			waiting = false // what is left is redelivered after AckWait
+		case <-done:
+			done = nil
+			stopAll("shutdown")
+		case <-fatal:
+			fatal = nil
+			stopAll("error")
+		case r := <-c.exited:
+			c.finish(r)
+		case <-renew.C:
+			c.renew(member)
+		case <-poll.C:
+			if !stopping {
+				c.rebalance(ctx)
+			}
 		}
 	}
-	for {
-		select {
-		case m := <-msgs:
-			c.nak([]jetstream.Msg{m}, 0)
-			continue
-		default:
-		}
-		break
-	}
-	wg.Wait()
 
 	var errs []error
+	bg := context.WithoutCancel(ctx)
+	if err := c.kvOp(bg, func(ctx context.Context) error { return c.kv.Delete(ctx, member) }); err != nil && !c.js.Conn().IsClosed() {
+		c.log.Warn("leaving the members of the owners bucket", "err", err) // the key expires after LeaseTTL anyway
+	}
 	select {
 	case <-c.fatal: // closed after fatalErr was written
 		errs = append(errs, c.fatalErr)
 	default:
-	}
-	if consumeEnded && ctx.Err() == nil {
-		why := errors.New("the server ended the subscription")
-		if p := lastErr.Load(); p != nil {
-			why = *p
-		}
-		errs = append(errs, fmt.Errorf("consuming %s/%s stopped: %w", c.cfg.Stream, c.cfg.Durable, why))
 	}
 	if nc := c.js.Conn(); !nc.IsClosed() {
 		if err := nc.FlushTimeout(min(c.cfg.AckWait, 5*time.Second)); err != nil {
 			errs = append(errs, fmt.Errorf("flushing acks to the NATS server: %w", err))
 		}
 	}
+	c.log.Info("consumer stopped")
 	return errors.Join(errs...)
 }
 
-// collect waits for a first message, then takes what else is there up to BatchSize, waiting at
-// most FetchWait for more. ended reports that the consume subscription is gone.
-func (c *Consumer) collect(ctx context.Context, msgs <-chan jetstream.Msg, closed <-chan struct{}, timer *time.Timer) (batch []jetstream.Msg, ended bool) {
-	select {
-	case m := <-msgs:
-		batch = make([]jetstream.Msg, 1, c.cfg.BatchSize)
-		batch[0] = m
-	case <-ctx.Done():
-		return nil, false
-	case <-c.fatal:
-		return nil, false
-	case <-closed:
-		return nil, true
+// kvOp runs one request to the owners bucket with opTimeout. A closed connection is fatal.
+func (c *Consumer) kvOp(ctx context.Context, op func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opTimeout())
+	defer cancel()
+	err := op(ctx)
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		c.setFatal(fmt.Errorf("owners bucket: %w", err))
 	}
-	timer.Reset(c.cfg.FetchWait)
-	defer timer.Stop()
-	for len(batch) < c.cfg.BatchSize {
-		select {
-		case m := <-msgs:
-			batch = append(batch, m)
-			continue
-		default:
-		}
-		select {
-		case m := <-msgs:
-			batch = append(batch, m)
-		case <-timer.C:
-			return batch, false
-		case <-ctx.Done():
-			return batch, false
-		case <-closed:
-			return batch, true
-		}
-	}
-	return batch, false
+	return err
 }
 
-// handle runs one batch through the Processor and settles every message exactly once.
-func (c *Consumer) handle(ctx context.Context, batch []jetstream.Msg) {
-	events := make([]engine.Event, len(batch))
-	now := time.Now()
-	for i, m := range batch {
-		seq := streamSeq(m)
-		id := m.Headers().Get(jetstream.MsgIDHeader)
-		if id == "" {
-			id = "seq:" + strconv.FormatUint(seq, 10)
-		}
-		events[i] = engine.Event{ID: id, Subject: m.Subject(), StreamSeq: seq, Raw: m.Data(), ReceivedAt: now}
+// renew renews the member key and every held lease, at once. A lease whose renewal fails is
+// lost: its worker stops at once.
+func (c *Consumer) renew(member string) {
+	var wg sync.WaitGroup
+	type result struct {
+		r    *run
+		rev  uint64
+		sent time.Duration
+		err  error
 	}
-	n := len(batch)
-	c.consumed.Add(uint64(n))
-	c.batches.Add(1)
-	c.obs.Consumed(n)
+	var results []*result
+	for _, r := range c.runs {
+		if r.isLost() {
+			continue
+		}
+		res := &result{r: r, sent: clock()}
+		results = append(results, res)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res.err = c.kvOp(context.Background(), func(ctx context.Context) error {
+				var err error
+				res.rev, err = c.kv.Update(ctx, r.key, []byte(c.member), r.rev)
+				return err
+			})
+		}()
+	}
+	// The member key first in time would be nicer, but its expiry only shapes the fair share.
+	if err := c.kvOp(context.Background(), func(ctx context.Context) error {
+		_, err := c.kv.Put(ctx, member, memberValue(c.member))
+		return err
+	}); err != nil {
+		c.warnLimited("member", "renewing the member key failed", "err", err)
+	}
+	wg.Wait()
+	for _, res := range results {
+		if res.err != nil {
+			c.loseRun(res.r, fmt.Errorf("renewing the lease: %w", res.err))
+			continue
+		}
+		res.r.rev = res.rev
+		res.r.renewed(res.sent + c.cfg.LeaseTTL - c.leaseMargin())
+	}
+}
 
-	start := time.Now()
-	out, err := c.proc.Process(ctx, events)
-	c.obs.Processed(n, time.Since(start), err)
-	if err != nil {
-		c.failedBatches.Add(1)
-		c.nakBackoff(batch)
+// loseRun marks a run's lease lost (once): its worker stops at once.
+func (c *Consumer) loseRun(r *run, err error) {
+	if !r.markLost() {
 		return
 	}
+	c.lost.Add(1)
+	c.obs.Lost(r.part, err)
+	c.log.Warn("partition lost", "partition", r.part.Index, "epoch", r.part.Epoch, "err", err)
+	c.snapshot()
+}
 
-	dead := make([]bool, n)
-	for _, d := range out.Dead {
-		if d.Index < 0 || d.Index >= n || dead[d.Index] {
-			c.setFatal(fmt.Errorf("%w: dead letter index %d in a batch of %d (or listed twice)", ErrProcessorContract, d.Index, n))
-			c.nakBackoff(batch)
+// rebalance reads the owners bucket and takes free partitions up to this process's fair share,
+// or gives up (after their batch in flight) those beyond it, preferring by rendezvous score. A
+// partition that has stayed free for two lease TTLs (its share's member cannot take it) is
+// taken whatever the share, so that no partition waits for a process that cannot work.
+func (c *Consumer) rebalance(ctx context.Context) {
+	var view ownersView
+	err := c.kvOp(ctx, func(ctx context.Context) error {
+		var err error
+		view, err = readOwners(ctx, c.kv, c.member, c.cfg.Partitions)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			c.warnLimited("poll", "reading the owners bucket failed", "err", err)
+		}
+		return
+	}
+	share := fairShare(c.cfg.Partitions, view.members)
+	now := time.Now()
+
+	var active []int
+	for n, r := range c.runs {
+		if !r.isStopping() && !r.isLost() {
+			active = append(active, n)
+		}
+	}
+	if extra := len(active) - share; extra > 0 {
+		slices.SortFunc(active, func(a, b int) int { return cmpScore(rendezvous(c.member, a), rendezvous(c.member, b)) })
+		for _, n := range active[:extra] {
+			c.runs[n].requestStop("rebalance")
+		}
+	}
+
+	var free []int
+	for n := range c.cfg.Partitions {
+		if view.held[n] || c.runs[n] != nil {
+			delete(c.freeSince, n)
+			continue
+		}
+		if _, ok := c.freeSince[n]; !ok {
+			c.freeSince[n] = now
+		}
+		if now.Before(c.cooldown[n]) {
+			continue
+		}
+		free = append(free, n)
+	}
+	slices.SortFunc(free, func(a, b int) int { return cmpScore(rendezvous(c.member, b), rendezvous(c.member, a)) })
+	for _, n := range free {
+		orphan := now.Sub(c.freeSince[n]) >= 2*c.cfg.LeaseTTL
+		if len(c.runs) >= share && !orphan {
+			continue
+		}
+		if ctx.Err() != nil {
 			return
 		}
-		dead[d.Index] = true
-	}
-
-	// Dead letters first: publish each, then terminate it; one that could not be published is
-	// handed back, to be processed (idempotently) and dead-lettered again.
-	if len(out.Dead) > 0 {
-		published := c.publishDead(ctx, events, out.Dead)
-		reasons := termReasons(c.js.Conn())
-		var retry []jetstream.Msg
-		for i, d := range out.Dead {
-			if !published[i] {
-				retry = append(retry, batch[d.Index])
-				continue
-			}
-			term := batch[d.Index].Term
-			if reasons {
-				term = func() error { return batch[d.Index].TermWithReason(oneLine(d.Reason, 200)) }
-			}
-			if err := term(); err != nil {
-				c.settleFailed(1, "term", err)
-				continue
-			}
-			c.termed.Add(1)
-			c.obs.Termed(1)
-		}
-		if len(retry) > 0 {
-			c.nakBackoff(retry)
-		}
-	}
-
-	acked, failed := 0, 0
-	var firstErr error
-	for i, m := range batch {
-		if dead[i] {
-			continue
-		}
-		if err := m.Ack(); err != nil {
-			failed++
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
-		}
-		acked++
-	}
-	if acked > 0 {
-		c.acked.Add(uint64(acked))
-		c.obs.Acked(acked)
-	}
-	if failed > 0 {
-		c.settleFailed(failed, "ack", firstErr)
+		c.take(n)
 	}
 }
 
-// publishDead publishes the dead letters and reports, per entry of dead, whether the stream
-// stored it.
-func (c *Consumer) publishDead(ctx context.Context, events []engine.Event, dead []DeadLetter) []bool {
-	ok := make([]bool, len(dead))
-	futs := make([]jetstream.PubAckFuture, len(dead))
-	prefix := c.cfg.prefix()
-	for i, d := range dead {
-		ev := events[d.Index]
-		token, _ := strings.CutPrefix(ev.Subject, prefix+".")
-		m := &nats.Msg{
-			Subject: c.cfg.DeadSubject(token),
-			Data:    ev.Raw,
-			Header: nats.Header{
-				jetstream.MsgIDHeader: {"dead:" + ev.ID},
-				HeaderReason:          {oneLine(d.Reason, 2048)},
-				HeaderEventID:         {ev.ID},
-				HeaderSubject:         {ev.Subject},
-				HeaderStreamSeq:       {strconv.FormatUint(ev.StreamSeq, 10)},
-			},
-		}
-		f, err := c.js.PublishMsgAsync(m, jetstream.WithStallWait(asyncAckTimeout))
-		if err != nil {
-			c.settleFailed(1, "publish dead letter", err)
-			continue
-		}
-		futs[i] = f
+func cmpScore(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
 	}
-	wait, cancel := context.WithTimeout(ctx, asyncAckTimeout)
-	defer cancel()
-	for i, f := range futs {
-		if f == nil {
-			continue
-		}
-		select {
-		case <-f.Ok():
-			ok[i] = true
-		case err := <-f.Err():
-			c.settleFailed(1, "publish dead letter", err)
-		case <-wait.Done():
-			c.settleFailed(1, "publish dead letter", wait.Err())
-		}
-	}
-	return ok
+	return 0
 }
 
-// nakBackoff hands messages back with a delay of NakDelay doubled per earlier delivery, at most
-// NakMaxDelay.
-func (c *Consumer) nakBackoff(msgs []jetstream.Msg) {
-	for _, m := range msgs {
-		delay := c.cfg.NakDelay
-		if md, err := m.Metadata(); err == nil {
-			for d := md.NumDelivered; d > 1 && delay < c.cfg.NakMaxDelay; d-- {
-				delay *= 2
-			}
-		}
-		c.nak([]jetstream.Msg{m}, min(delay, c.cfg.NakMaxDelay))
-	}
-}
-
-func (c *Consumer) nak(msgs []jetstream.Msg, delay time.Duration) {
-	naked := 0
-	for _, m := range msgs {
+// take creates partition n's lease and starts its worker.
+func (c *Consumer) take(n int) {
+	sent := clock()
+	var rev uint64
+	err := c.kvOp(context.Background(), func(ctx context.Context) error {
 		var err error
-		if delay > 0 {
-			err = m.NakWithDelay(delay)
-		} else {
-			err = m.Nak()
-		}
-		if err != nil {
-			c.settleFailed(1, "nak", err)
-			continue
-		}
-		naked++
+		rev, err = c.kv.Create(ctx, leaseKey(n), []byte(c.member))
+		return err
+	})
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return // another process was quicker
 	}
-	if naked > 0 {
-		c.naked.Add(uint64(naked))
-		c.obs.Naked(naked)
+	if err != nil {
+		c.warnLimited("take", "taking a partition's lease failed", "partition", n, "err", err)
+		return
+	}
+	r := newRun(Partition{Index: n, Epoch: rev}, leaseKey(n), rev, sent+c.cfg.LeaseTTL-c.leaseMargin())
+	c.runs[n] = r
+	delete(c.freeSince, n)
+	c.acquired.Add(1)
+	c.obs.Acquired(r.part)
+	c.snapshot()
+	go c.work(r)
+}
+
+// finish handles a worker's exit: the lease is deleted (at the revision held, so never someone
+// else's) so that another process can take the partition at once.
+func (c *Consumer) finish(r *run) {
+	delete(c.runs, r.part.Index)
+	n := r.part.Index
+	switch {
+	case r.outcome == outcomeLost || r.outcome == outcomeFenced:
+		c.loseRun(r, r.err)
+		c.backoff(n, r.outcome == outcomeFenced)
+	case r.outcome == outcomeFailed && !r.isStopping():
+		c.released.Add(1)
+		c.log.Warn("partition given up after an error", "partition", n, "epoch", r.part.Epoch, "err", r.err)
+		c.backoff(n, true)
+	default:
+		c.released.Add(1)
+		c.log.Info("partition released", "partition", n, "epoch", r.part.Epoch, "reason", r.stopReason())
+		delete(c.failures, n)
+	}
+	c.snapshot() // before the lease goes: no moment when two processes list the partition
+	if !c.js.Conn().IsClosed() {
+		_ = c.kvOp(context.Background(), func(ctx context.Context) error {
+			return c.kv.Delete(ctx, r.key, jetstream.LastRevision(r.rev))
+		}) // fails when the lease is not ours any more: then there is nothing to give up
 	}
 }
 
-func (c *Consumer) settleFailed(n int, op string, err error) {
-	c.settleErrors.Add(uint64(n))
-	c.obs.SettleFailed(n, op, err)
-	if errors.Is(err, nats.ErrConnectionClosed) {
-		c.setFatal(fmt.Errorf("%s: %w", op, err))
+// backoff keeps this process from taking partition n again for a while after an error.
+func (c *Consumer) backoff(n int, failed bool) {
+	if !failed {
+		delete(c.failures, n)
+		return
+	}
+	c.failures[n]++
+	d := c.cfg.NakDelay
+	for i := 1; i < c.failures[n] && d < c.cfg.NakMaxDelay; i++ {
+		d *= 2
+	}
+	c.cooldown[n] = time.Now().Add(min(d, c.cfg.NakMaxDelay))
+}
+
+// snapshot publishes the owned partitions for Owned and the observer.
+func (c *Consumer) snapshot() {
+	owned := make([]Partition, 0, len(c.runs))
+	for _, r := range c.runs {
+		if !r.isLost() {
+			owned = append(owned, r.part)
+		}
+	}
+	slices.SortFunc(owned, func(a, b Partition) int { return a.Index - b.Index })
+	c.mu.Lock()
+	c.owned = owned
+	c.mu.Unlock()
+	c.obs.Owned(len(owned))
+}
+
+// warnLimited logs at WARN at most once per logEvery for a key.
+func (c *Consumer) warnLimited(key, msg string, args ...any) {
+	c.mu.Lock()
+	last, seen := c.logLimit[key]
+	ok := !seen || time.Since(last) >= logEvery
+	if ok {
+		c.logLimit[key] = time.Now()
+	}
+	c.mu.Unlock()
+	if ok {
+		c.log.Warn(msg, args...)
 	}
 }
+
+// logEvery bounds repeated warnings of one kind (a batch that keeps failing, a bucket that
+// cannot be read) to one per interval.
+const logEvery = 30 * time.Second
 
 func (c *Consumer) setFatal(err error) {
 	c.fatalOnce.Do(func() {
@@ -494,32 +556,7 @@ func (c *Consumer) setFatal(err error) {
 	})
 }
 
-// streamSeq reads the stream sequence from the message's ack subject; 0 when it has none.
-func streamSeq(m jetstream.Msg) uint64 {
-	md, err := m.Metadata()
-	if err != nil {
-		return 0
-	}
-	return md.Sequence.Stream
-}
+// clock is a monotonic reading: lease deadlines are compared with it, never with wall time.
+func clock() time.Duration { return time.Since(clockBase) }
 
-// termReasons reports whether the connected server honours a term with a reason: a server
-// before 2.10.4 ignores "+TERM <reason>" altogether and redelivers the message after AckWait,
-// so a dead letter would come back forever. Such servers get a plain Term (the reason is in
-// the dead letter's header and the store anyway).
-func termReasons(nc *nats.Conn) bool {
-	var major, minor, patch int
-	fmt.Sscanf(nc.ConnectedServerVersion(), "%d.%d.%d", &major, &minor, &patch)
-	return major > 2 || major == 2 && (minor > 10 || minor == 10 && patch >= 4)
-}
-
-// oneLine makes s fit a header value or a term reason: no line breaks, at most max bytes.
-func oneLine(s string, max int) string {
-	if strings.ContainsAny(s, "\r\n") {
-		s = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
-	}
-	if len(s) > max {
-		s = strings.ToValidUTF8(s[:max], "")
-	}
-	return s
-}
+var clockBase = time.Now()

@@ -13,14 +13,17 @@ import (
 	"github.com/commissioner/commissioner/rules"
 )
 
-// decideAndCount is a Processor that decides with the engine and stores nothing; it reports
-// each batch on a channel.
+// decideAndCount is a Processor that decides with the engine and stores nothing (so every
+// partition starts from its first event); it reports each batch on a channel.
 type decideAndCount struct {
 	eng  *engine.Engine
 	done chan [2]int // decided, dead-lettered
 }
 
-func (p *decideAndCount) Process(ctx context.Context, batch []engine.Event) (stream.BatchOutcome, error) {
+func (p *decideAndCount) Acquire(context.Context, stream.Partition) (uint64, error) { return 0, nil }
+func (p *decideAndCount) Release(stream.Partition)                                  {}
+
+func (p *decideAndCount) Process(ctx context.Context, _ stream.Partition, batch []engine.Event) (stream.BatchOutcome, error) {
 	var out stream.BatchOutcome
 	for i, r := range p.eng.DecideEvents(ctx, batch, nil) {
 		if r.Err != nil {
@@ -31,8 +34,9 @@ func (p *decideAndCount) Process(ctx context.Context, batch []engine.Event) (str
 	return out, nil
 }
 
-// The whole pipeline on the embedded defaults: start the server, ensure the stream, publish
-// order lines, and consume them in batches until cancelled.
+// The whole pipeline on the embedded defaults: start the server, ensure the (partitioned)
+// stream, publish order lines, and consume them — this process owns every partition — until
+// cancelled.
 func Example() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -71,7 +75,7 @@ func Example() {
 		return
 	}
 	proc := &decideAndCount{eng: engine.New(set), done: make(chan [2]int, 10)}
-	c, err := stream.NewConsumer(ctx, js, cfg, proc, nil)
+	c, err := stream.NewConsumer(ctx, js, cfg, proc, nil, nil)
 	if err != nil {
 		fmt.Println(err)
 		return

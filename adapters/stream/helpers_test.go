@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -20,7 +21,8 @@ import (
 	"github.com/commissioner/commissioner/rules"
 )
 
-// testConfig is a small, fast configuration on its own data directory.
+// testConfig is a small, fast configuration on its own data directory: 8 partitions, leases
+// of 2 s.
 func testConfig(t testing.TB) stream.Config {
 	return stream.Config{
 		DataDir:     t.TempDir(),
@@ -28,6 +30,7 @@ func testConfig(t testing.TB) stream.Config {
 		FetchWait:   2 * time.Millisecond,
 		NakDelay:    20 * time.Millisecond,
 		NakMaxDelay: 100 * time.Millisecond,
+		LeaseTTL:    2 * time.Second,
 	}.WithDefaults()
 }
 
@@ -118,17 +121,30 @@ func newEngine(t testing.TB) *engine.Engine {
 	return engine.New(set)
 }
 
-// sink is an in-memory stand-in for the store: what each successful Process "committed".
+// sink is an in-memory stand-in for the store: what each successful Process "committed", with
+// the store's fence: per partition, the epoch of its latest Acquire and the last stream
+// sequence committed. A batch of an older epoch is refused with stream.ErrNotOwner; a batch
+// whose events do not follow the partition's last sequence, or belong to another partition,
+// is recorded as a violation of the consumer's contract.
 type sink struct {
-	mu        sync.Mutex
-	processed map[string]int    // event id -> successful Process calls that contained it
-	decided   map[string]string // event id -> commission
-	dead      map[string]string // event id -> reason
-	orderIDs  map[string]string // event id -> order id ("" when unreadable)
+	cfg          stream.Config
+	mu           sync.Mutex
+	processed    map[string]int    // event id -> successful Process calls that contained it
+	decided      map[string]string // event id -> commission
+	dead         map[string]string // event id -> reason
+	orderIDs     map[string]string // event id -> order id ("" when unreadable)
+	epoch        map[int]uint64    // partition -> epoch of its latest Acquire
+	last         map[int]uint64    // partition -> last stream sequence committed
+	commits      map[int][]uint64  // partition -> epochs of its committed batches, in commit order
+	perPartition map[int]int       // partition -> events committed
+	refused      []stream.Partition
+	problems     []string // contract violations
 }
 
-func newSink() *sink {
-	return &sink{processed: map[string]int{}, decided: map[string]string{}, dead: map[string]string{}, orderIDs: map[string]string{}}
+func newSink(cfg stream.Config) *sink {
+	return &sink{cfg: cfg, processed: map[string]int{}, decided: map[string]string{}, dead: map[string]string{},
+		orderIDs: map[string]string{}, epoch: map[int]uint64{}, last: map[int]uint64{}, commits: map[int][]uint64{},
+		perPartition: map[int]int{}}
 }
 
 func (s *sink) count() int {
@@ -137,24 +153,119 @@ func (s *sink) count() int {
 	return len(s.processed)
 }
 
-// engineProcessor decides with the real engine and "stores" into a sink. fail, when set, is
-// asked first and makes the whole batch fail (the store is down).
+// acquire records p's epoch as the partition's fence and returns its last sequence.
+func (s *sink) acquire(p stream.Partition) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.Epoch <= s.epoch[p.Index] {
+		return 0, fmt.Errorf("acquiring partition %d at epoch %d, after epoch %d: %w", p.Index, p.Epoch, s.epoch[p.Index], stream.ErrNotOwner)
+	}
+	s.epoch[p.Index] = p.Epoch
+	return s.last[p.Index], nil
+}
+
+// commit stores a decided batch, unless a later owner has acquired the partition.
+func (s *sink) commit(p stream.Partition, results []engine.Result) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.Epoch != s.epoch[p.Index] {
+		s.refused = append(s.refused, p)
+		return fmt.Errorf("partition %d: epoch %d, the fence is at %d: %w", p.Index, p.Epoch, s.epoch[p.Index], stream.ErrNotOwner)
+	}
+	for i := range results {
+		r := &results[i]
+		if n, _, _, err := s.cfg.ParseSubject(r.Event.Subject); err != nil || n != p.Index {
+			s.problems = append(s.problems, fmt.Sprintf("partition %d got event seq %d on %s (%v)", p.Index, r.Event.StreamSeq, r.Event.Subject, err))
+		}
+		if r.Event.StreamSeq <= s.last[p.Index] {
+			s.problems = append(s.problems, fmt.Sprintf("partition %d: event seq %d after seq %d", p.Index, r.Event.StreamSeq, s.last[p.Index]))
+		}
+		s.last[p.Index] = max(s.last[p.Index], r.Event.StreamSeq)
+		s.processed[r.Event.ID]++
+		s.orderIDs[r.Event.ID] = r.OrderID()
+		if r.Err != nil {
+			s.dead[r.Event.ID] = r.Err.Error()
+		} else {
+			s.decided[r.Event.ID] = r.Decision.Commission.Text('f')
+		}
+	}
+	s.commits[p.Index] = append(s.commits[p.Index], p.Epoch)
+	s.perPartition[p.Index] += len(results)
+	return nil
+}
+
+// check fails the test on any contract violation, and on any event processed more than once.
+func (s *sink) check(t testing.TB) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range s.problems {
+		if i == 10 {
+			t.Errorf("… %d problems in all", len(s.problems))
+			break
+		}
+		t.Error(p)
+	}
+	for id, k := range s.processed {
+		if k != 1 {
+			t.Errorf("event %s: processed %d times, want 1", id, k)
+		}
+	}
+}
+
+// engineProcessor decides with the real engine and "stores" into a sink. before, when set, is
+// called first (e.g. to block); fail, when set, is asked next and makes the whole batch fail
+// (the store is down).
 type engineProcessor struct {
 	eng    *engine.Engine
-	sink   *sink // nil: a no-op store
-	fail   func(batch []engine.Event) error
-	before func(batch []engine.Event) // called first, e.g. to block
+	sink   *sink // nil: a no-op store with no fence
+	fail   func(p stream.Partition, batch []engine.Event) error
+	before func(p stream.Partition, batch []engine.Event)
 	pool   sync.Pool
+
+	mu       sync.Mutex
+	acquired []stream.Partition
+	released []stream.Partition
+	calls    map[int]int // partition -> Process calls
 }
 
 var _ stream.Processor = (*engineProcessor)(nil)
 
-func (p *engineProcessor) Process(ctx context.Context, batch []engine.Event) (stream.BatchOutcome, error) {
+func (p *engineProcessor) Acquire(_ context.Context, part stream.Partition) (uint64, error) {
+	p.mu.Lock()
+	p.acquired = append(p.acquired, part)
+	p.mu.Unlock()
+	if p.sink == nil {
+		return 0, nil
+	}
+	return p.sink.acquire(part)
+}
+
+func (p *engineProcessor) Release(part stream.Partition) {
+	p.mu.Lock()
+	p.released = append(p.released, part)
+	p.mu.Unlock()
+}
+
+// processCalls is how many times Process was called for partition n.
+func (p *engineProcessor) processCalls(n int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls[n]
+}
+
+func (p *engineProcessor) Process(ctx context.Context, part stream.Partition, batch []engine.Event) (stream.BatchOutcome, error) {
+	p.mu.Lock()
+	if p.calls == nil {
+		p.calls = map[int]int{}
+	}
+	p.calls[part.Index]++
+	p.mu.Unlock()
 	if p.before != nil {
-		p.before(batch)
+		p.before(part, batch)
 	}
 	if p.fail != nil {
-		if err := p.fail(batch); err != nil {
+		if err := p.fail(part, batch); err != nil {
 			return stream.BatchOutcome{}, err
 		}
 	}
@@ -163,43 +274,70 @@ func (p *engineProcessor) Process(ctx context.Context, batch []engine.Event) (st
 		buf = new([]engine.Result)
 	}
 	results := p.eng.DecideEvents(ctx, batch, (*buf)[:0])
+	defer func() {
+		clear(results) // drop references to the batch's bytes
+		*buf = results[:0]
+		p.pool.Put(buf)
+	}()
 	var out stream.BatchOutcome
 	for i := range results {
 		if results[i].Err != nil {
 			out.Dead = append(out.Dead, stream.DeadLetter{Index: i, Reason: results[i].Err.Error()})
 		}
 	}
-	if s := p.sink; s != nil {
-		s.mu.Lock()
-		for i := range results {
-			r := &results[i]
-			s.processed[r.Event.ID]++
-			s.orderIDs[r.Event.ID] = r.OrderID()
-			if r.Err != nil {
-				s.dead[r.Event.ID] = r.Err.Error()
-			} else {
-				s.decided[r.Event.ID] = r.Decision.Commission.Text('f')
-			}
+	if p.sink != nil {
+		if err := p.sink.commit(part, results); err != nil {
+			return stream.BatchOutcome{}, err
 		}
-		s.mu.Unlock()
 	}
-	clear(results) // drop references to the batch's bytes
-	*buf = results[:0]
-	p.pool.Put(buf)
 	return out, nil
 }
 
 var errStoreDown = errors.New("store unavailable")
 
-// newConsumer creates a consumer on the broker's durable with its own connection.
+// newConsumer creates a consumer of the broker's stream with its own connection (another
+// "process"). Its log is shown when the test fails.
 func newConsumer(t testing.TB, b *broker, p stream.Processor, obs stream.Observer) *stream.Consumer {
 	t.Helper()
 	_, js := connect(t, b.cfg)
-	c, err := stream.NewConsumer(context.Background(), js, b.cfg, p, obs)
+	return newConsumerOn(t, js, b.cfg, p, obs)
+}
+
+func newConsumerOn(t testing.TB, js jetstream.JetStream, cfg stream.Config, p stream.Processor, obs stream.Observer) *stream.Consumer {
+	t.Helper()
+	c, err := stream.NewConsumer(context.Background(), js, cfg, p, obs, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// testLogger collects a log that is printed when the test fails.
+func testLogger(t testing.TB) *slog.Logger {
+	buf := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("consumer log:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // run starts c.Run; the returned stop cancels it and returns Run's error. The test fails if
@@ -244,16 +382,40 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 	}
 }
 
-// waitSettled waits until the durable consumer has nothing pending and nothing unacked.
-func waitSettled(t testing.TB, c *stream.Consumer) {
+// waitSettled waits until the partition consumers have settled every event in the stream.
+func waitSettled(t testing.TB, b *broker) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "the consumer to have nothing pending and nothing unacked", func() (bool, string) {
-		info, err := c.Info(context.Background())
+	waitFor(t, 30*time.Second, "the partition consumers to settle every event", func() (bool, string) {
+		ok, err := stream.Settled(context.Background(), b.js, b.cfg, 0)
 		if err != nil {
 			return false, err.Error()
 		}
-		return stream.Settled(info, 0),
-			fmt.Sprintf("NumPending %d, NumAckPending %d", info.NumPending, info.NumAckPending)
+		return ok, "not settled"
+	})
+}
+
+// waitOwned waits until the consumers own every partition between them, each exactly once,
+// each consumer at least min of them.
+func waitOwned(t testing.TB, b *broker, min int, cs ...*stream.Consumer) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "every partition owned once", func() (bool, string) {
+		owner := map[int]int{}
+		var counts []int
+		for i, c := range cs {
+			owned := c.Owned()
+			counts = append(counts, len(owned))
+			for _, p := range owned {
+				if j, dup := owner[p.Index]; dup {
+					t.Fatalf("partition %d owned by consumers %d and %d at once", p.Index, j, i)
+				}
+				owner[p.Index] = i
+			}
+		}
+		ok := len(owner) == b.cfg.Partitions
+		for _, n := range counts {
+			ok = ok && n >= min
+		}
+		return ok, fmt.Sprintf("owned per consumer %v", counts)
 	})
 }
 

@@ -6,9 +6,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,16 +19,21 @@ import (
 // Publisher publishes order events (one JSON object each) to the stream. It is safe for
 // concurrent use.
 //
-// Each event goes to <prefix>.<program> with the header
+// Each event goes to its (program, affiliate) subject, Config.OrderSubject —
+// <prefix>.<Token(program)>.<Token(affiliate_id)> — with the header
 //
 //	Nats-Msg-Id: <program>:<order_id>:<first 16 hex digits of SHA-256(raw)>
 //
 // so the stream drops an identical event published again within Config.DuplicateWindow, while
-// a changed event of the same order (a new status, a refund) is a new event. Only program and
-// order_id are read from the JSON, cheaply; nothing is validated here. A line whose program
-// cannot be read (malformed JSON, no program, an escaped or non-token program, or the reserved
-// "dead") still goes to the stream, on <prefix>.unknown, so the consumer reads it and
-// dead-letters it with the engine's reason: nothing a publisher accepted is silently dropped.
+// a changed event of the same order (a new status, a refund) is a new event. Only program,
+// order_id and affiliate_id are read from the JSON, cheaply; nothing is validated here. They
+// are read as the engine reads them (escapes decoded; of a key given twice, the last), so an
+// event's subject names the program and affiliate it is decided for. An id that cannot be read
+// (malformed JSON before it, no such key, not a string, invalid UTF-8) is the empty id, token
+// "~": the event still goes to the stream, the consumer of its partition reads it and the
+// engine dead-letters it: nothing a publisher accepted is silently dropped. In the Nats-Msg-Id
+// only ids written without escapes or control characters appear ("" otherwise), so the header
+// stays one line.
 type Publisher struct {
 	js  jetstream.JetStream
 	cfg Config
@@ -43,16 +50,16 @@ func NewPublisher(js jetstream.JetStream, cfg Config) (*Publisher, error) {
 
 // Message builds the message for an order event: its subject, data and Nats-Msg-Id.
 func (p *Publisher) Message(raw []byte) *nats.Msg {
-	program, orderID := identify(raw)
+	ids := identify(raw)
 	sum := sha256.Sum256(raw)
 	var id []byte
-	id = append(id, program...)
+	id = append(id, ids.program.plain()...)
 	id = append(id, ':')
-	id = append(id, orderID...)
+	id = append(id, ids.orderID.plain()...)
 	id = append(id, ':')
 	id = hex.AppendEncode(id, sum[:8])
 	return &nats.Msg{
-		Subject: p.cfg.prefix() + "." + programToken(program),
+		Subject: p.cfg.OrderSubject(ids.program.value, ids.affiliate.value),
 		Data:    raw,
 		Header:  nats.Header{jetstream.MsgIDHeader: []string{string(id)}},
 	}
@@ -75,8 +82,8 @@ type PublishStats struct {
 	Accepted   int // stored by the stream
 	Duplicates int // dropped by the stream as already published
 	Failed     int // not confirmed stored (an error, a timeout, or ctx cancelled)
-	// LastSeq is the highest stream sequence among the events stored (0 when none): a consumer
-	// has settled all of them once Settled(its info, LastSeq).
+	// LastSeq is the highest stream sequence among the events stored (0 when none): the
+	// partition consumers have settled all of them once Settled(ctx, js, cfg, LastSeq).
 	LastSeq uint64
 }
 
@@ -194,40 +201,100 @@ read:
 	return st, firstErr
 }
 
-// identify reads the top-level "program" and "order_id" string values of a JSON object,
-// stopping as soon as it has both. A value that is missing, not a plain string, or written with
-// escapes or control characters comes back "". It never fails: malformed input just yields
-// what was read before the problem.
-func identify(b []byte) (program, orderID string) {
+// idField is one string value identify read.
+type idField struct {
+	value   string // the decoded string; "" when absent, not a string or unreadable
+	escaped bool   // written with escapes (or control characters): not for the Nats-Msg-Id
+}
+
+// plain is the value as the Nats-Msg-Id shows it: "" when it was written with escapes.
+func (f idField) plain() string {
+	if f.escaped {
+		return ""
+	}
+	return f.value
+}
+
+type identity struct{ program, orderID, affiliate idField }
+
+// identify reads the top-level "program", "order_id" and "affiliate_id" string values of a JSON
+// object as encoding/json (and the engine's decoder) would: escapes decoded, the last of keys
+// given twice. It never fails: malformed input yields what was read before the problem.
+func identify(b []byte) identity {
+	var id identity
 	s := &lite{b: b}
 	if s.ws(); !s.eat('{') {
-		return "", ""
+		return id
 	}
-	haveP, haveO := false, false
-	for !(haveP && haveO) {
+	for {
 		s.ws()
-		key, ok := s.rawString()
+		rawKey, ok := s.rawString()
 		if !ok {
-			return
+			return id
 		}
 		if s.ws(); !s.eat(':') {
-			return
+			return id
 		}
 		s.ws()
-		switch {
-		case !haveP && string(key) == "program":
-			program, haveP = s.plainString(), true
-		case !haveO && string(key) == "order_id":
-			orderID, haveO = s.plainString(), true
+		var f *idField
+		switch key := decodeKey(rawKey); key {
+		case "program":
+			f = &id.program
+		case "order_id":
+			f = &id.orderID
+		case "affiliate_id":
+			f = &id.affiliate
 		}
+		start := s.i
 		if !s.skipValue() {
-			return
+			return id
+		}
+		if f != nil {
+			*f = stringValue(b[start:s.i])
 		}
 		if s.ws(); !s.eat(',') {
-			return
+			return id
 		}
 	}
-	return
+}
+
+// decodeKey returns a key's text, decoding escapes when there are any.
+func decodeKey(raw []byte) string {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw)
+	}
+	var k string
+	if json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &k) != nil {
+		return ""
+	}
+	return k
+}
+
+// stringValue reads one JSON value as an id: a string, decoded; anything else, or a string
+// encoding/json would not return byte for byte (invalid UTF-8, which the engine refuses), is "".
+func stringValue(v []byte) idField {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return idField{}
+	}
+	inner := v[1 : len(v)-1]
+	plain := true
+	for _, c := range inner {
+		if c == '\\' || c < 0x20 {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		if !utf8.Valid(inner) {
+			return idField{escaped: true}
+		}
+		return idField{value: string(inner)}
+	}
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return idField{escaped: true}
+	}
+	return idField{value: s, escaped: true}
 }
 
 // lite is a forgiving JSON walker for identify: it only needs to find top-level keys.
@@ -268,23 +335,6 @@ func (s *lite) rawString() ([]byte, bool) {
 		}
 	}
 	return nil, false
-}
-
-// plainString returns the string value at the cursor without consuming it, or "" when the
-// value is not a string free of escapes and control characters.
-func (s *lite) plainString() string {
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return ""
-	}
-	for j := s.i + 1; j < len(s.b); j++ {
-		switch c := s.b[j]; {
-		case c == '"':
-			return string(s.b[s.i+1 : j])
-		case c == '\\' || c < 0x20:
-			return ""
-		}
-	}
-	return ""
 }
 
 // skipValue consumes one value of any kind.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -166,27 +167,33 @@ func TestPipelineSurvivesSIGKILL(t *testing.T) {
 	})
 	args := []string{"--nats-url", natsCfg.URL, "--data-dir", dataDir, "--http-addr", "", "--policies", policies}
 	env := serveEnv(
-		"COMMISSIONER_NATS__ACK_WAIT=2s", // a killed consumer's batches come back after 2s
+		"COMMISSIONER_NATS__ACK_WAIT=2s",  // a killed consumer's batches come back after 2s
+		"COMMISSIONER_NATS__LEASE_TTL=2s", // and its partitions are taken over about 2s after the kill
 		"COMMISSIONER_NATS__NAK_DELAY=100ms",
 		"COMMISSIONER_NATS__NAK_MAX_DELAY=1s",
 		"COMMISSIONER_WATCH_POLICIES=false",
 	)
 
 	var published atomic.Int64
-	// consumerState reads the durable consumer's state; settled is how many of the events
-	// published so far are neither pending nor awaiting an ack.
-	consumerState := func() (ci *jetstream.ConsumerInfo, settled int64, err error) {
+	// consumerState sums the partition consumers' state; settled is how many of the events
+	// published so far are neither pending nor awaiting an ack (a partition whose consumer the
+	// first serve has not created yet counts as all pending).
+	consumerState := func() (pending, unacked uint64, settled int64, err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		pub := published.Load()
-		c, err := js.Consumer(ctx, natsCfg.Stream, natsCfg.Durable)
+		infos, err := stream.PartitionConsumers(ctx, js, natsCfg)
 		if err != nil {
-			return nil, 0, err // not created yet by the first serve
+			return 0, 0, 0, err
 		}
-		if ci, err = c.Info(ctx); err != nil {
-			return nil, 0, err
+		for _, ci := range infos {
+			if ci == nil {
+				return 0, 0, 0, errors.New("not every partition consumer exists yet")
+			}
+			pending += ci.NumPending
+			unacked += uint64(ci.NumAckPending)
 		}
-		return ci, pub - int64(ci.NumPending) - int64(ci.NumAckPending), nil
+		return pending, unacked, pub - int64(pending) - int64(unacked), nil
 	}
 
 	// The publisher stays at most lead events ahead of the consumer, so publishing goes on
@@ -206,7 +213,7 @@ func TestPipelineSurvivesSIGKILL(t *testing.T) {
 		defer tick.Stop()
 		for start := 0; start < len(lines); start += chunk {
 			for {
-				_, settled, err := consumerState()
+				_, _, settled, err := consumerState()
 				if err == nil && published.Load()-settled <= lead {
 					break
 				}
@@ -243,13 +250,13 @@ func TestPipelineSurvivesSIGKILL(t *testing.T) {
 			if proc.exited() {
 				t.Fatalf("commissioner serve exited on its own: %v", proc.cmd.ProcessState)
 			}
-			_, settled, err := consumerState()
+			_, _, settled, err := consumerState()
 			return err == nil && settled >= threshold, fmt.Sprintf("settled %d, published %d, err %v", settled, published.Load(), err)
 		})
-		ci, settled, _ := consumerState()
+		pending, unacked, settled, _ := consumerState()
 		proc.signal(t, syscall.SIGKILL, 10*time.Second)
-		t.Logf("kill %d at %d settled: %d published, %d pending, %d delivered without ack", k+1, settled, published.Load(), ci.NumPending, ci.NumAckPending)
-		if ci.NumAckPending > 0 {
+		t.Logf("kill %d at %d settled: %d published, %d pending, %d delivered without ack", k+1, settled, published.Load(), pending, unacked)
+		if unacked > 0 {
 			inFlightAtKills++
 		}
 		fmt.Fprintf(log, "\n===== SIGKILL %d; restarting =====\n", k+1)
@@ -271,10 +278,7 @@ func TestPipelineSurvivesSIGKILL(t *testing.T) {
 		if proc.exited() {
 			t.Fatalf("commissioner serve exited on its own: %v", proc.cmd.ProcessState)
 		}
-		return consumerSettled(func(ctx context.Context) (*jetstream.ConsumerInfo, error) {
-			ci, _, err := consumerState()
-			return ci, err
-		}, lastSeq)()
+		return streamSettled(js, natsCfg, lastSeq)()
 	})
 	// A graceful stop ends the last one.
 	proc.signal(t, syscall.SIGTERM, 30*time.Second)

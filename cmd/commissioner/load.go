@@ -34,7 +34,7 @@ func init() { extraCommands = append(extraCommands, newLoadCmd) }
 type loadParams struct {
 	Orders      int
 	BatchSize   int // 0: the configured batch size
-	Workers     int // 0: the configured number
+	Partitions  int // 0: the configured number (the run's stream is its own)
 	BadPerMille int
 	Seed        uint64
 	Concurrency int // publishes awaiting their ack at once
@@ -72,7 +72,7 @@ deleted afterwards unless --keep.`,
 	f := cmd.Flags()
 	f.IntVar(&p.Orders, "orders", p.Orders, "how many orders to publish and decide")
 	f.IntVar(&p.BatchSize, "batch-size", 0, "events per batch (default: the configured nats.batch_size)")
-	f.IntVar(&p.Workers, "workers", 0, "batches processed at once (default: the configured nats.workers)")
+	f.IntVar(&p.Partitions, "partitions", 0, "partitions of the run's stream, processed at once (default: the configured nats.partitions)")
 	f.IntVar(&p.BadPerMille, "bad-per-mille", 0, "malformed or invalid orders per thousand")
 	f.Uint64Var(&p.Seed, "seed", p.Seed, "sample seed")
 	f.IntVar(&p.Concurrency, "publish-concurrency", p.Concurrency, "publishes awaiting their ack at once")
@@ -118,14 +118,14 @@ deleted afterwards unless --keep.`,
 
 func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Writer) (err error) {
 	cfg.WatchPolicies = false
-	if p.BatchSize > 0 || p.Workers > 0 {
+	if p.BatchSize > 0 || p.Partitions > 0 {
 		if p.BatchSize > 0 {
 			cfg.NATS.BatchSize = p.BatchSize
 		}
-		if p.Workers > 0 {
-			cfg.NATS.Workers = p.Workers
+		if p.Partitions > 0 {
+			cfg.NATS.Partitions = p.Partitions
 		}
-		cfg.NATS.MaxAckPending = 0 // derived again from the batch size and workers
+		cfg.NATS.MaxAckPending = 0 // derived again from the batch size
 		cfg.NATS = cfg.NATS.WithDefaults()
 		if err := cfg.NATS.Validate(); err != nil {
 			return usageError{err}
@@ -160,13 +160,10 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 			}
 			defer nc.Close()
 			js, err := jetstream.New(nc)
-			if err == nil {
-				err = js.DeleteStream(context.Background(), cfg.NATS.Stream)
-			}
-			if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			if err != nil {
 				return fmt.Errorf("deleting stream %s: %w", cfg.NATS.Stream, err)
 			}
-			return nil
+			return stream.DeleteStream(context.Background(), js, cfg.NATS) // and its owners bucket
 		})
 	}
 
@@ -191,8 +188,8 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	if cfg.NATS.URL != "" {
 		natsAt = "external server, stream " + cfg.NATS.Stream
 	}
-	fmt.Fprintf(out, "load: %d orders (%d‰ bad), batches of %d, %d workers, GOMAXPROCS %d, load average %s\n",
-		p.Orders, p.BadPerMille, cfg.NATS.BatchSize, cfg.NATS.Workers, runtime.GOMAXPROCS(0), loadAverage())
+	fmt.Fprintf(out, "load: %d orders (%d‰ bad), batches of %d, %d partitions, GOMAXPROCS %d, load average %s\n",
+		p.Orders, p.BadPerMille, cfg.NATS.BatchSize, cfg.NATS.Partitions, runtime.GOMAXPROCS(0), loadAverage())
 	fmt.Fprintf(out, "store: %s\nnats:  %s\n", svc.store, natsAt)
 
 	pub, err := stream.NewPublisher(svc.js, cfg.NATS)
@@ -289,8 +286,7 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	for {
 		st := svc.consumer.Stats()
 		if publishing == nil && st.Acked+st.Termed >= want {
-			info, err := svc.consumer.Info(ctx)
-			if err == nil && stream.Settled(info, lastSeq) {
+			if ok, err := stream.Settled(ctx, svc.js, cfg.NATS, lastSeq); err == nil && ok {
 				break
 			}
 		}
@@ -307,8 +303,14 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 						return err
 					}
 				}
-				if info, err := svc.consumer.Info(ctx); err == nil {
-					backlog = max(backlog, info.NumPending+uint64(info.NumAckPending))
+				if infos, err := stream.PartitionConsumers(ctx, svc.js, cfg.NATS); err == nil {
+					var pending uint64
+					for _, ci := range infos {
+						if ci != nil {
+							pending += ci.NumPending + uint64(ci.NumAckPending)
+						}
+					}
+					backlog = max(backlog, pending)
 				}
 			}
 			fmt.Fprintf(errOut, "load: %d of %d settled after %v\n", settled, max(want, uint64(p.Orders)), time.Since(start).Round(time.Second))
@@ -357,13 +359,14 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	}
 	fmt.Fprintln(out)
 
-	// Where the time went, from the service's own histograms (summed over the workers).
+	// Where the time went, from the service's own histograms (summed over the partitions, each
+	// processed by its own worker).
 	sums := metricSums(svc)
 	if n := sums["commissioner_batch_seconds_count"]; n > 0 {
-		fmt.Fprintf(out, "per batch (mean of %.0f): %.1f ms in all, %.1f ms decode+evaluate, %.1f ms store; busy %.0f%% of the wall time per worker\n",
+		fmt.Fprintf(out, "per batch (mean of %.0f): %.1f ms in all, %.1f ms decode+evaluate, %.1f ms store; busy %.0f%% of the wall time per partition\n",
 			n, 1000*sums["commissioner_batch_seconds_sum"]/n,
 			1000*sums["commissioner_batch_evaluation_seconds_sum"]/n, 1000*sums["commissioner_batch_store_seconds_sum"]/n,
-			100*sums["commissioner_batch_seconds_sum"]/float64(cfg.NATS.Workers)/took.Seconds())
+			100*sums["commissioner_batch_seconds_sum"]/float64(cfg.NATS.Partitions)/took.Seconds())
 	}
 	var decisions, dead int64
 	db := svc.store.DB()

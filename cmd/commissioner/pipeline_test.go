@@ -141,28 +141,59 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() (bo
 	}
 }
 
-// consumerSettled is a condition: the durable consumer has settled every event up to stream
-// sequence upTo (0: whatever it has seen) and has nothing pending or unacknowledged
-// (stream.Settled: right after a publish, NumPending alone can still read 0).
-func consumerSettled(info func(context.Context) (*jetstream.ConsumerInfo, error), upTo uint64) func() (bool, string) {
+// streamSettled is a condition: the partition consumers have settled every event up to stream
+// sequence upTo (0: every event in the stream now; stream.Settled: right after a publish,
+// NumPending alone can still read 0).
+func streamSettled(js jetstream.JetStream, cfg stream.Config, upTo uint64) func() (bool, string) {
 	return func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		ci, err := info(ctx)
+		ok, err := stream.Settled(ctx, js, cfg, upTo)
 		if err != nil {
-			return false, fmt.Sprintf("consumer info: %v", err)
+			return false, fmt.Sprintf("settled: %v", err)
 		}
-		return stream.Settled(ci, upTo),
-			fmt.Sprintf("num_pending %d, num_ack_pending %d, ack floor at stream sequence %d of %d, redelivered %d",
-				ci.NumPending, ci.NumAckPending, ci.AckFloor.Stream, upTo, ci.NumRedelivered)
+		return ok, fmt.Sprintf("not settled up to stream sequence %d; partitions: %s", upTo, partitionState(ctx, js, cfg))
 	}
 }
 
-// waitSettledService waits until the service's consumer has settled every event up to stream
-// sequence upTo (what publishAll returned) and everything else it has seen.
+// partitionState describes each partition consumer's ack floor and backlog, for failure reports.
+func partitionState(ctx context.Context, js jetstream.JetStream, cfg stream.Config) string {
+	infos, err := stream.PartitionConsumers(ctx, js, cfg)
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for n, ci := range infos {
+		if ci == nil {
+			fmt.Fprintf(&b, " p%d: none", n)
+			continue
+		}
+		fmt.Fprintf(&b, " p%d: floor %d, pending %d, unacked %d", n, ci.AckFloor.Stream, ci.NumPending, ci.NumAckPending)
+	}
+	return b.String()
+}
+
+// waitSettledService waits until the partition consumers have settled every event up to stream
+// sequence upTo (what publishAll returned).
 func waitSettledService(t testing.TB, r *runningService, upTo uint64, timeout time.Duration) {
 	t.Helper()
-	waitUntil(t, timeout, "the consumer to settle", consumerSettled(r.consumer.Info, upTo))
+	waitUntil(t, timeout, "the partitions to settle", streamSettled(r.js, r.cfg.NATS, upTo))
+}
+
+// waitSharing waits until the services own every partition between them and each owns some:
+// before publishing, so that every one of them gets work.
+func waitSharing(t testing.TB, svcs ...*runningService) {
+	t.Helper()
+	waitUntil(t, time.Minute, "the services to share the partitions", func() (bool, string) {
+		owned, parts := 0, svcs[0].cfg.NATS.Partitions
+		var counts []int
+		for _, s := range svcs {
+			n := len(s.consumer.Owned())
+			counts = append(counts, n)
+			owned += n
+		}
+		return owned == parts && !slices.Contains(counts, 0), fmt.Sprintf("owned per service %v of %d", counts, parts)
+	})
 }
 
 // publishAll publishes the lines, fails unless every one was accepted, and returns the stream
@@ -322,6 +353,7 @@ func expect(t testing.TB, cfg stream.Config, policies string, lines [][]byte) ex
 	eng := engine.New(set)
 	prefix := strings.TrimSuffix(cfg.WithDefaults().Subjects, ">")
 	want := expectation{decided: map[string]bool{}, dead: map[string]deadWant{}}
+	// <prefix>.<program token>.<affiliate token> → <prefix>.dead.<program token>.<affiliate token>
 	var results []engine.Result
 	for _, line := range lines {
 		m := pub.Message(line)
@@ -329,7 +361,7 @@ func expect(t testing.TB, cfg stream.Config, policies string, lines [][]byte) ex
 		results = eng.DecideEvents(context.Background(), []engine.Event{{ID: id, Subject: m.Subject, Raw: line}}, results[:0])
 		if r := results[0]; r.Err != nil {
 			want.dead[id] = deadWant{reason: r.Err.Error(), kind: engine.ErrorKind(r.Err),
-				subject: cfg.DeadSubject(strings.TrimPrefix(m.Subject, prefix))}
+				subject: prefix + "dead." + strings.TrimPrefix(m.Subject, prefix)}
 		} else {
 			want.decided[id] = true
 		}
@@ -504,7 +536,8 @@ func verifyDeadLetterMessages(t testing.TB, js jetstream.JetStream, cfg stream.C
 
 // TestPipelineDeadLettersBadInput: 1 000 bad events of every kind mixed among 4 000 valid ones.
 // Every bad one becomes a dead letter with the engine's reason, in the store and on
-// orders.dead.<…>; every valid one is decided exactly once; the consumer settles.
+// orders.dead.<program>.<affiliate>; every valid one is decided exactly once; the partitions
+// settle.
 func TestPipelineDeadLettersBadInput(t *testing.T) {
 	cfg := pipelineConfig(t)
 	good := sampleLines(t, 4000, 11, "2025-10")
@@ -539,8 +572,8 @@ func TestPipelineDeadLettersBadInput(t *testing.T) {
 	}
 }
 
-// TestPipelineScaleOut: two services share the durable consumer on one stream (a NATS server
-// the test runs) and one SQLite file: each event is decided once, and both did some of the work.
+// TestPipelineScaleOut: two services share the partitions of one stream (a NATS server the test
+// runs) and one SQLite file: each event is decided once, and both did some of the work.
 func TestPipelineScaleOut(t *testing.T) {
 	natsCfg := stream.Config{DataDir: t.TempDir()}
 	emb, err := stream.StartEmbedded(context.Background(), natsCfg)
@@ -557,10 +590,11 @@ func TestPipelineScaleOut(t *testing.T) {
 	for range 2 {
 		cfg := pipelineConfig(t)
 		cfg.NATS.URL = emb.ClientURL()
-		cfg.NATS.BatchSize = 250 // smaller batches: the two consumers take turns sooner
+		cfg.NATS.BatchSize = 250
 		cfg.Store.DSN = dsn
 		svcs = append(svcs, startRunning(t, cfg))
 	}
+	waitSharing(t, svcs...)
 	lines := mix(sampleLines(t, 6000, 21, "2025-10"), badOrderLines(100), 22)
 	want := expect(t, svcs[0].cfg.NATS, svcs[0].cfg.Policies, lines)
 	last := publishAll(t, svcs[0].js, svcs[0].cfg.NATS, lines)

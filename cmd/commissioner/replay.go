@@ -74,8 +74,8 @@ source, parameters, summary) in the replay_runs table for audit.
 Orders decided with the very version that recorded them must reproduce exactly; any difference
 is drift, listed in the report, and replay exits with status 3.
 
---source stream reads the events from the NATS stream's history (an ordered consumer over
-orders.*) instead of the store; recorded decisions still come from the store, by event id.
+--source stream reads the events from the NATS stream's history (an ordered consumer over every
+partition's stored events, orders.p.>, in stream order) instead of the store; recorded decisions still come from the store, by event id.
 --from and --to take RFC 3339 times, dates (2025-10-01) or months (2025-10), in UTC; --to is exclusive.`,
 		Args: cobra.NoArgs,
 	}

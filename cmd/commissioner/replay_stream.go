@@ -1,9 +1,10 @@
 package main
 
 // replay --source stream: the order events come from the NATS stream's history instead of the
-// store. An ordered ephemeral consumer reads the ORDERS stream from the start, filtered to
-// order subjects (orders.*, or orders.<program>); the recorded decisions are looked up in the
-// store by event id, a batch at a time.
+// store. An ordered ephemeral consumer reads the ORDERS stream from the start, in stream order
+// across all partitions, filtered to the stored order events (orders.p.*.*.*, or one program's,
+// orders.p.*.<program>.*; dead letters are not read); the recorded decisions are looked up in
+// the store by event id, a batch at a time.
 
 import (
 	"context"
@@ -67,12 +68,9 @@ func openStreamHistory(ctx context.Context, cfg Config, st *store.Store, f store
 	return &streamHistory{js: js, cfg: cfg.NATS.WithDefaults(), store: st, filter: f, batch: 512}, closeAll, nil
 }
 
-// subject is the consumer's filter: one program's subject, or every order subject.
+// subject is the consumer's filter: one program's stored events, or every stored order event.
 func (h *streamHistory) subject() string {
-	if h.filter.Program != "" {
-		return h.cfg.OrderSubject(h.filter.Program)
-	}
-	return h.cfg.ConsumeSubject()
+	return h.cfg.EventsFilter(h.filter.Program)
 }
 
 // each reads every message on the subject from the start of the stream, in stream order, and

@@ -27,11 +27,14 @@ func newServeCmd(s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Consume order events from NATS JetStream, decide them, store every decision",
-		Long: `Consumes order events from the ORDERS stream (orders.<program>), decides each with the policy
-version in force at its placed_at, stores event and decision in one transaction per batch, and
-acks only after the commit. Malformed or undecidable events are dead-lettered (table and
-orders.dead.<program>). SIGHUP or a change in the policy directory reloads the policies; a set
-that fails its check or tests is refused. SIGINT/SIGTERM finish the batch in flight and stop.
+		Long: `Consumes order events from the ORDERS stream (published on orders.<program>.<affiliate>, stored in
+partitions keyed by program and affiliate), decides each with the policy version in force at its
+placed_at, stores event and decision in one transaction per batch, and acks only after the
+commit. Several serve processes on one stream share the partitions (one owner each, leases in
+NATS KV); a dead one's partitions are taken over once its leases expire. Malformed or
+undecidable events are dead-lettered (table and orders.dead.<program>.<affiliate>). SIGHUP or a
+change in the policy directory reloads the policies; a set that fails its check or tests is
+refused. SIGINT/SIGTERM finish the batches in flight, release the partitions and stop.
 With no NATS URL an embedded server runs on the data directory; with no DSN, SQLite.`,
 		Args: cobra.NoArgs,
 	}
@@ -60,10 +63,10 @@ func newPublishCmd(s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "publish FILE",
 		Short: "Publish order events (JSON lines; - for standard input) to the ORDERS stream",
-		Long: `Publishes each line as an order event on orders.<program> with a Nats-Msg-Id derived from the
-program, order id and content, so re-publishing the same file is dropped by the stream. With no
-NATS URL it publishes to the embedded server of a running 'commissioner serve' on the same data
-directory.`,
+		Long: `Publishes each line as an order event on orders.<program>.<affiliate> (ids that are not plain
+tokens escaped: see the README) with a Nats-Msg-Id derived from the program, order id and
+content, so re-publishing the same file is dropped by the stream. With no NATS URL it publishes
+to the embedded server of a running 'commissioner serve' on the same data directory.`,
 		Args: cobra.ExactArgs(1),
 	}
 	cf := addConfigFlags(cmd)
@@ -203,14 +206,13 @@ func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Write
 	return <-done
 }
 
-// waitSettled waits until the durable consumer has settled every event up to stream sequence
-// upTo and has nothing else pending or unacknowledged (stream.Settled).
+// waitSettled waits until the partition consumers have settled every event up to stream
+// sequence upTo (stream.Settled).
 func waitSettled(ctx context.Context, svc *service, done <-chan error, upTo uint64) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		info, err := svc.consumer.Info(ctx)
-		if err == nil && stream.Settled(info, upTo) {
+		if ok, err := stream.Settled(ctx, svc.js, svc.cfg.NATS, upTo); err == nil && ok {
 			return nil
 		}
 		select {

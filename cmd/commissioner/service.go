@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -83,7 +82,7 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 	if _, err = stream.EnsureStream(ctx, s.js, cfg.NATS); err != nil {
 		return nil, err
 	}
-	if s.consumer, err = stream.NewConsumer(ctx, s.js, cfg.NATS, &processor{svc: s}, s.metrics); err != nil {
+	if s.consumer, err = stream.NewConsumer(ctx, s.js, cfg.NATS, newProcessor(s), streamObserver{s.metrics}, log); err != nil {
 		return nil, err
 	}
 	if cfg.HTTP.Addr != "" {
@@ -137,6 +136,14 @@ func (s *service) close() {
 	}
 }
 
+// streamObserver feeds the stream consumer's counts to the metrics.
+type streamObserver struct{ *httpapi.Metrics }
+
+var _ stream.Observer = streamObserver{}
+
+func (o streamObserver) Acquired(stream.Partition)    { o.PartitionAcquired() }
+func (o streamObserver) Lost(stream.Partition, error) { o.PartitionLost() }
+
 // ready reports whether the service can work: NATS connected and the store answering.
 func (s *service) ready(ctx context.Context) error {
 	if s.nc == nil || !s.nc.IsConnected() {
@@ -146,54 +153,6 @@ func (s *service) ready(ctx context.Context) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	return nil
-}
-
-// processor decides a batch with the current engine and stores it in one transaction.
-type processor struct {
-	svc *service
-	// Until the stream is partitioned, every batch is one partition's (0): batches are written one
-	// at a time, continuing its chain.
-	mu     sync.Mutex
-	writer *engine.PartitionWriter
-}
-
-var _ stream.Processor = (*processor)(nil)
-
-// Process decodes, decides and stores the batch (engine.PartitionWriter: one history read, one
-// pass, one write).
-func (p *processor) Process(ctx context.Context, batch []engine.Event) (stream.BatchOutcome, error) {
-	m := p.svc.metrics
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.writer == nil {
-		w, err := engine.ClaimPartition(ctx, p.svc.store, 0, uint64(time.Now().UnixMicro()))
-		if err != nil {
-			return stream.BatchOutcome{}, err
-		}
-		p.writer = w
-	}
-	start := time.Now()
-	w, err := p.writer.Write(ctx, p.svc.engine.Load(), batch)
-	if err != nil {
-		if errors.Is(err, engine.ErrFenced) {
-			p.writer = nil
-		}
-		return stream.BatchOutcome{}, err
-	}
-	m.Stored(time.Since(start))
-	var out stream.BatchOutcome
-	for _, d := range w.Dead {
-		out.Dead = append(out.Dead, stream.DeadLetter{Index: d.Result, Reason: d.Reason})
-		m.DeadLettered(d.Kind, 1)
-	}
-	decided := map[[2]string]int{}
-	for _, d := range w.Decisions {
-		decided[[2]string{d.Program, fmt.Sprint(d.Qualified)}]++
-	}
-	for k, n := range decided {
-		m.Decided(k[0], k[1] == "true", n)
-	}
-	return out, nil
 }
 
 // verifiedPolicies loads a policy directory and refuses it unless it passes `policy check`

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/commissioner/commissioner/adapters/stream"
+	"github.com/commissioner/commissioner/engine"
+)
+
+// processor is the stream consumer's Processor: for each partition this process owns, an
+// engine.PartitionWriter that decides its batches with the current engine and stores each in one
+// fenced transaction.
+type processor struct {
+	svc *service
+
+	mu      sync.Mutex
+	writers map[int]*engine.PartitionWriter // by partition, for the epoch that claimed it
+}
+
+var _ stream.Processor = (*processor)(nil)
+
+func newProcessor(svc *service) *processor {
+	return &processor{svc: svc, writers: map[int]*engine.PartitionWriter{}}
+}
+
+// notOwner marks a fenced error as the consumer's ErrNotOwner: give the partition up.
+func notOwner(err error) error {
+	if errors.Is(err, engine.ErrFenced) {
+		return fmt.Errorf("%w: %w", stream.ErrNotOwner, err)
+	}
+	return err
+}
+
+// Acquire claims the partition in the store for the lease's epoch (an older owner's writes fail
+// from now on) and returns the stream sequence its chain reached: the consumer resumes after it.
+func (p *processor) Acquire(ctx context.Context, part stream.Partition) (uint64, error) {
+	w, err := engine.ClaimPartition(ctx, p.svc.store, part.Index, part.Epoch)
+	if err != nil {
+		return 0, notOwner(err)
+	}
+	w.Check = p.routedHere
+	p.mu.Lock()
+	p.writers[part.Index] = w
+	p.mu.Unlock()
+	return w.Head().LastStreamSeq, nil
+}
+
+// Process decides and stores one batch of the partition's events: one history read, one pass
+// through the engine, one write.
+func (p *processor) Process(ctx context.Context, part stream.Partition, batch []engine.Event) (stream.BatchOutcome, error) {
+	p.mu.Lock()
+	w := p.writers[part.Index]
+	p.mu.Unlock()
+	if w == nil || w.Head().Epoch != part.Epoch {
+		return stream.BatchOutcome{}, fmt.Errorf("%w: partition %d epoch %d was not acquired here", stream.ErrNotOwner, part.Index, part.Epoch)
+	}
+	m := p.svc.metrics
+	start := time.Now()
+	b, err := w.Write(ctx, p.svc.engine.Load(), batch)
+	if err != nil {
+		return stream.BatchOutcome{}, notOwner(err)
+	}
+	m.Stored(time.Since(start))
+	var out stream.BatchOutcome
+	for _, d := range b.Dead {
+		out.Dead = append(out.Dead, stream.DeadLetter{Index: d.Result, Reason: d.Reason})
+		m.DeadLettered(d.Kind, 1)
+	}
+	decided := map[[2]string]int{}
+	for _, d := range b.Decisions {
+		decided[[2]string{d.Program, fmt.Sprint(d.Qualified)}]++
+	}
+	for k, n := range decided {
+		m.Decided(k[0], k[1] == "true", n)
+	}
+	return out, nil
+}
+
+// routedHere refuses an event whose body names another program or affiliate than the subject it
+// was published on: the subject chose its partition, so deciding it here could let two owners
+// write one affiliate's orders. (An order whose later events name another affiliate is fine:
+// each event is published on its own affiliate's subject.)
+func (p *processor) routedHere(ev *engine.Event, o *engine.Order) error {
+	_, program, affiliate, err := p.svc.cfg.NATS.ParseSubject(ev.Subject)
+	switch {
+	case err != nil:
+		return fmt.Errorf("subject %q: %v", ev.Subject, err)
+	case program != o.Program || affiliate != o.AffiliateID:
+		return fmt.Errorf("the event was published on %s (program %q, affiliate %q) but names program %q, affiliate %q: "+
+			"publish each order event on %s", ev.Subject, program, affiliate, o.Program, o.AffiliateID,
+			p.svc.cfg.NATS.OrderSubject(o.Program, o.AffiliateID))
+	}
+	return nil
+}
+
+// Release forgets the partition's writer (a later Acquire claims it again).
+func (p *processor) Release(part stream.Partition) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w := p.writers[part.Index]; w != nil && w.Head().Epoch == part.Epoch {
+		delete(p.writers, part.Index)
+	}
+}
