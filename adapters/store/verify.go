@@ -612,7 +612,8 @@ func checkOrder(ctx context.Context, a *Auditor, og *orderGroup) error {
 	}
 	for id, ls := range ledgerOf {
 		og.findings = append(og.findings, Finding{Kind: FindingLedger, Program: og.program, Leaf: -1, OrderID: og.orderID, DecisionID: id,
-			Detail: fmt.Sprintf("%d ledger entries (first id %d) name decision %d, which is not a decision of this order: they were added outside the pipeline", len(ls), ls[0].id, id)})
+			Detail: fmt.Sprintf("ledger entries %s name decision %d, which is not among the order's stored decisions: it was deleted, or they were added outside the pipeline",
+				ledgerIDs(ls), id)})
 	}
 	if bookable {
 		want, has := book.State(key)
@@ -622,6 +623,14 @@ func checkOrder(ctx context.Context, a *Auditor, og *orderGroup) error {
 		}
 	}
 	return nil
+}
+
+func ledgerIDs(ls []storedLedger) string {
+	ids := make([]string, len(ls))
+	for i, l := range ls {
+		ids[i] = strconv.FormatInt(l.id, 10)
+	}
+	return strings.Join(ids, ", ")
 }
 
 func ledgerDiffs(want []engine.LedgerEntry, got []storedLedger) []FieldDiff {
@@ -839,7 +848,7 @@ func (s *Store) verifyPartition(ctx context.Context, rep *PartitionReport, emit 
 				emit(f)
 			case l.leaf > want:
 				f.Kind, f.Leaf, f.DecisionID, f.EventID, f.OrderID = FindingMissing, int(want), 0, "", ""
-				f.Detail = fmt.Sprintf("leaves %d–%d of batch %d are missing: their rows were deleted", want, l.leaf-1, b.seq)
+				f.Detail = leafRange(want, l.leaf-1, b.seq, b.leaves)
 				emit(f)
 			}
 			if l.dead {
@@ -862,7 +871,7 @@ func (s *Store) verifyPartition(ctx context.Context, rep *PartitionReport, emit 
 		if want < b.leaves {
 			f := batch
 			f.Kind, f.Leaf = FindingMissing, int(want)
-			f.Detail = fmt.Sprintf("leaves %d–%d of batch %d (of %d) are missing: their rows were deleted", want, b.leaves-1, b.seq, b.leaves)
+			f.Detail = leafRange(want, b.leaves-1, b.seq, b.leaves)
 			emit(f)
 		}
 		if root := engine.MerkleRoot(leaves); root.String() != b.root {
@@ -899,6 +908,14 @@ func (s *Store) verifyPartition(ctx context.Context, rep *PartitionReport, emit 
 			Detail: fmt.Sprintf("the partition's head hash %s is not the last batch's hash %s", short(rep.Head.Hash.String()), short(rep.LastHash))})
 	}
 	return nil
+}
+
+// leafRange says which leaves of a batch are missing.
+func leafRange(from, to, batch, leaves int64) string {
+	if from == to {
+		return fmt.Sprintf("leaf %d of batch %d (of %d leaves) is missing: its row was deleted", from, batch, leaves)
+	}
+	return fmt.Sprintf("leaves %d–%d of batch %d (of %d leaves) are missing: their rows were deleted", from, to, batch, leaves)
 }
 
 // short abbreviates a hash for messages.

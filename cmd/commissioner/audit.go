@@ -214,6 +214,7 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 			fmt.Fprintf(out, "decisions: %d of %d (%d orders) re-run with their recorded policy versions reproduce exactly, "+
 				"leaf hash, ledger entries and order state included\n", rep.Reproduced, rep.Decisions, rep.Orders)
 		}
+		clean := len(rep.Partitions) > 0
 		for _, c := range rep.Partitions {
 			fmt.Fprintf(out, "partition %d: %d batches, %d leaves", c.Partition, c.Batches, c.Leaves)
 			if c.HasHead {
@@ -222,14 +223,17 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 				fmt.Fprintf(out, ", no head row\n")
 			}
 			if c.First == nil {
-				fmt.Fprintf(out, "  every batch links to the one before, its leaves hash to its root, nothing beyond the head\n")
 				continue
 			}
+			clean = false
 			fmt.Fprintf(out, "  %s; the first: %s", plural(c.Findings, "finding"), c.First.Kind)
 			if p := c.First.Place(); p != "" {
 				fmt.Fprintf(out, " at %s", p)
 			}
 			fmt.Fprintln(out)
+		}
+		if clean {
+			fmt.Fprintf(out, "chains: in every partition each batch links to the one before, its leaves hash to its root, nothing beyond the head\n")
 		}
 		rate := ""
 		if took > 0 && rows > 0 {

@@ -156,13 +156,18 @@ func writeExplained(w io.Writer, x store.Explained) {
 		field("commission", "%s %s (rounding %s)", d.Currency, d.Commission.Text('f'), d.Rounding)
 	}
 	field("chain", "partition %d batch %d leaf %d, leaf hash %s", d.Partition, d.BatchSeq, d.Leaf, d.LeafHash)
+	if in := x.Inclusion; in != nil && in.Batch.Hash != "" {
+		prev := in.Batch.Prev
+		if prev == engine.GenesisHash.String() {
+			prev = "none (the partition's first)"
+		}
+		field("batch", "%d leaves, root %s, hash %s, after %s", in.Batch.Leaves, in.Batch.Root, in.Batch.Hash, prev)
+	}
 	if in := x.Inclusion; in != nil && in.Verified {
-		field("inclusion", "verified: %d sibling hashes lead from the leaf to batch root %s (batch of %d leaves, hash %s, after %s)",
-			len(in.Path), in.Batch.Root, in.Batch.Leaves, in.Batch.Hash, in.Batch.Prev)
+		field("inclusion", "verified: the leaf and %d sibling hashes give the batch's root (RFC 6962)", len(in.Path))
 	} else if in != nil {
 		fmt.Fprintf(w, "\n  !! NOT INCLUDED: the decision's leaf is not proven in its batch's root: %s\n", in.Err)
 	}
-
 	rc := &x.Recheck
 	switch {
 	case rc.Err != nil:
@@ -195,8 +200,15 @@ func writeExplained(w io.Writer, x store.Explained) {
 	case !rc.LeafOK:
 		fmt.Fprintf(w, "\n  !! LEAF MISMATCH: the decision reproduces, but its leaf hash does not cover it with what it booked (the hash, the ledger or the order's decisions were changed, or the row forged)\n")
 	default:
-		field("check", "reproduced: deciding the stored event again with v%d gives exactly this decision; its leaf hash covers it and the %d ledger entries it booked",
-			d.PolicyVersion, len(rc.Ledger))
+		booked := fmt.Sprintf("the %d ledger entries it booked", len(rc.Ledger))
+		switch len(rc.Ledger) {
+		case 0:
+			booked = "what it booked (nothing)"
+		case 1:
+			booked = "the ledger entry it booked"
+		}
+		field("check", "reproduced: deciding the stored event again with v%d gives exactly this decision; its leaf hash covers it and %s",
+			d.PolicyVersion, booked)
 	}
 	if x.Explanation == nil {
 		return
