@@ -1,8 +1,14 @@
 package store
 
 import (
+	"context"
+	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/commissioner/commissioner/engine"
 )
 
 // sqliteBackend makes each database a file in the test's temp dir.
@@ -15,3 +21,87 @@ func sqliteBackend() backend {
 }
 
 func TestSQLite(t *testing.T) { runSuite(t, sqliteBackend()) }
+
+// TestGroupCommit: batches that wait while SQLite's writer is busy are written together in the
+// next transaction, each under its own savepoint: one that fails (here a stale owner's) is rolled
+// back alone, and the others commit with one fsync.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, sqliteBackend().fresh(t))
+	eng := seedEngine(t)
+	writers := map[int]*engine.PartitionWriter{}
+	for p := 1; p <= 4; p++ {
+		w, err := engine.ClaimPartition(ctx, s, p, uint64(10+p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writers[p] = w
+	}
+	pass := func(p int, prefix string, epoch uint64) *engine.BatchWrite {
+		var events []engine.Event
+		for _, r := range genBatch(t, batchSpec{prefix: prefix, orders: 20, seed: uint64(p)}) {
+			events = append(events, r.Event)
+		}
+		results := engine.DecodeEvents(events, nil)
+		orders, months := eng.HistoryKeys(results)
+		hist, err := s.LoadHistory(ctx, orders, months)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := writers[p].Head()
+		head.Epoch = epoch
+		b, err := eng.Pass(ctx, head, results, hist, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	batches := []*engine.BatchWrite{pass(1, "g1", 11), pass(2, "g2", 12), pass(3, "g3", 9 /* stale */), pass(4, "g4", 14)}
+
+	// The first batch holds the writer until the three others wait.
+	first := true
+	s.hookBeforeCommit = func(context.Context) error {
+		if !first {
+			return nil
+		}
+		first = false
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			s.groupMu.Lock()
+			n := len(s.group)
+			s.groupMu.Unlock()
+			if n == 3 {
+				break
+			}
+		}
+		return nil
+	}
+	before := s.commits.Load()
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for i, b := range batches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.WriteBatch(ctx, b)
+		}()
+		if i == 0 {
+			time.Sleep(50 * time.Millisecond) // the first one writes alone
+		}
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil || errs[3] != nil || !errors.Is(errs[2], engine.ErrFenced) {
+		t.Fatalf("WriteBatch errors %v, want nil, nil, ErrFenced, nil", errs)
+	}
+	if n := s.commits.Load() - before; n != 2 {
+		t.Errorf("%d commits for 4 batches, want 2: the first alone, then the three that waited, together", n)
+	}
+	if st := mustStats(t, s); st.Decisions != 60 {
+		t.Errorf("%d decisions stored, want the 60 of the three batches that were not fenced", st.Decisions)
+	}
+	heads, _ := s.PartitionHeads(ctx)
+	for _, h := range heads {
+		if want := map[int]uint64{1: 1, 2: 1, 3: 0, 4: 1}[h.Partition]; h.Seq != want {
+			t.Errorf("partition %d at batch %d, want %d", h.Partition, h.Seq, want)
+		}
+	}
+}

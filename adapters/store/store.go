@@ -246,6 +246,12 @@ type Store struct {
 	knownMu sync.Mutex
 	known   map[string]string
 
+	// leaderMu lets one WriteBatch at a time write SQLite's waiting group of batches (group, under
+	// groupMu): see writeGrouped.
+	leaderMu sync.Mutex
+	groupMu  sync.Mutex
+	group    []*groupWrite
+
 	// commits counts SQLite write transactions committed; stopCheckpoints ends the checkpointer.
 	commits         atomic.Uint64
 	stopCheckpoints chan struct{}

@@ -128,50 +128,16 @@ func SavedOf(b *engine.BatchWrite) Saved {
 func (s *Store) WriteBatch(ctx context.Context, b *engine.BatchWrite) error {
 	now := time.Now().UTC()
 	h := &b.Header
-	var newPolicies = s.unknownPolicies(b)
+	newPolicies := s.unknownPolicies(b)
 	if err := s.checkKnownPolicies(b); err != nil {
 		return err
 	}
-	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
-		if err := s.fence(ctx, w, b); err != nil {
-			return err
-		}
-		if err := s.storePolicies(ctx, w.Tx, newPolicies, now); err != nil {
-			return err
-		}
-		ids, err := s.decisionIDs(ctx, w, len(b.Decisions))
-		if err != nil {
-			return err
-		}
-		if err := s.writeEvents(ctx, w, b, ids, now); err != nil {
-			return err
-		}
-		if err := s.writeDecisions(ctx, w, b, ids, now); err != nil {
-			return err
-		}
-		if err := s.writeDeadLetters(ctx, w, b, now); err != nil {
-			return err
-		}
-		if err := s.writeLedger(ctx, w, b, ids, now); err != nil {
-			return err
-		}
-		if err := s.writeStates(ctx, w, b, ids); err != nil {
-			return err
-		}
-		if err := s.writeInputs(ctx, w, b, ids); err != nil {
-			return err
-		}
-		if err := s.insertRows(ctx, w, batchesTable, 1, func(_ int, args []any) []any {
-			return append(args, int64(h.Partition), int64(h.Seq), int64(h.Epoch), h.Prev.String(), h.Root.String(), b.Hash.String(),
-				int64(h.Leaves), int64(h.FirstStreamSeq), int64(h.LastStreamSeq), now)
-		}); err != nil {
-			return fmt.Errorf("storing the batch row: %w", err)
-		}
-		if s.hookBeforeCommit != nil {
-			return s.hookBeforeCommit(ctx)
-		}
-		return nil
-	})
+	var err error
+	if s.kind == SQLite {
+		err = s.writeGrouped(ctx, b, newPolicies, now)
+	} else {
+		err = s.writeTx(ctx, func(ctx context.Context, w *wtx) error { return s.writeBatchRows(ctx, w, b, newPolicies, now) })
+	}
 	if err != nil {
 		return fmt.Errorf("storing batch %d of partition %d (%d events): %w", h.Seq, h.Partition, len(b.Results), err)
 	}
@@ -181,6 +147,113 @@ func (s *Store) WriteBatch(ctx context.Context, b *engine.BatchWrite) error {
 	}
 	s.knownMu.Unlock()
 	return nil
+}
+
+// writeBatchRows writes one batch's rows in the write transaction w.
+func (s *Store) writeBatchRows(ctx context.Context, w *wtx, b *engine.BatchWrite, newPolicies []*rules.Policy, now time.Time) error {
+	h := &b.Header
+	if err := s.fence(ctx, w, b); err != nil {
+		return err
+	}
+	if err := s.storePolicies(ctx, w.Tx, newPolicies, now); err != nil {
+		return err
+	}
+	ids, err := s.decisionIDs(ctx, w, len(b.Decisions))
+	if err != nil {
+		return err
+	}
+	if err := s.writeEvents(ctx, w, b, ids, now); err != nil {
+		return err
+	}
+	if err := s.writeDecisions(ctx, w, b, ids, now); err != nil {
+		return err
+	}
+	if err := s.writeDeadLetters(ctx, w, b, now); err != nil {
+		return err
+	}
+	if err := s.writeLedger(ctx, w, b, ids, now); err != nil {
+		return err
+	}
+	if err := s.writeStates(ctx, w, b, ids); err != nil {
+		return err
+	}
+	if err := s.writeInputs(ctx, w, b, ids); err != nil {
+		return err
+	}
+	if err := s.insertRows(ctx, w, batchesTable, 1, func(_ int, args []any) []any {
+		return append(args, int64(h.Partition), int64(h.Seq), int64(h.Epoch), h.Prev.String(), h.Root.String(), b.Hash.String(),
+			int64(h.Leaves), int64(h.FirstStreamSeq), int64(h.LastStreamSeq), now)
+	}); err != nil {
+		return fmt.Errorf("storing the batch row: %w", err)
+	}
+	if s.hookBeforeCommit != nil {
+		if err := s.hookBeforeCommit(ctx); err != nil {
+			return err
+		}
+	}
+	return ctx.Err() // cancelled meanwhile: not stored
+}
+
+// groupWrite is one batch waiting for SQLite's writer.
+type groupWrite struct {
+	ctx         context.Context
+	b           *engine.BatchWrite
+	newPolicies []*rules.Policy
+	err         error
+	done        chan struct{}
+}
+
+// writeGrouped stores a batch on SQLite by group commit. SQLite has one writer, and a commit
+// (the WAL's frames and its fsync) costs as much as a third of a batch's rows; the partitions'
+// owners hand their batches to whichever of them writes next, which stores all that are waiting
+// in one transaction, each batch under a savepoint of its own: a batch that fails (fenced, stale,
+// cancelled) is rolled back to its savepoint alone, and the others commit. One fsync serves them
+// all, and the pages they share (the right edges of the B-trees) are written once.
+func (s *Store) writeGrouped(ctx context.Context, b *engine.BatchWrite, newPolicies []*rules.Policy, now time.Time) error {
+	me := &groupWrite{ctx: ctx, b: b, newPolicies: newPolicies, done: make(chan struct{})}
+	s.groupMu.Lock()
+	s.group = append(s.group, me)
+	s.groupMu.Unlock()
+
+	s.leaderMu.Lock()
+	select {
+	case <-me.done: // the writer before took it
+		s.leaderMu.Unlock()
+		return me.err
+	default:
+	}
+	s.groupMu.Lock()
+	group := s.group
+	s.group = nil
+	s.groupMu.Unlock()
+	err := s.writeTx(context.WithoutCancel(ctx), func(txctx context.Context, w *wtx) error {
+		for _, g := range group {
+			if g.err = context.Cause(g.ctx); g.err != nil {
+				continue
+			}
+			if _, err := w.ExecContext(txctx, "SAVEPOINT batch"); err != nil {
+				return err
+			}
+			g.err = s.writeBatchRows(g.ctx, w, g.b, g.newPolicies, now)
+			if g.err != nil {
+				if _, err := w.ExecContext(txctx, "ROLLBACK TO batch"); err != nil {
+					return err
+				}
+			}
+			if _, err := w.ExecContext(txctx, "RELEASE batch"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, g := range group {
+		if err != nil && g.err == nil {
+			g.err = err
+		}
+		close(g.done)
+	}
+	s.leaderMu.Unlock()
+	return me.err
 }
 
 // fence moves the partition's head to the batch: only from the batch before it, and only for the
