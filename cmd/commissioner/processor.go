@@ -27,6 +27,13 @@ func newProcessor(svc *service) *processor {
 	return &processor{svc: svc, writers: map[int]*engine.PartitionWriter{}}
 }
 
+// storeTimeout bounds one batch's (or one claim's) work in the store. A batch takes about a
+// tenth of a second; a store call still waiting after this is on a connection that died without a
+// word (a cut network, a proxy that stopped forwarding), where the driver would wait minutes for
+// its read timeout while the partition stands still. The call fails instead and the consumer tries
+// the batch again, on a fresh connection.
+const storeTimeout = 30 * time.Second
+
 // notOwner marks a fenced error as the consumer's ErrNotOwner: give the partition up.
 func notOwner(err error) error {
 	if errors.Is(err, engine.ErrFenced) {
@@ -38,6 +45,8 @@ func notOwner(err error) error {
 // Acquire claims the partition in the store for the lease's epoch (an older owner's writes fail
 // from now on) and returns the stream sequence its chain reached: the consumer resumes after it.
 func (p *processor) Acquire(ctx context.Context, part stream.Partition) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
 	w, err := engine.ClaimPartition(ctx, p.svc.store, part.Index, part.Epoch)
 	if err != nil {
 		return 0, notOwner(err)
@@ -60,6 +69,8 @@ func (p *processor) Process(ctx context.Context, part stream.Partition, batch []
 	}
 	m := p.svc.metrics
 	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
 	b, err := w.Write(ctx, p.svc.engine.Load(), batch)
 	if err != nil {
 		return stream.BatchOutcome{}, notOwner(err)
