@@ -146,7 +146,9 @@ type Consumer struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
-	cfg    Config
+	// epochBase is added to a lease's KV revision to make its epoch: see epochBase.
+	epochBase uint64
+	cfg       Config
 	proc   Processor
 	obs    Observer
 	log    *slog.Logger
@@ -197,9 +199,13 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, cfg Config, p Proc
 	if err != nil {
 		return nil, err
 	}
+	base, err := epochBase(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
 	member := newMemberID()
 	return &Consumer{
-		js: js, stream: s, kv: kv, cfg: cfg, proc: p, obs: obs, member: member,
+		js: js, stream: s, kv: kv, epochBase: base, cfg: cfg, proc: p, obs: obs, member: member,
 		log:   log.With("member", member),
 		fatal: make(chan struct{}),
 		runs:  map[int]*run{}, exited: make(chan *run, cfg.Partitions),
@@ -467,7 +473,7 @@ func (c *Consumer) take(n int) {
 		c.warnLimited("take", "taking a partition's lease failed", "partition", n, "err", err)
 		return
 	}
-	r := newRun(Partition{Index: n, Epoch: rev}, leaseKey(n), rev, sent+c.cfg.LeaseTTL-c.leaseMargin())
+	r := newRun(Partition{Index: n, Epoch: c.epochBase + rev}, leaseKey(n), rev, sent+c.cfg.LeaseTTL-c.leaseMargin())
 	c.runs[n] = r
 	delete(c.freeSince, n)
 	c.acquired.Add(1)

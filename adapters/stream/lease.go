@@ -78,6 +78,24 @@ func ensureOwnersBucket(ctx context.Context, js jetstream.JetStream, cfg Config)
 	return kv, nil
 }
 
+// epochBase makes epochs grow across owners buckets, not only within one: a lease's epoch is its
+// KV revision plus the bucket's creation time in seconds shifted left by 30 bits. The store keeps
+// the highest epoch each partition was claimed with and refuses lower ones, so if the bucket is
+// ever deleted and made again (its revisions restart at 1 — a new embedded server's data
+// directory, say), the new owners' epochs must still be higher than every old one. 2^30 revisions
+// are a bucket's room: about eight years of renewals at the defaults.
+func epochBase(ctx context.Context, kv jetstream.KeyValue) (uint64, error) {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading owners bucket %s: %w", kv.Bucket(), err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil || bs.StreamInfo().Created.Unix() <= 0 {
+		return 0, fmt.Errorf("owners bucket %s: its creation time cannot be read", kv.Bucket())
+	}
+	return uint64(bs.StreamInfo().Created.Unix()) << 30, nil
+}
+
 // listKeys returns the bucket's live keys (deleted and expired ones excluded), each once (a
 // key written while it is listed can be reported twice).
 func listKeys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {

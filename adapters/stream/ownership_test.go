@@ -66,8 +66,9 @@ func TestPartitionsFailoverAndScaleOut(t *testing.T) {
 			if err != nil {
 				t.Fatalf("lease of partition %d: %v", p.Index, err)
 			}
-			// The revision moves on with every renewal; the epoch is the one Create returned.
-			if string(e.Value()) != c.MemberID() || e.Revision() < p.Epoch {
+			// The revision moves on with every renewal; the epoch is the one Create returned, plus the
+			// bucket's base (its low 30 bits are the revision).
+			if string(e.Value()) != c.MemberID() || e.Revision() < p.Epoch&(1<<30-1) {
 				t.Errorf("lease of partition %d: got owner %s at revision %d, want %s at its epoch %d or later", p.Index, e.Value(), e.Revision(), c.MemberID(), p.Epoch)
 			}
 		}
@@ -213,7 +214,9 @@ func TestStaleOwnerGetsNoMoreBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := snk.acquire(stream.Partition{Index: held.Index, Epoch: rev}); err != nil {
+	// The intruder's epoch: the same bucket's base (the high bits of every epoch) plus its revision.
+	intruder := held.Epoch&^(1<<30-1) + rev
+	if _, err := snk.acquire(stream.Partition{Index: held.Index, Epoch: intruder}); err != nil {
 		t.Fatal(err)
 	}
 	intruderDone := make(chan struct{})
@@ -305,8 +308,8 @@ func TestStaleOwnerGetsNoMoreBatches(t *testing.T) {
 		return snk.count() == total, fmt.Sprintf("%d of %d", snk.count(), total)
 	})
 	for _, p := range c.Owned() {
-		if p.Index == held.Index && p.Epoch <= rev {
-			t.Errorf("partition %d taken again at epoch %d, want above the intruder's %d", p.Index, p.Epoch, rev)
+		if p.Index == held.Index && p.Epoch <= intruder {
+			t.Errorf("partition %d taken again at epoch %d, want above the intruder's %d", p.Index, p.Epoch, intruder)
 		}
 	}
 	waitSettled(t, b)
