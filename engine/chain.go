@@ -252,6 +252,8 @@ type PartitionHead struct {
 	Epoch     uint64 // the current owner's fencing token
 	Seq       uint64 // the last stored batch's sequence; 0 when none
 	Hash      Hash   // its hash; GenesisHash when none
-	// LastStreamSeq is the stream sequence of the last event stored in the partition (0: none).
+	// LastStreamSeq is the stream sequence of the last event stored in the partition (0: none),
+	// in the stream Source names ("" until one was recorded).
 	LastStreamSeq uint64
+	Source        string
 }

@@ -143,12 +143,14 @@ CREATE TABLE IF NOT EXISTS batches (
 
 -- One row per partition: its owner's fencing token (epoch) and the head of its chain. A batch is
 -- stored only by the owner whose epoch the row holds, as the next one after seq (the fence).
+-- last_stream_seq is a position in the stream source names (its name and creation time).
 CREATE TABLE IF NOT EXISTS partitions (
 	part            BIGINT NOT NULL PRIMARY KEY,
 	epoch           BIGINT NOT NULL,
 	seq             BIGINT NOT NULL,
 	hash            TEXT NOT NULL,
 	last_stream_seq BIGINT NOT NULL,
+	source          TEXT NOT NULL,
 	claimed_at      {{Time}} NOT NULL
 );
 ` + schemaLedger + schemaReplayRuns

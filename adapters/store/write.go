@@ -29,6 +29,7 @@ type partitionRow struct {
 	Seq           int64     `bun:"seq"`
 	Hash          string    `bun:"hash"`
 	LastStreamSeq int64     `bun:"last_stream_seq"`
+	Source        string    `bun:"source"`
 	ClaimedAt     time.Time `bun:"claimed_at"`
 }
 
@@ -40,7 +41,7 @@ func (s *Store) ClaimPartition(ctx context.Context, partition int, epoch uint64)
 		return head, fmt.Errorf("claiming partition %d: epoch %d is not a fencing token (1 … 2^62)", partition, epoch)
 	}
 	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
-		if _, err := w.ExecContext(ctx, "INSERT INTO partitions (part, epoch, seq, hash, last_stream_seq, claimed_at) VALUES (?, 0, 0, ?, 0, ?) "+
+		if _, err := w.ExecContext(ctx, "INSERT INTO partitions (part, epoch, seq, hash, last_stream_seq, source, claimed_at) VALUES (?, 0, 0, ?, 0, '', ?) "+
 			"ON CONFLICT (part) DO NOTHING", partition, engine.GenesisHash.String(), time.Now().UTC()); err != nil {
 			return err
 		}
@@ -50,7 +51,7 @@ func (s *Store) ClaimPartition(ctx context.Context, partition int, epoch uint64)
 			return err
 		}
 		var row partitionRow
-		if err := w.NewSelect().Table("partitions").Column("part", "epoch", "seq", "hash", "last_stream_seq", "claimed_at").
+		if err := w.NewSelect().Table("partitions").Column("part", "epoch", "seq", "hash", "last_stream_seq", "source", "claimed_at").
 			Where("part = ?", partition).Scan(ctx, &row); err != nil {
 			return err
 		}
@@ -61,7 +62,7 @@ func (s *Store) ClaimPartition(ctx context.Context, partition int, epoch uint64)
 		if err != nil {
 			return fmt.Errorf("partition %d's head: %w", partition, err)
 		}
-		head.Seq, head.Hash, head.LastStreamSeq = uint64(row.Seq), h, uint64(row.LastStreamSeq)
+		head.Seq, head.Hash, head.LastStreamSeq, head.Source = uint64(row.Seq), h, uint64(row.LastStreamSeq), row.Source
 		return nil
 	})
 	if err != nil {
@@ -70,17 +71,40 @@ func (s *Store) ClaimPartition(ctx context.Context, partition int, epoch uint64)
 	return head, nil
 }
 
+// SetPartitionSource records that the partition's stream position is now in another stream
+// (source), from its start: the owner of epoch found the partition's position recorded for a
+// stream that is gone (deleted and made again, or a new embedded server beside an old database),
+// so it reads the new stream from its first event; events stored already are recognised by their
+// ids. The partition's chain goes on. Fenced like a batch: only the epoch that holds it.
+func (s *Store) SetPartitionSource(ctx context.Context, partition int, epoch uint64, source string) error {
+	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
+		res, err := w.ExecContext(ctx, "UPDATE partitions SET source = ?, last_stream_seq = 0 WHERE part = ? AND epoch = ?", source, partition, int64(epoch))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("%w: partition %d is not held by epoch %d", engine.ErrFenced, partition, epoch)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recording partition %d's stream %s: %w", partition, source, err)
+	}
+	return nil
+}
+
 // PartitionHeads returns every partition's row: owner epoch and chain head.
 func (s *Store) PartitionHeads(ctx context.Context) ([]engine.PartitionHead, error) {
 	var rows []partitionRow
-	if err := s.db.NewSelect().Table("partitions").Column("part", "epoch", "seq", "hash", "last_stream_seq", "claimed_at").
+	if err := s.db.NewSelect().Table("partitions").Column("part", "epoch", "seq", "hash", "last_stream_seq", "source", "claimed_at").
 		Order("part").Scan(ctx, &rows); err != nil {
 		return nil, fmt.Errorf("reading the partitions: %w", err)
 	}
 	out := make([]engine.PartitionHead, len(rows))
 	for i, r := range rows {
 		h, _ := engine.ParseHash(r.Hash) // a malformed head is audit verify's finding, not a failed read
-		out[i] = engine.PartitionHead{Partition: int(r.Part), Epoch: uint64(r.Epoch), Seq: uint64(r.Seq), Hash: h, LastStreamSeq: uint64(r.LastStreamSeq)}
+		out[i] = engine.PartitionHead{Partition: int(r.Part), Epoch: uint64(r.Epoch), Seq: uint64(r.Seq), Hash: h,
+			LastStreamSeq: uint64(r.LastStreamSeq), Source: r.Source}
 	}
 	return out, nil
 }
@@ -271,7 +295,7 @@ func (s *Store) fence(ctx context.Context, w *wtx, b *engine.BatchWrite) error {
 		return err
 	}
 	var row partitionRow
-	if err := w.NewSelect().Table("partitions").Column("part", "epoch", "seq", "hash", "last_stream_seq", "claimed_at").
+	if err := w.NewSelect().Table("partitions").Column("part", "epoch", "seq", "hash", "last_stream_seq", "source", "claimed_at").
 		Where("part = ?", h.Partition).Scan(ctx, &row); errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("%w: partition %d was never claimed", engine.ErrFenced, h.Partition)
 	} else if err != nil {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -613,4 +614,43 @@ func TestPipelineScaleOut(t *testing.T) {
 	if total < uint64(want.total()) {
 		t.Errorf("the services settled %d events between them, want at least %d", total, want.total())
 	}
+}
+
+// TestPipelineNewStreamBesideOldStore: the embedded server's data is deleted (a new stream, its
+// sequences from 1 again) while the database stays. The partitions' positions in the store are
+// positions in the old stream; the new owners must read the new stream from its start rather
+// than skip its first events: re-published orders are recognised, new ones decided, nothing lost.
+func TestPipelineNewStreamBesideOldStore(t *testing.T) {
+	cfg := pipelineConfig(t)
+	first := sampleLines(t, 2000, 41, "2025-10")
+	svc := startRunning(t, cfg)
+	waitSettledService(t, svc, publishAll(t, svc.js, svc.cfg.NATS, first), time.Minute)
+	if err := svc.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(svc.cfg.NATS.DataDir); err != nil {
+		t.Fatal(err)
+	}
+
+	svc = startRunning(t, cfg)
+	more := sampleLines(t, 3000, 41, "2025-10")[2000:] // 1 000 orders the store has not seen
+	last := publishAll(t, svc.js, svc.cfg.NATS, append(slices.Clone(first[:500]), more...))
+	waitSettledService(t, svc, last, time.Minute)
+	st := mustStoreStats(t, svc)
+	if st.Decisions+st.DeadLetters != 3000 {
+		t.Errorf("stored %d decisions and %d dead letters, want 3 000 outcomes: the first 2 000 once and the 1 000 new", st.Decisions, st.DeadLetters)
+	}
+	if n, err := svc.store.CountDuplicateDecisions(context.Background()); err != nil || n != 0 {
+		t.Errorf("CountDuplicateDecisions = %d, %v; want 0", n, err)
+	}
+	verifyChains(t, svc.store, cfg.Policies, st.Decisions)
+}
+
+func mustStoreStats(t *testing.T, svc *runningService) store.Stats {
+	t.Helper()
+	st, err := svc.store.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

@@ -55,7 +55,21 @@ func (p *processor) Acquire(ctx context.Context, part stream.Partition) (uint64,
 	p.mu.Lock()
 	p.writers[part.Index] = w
 	p.mu.Unlock()
-	return w.Head().LastStreamSeq, nil
+	head := w.Head()
+	if head.Source == p.svc.streamSource {
+		return head.LastStreamSeq, nil
+	}
+	// The partition's position was recorded in another stream (deleted and made again, or a new
+	// embedded server beside this database), or none yet: read this stream from its start.
+	// Events stored already are recognised by their ids and not decided again.
+	if head.Source != "" {
+		p.svc.log.Warn("the partition's stream position was recorded in another stream: reading this one from its start",
+			"partition", part.Index, "epoch", part.Epoch, "recorded", head.Source, "stream", p.svc.streamSource, "recorded_seq", head.LastStreamSeq)
+	}
+	if err := p.svc.store.SetPartitionSource(ctx, part.Index, part.Epoch, p.svc.streamSource); err != nil {
+		return 0, notOwner(err)
+	}
+	return 0, nil
 }
 
 // Process decides and stores one batch of the partition's events: one history read, one pass

@@ -41,6 +41,8 @@ type service struct {
 	consumer *stream.Consumer
 	http     *httpapi.Server
 	httpAddr string
+	// streamSource names the stream the partitions are read from (its name and creation time).
+	streamSource string
 }
 
 // startService loads and verifies the policies, opens the store, starts or connects to NATS,
@@ -79,9 +81,13 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 	if s.js, err = jetstream.New(s.nc); err != nil {
 		return nil, fmt.Errorf("opening JetStream: %w", err)
 	}
-	if _, err = stream.EnsureStream(ctx, s.js, cfg.NATS); err != nil {
+	st, err := stream.EnsureStream(ctx, s.js, cfg.NATS)
+	if err != nil {
 		return nil, err
 	}
+	// The stream's identity: the partitions' positions in the store are positions in it.
+	info := st.CachedInfo()
+	s.streamSource = info.Config.Name + "@" + info.Created.UTC().Format(time.RFC3339Nano)
 	if s.consumer, err = stream.NewConsumer(ctx, s.js, cfg.NATS, newProcessor(s), streamObserver{s.metrics}, log); err != nil {
 		return nil, err
 	}
