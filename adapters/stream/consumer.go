@@ -149,10 +149,10 @@ type Consumer struct {
 	// epochBase is added to a lease's KV revision to make its epoch: see epochBase.
 	epochBase uint64
 	cfg       Config
-	proc   Processor
-	obs    Observer
-	log    *slog.Logger
-	member string
+	proc      Processor
+	obs       Observer
+	log       *slog.Logger
+	member    string
 
 	consumed, batches, failedBatches, acked, naked, termed, settleErrors, skipped atomic.Uint64
 	acquired, released, lost                                                      atomic.Uint64
