@@ -204,10 +204,10 @@ func (s *Store) writeBatchRows(ctx context.Context, w *wtx, b *engine.BatchWrite
 	if err := s.writeInputs(ctx, w, b, ids); err != nil {
 		return err
 	}
-	if err := s.insertRows(ctx, w, batchesTable, 1, func(_ int, args []any) []any {
-		return append(args, int64(h.Partition), int64(h.Seq), int64(h.Epoch), h.Prev.String(), h.Root.String(), b.Hash.String(),
-			int64(h.Leaves), int64(h.FirstStreamSeq), int64(h.LastStreamSeq), now)
-	}); err != nil {
+	// One row: a plain INSERT (a COPY's set-up costs PostgreSQL several round trips).
+	if _, err := w.ExecContext(ctx, "INSERT INTO batches (part, seq, epoch, prev_hash, root, hash, leaves, first_stream_seq, last_stream_seq, created_at) "+
+		"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", int64(h.Partition), int64(h.Seq), int64(h.Epoch), h.Prev.String(), h.Root.String(), b.Hash.String(),
+		int64(h.Leaves), int64(h.FirstStreamSeq), int64(h.LastStreamSeq), now); err != nil {
 		return fmt.Errorf("storing the batch row: %w", err)
 	}
 	if s.hookBeforeCommit != nil {
@@ -403,8 +403,6 @@ var (
 		"stream_seq", "decided_at", "part", "batch_seq", "leaf", "leaf_hash"}}
 	deadLettersTable = bulkTable{name: "dead_letters", cols: []string{"event_id", "subject", "stream_seq", "raw", "program", "order_id",
 		"reason", "kind", "received_at", "part", "batch_seq", "leaf", "leaf_hash"}}
-	batchesTable = bulkTable{name: "batches", cols: []string{"part", "seq", "epoch", "prev_hash", "root", "hash", "leaves",
-		"first_stream_seq", "last_stream_seq", "created_at"}}
 )
 
 func (s *Store) writeDecisions(ctx context.Context, w *wtx, b *engine.BatchWrite, ids []int64, now time.Time) error {
