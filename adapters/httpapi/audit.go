@@ -16,6 +16,7 @@ import (
 
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/engine/audit"
 	"github.com/commissioner/commissioner/rules"
 )
 
@@ -99,7 +100,7 @@ type auditAPI struct {
 	opts   AuditOptions
 	tokens [][sha256.Size]byte
 	// auditor re-runs decisions for GET /v1/decisions/{id}; it caches compiled stored policies.
-	auditor *store.Auditor
+	auditor *audit.Auditor
 }
 
 // NewAuditAPI returns the read-only audit API, to be mounted at /v1/ (Server.MountAuditAPI).
@@ -107,7 +108,7 @@ type auditAPI struct {
 // opts.Tokens; every response is JSON; money and rates are exact decimal strings.
 func NewAuditAPI(st AuditStore, opts AuditOptions) http.Handler {
 	opts.defaults()
-	a := &auditAPI{st: st, opts: opts, auditor: store.NewAuditor(st)}
+	a := &auditAPI{st: st, opts: opts, auditor: audit.NewAuditor(st)}
 	for _, t := range opts.Tokens {
 		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
 	}

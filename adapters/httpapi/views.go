@@ -5,6 +5,7 @@ import (
 
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/engine/audit"
 )
 
 // The audit API's wire format. Field names are stable: clients and `commissioner explain --json`
@@ -189,7 +190,7 @@ func NewDecisionView(d store.StoredDecision) DecisionView {
 
 // NewExplainedView renders a stored decision with its explanation: the policy's effective_from
 // and file, every rule's expression and inputs, and the re-run check.
-func NewExplainedView(x store.Explained) DecisionView {
+func NewExplainedView(x audit.Explained) DecisionView {
 	v := NewDecisionView(x.Decision)
 	if x.Policy.Digest != "" {
 		eff := x.Policy.EffectiveFrom.UTC()
@@ -233,7 +234,7 @@ func NewExplainedView(x store.Explained) DecisionView {
 	}
 	if x.Recheck.Err != nil {
 		c.Error = x.Recheck.Err.Error()
-		if re, ok := x.Recheck.Err.(*store.RecheckError); ok {
+		if re, ok := x.Recheck.Err.(*audit.RecheckError); ok {
 			c.Reason = re.Reason
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/engine/audit"
 	"github.com/commissioner/commissioner/rules"
 )
 
@@ -63,10 +64,10 @@ type gotFinding struct {
 	Leaf   int    // -1 when about no leaf
 }
 
-func verifyAll(t *testing.T, s *Store) (*VerifyReport, []Finding) {
+func verifyAll(t *testing.T, s *Store) (*audit.VerifyReport, []audit.Finding) {
 	t.Helper()
-	var fs []Finding
-	rep, err := s.Verify(context.Background(), VerifyOptions{Workers: 2, OnFinding: func(f Finding) { fs = append(fs, f) }})
+	var fs []audit.Finding
+	rep, err := audit.Verify(context.Background(), s, audit.VerifyOptions{Workers: 2, OnFinding: func(f audit.Finding) { fs = append(fs, f) }})
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -76,7 +77,7 @@ func verifyAll(t *testing.T, s *Store) (*VerifyReport, []Finding) {
 	return rep, fs
 }
 
-func reduce(fs []Finding) []gotFinding {
+func reduce(fs []audit.Finding) []gotFinding {
 	out := make([]gotFinding, len(fs))
 	for i, f := range fs {
 		out[i] = gotFinding{Kind: f.Kind, Reason: f.Reason, Batch: f.BatchSeq, Leaf: f.Leaf}
@@ -149,7 +150,7 @@ func runAuditSuite(t *testing.T, b backend) {
 		name   string
 		tamper func(t *testing.T, s *Store, n int64) any
 		want   func(n int64, x any) []gotFinding
-		check  func(t *testing.T, fs []Finding)
+		check  func(t *testing.T, fs []audit.Finding)
 	}{
 		{
 			name: "an updated commission is named as altered",
@@ -157,8 +158,8 @@ func runAuditSuite(t *testing.T, b backend) {
 				exec(t, s, "UPDATE decisions SET commission = '99999.99' WHERE batch_seq = 1 AND leaf = 17")
 				return nil
 			},
-			want: func(int64, any) []gotFinding { return []gotFinding{{FindingAltered, "", 1, 17}} },
-			check: func(t *testing.T, fs []Finding) {
+			want: func(int64, any) []gotFinding { return []gotFinding{{audit.FindingAltered, "", 1, 17}} },
+			check: func(t *testing.T, fs []audit.Finding) {
 				d := fs[0].Diffs
 				if len(d) != 1 || d[0].Field != "commission" || d[0].Stored != "99999.99" {
 					t.Errorf("diffs = %+v, want one: commission stored 99999.99", d)
@@ -171,7 +172,7 @@ func runAuditSuite(t *testing.T, b backend) {
 				exec(t, s, "UPDATE decisions SET rate_rule = 'forged_rule' WHERE id = ?", rowAt(t, s, 2, 40).ID)
 				return nil
 			},
-			want: func(int64, any) []gotFinding { return []gotFinding{{FindingAltered, "", 2, 40}} },
+			want: func(int64, any) []gotFinding { return []gotFinding{{audit.FindingAltered, "", 2, 40}} },
 		},
 		{
 			name: "a rule outcome rewritten in the trace is named",
@@ -180,9 +181,9 @@ func runAuditSuite(t *testing.T, b backend) {
 				exec(t, s, `UPDATE decisions SET trace = REPLACE(trace, '["qualify","completed","pass"]', '["qualify","completed","fail"]') WHERE id = ?`, d.ID)
 				return d.Leaf
 			},
-			want: func(_ int64, leaf any) []gotFinding { return []gotFinding{{FindingAltered, "", 1, leaf.(int)}} },
-			check: func(t *testing.T, fs []Finding) {
-				if d := fs[0].Diffs; len(d) != 1 || d[0] != (FieldDiff{"trace[completed]", "fail", "pass"}) {
+			want: func(_ int64, leaf any) []gotFinding { return []gotFinding{{audit.FindingAltered, "", 1, leaf.(int)}} },
+			check: func(t *testing.T, fs []audit.Finding) {
+				if d := fs[0].Diffs; len(d) != 1 || d[0] != (audit.FieldDiff{Field: "trace[completed]", Stored: "fail", Rerun: "pass"}) {
 					t.Errorf("diffs = %+v, want trace[completed] stored fail, re-run pass", d)
 				}
 			},
@@ -193,8 +194,8 @@ func runAuditSuite(t *testing.T, b backend) {
 				exec(t, s, "UPDATE decisions SET failed_rules = 'not json', env = '' WHERE batch_seq = 1 AND leaf = 9")
 				return nil
 			},
-			want: func(int64, any) []gotFinding { return []gotFinding{{FindingAltered, "", 1, 9}} },
-			check: func(t *testing.T, fs []Finding) {
+			want: func(int64, any) []gotFinding { return []gotFinding{{audit.FindingAltered, "", 1, 9}} },
+			check: func(t *testing.T, fs []audit.Finding) {
 				d := fs[0].Diffs
 				if len(d) != 2 || d[0].Field != "failed_rules" || d[0].Stored != "not json" || d[1].Field != "env" {
 					t.Errorf("diffs = %+v, want failed_rules stored \"not json\" and env", d)
@@ -209,8 +210,8 @@ func runAuditSuite(t *testing.T, b backend) {
 				return d.Leaf
 			},
 			want: func(_ int64, leaf any) []gotFinding {
-				return []gotFinding{{FindingLedger, "", 0, -1}, {FindingOrderState, "", 0, -1}, {FindingMissing, "", 1, leaf.(int)},
-					{FindingRootMismatch, "", 1, -1}, {FindingOrphanEvent, "", 0, -1}}
+				return []gotFinding{{audit.FindingLedger, "", 0, -1}, {audit.FindingOrderState, "", 0, -1}, {audit.FindingMissing, "", 1, leaf.(int)},
+					{audit.FindingRootMismatch, "", 1, -1}, {audit.FindingOrphanEvent, "", 0, -1}}
 			},
 		},
 		{
@@ -224,7 +225,7 @@ func runAuditSuite(t *testing.T, b backend) {
 				exec(t, s, "DELETE FROM batches WHERE seq = 2")
 				return nil
 			},
-			want: func(int64, any) []gotFinding { return []gotFinding{{FindingMissing, "", 2, -1}} },
+			want: func(int64, any) []gotFinding { return []gotFinding{{audit.FindingMissing, "", 2, -1}} },
 		},
 		{
 			name: "a forged decision inserted into a batch is named",
@@ -237,7 +238,7 @@ func runAuditSuite(t *testing.T, b backend) {
 				return nil
 			},
 			want: func(int64, any) []gotFinding {
-				return []gotFinding{{FindingUnverifiable, ReasonEventMissing, 1, 155}, {FindingInserted, "", 1, 155}, {FindingRootMismatch, "", 1, -1}}
+				return []gotFinding{{audit.FindingUnverifiable, audit.ReasonEventMissing, 1, 155}, {audit.FindingInserted, "", 1, 155}, {audit.FindingRootMismatch, "", 1, -1}}
 			},
 		},
 		{
@@ -252,8 +253,8 @@ func runAuditSuite(t *testing.T, b backend) {
 				return nil
 			},
 			want: func(int64, any) []gotFinding {
-				return []gotFinding{{FindingBrokenLink, "", 1, -1}, {FindingBatchHash, "", 1, -1}, {FindingBrokenLink, "", 2, -1},
-					{FindingBatchHash, "", 2, -1}, {FindingHeadMismatch, "", 2, -1}}
+				return []gotFinding{{audit.FindingBrokenLink, "", 1, -1}, {audit.FindingBatchHash, "", 1, -1}, {audit.FindingBrokenLink, "", 2, -1},
+					{audit.FindingBatchHash, "", 2, -1}, {audit.FindingHeadMismatch, "", 2, -1}}
 			},
 		},
 		{
@@ -263,7 +264,7 @@ func runAuditSuite(t *testing.T, b backend) {
 				return nil
 			},
 			want: func(int64, any) []gotFinding {
-				return []gotFinding{{FindingBatchHash, "", 1, -1}, {FindingRootMismatch, "", 1, -1}}
+				return []gotFinding{{audit.FindingBatchHash, "", 1, -1}, {audit.FindingRootMismatch, "", 1, -1}}
 			},
 		},
 		{
@@ -273,7 +274,7 @@ func runAuditSuite(t *testing.T, b backend) {
 				return nil
 			},
 			want: func(int64, any) []gotFinding {
-				return []gotFinding{{FindingLeafMismatch, "", 2, 60}, {FindingRootMismatch, "", 2, -1}}
+				return []gotFinding{{audit.FindingLeafMismatch, "", 2, 60}, {audit.FindingRootMismatch, "", 2, -1}}
 			},
 		},
 		{
@@ -283,7 +284,7 @@ func runAuditSuite(t *testing.T, b backend) {
 				exec(t, s, "UPDATE ledger_entries SET amount = '99999.00' WHERE decision_id = ?", d.ID)
 				return nil
 			},
-			want:  func(int64, any) []gotFinding { return []gotFinding{{FindingLedger, "", 1, -2}} },
+			want:  func(int64, any) []gotFinding { return []gotFinding{{audit.FindingLedger, "", 1, -2}} },
 			check: checkLedgerDiff("99999.00"),
 		},
 		{
@@ -293,7 +294,7 @@ func runAuditSuite(t *testing.T, b backend) {
 				exec(t, s, "UPDATE ledger_entries SET affiliate_id = 'aff-mallory' WHERE decision_id = ?", d.ID)
 				return nil
 			},
-			want:  func(int64, any) []gotFinding { return []gotFinding{{FindingLedger, "", 1, -2}} },
+			want:  func(int64, any) []gotFinding { return []gotFinding{{audit.FindingLedger, "", 1, -2}} },
 			check: checkLedgerDiff("aff-mallory"),
 		},
 		{
@@ -303,8 +304,8 @@ func runAuditSuite(t *testing.T, b backend) {
 				exec(t, s, "UPDATE order_state SET commission = '12345.67' WHERE decision_id = ?", d.ID)
 				return nil
 			},
-			want: func(int64, any) []gotFinding { return []gotFinding{{FindingOrderState, "", 0, -1}} },
-			check: func(t *testing.T, fs []Finding) {
+			want: func(int64, any) []gotFinding { return []gotFinding{{audit.FindingOrderState, "", 0, -1}} },
+			check: func(t *testing.T, fs []audit.Finding) {
 				if d := fs[0].Diffs; len(d) != 1 || d[0].Field != "order_state.commission" || d[0].Stored != "12345.67" {
 					t.Errorf("diffs = %+v, want order_state.commission stored 12345.67", d)
 				}
@@ -316,7 +317,7 @@ func runAuditSuite(t *testing.T, b backend) {
 				exec(t, s, "UPDATE partitions SET hash = ?", strings.Repeat("cd", 32))
 				return nil
 			},
-			want: func(int64, any) []gotFinding { return []gotFinding{{FindingHeadMismatch, "", 2, -1}} },
+			want: func(int64, any) []gotFinding { return []gotFinding{{audit.FindingHeadMismatch, "", 2, -1}} },
 		},
 		{
 			name: "an altered policy source is named, and every decision it made is unverifiable",
@@ -325,13 +326,13 @@ func runAuditSuite(t *testing.T, b backend) {
 				return nil
 			},
 			want: func(n int64, _ any) []gotFinding {
-				out := []gotFinding{{FindingPolicy, ReasonPolicyAltered, 0, -1}}
+				out := []gotFinding{{audit.FindingPolicy, audit.ReasonPolicyAltered, 0, -1}}
 				for range n {
-					out = append(out, gotFinding{FindingUnverifiable, ReasonPolicyAltered, 0, 0})
+					out = append(out, gotFinding{audit.FindingUnverifiable, audit.ReasonPolicyAltered, 0, 0})
 				}
 				return out
 			},
-			check: func(t *testing.T, fs []Finding) {
+			check: func(t *testing.T, fs []audit.Finding) {
 				if !strings.Contains(fs[0].Detail, "was stored with digest sha256:") {
 					t.Errorf("policy finding = %q, want it to name both digests", fs[0].Detail)
 				}
@@ -359,7 +360,7 @@ func runAuditSuite(t *testing.T, b backend) {
 				t.Fatalf("findings:\ngot  %v\nwant %v\nthe first:\n%s", got, want, strings.Join(lines, "\n"))
 			}
 			for _, f := range fs {
-				if f.Leaf >= 0 && f.Kind != FindingMissing && f.DecisionID == 0 {
+				if f.Leaf >= 0 && f.Kind != audit.FindingMissing && f.DecisionID == 0 {
 					t.Errorf("finding %v names no decision id", f)
 				}
 			}
@@ -372,7 +373,7 @@ func runAuditSuite(t *testing.T, b backend) {
 	t.Run("explain re-runs a decision and shows it reproduces", func(t *testing.T) {
 		s, _ := auditStore(t, b)
 		d := rowAt(t, s, 1, 3)
-		x, err := NewAuditor(s).Explain(ctx, d)
+		x, err := audit.NewAuditor(s).Explain(ctx, d)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -392,7 +393,7 @@ func runAuditSuite(t *testing.T, b backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		x, err = NewAuditor(s).Explain(ctx, d2)
+		x, err = audit.NewAuditor(s).Explain(ctx, d2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -407,18 +408,18 @@ func runAuditSuite(t *testing.T, b backend) {
 		if d2, err = s.Decision(ctx, d.ID); err != nil {
 			t.Fatal(err)
 		}
-		if x, err = NewAuditor(s).Explain(ctx, d2); err != nil || x.Inclusion.Verified || x.Recheck.LeafOK {
+		if x, err = audit.NewAuditor(s).Explain(ctx, d2); err != nil || x.Inclusion.Verified || x.Recheck.LeafOK {
 			t.Errorf("Explain with the leaf hash rewritten: inclusion verified %t, leaf ok %t, %v; want neither", x.Inclusion.Verified, x.Recheck.LeafOK, err)
 		}
 
 		exec(t, s, "DELETE FROM order_events WHERE event_id = ?", d.EventID)
-		x, err = NewAuditor(s).Explain(ctx, d2)
+		x, err = audit.NewAuditor(s).Explain(ctx, d2)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var re *RecheckError
-		if !errors.As(x.Recheck.Err, &re) || re.Reason != ReasonEventMissing || !errors.Is(x.Recheck.Err, ErrCannotRecheck) {
-			t.Errorf("Explain without the event: err %v, want a RecheckError %s", x.Recheck.Err, ReasonEventMissing)
+		var re *audit.RecheckError
+		if !errors.As(x.Recheck.Err, &re) || re.Reason != audit.ReasonEventMissing || !errors.Is(x.Recheck.Err, audit.ErrCannotRecheck) {
+			t.Errorf("Explain without the event: err %v, want a audit.RecheckError %s", x.Recheck.Err, audit.ReasonEventMissing)
 		}
 	})
 
@@ -454,7 +455,7 @@ func runAuditSuite(t *testing.T, b backend) {
 		if top.RateRule != "top" {
 			t.Fatalf("s-3 was decided with %s, want top (the tier)", top.RateRule)
 		}
-		x, err := NewAuditor(s).Explain(ctx, top)
+		x, err := audit.NewAuditor(s).Explain(ctx, top)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -465,7 +466,7 @@ func runAuditSuite(t *testing.T, b backend) {
 		// its hash says.
 		exec(t, s, "UPDATE decision_inputs SET month_qualified_orders = 0 WHERE decision_id = ?", top.ID)
 		_, fs = verifyAll(t, s)
-		if got, want := reduce(fs), []gotFinding{{FindingNotReproduced, "", 4, 0}, {FindingLedger, "", 4, 0}, {FindingOrderState, "", 0, -1}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		if got, want := reduce(fs), []gotFinding{{audit.FindingNotReproduced, "", 4, 0}, {audit.FindingLedger, "", 4, 0}, {audit.FindingOrderState, "", 0, -1}}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("after editing the inputs: %v, want %v", got, want)
 		}
 	})
@@ -531,7 +532,7 @@ func BenchmarkVerify(b *testing.B) {
 			b.ResetTimer()
 			var rows int64
 			for range b.N {
-				rep, err := s.Verify(ctx, VerifyOptions{})
+				rep, err := audit.Verify(ctx, s, audit.VerifyOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -545,8 +546,8 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
-func checkLedgerDiff(stored string) func(t *testing.T, fs []Finding) {
-	return func(t *testing.T, fs []Finding) {
+func checkLedgerDiff(stored string) func(t *testing.T, fs []audit.Finding) {
+	return func(t *testing.T, fs []audit.Finding) {
 		if d := fs[0].Diffs; len(d) != 1 || !strings.Contains(d[0].Stored, stored) || strings.Contains(d[0].Rerun, stored) {
 			t.Errorf("diffs = %+v, want one ledger line stored with %s", d, stored)
 		}

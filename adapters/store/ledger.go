@@ -372,18 +372,6 @@ func (s *Store) CheckPinned(ctx context.Context, ps []*rules.Policy) error {
 	return nil
 }
 
-// DecisionInputs is what a decision was decided with besides its event and policy version.
-type DecisionInputs struct {
-	DecisionID int64
-	// Pin is the order's pin when the event was decided (nil: none yet); Pinned says the decision
-	// was made with it rather than with the version in force.
-	Pin    *engine.Pin
-	Pinned bool
-	// Affiliate is the affiliate.* inputs, when the policy read them (nil otherwise). To decide the
-	// event again, set the decoded order's Affiliate to it.
-	Affiliate *engine.AffiliateMonth
-}
-
 // DecisionInputs returns a decision's recorded inputs; the zero value (with DecisionID) when
 // it has none (it was decided with the version in force, by a policy that reads no affiliate.*).
 func (s *Store) DecisionInputs(ctx context.Context, decisionID int64) (DecisionInputs, error) {

@@ -8,12 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/cockroachdb/apd/v3"
 )
-
-// ErrNotFound: no stored row has that key.
-var ErrNotFound = errors.New("not found")
 
 // Stats summarises what is stored. Money is exact: decimal strings, never float.
 type Stats struct {
@@ -31,20 +26,6 @@ type Stats struct {
 	ByFailedRule map[string]int64
 }
 
-// StoredEvent is one stored order event.
-type StoredEvent struct {
-	ID          int64 // the row id: insertion order
-	EventID     string
-	Program     string
-	OrderID     string
-	AffiliateID string
-	Subject     string
-	StreamSeq   uint64
-	Raw         []byte // the order JSON exactly as received
-	PlacedAt    time.Time
-	ReceivedAt  time.Time
-}
-
 // EventFilter selects stored events. Zero fields select everything.
 type EventFilter struct {
 	Program   string
@@ -53,53 +34,6 @@ type EventFilter struct {
 	// LatestPerOrder keeps only the latest event of each (program, order): the highest stream
 	// sequence, then the latest stored.
 	LatestPerOrder bool
-}
-
-// TraceEntry is what one rule of the deciding policy said.
-type TraceEntry struct {
-	Stage   string // "qualify" or "rate"
-	Rule    string
-	Outcome string // pass, fail, match, no_match or not_evaluated
-}
-
-// StoredDecision is one stored decision, with its place in its partition's chain of batches.
-type StoredDecision struct {
-	ID            int64
-	EventID       string
-	OrderID       string
-	Program       string
-	AffiliateID   string
-	PolicyVersion int
-	PolicyDigest  string
-	Qualified     bool
-	FailedRules   []string
-	RateRule      string
-	Rate          apd.Decimal
-	Flat          apd.Decimal // meaningful only when HasFlat
-	HasFlat       bool
-	Base          apd.Decimal
-	Commission    apd.Decimal
-	Currency      string
-	Rounding      string
-	Trace         []TraceEntry
-	Env           string
-	StreamSeq     uint64
-	DecidedAt     time.Time
-	Partition     int
-	BatchSeq      uint64
-	Leaf          int    // its index in the batch's Merkle tree
-	LeafHash      string // engine.LeafHash of its leaf bytes, hex
-}
-
-// StoredPolicy is a policy version as first used.
-type StoredPolicy struct {
-	Program       string
-	Version       int
-	Digest        string
-	Source        []byte // the file's bytes
-	File          string
-	EffectiveFrom time.Time
-	FirstUsedAt   time.Time
 }
 
 // Stats counts what is stored and totals commissions exactly.

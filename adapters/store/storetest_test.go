@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/apd/v3"
 
 	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/engine/audit"
 	"github.com/commissioner/commissioner/rules"
 )
 
@@ -851,7 +852,7 @@ func verifyChain(t *testing.T, s *Store, program string, wantLen int64) {
 func checkChain(t *testing.T, s *Store, program string, wantLen int64) error {
 	t.Helper()
 	var found []string
-	rep, err := s.Verify(context.Background(), VerifyOptions{Program: program, OnFinding: func(f Finding) {
+	rep, err := audit.Verify(context.Background(), s, audit.VerifyOptions{Program: program, OnFinding: func(f audit.Finding) {
 		found = append(found, f.String())
 	}})
 	if err != nil {

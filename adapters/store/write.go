@@ -629,3 +629,11 @@ func (s *Store) writeInputs(ctx context.Context, w *wtx, b *engine.BatchWrite, i
 	}
 	return nil
 }
+
+// short abbreviates a hash for messages.
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/engine/audit"
 )
 
 func init() { extraCommands = append(extraCommands, newAuditCmd) }
@@ -133,7 +134,7 @@ type auditJSON struct {
 	Seconds       float64         `json:"seconds"`
 }
 
-func toFindingJSON(f store.Finding) findingJSON {
+func toFindingJSON(f audit.Finding) findingJSON {
 	out := findingJSON{Kind: f.Kind, Reason: f.Reason, Program: f.Program, DecisionID: f.DecisionID,
 		EventID: f.EventID, OrderID: f.OrderID, Detail: f.Detail}
 	if f.BatchSeq != 0 {
@@ -159,7 +160,7 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 	if !p.JSON {
 		fmt.Fprintf(out, "audit verify: %s\n", st)
 	}
-	rep, err := st.Verify(ctx, store.VerifyOptions{Program: p.Program, Workers: p.Workers, OnFinding: func(f store.Finding) {
+	rep, err := audit.Verify(ctx, st, audit.VerifyOptions{Program: p.Program, Workers: p.Workers, OnFinding: func(f audit.Finding) {
 		if shown >= p.MaxFindings {
 			return
 		}
@@ -202,7 +203,7 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 		if rep.Findings > 0 {
 			fmt.Fprintln(out)
 		}
-		policyFindings := rep.ByKind[store.FindingPolicy]
+		policyFindings := rep.ByKind[audit.FindingPolicy]
 		if policyFindings == 0 {
 			fmt.Fprintf(out, "policy versions: %d checked; every stored source has the digest recorded when it was first used\n", rep.Policies)
 		} else {

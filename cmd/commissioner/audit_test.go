@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/engine/audit"
 )
 
 // auditBackends are the stores the service writes to in these tests.
@@ -170,7 +171,7 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 			// 1. A commission edited in place: named as altered, with the field.
 			altered := rowOf(t, st, 17)
 			sqlExec(t, st, "UPDATE decisions SET commission = '99999.99' WHERE id = ?", altered.ID)
-			want := []seen{{store.FindingAltered, altered.ID}}
+			want := []seen{{audit.FindingAltered, altered.ID}}
 			doc, failed = verifyJSON(t, st)
 			if got := kinds(doc); !failed || !slices.Equal(got, want) {
 				t.Fatalf("after UPDATE: exit 1 %t, findings %v; want %v", failed, got, want)
@@ -200,17 +201,17 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 			// matches), its ledger entry and order state are left over, its event an orphan.
 			deleted := qualifiedFrom(t, st, 40)
 			sqlExec(t, st, "DELETE FROM decisions WHERE id = ?", deleted.ID)
-			want = sortSeen(append(want, seen{store.FindingLedger, deleted.ID}, seen{store.FindingOrderState, 0},
-				seen{store.FindingMissing, 0}, seen{store.FindingRootMismatch, 0}, seen{store.FindingOrphanEvent, 0}))
+			want = sortSeen(append(want, seen{audit.FindingLedger, deleted.ID}, seen{audit.FindingOrderState, 0},
+				seen{audit.FindingMissing, 0}, seen{audit.FindingRootMismatch, 0}, seen{audit.FindingOrphanEvent, 0}))
 			doc, _ = verifyJSON(t, st)
 			if got := kinds(doc); !slices.Equal(got, want) {
 				t.Fatalf("after DELETE: findings %v; want %v", got, want)
 			}
 			for _, f := range doc.Findings {
-				if f.Kind == store.FindingMissing && (f.BatchSeq != deleted.BatchSeq || f.Leaf == nil || *f.Leaf != deleted.Leaf) {
+				if f.Kind == audit.FindingMissing && (f.BatchSeq != deleted.BatchSeq || f.Leaf == nil || *f.Leaf != deleted.Leaf) {
 					t.Errorf("missing finding %+v, want batch %d leaf %d", f, deleted.BatchSeq, deleted.Leaf)
 				}
-				if f.Kind == store.FindingOrphanEvent && f.EventID != deleted.EventID {
+				if f.Kind == audit.FindingOrphanEvent && f.EventID != deleted.EventID {
 					t.Errorf("orphan event %s, want %s (the deleted decision's)", f.EventID, deleted.EventID)
 				}
 			}
@@ -229,14 +230,14 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 			if err := st.DB().NewRaw("SELECT id FROM decisions WHERE event_id = 'forged-event'").Scan(ctx, &forged); err != nil {
 				t.Fatal(err)
 			}
-			want = sortSeen(append(want, seen{store.FindingUnverifiable, forged}, seen{store.FindingInserted, forged}))
+			want = sortSeen(append(want, seen{audit.FindingUnverifiable, forged}, seen{audit.FindingInserted, forged}))
 			doc, _ = verifyJSON(t, st)
 			if got := kinds(doc); !slices.Equal(got, want) {
 				t.Fatalf("after INSERT: findings %v; want %v", got, want)
 			}
 			for _, f := range doc.Findings {
-				if f.Kind == store.FindingUnverifiable && f.Reason != store.ReasonEventMissing {
-					t.Errorf("forged row: reason %q, want %s", f.Reason, store.ReasonEventMissing)
+				if f.Kind == audit.FindingUnverifiable && f.Reason != audit.ReasonEventMissing {
+					t.Errorf("forged row: reason %q, want %s", f.Reason, audit.ReasonEventMissing)
 				}
 			}
 
@@ -244,10 +245,10 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 			// made can be verified.
 			sqlExec(t, st, `UPDATE policy_versions SET source = REPLACE(source, 'rate: "6%"', 'rate: "5%"') WHERE program = 'alibaba'`)
 			doc, failed = verifyJSON(t, st)
-			if !failed || len(doc.Findings) == 0 || doc.Findings[0].Kind != store.FindingPolicy || doc.Findings[0].Reason != store.ReasonPolicyAltered {
+			if !failed || len(doc.Findings) == 0 || doc.Findings[0].Kind != audit.FindingPolicy || doc.Findings[0].Reason != audit.ReasonPolicyAltered {
 				t.Fatalf("after editing the policy source: findings %v; want a policy_altered finding first", kinds(doc))
 			}
-			if n := doc.ByKind[store.FindingUnverifiable]; n != orders {
+			if n := doc.ByKind[audit.FindingUnverifiable]; n != orders {
 				t.Errorf("after editing the policy source: %d unverifiable rows, want %d (every stored row)", n, orders)
 			}
 			if !strings.Contains(doc.Findings[0].Detail, "the source was altered") {

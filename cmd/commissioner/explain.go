@@ -13,6 +13,7 @@ import (
 	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/engine/audit"
 )
 
 func init() { extraCommands = append(extraCommands, newExplainCmd) }
@@ -78,8 +79,8 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, out io.Wr
 		}
 		return fmt.Errorf("order %s has no stored decision%s in %s", p.OrderID, where, st)
 	}
-	a := store.NewAuditor(st)
-	xs := make([]store.Explained, 0, len(ds))
+	a := audit.NewAuditor(st)
+	xs := make([]audit.Explained, 0, len(ds))
 	ok := true
 	for _, d := range ds {
 		x, err := a.Explain(ctx, d)
@@ -117,7 +118,7 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, out io.Wr
 
 // writeExplained prints one decision for an auditor: a header of aligned fields, the check, then
 // one block per rule.
-func writeExplained(w io.Writer, x store.Explained) {
+func writeExplained(w io.Writer, x audit.Explained) {
 	d := &x.Decision
 	fmt.Fprintf(w, "\n== decision %d %s\n", d.ID, strings.Repeat("=", max(0, 60-len(fmt.Sprint(d.ID)))))
 	field := func(name, format string, args ...any) {
@@ -172,7 +173,7 @@ func writeExplained(w io.Writer, x store.Explained) {
 	switch {
 	case rc.Err != nil:
 		fmt.Fprintf(w, "\n  !! CANNOT EXPLAIN: %v\n", rc.Err)
-		if errors.Is(rc.Err, store.ErrPolicyAltered) {
+		if errors.Is(rc.Err, audit.ErrPolicyAltered) {
 			fmt.Fprintf(w, "  !! the policy text decisions were made with is no longer in the store; this decision cannot be verified\n")
 		}
 		fmt.Fprintf(w, "  the stored outcomes:\n")

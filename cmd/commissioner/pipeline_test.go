@@ -24,6 +24,7 @@ import (
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
 	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/engine/audit"
 	"github.com/commissioner/commissioner/rules"
 )
 
@@ -462,7 +463,7 @@ func verifyStored(t testing.TB, st *store.Store, policies string, want expectati
 func verifyChains(t testing.TB, st *store.Store, policies string, wantTotal int64) {
 	t.Helper()
 	var found []string
-	rep, err := st.Verify(context.Background(), store.VerifyOptions{OnFinding: func(f store.Finding) {
+	rep, err := audit.Verify(context.Background(), st, audit.VerifyOptions{OnFinding: func(f audit.Finding) {
 		if len(found) < 10 {
 			found = append(found, f.String())
 		}

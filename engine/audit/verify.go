@@ -1,0 +1,734 @@
+package audit
+
+// audit verify: two walks over the store.
+//
+//   - Order by order (per program, orders by id, each order's decisions in the order they were
+//     made): every decision is decided again with its recorded policy version and compared column
+//     by column; the order's decisions are booked again (engine.OrderBook), so each decision's
+//     leaf is recomputed from the sources of truth and compared with its stored leaf hash, the
+//     stored ledger entries are compared with what the decisions book, and the stored order state
+//     with what they leave.
+//   - Partition by partition (batches by sequence, each batch's leaves by index): leaf indexes
+//     complete and in range, each batch's Merkle root over its stored leaf hashes, its hash over
+//     its header, its link to the batch before, and the partition's head.
+//
+// Together: a changed column, ledger row or order state is named; a deleted, inserted, replaced or
+// reordered decision or batch breaks a root, a link or the sequence.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/apd/v3"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/commissioner/commissioner/engine"
+)
+
+// Finding kinds: what audit verify reports.
+const (
+	// FindingAltered: the row's columns differ from the re-run while its leaf hash covers the
+	// re-run: the row was changed after it was stored.
+	FindingAltered = "altered"
+	// FindingNotReproduced: neither the row's columns nor its leaf hash match the re-run: engine
+	// or policy drift, or a forged row.
+	FindingNotReproduced = "not_reproduced"
+	// FindingLeafMismatch: the columns reproduce but the leaf hash does not cover them (with the
+	// ledger entries and state change the order's decisions book): the hash was changed, or the
+	// row was forged or moved to another order.
+	FindingLeafMismatch = "leaf_mismatch"
+	// FindingUnverifiable: the row could not be decided again (its event or policy version is
+	// missing or altered); Reason says which.
+	FindingUnverifiable = "unverifiable"
+	// FindingLedger: the stored ledger entries of a decision are not what it books (an amount,
+	// affiliate, currency, kind or date changed, an entry deleted or added).
+	FindingLedger = "ledger"
+	// FindingOrderState: an order's stored state is not what its decisions leave.
+	FindingOrderState = "order_state"
+	// FindingMissing: batches or leaves with no row (deleted rows).
+	FindingMissing = "missing"
+	// FindingInserted: a row outside the chain: a leaf beyond its batch's count or in no stored
+	// batch, a batch beyond the partition's head.
+	FindingInserted = "inserted"
+	// FindingRootMismatch: a batch's stored leaves do not hash to its root: a leaf was replaced
+	// or the leaves reordered.
+	FindingRootMismatch = "root_mismatch"
+	// FindingBatchHash: a batch row's hash is not the hash of its header (the row was edited).
+	FindingBatchHash = "batch_hash"
+	// FindingBrokenLink: a batch's prev_hash is not the hash of the batch before it.
+	FindingBrokenLink = "broken_link"
+	// FindingHeadMismatch: the partition's head (partitions) does not name its last batch.
+	FindingHeadMismatch = "head_mismatch"
+	// FindingPolicy: a stored policy version cannot be used: its source was altered (digest
+	// mismatch) or no longer compiles; Reason says which.
+	FindingPolicy = "policy"
+	// FindingOrphanEvent: a stored order event has neither a decision nor a dead letter.
+	FindingOrphanEvent = "orphan_event"
+)
+
+// Finding is one thing audit verify found.
+type Finding struct {
+	Kind    string
+	Reason  string // for unverifiable and policy findings: a Reason… constant
+	Program string
+	// Partition, BatchSeq and Leaf place it in a partition's chain; BatchSeq 0 when it is about
+	// no batch, Leaf -1 when about no leaf.
+	Partition  int
+	BatchSeq   uint64
+	Leaf       int
+	DecisionID int64 // 0 when about no decision
+	EventID    string
+	OrderID    string
+	Detail     string
+	Diffs      []FieldDiff
+}
+
+// Place is where the finding is in the chain, for messages: "partition 3 batch 12 leaf 7".
+func (f Finding) Place() string {
+	if f.BatchSeq == 0 {
+		return ""
+	}
+	s := fmt.Sprintf("partition %d batch %d", f.Partition, f.BatchSeq)
+	if f.Leaf >= 0 {
+		s += fmt.Sprintf(" leaf %d", f.Leaf)
+	}
+	return s
+}
+
+func (f Finding) String() string {
+	var parts []string
+	if f.Program != "" {
+		parts = append(parts, f.Program)
+	}
+	if p := f.Place(); p != "" {
+		parts = append(parts, p)
+	}
+	if f.DecisionID != 0 {
+		parts = append(parts, fmt.Sprintf("decision %d", f.DecisionID))
+	}
+	if f.OrderID != "" {
+		parts = append(parts, "order "+f.OrderID)
+	}
+	var b strings.Builder
+	b.WriteString(strings.Join(parts, " "))
+	fmt.Fprintf(&b, ": %s: %s", f.Kind, f.Detail)
+	for _, d := range f.Diffs {
+		fmt.Fprintf(&b, "\n    %s: stored %q, re-run %q", d.Field, d.Stored, d.Rerun)
+	}
+	return b.String()
+}
+
+// VerifyOptions say what Verify checks and where findings go.
+type VerifyOptions struct {
+	Program string // "" verifies every program's decisions (the partitions' chains are always checked)
+	Workers int    // orders re-run in parallel; 0: GOMAXPROCS
+	// OnFinding receives every finding, one at a time (never concurrently). Nil drops them (the
+	// report still counts them).
+	OnFinding func(Finding)
+	// OrphanLimit bounds how many orphan events are reported; 0: 100.
+	OrphanLimit int
+}
+
+// PartitionReport is what Verify found in one partition's chain.
+type PartitionReport struct {
+	Partition int
+	Batches   int64
+	Leaves    int64 // decisions and dead letters
+	LastSeq   uint64
+	LastHash  string
+	Head      engine.PartitionHead // the stored head; zero when none
+	HasHead   bool
+	Findings  int
+	First     *Finding // the first finding in chain order; nil when none
+}
+
+// VerifyReport is the result of Verify.
+type VerifyReport struct {
+	Policies   int   // stored policy versions checked
+	Decisions  int64 // decisions re-run
+	Reproduced int64 // decisions re-run to exactly the stored row, leaf and ledger included
+	Orders     int64
+	Partitions []PartitionReport
+	Findings   int
+	ByKind     map[string]int
+}
+
+// OK reports whether nothing was found.
+func (r *VerifyReport) OK() bool { return r.Findings == 0 }
+
+// Verify audits the store: every stored policy version's source against its digest; every
+// decision decided again and its order booked again (leaves, ledger, order state); every
+// partition's chain of batches; and the events left without any outcome. It returns an error
+// only when it could not do the work (a failed read, a cancelled ctx).
+func Verify(ctx context.Context, s VerifySource, opts VerifyOptions) (*VerifyReport, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.OrphanLimit <= 0 {
+		opts.OrphanLimit = 100
+	}
+	rep := &VerifyReport{ByKind: map[string]int{}}
+	var part *PartitionReport
+	emit := func(f Finding) {
+		rep.Findings++
+		rep.ByKind[f.Kind]++
+		if part != nil {
+			part.Findings++
+			if part.First == nil {
+				ff := f
+				part.First = &ff
+			}
+		}
+		if opts.OnFinding != nil {
+			opts.OnFinding(f)
+		}
+	}
+	a := NewAuditor(s)
+	policies, err := s.PolicyVersions(ctx, opts.Program)
+	if err != nil {
+		return nil, err
+	}
+	for _, sp := range policies {
+		rep.Policies++
+		if _, _, err := a.Policy(ctx, sp.Program, sp.Version); err != nil {
+			var re *RecheckError
+			if !errors.As(err, &re) {
+				return nil, err
+			}
+			emit(Finding{Kind: FindingPolicy, Reason: re.Reason, Program: sp.Program, Leaf: -1, Detail: re.Msg})
+		}
+	}
+
+	programs := []string{opts.Program}
+	if opts.Program == "" {
+		if programs, err = s.DecisionPrograms(ctx); err != nil {
+			return nil, err
+		}
+	}
+	for _, prog := range programs {
+		if err := verifyOrders(ctx, s, a, prog, opts.Workers, rep, emit); err != nil {
+			return nil, err
+		}
+	}
+
+	parts, err := s.Partitions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	heads, err := s.PartitionHeads(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range parts {
+		rep.Partitions = append(rep.Partitions, PartitionReport{Partition: p})
+		part = &rep.Partitions[len(rep.Partitions)-1]
+		for _, h := range heads {
+			if h.Partition == p {
+				part.Head, part.HasHead = h, true
+			}
+		}
+		if err := verifyPartition(ctx, s, part, emit); err != nil {
+			return nil, err
+		}
+	}
+	part = nil
+
+	orphans, err := s.OrphanEvents(ctx, opts.Program, opts.OrphanLimit)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range orphans {
+		emit(Finding{Kind: FindingOrphanEvent, Program: e.Program, Leaf: -1, EventID: e.EventID, OrderID: e.OrderID,
+			Detail: fmt.Sprintf("order event %s (stream seq %d) has no decision and no dead letter: its decision was deleted", e.EventID, e.StreamSeq)})
+	}
+	return rep, nil
+}
+
+// VerifySource is what Verify reads: Source, and the store's rows in the orders Verify walks them.
+// adapters/store implements it.
+type VerifySource interface {
+	Source
+	// PolicyVersions returns every stored policy version of a program ("" for every program).
+	PolicyVersions(ctx context.Context, program string) ([]StoredPolicy, error)
+	// DecisionPrograms returns, sorted, every program with a stored decision.
+	DecisionPrograms(ctx context.Context) ([]string, error)
+	// OrderGroups calls fn with each order of the program, by order id: its decisions in the
+	// order they were made (with their events and recorded inputs, columns as stored), its
+	// ledger entries (by decision) and its state. An order with ledger entries or a state but
+	// no decision comes too.
+	OrderGroups(ctx context.Context, program string, fn func(*OrderGroup) error) error
+	// Partitions returns the partitions with a head, a batch or a leaf; PartitionHeads their heads.
+	Partitions(ctx context.Context) ([]int, error)
+	PartitionHeads(ctx context.Context) ([]engine.PartitionHead, error)
+	// Batches yields a partition's batch rows by sequence; Leaves its decisions' and dead
+	// letters' leaves by batch and leaf index.
+	Batches(ctx context.Context, partition int) iter.Seq2[BatchRow, error]
+	Leaves(ctx context.Context, partition int) iter.Seq2[LeafRow, error]
+	// OrphanEvents returns up to limit stored events with neither a decision nor a dead letter.
+	OrphanEvents(ctx context.Context, program string, limit int) ([]StoredEvent, error)
+}
+
+// OrderGroup is one order as stored: its decisions, ledger entries and state.
+type OrderGroup struct {
+	Program, OrderID string
+	Rows             []Row
+	Ledger           []StoredLedgerEntry
+	State            *StoredState // nil when none is stored
+}
+
+// Row is one stored decision as Verify checks it: its columns as stored (Text: unparsed, so a
+// column that no longer parses is a finding), its event (nil when none is stored) and its
+// recorded affiliate.* inputs (nil when none).
+type Row struct {
+	Decision  StoredDecision // identity, place and the columns that always parse
+	Text      StoredText
+	Event     *StoredEvent
+	Affiliate *engine.AffiliateMonth
+}
+
+// StoredLedgerEntry is a ledger row as Verify compares it (amount as stored text).
+type StoredLedgerEntry struct {
+	ID, DecisionID                      int64
+	Kind, AffiliateID, Currency, Amount string
+	ApproveAt                           time.Time
+}
+
+// StoredState is an order's stored state as Verify compares it (decimals as stored text).
+type StoredState struct {
+	AffiliateID, Currency, EventID, Base, Commission string
+	DecisionID, StreamSeq                            int64
+	Qualified                                        bool
+	HasPin                                           bool
+	PinVersion                                       int64
+	PinDigest                                        string
+}
+
+// BatchRow is a batch row as stored.
+type BatchRow struct {
+	Seq, Epoch, Leaves, FirstStreamSeq, LastStreamSeq int64
+	Prev, Root, Hash                                  string
+}
+
+// LeafRow is one leaf of a partition as stored: a decision's, or a dead letter's with the
+// columns its leaf covers.
+type LeafRow struct {
+	BatchSeq, Leaf, ID        int64
+	Hash                      string
+	Dead                      bool
+	EventID, Program, OrderID string
+	StreamSeq                 int64
+	Raw                       []byte
+	Kind, Reason              string
+}
+
+// --- order by order ---
+
+// checkedGroup is an order group with what checkOrder found.
+type checkedGroup struct {
+	*OrderGroup
+	findings   []Finding
+	reproduced int64
+	done       chan struct{}
+}
+
+func verifyOrders(ctx context.Context, s VerifySource, a *Auditor, program string, workers int, rep *VerifyReport, emit func(Finding)) error {
+	g, gctx := errgroup.WithContext(ctx)
+	jobs := make(chan *checkedGroup, 4*workers)
+	ordered := make(chan *checkedGroup, 64*workers)
+	g.Go(func() error {
+		defer close(jobs)
+		defer close(ordered)
+		return s.OrderGroups(gctx, program, func(g *OrderGroup) error {
+			og := &checkedGroup{OrderGroup: g, done: make(chan struct{})}
+			select {
+			case ordered <- og:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			select {
+			case jobs <- og:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			return nil
+		})
+	})
+	for range workers {
+		g.Go(func() error {
+			for og := range jobs {
+				err := checkOrder(gctx, a, og)
+				close(og.done)
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		for og := range ordered {
+			select {
+			case <-og.done:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			rep.Orders++
+			rep.Decisions += int64(len(og.Rows))
+			rep.Reproduced += og.reproduced
+			for _, f := range og.findings {
+				emit(f)
+			}
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// readOrderGroups streams a program's decisions (with events and inputs), ledger entries and
+// order states, each ordered by order id, and calls fn with each order's group.
+func checkOrder(ctx context.Context, a *Auditor, og *checkedGroup) error {
+	book := engine.NewOrderBook()
+	bookable := true
+	key := engine.OrderKey{Program: og.Program, OrderID: og.OrderID} // as decoded: ids are stored as storable text
+	ledgerOf := map[int64][]StoredLedgerEntry{}
+	for _, l := range og.Ledger {
+		ledgerOf[l.DecisionID] = append(ledgerOf[l.DecisionID], l)
+	}
+	place := func(r *Row) Finding {
+		d := &r.Decision
+		return Finding{Program: og.Program, Partition: d.Partition, BatchSeq: d.BatchSeq, Leaf: d.Leaf, DecisionID: d.ID, EventID: d.EventID, OrderID: og.OrderID}
+	}
+	for i := range og.Rows {
+		r := &og.Rows[i]
+		d := &r.Decision
+		f := place(r)
+		o, again, _, rcErr, err := a.rerun(ctx, d, r.Event, r.Affiliate, false)
+		if err != nil {
+			return err
+		}
+		if rcErr != nil {
+			var re *RecheckError
+			errors.As(rcErr, &re)
+			f.Kind, f.Reason, f.Detail = FindingUnverifiable, re.Reason, re.Msg
+			og.findings = append(og.findings, f)
+			bookable = false
+			delete(ledgerOf, d.ID)
+			continue
+		}
+		diffs := diffText(&r.Text, again, r.Event)
+		var booked []engine.LedgerEntry
+		leafOK := false
+		if bookable {
+			res := engine.Result{Event: engine.Event{ID: r.Event.EventID, StreamSeq: r.Event.StreamSeq}, Order: o, Decision: again}
+			entries, st, err := book.Book(&res)
+			if err != nil {
+				return err
+			}
+			booked = entries
+			key = engine.OrderKey{Program: again.Program, OrderID: again.OrderID}
+			leafOK = engine.LeafHash(engine.AppendDecisionLeaf(nil, r.Event.EventID, r.Event.StreamSeq, r.Event.Raw, again, entries, st)).String() == d.LeafHash
+		}
+		switch {
+		case len(diffs) > 0 && leafOK:
+			f.Kind = FindingAltered
+			f.Detail = fmt.Sprintf("the stored row differs from the re-run with %s v%d, whose content its leaf hash covers: the row was changed after it was stored",
+				og.Program, d.PolicyVersion)
+		case len(diffs) > 0:
+			f.Kind = FindingNotReproduced
+			f.Detail = fmt.Sprintf("deciding event %s again with %s v%d gives another decision, and the row's leaf hash covers neither: policy or engine drift, or a forged row",
+				d.EventID, og.Program, d.PolicyVersion)
+		case bookable && !leafOK:
+			f.Kind = FindingLeafMismatch
+			f.Detail = fmt.Sprintf("the row reproduces, but its leaf hash %s is not the leaf of its event, its decision and what it books: the hash was changed, or the row was forged or moved",
+				short(d.LeafHash))
+		}
+		if f.Kind != "" {
+			f.Diffs = diffs
+			og.findings = append(og.findings, f)
+		} else if bookable {
+			og.reproduced++
+		}
+		if bookable {
+			if lf := ledgerDiffs(booked, ledgerOf[d.ID]); len(lf) > 0 {
+				g := place(r)
+				g.Kind, g.Diffs = FindingLedger, lf
+				g.Detail = fmt.Sprintf("the ledger entries stored for decision %d are not what it books: they were changed, deleted or added after it was stored", d.ID)
+				og.findings = append(og.findings, g)
+			}
+		}
+		delete(ledgerOf, d.ID)
+	}
+	for id, ls := range ledgerOf {
+		og.findings = append(og.findings, Finding{Kind: FindingLedger, Program: og.Program, Leaf: -1, OrderID: og.OrderID, DecisionID: id,
+			Detail: fmt.Sprintf("ledger entries %s name decision %d, which is not among the order's stored decisions: it was deleted, or they were added outside the pipeline",
+				ledgerIDs(ls), id)})
+	}
+	if bookable {
+		want, has := book.State(key)
+		if diffs := stateDiffs(want, has, og.State); len(diffs) > 0 {
+			og.findings = append(og.findings, Finding{Kind: FindingOrderState, Program: og.Program, Leaf: -1, OrderID: og.OrderID, Diffs: diffs,
+				Detail: "the order's stored state is not what its decisions leave: it was changed after it was stored"})
+		}
+	}
+	return nil
+}
+
+func ledgerIDs(ls []StoredLedgerEntry) string {
+	ids := make([]string, len(ls))
+	for i, l := range ls {
+		ids[i] = strconv.FormatInt(l.ID, 10)
+	}
+	return strings.Join(ids, ", ")
+}
+
+func ledgerDiffs(want []engine.LedgerEntry, got []StoredLedgerEntry) []FieldDiff {
+	text := func(kind, aff, cur, amount string, at time.Time) string {
+		return fmt.Sprintf("%s %s %s %s approve %s", kind, aff, cur, amount, at.UTC().Format(time.RFC3339))
+	}
+	var out []FieldDiff
+	for i := 0; i < max(len(want), len(got)); i++ {
+		var w, g string
+		if i < len(want) {
+			e := &want[i]
+			w = text(string(e.Kind), engine.StorableText(e.AffiliateID), e.Currency, e.Amount.Text('f'), e.ApproveAt)
+		}
+		if i < len(got) {
+			l := &got[i]
+			amount := l.Amount
+			var v apd.Decimal
+			if _, _, err := v.SetString(amount); err == nil {
+				amount = v.Text('f')
+			}
+			g = text(l.Kind, l.AffiliateID, l.Currency, amount, l.ApproveAt)
+		}
+		if w != g {
+			out = append(out, FieldDiff{Field: "ledger[" + strconv.Itoa(i) + "]", Stored: g, Rerun: w})
+		}
+	}
+	return out
+}
+
+func stateDiffs(want engine.OrderState, has bool, got *StoredState) []FieldDiff {
+	switch {
+	case !has && got == nil:
+		return nil
+	case !has:
+		return []FieldDiff{{Field: "order_state", Stored: "a state (event " + got.EventID + ")", Rerun: "none"}}
+	case got == nil:
+		return []FieldDiff{{Field: "order_state", Stored: "none", Rerun: "a state (event " + want.EventID + ")"}}
+	}
+	var out []FieldDiff
+	cmp := func(field, stored, rerun string) {
+		if stored != rerun {
+			out = append(out, FieldDiff{Field: "order_state." + field, Stored: stored, Rerun: rerun})
+		}
+	}
+	dec := func(field, stored string, rerun *apd.Decimal) {
+		var v apd.Decimal
+		if _, _, err := v.SetString(stored); err != nil || v.Cmp(rerun) != 0 {
+			out = append(out, FieldDiff{Field: "order_state." + field, Stored: stored, Rerun: rerun.Text('f')})
+		}
+	}
+	cmp("affiliate_id", got.AffiliateID, engine.StorableText(want.AffiliateID))
+	cmp("currency", got.Currency, want.Currency)
+	cmp("event_id", got.EventID, engine.StorableText(want.EventID))
+	cmp("stream_seq", strconv.FormatInt(got.StreamSeq, 10), strconv.FormatUint(want.StreamSeq, 10))
+	cmp("qualified", strconv.FormatBool(got.Qualified), strconv.FormatBool(want.Qualified))
+	dec("base", got.Base, &want.Base)
+	dec("commission", got.Commission, &want.Commission)
+	pin := func(has bool, v int64, d string) string {
+		if !has {
+			return "none"
+		}
+		return fmt.Sprintf("v%d %s", v, d)
+	}
+	wantPin := "none"
+	if want.Pin != nil {
+		wantPin = fmt.Sprintf("v%d %s", want.Pin.Version, want.Pin.Digest)
+	}
+	cmp("pin", pin(got.HasPin, got.PinVersion, got.PinDigest), wantPin)
+	return out
+}
+
+// --- partition by partition ---
+
+func verifyPartition(ctx context.Context, s VerifySource, rep *PartitionReport, emit func(Finding)) error {
+	p := rep.Partition
+	nextLeaf, stopLeaves := iter.Pull2(s.Leaves(ctx, p))
+	defer stopLeaves()
+	var next *LeafRow
+	advance := func() error {
+		next = nil
+		l, err, ok := nextLeaf()
+		if !ok {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading the leaves of partition %d: %w", p, err)
+		}
+		next = &l
+		return nil
+	}
+	if err := advance(); err != nil {
+		return err
+	}
+	at := func(l *LeafRow) Finding {
+		f := Finding{Program: l.Program, Partition: p, BatchSeq: uint64(l.BatchSeq), Leaf: int(l.Leaf), EventID: l.EventID, OrderID: l.OrderID}
+		if !l.Dead {
+			f.DecisionID = l.ID
+		}
+		return f
+	}
+	what := func(l *LeafRow) string {
+		if l.Dead {
+			return fmt.Sprintf("dead letter %d", l.ID)
+		}
+		return fmt.Sprintf("decision %d", l.ID)
+	}
+	// strays reports leaves before batch seq that belong to no batch row.
+	strays := func(seq int64) error {
+		for next != nil && next.BatchSeq < seq {
+			f := at(next)
+			f.Kind = FindingInserted
+			f.Detail = fmt.Sprintf("%s names batch %d of partition %d, which has no batch row: the row was put in, or its batch deleted", what(next), next.BatchSeq, p)
+			emit(f)
+			rep.Leaves++
+			if err := advance(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	expect, prevHash := int64(1), engine.GenesisHash.String()
+	for b, err := range s.Batches(ctx, p) {
+		if err != nil {
+			return fmt.Errorf("reading the batches of partition %d: %w", p, err)
+		}
+		rep.Batches++
+		batch := Finding{Partition: p, BatchSeq: uint64(b.Seq), Leaf: -1}
+		if err := strays(b.Seq); err != nil {
+			return err
+		}
+		switch {
+		case b.Seq > expect:
+			f := batch
+			f.Kind, f.BatchSeq = FindingMissing, uint64(expect)
+			f.Detail = fmt.Sprintf("batches %d–%d of partition %d are missing before batch %d: they were deleted", expect, b.Seq-1, p, b.Seq)
+			emit(f)
+		case b.Seq < expect:
+			f := batch
+			f.Kind = FindingInserted
+			f.Detail = fmt.Sprintf("batch %d is out of sequence (the next is %d)", b.Seq, expect)
+			emit(f)
+		}
+		if b.Seq == expect && b.Prev != prevHash {
+			f := batch
+			f.Kind = FindingBrokenLink
+			f.Detail = fmt.Sprintf("prev_hash %s is not the hash %s of batch %d: batches were swapped, replaced or put in", short(b.Prev), short(prevHash), b.Seq-1)
+			emit(f)
+		}
+		hdr := engine.BatchHeader{Partition: p, Seq: uint64(b.Seq), Epoch: uint64(b.Epoch), Leaves: int(b.Leaves),
+			FirstStreamSeq: uint64(b.FirstStreamSeq), LastStreamSeq: uint64(b.LastStreamSeq)}
+		var err1, err2 error
+		hdr.Prev, err1 = engine.ParseHash(b.Prev)
+		hdr.Root, err2 = engine.ParseHash(b.Root)
+		if h := hdr.Hash(); err1 != nil || err2 != nil || h.String() != b.Hash {
+			f := batch
+			f.Kind = FindingBatchHash
+			f.Detail = fmt.Sprintf("the batch's hash %s is not the hash of its header: the batch row was edited", short(b.Hash))
+			emit(f)
+		}
+		// Its leaves.
+		var leaves []engine.Hash
+		want := int64(0)
+		for next != nil && next.BatchSeq == b.Seq {
+			l := next
+			rep.Leaves++
+			f := at(l)
+			switch {
+			case l.Leaf >= b.Leaves:
+				f.Kind = FindingInserted
+				f.Detail = fmt.Sprintf("%s is leaf %d of a batch of %d leaves: the row was put in", what(l), l.Leaf, b.Leaves)
+				emit(f)
+			case l.Leaf > want:
+				f.Kind, f.Leaf, f.DecisionID, f.EventID, f.OrderID = FindingMissing, int(want), 0, "", ""
+				f.Detail = leafRange(want, l.Leaf-1, b.Seq, b.Leaves)
+				emit(f)
+			}
+			if l.Dead {
+				got := engine.LeafHash(engine.AppendDeadLetterLeaf(nil, l.EventID, uint64(l.StreamSeq), l.Raw, l.Kind, l.Reason)).String()
+				if got != l.Hash {
+					f := at(l)
+					f.Kind = FindingLeafMismatch
+					f.Detail = fmt.Sprintf("dead letter %d's leaf hash %s is not the leaf of its stored columns: the row was changed", l.ID, short(l.Hash))
+					emit(f)
+				}
+			}
+			if h, err := engine.ParseHash(l.Hash); err == nil {
+				leaves = append(leaves, h)
+			}
+			want = l.Leaf + 1
+			if err := advance(); err != nil {
+				return err
+			}
+		}
+		if want < b.Leaves {
+			f := batch
+			f.Kind, f.Leaf = FindingMissing, int(want)
+			f.Detail = leafRange(want, b.Leaves-1, b.Seq, b.Leaves)
+			emit(f)
+		}
+		if root := engine.MerkleRoot(leaves); root.String() != b.Root {
+			f := batch
+			f.Kind = FindingRootMismatch
+			f.Detail = fmt.Sprintf("the batch's %d stored leaves hash to %s, not to its root %s: a leaf was removed, added, replaced or moved", len(leaves), short(root.String()), short(b.Root))
+			emit(f)
+		}
+		if b.Seq >= expect {
+			expect = b.Seq + 1
+		}
+		prevHash = b.Hash
+		rep.LastSeq, rep.LastHash = uint64(b.Seq), b.Hash
+	}
+	if err := strays(1 << 62); err != nil {
+		return err
+	}
+	switch {
+	case !rep.HasHead && rep.Batches > 0:
+		emit(Finding{Kind: FindingInserted, Partition: p, Leaf: -1, Detail: fmt.Sprintf("%d batches of partition %d, but no partition row: they were added outside the pipeline", rep.Batches, p)})
+	case !rep.HasHead:
+	case rep.LastSeq < rep.Head.Seq:
+		emit(Finding{Kind: FindingMissing, Partition: p, BatchSeq: rep.LastSeq + 1, Leaf: -1,
+			Detail: fmt.Sprintf("batches %d–%d at the end: the partition's head says %d batches (hash %s), the last stored is %d: they were deleted",
+				rep.LastSeq+1, rep.Head.Seq, rep.Head.Seq, short(rep.Head.Hash.String()), rep.LastSeq)})
+	case rep.LastSeq > rep.Head.Seq:
+		emit(Finding{Kind: FindingInserted, Partition: p, BatchSeq: rep.Head.Seq + 1, Leaf: -1,
+			Detail: fmt.Sprintf("batches after the partition's head (batch %d): they were added outside the pipeline", rep.Head.Seq)})
+	case rep.LastHash != rep.Head.Hash.String():
+		emit(Finding{Kind: FindingHeadMismatch, Partition: p, BatchSeq: rep.LastSeq, Leaf: -1,
+			Detail: fmt.Sprintf("the partition's head hash %s is not the last batch's hash %s", short(rep.Head.Hash.String()), short(rep.LastHash))})
+	}
+	return nil
+}
+
+// leafRange says which leaves of a batch are missing.
+func leafRange(from, to, batch, leaves int64) string {
+	if from == to {
+		return fmt.Sprintf("leaf %d of batch %d (of %d leaves) is missing: its row was deleted", from, batch, leaves)
+	}
+	return fmt.Sprintf("leaves %d–%d of batch %d (of %d leaves) are missing: their rows were deleted", from, to, batch, leaves)
+}
+
+// short abbreviates a hash for messages.
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
+}
