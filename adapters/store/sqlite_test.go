@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -103,5 +104,27 @@ func TestGroupCommit(t *testing.T) {
 		if want := map[int]uint64{1: 1, 2: 1, 3: 0, 4: 1}[h.Partition]; h.Seq != want {
 			t.Errorf("partition %d at batch %d, want %d", h.Partition, h.Seq, want)
 		}
+	}
+}
+
+// TestNewSQLiteFileIsPrivate: a new database file, and the WAL beside it, are the owner's alone.
+func TestNewSQLiteFileIsPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(dir, "commissioner.db")
+	s := openStore(t, Config{DSN: "sqlite://" + path})
+	if _, err := saveBatch(context.Background(), s, genBatch(t, batchSpec{prefix: "m", orders: 5, seed: 1})); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m&0o077 != 0 {
+			t.Errorf("%s has mode %v, want no access for group or others", f, m)
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("the new directory: %v, %v; want mode 0700", fi.Mode(), err)
 	}
 }

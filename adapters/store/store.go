@@ -272,9 +272,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	switch p.kind {
 	case SQLite:
 		if dir := filepath.Dir(p.path); dir != "" {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return nil, fmt.Errorf("opening store %s: %w", cfg, err)
 			}
+		}
+		// The database holds every decision and the ledger: a new file is the owner's alone
+		// (SQLite gives its -wal and -shm files the database file's mode).
+		if f, err := os.OpenFile(p.path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+			f.Close()
+		} else if !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("opening store %s: %w", cfg, err)
 		}
 		sqldb, err := sql.Open("sqlite", sqliteDSN(p.path))
 		if err != nil {
