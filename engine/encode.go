@@ -57,10 +57,12 @@ func (d *Decision) AppendJSON(b []byte, trace bool) []byte {
 	return append(b, '}')
 }
 
-func (d *Decision) appendTrace(b []byte) []byte {
+// outcomes are every rule's outcome, in policy order: pass/fail (qualify), match/no_match (rate),
+// or not_evaluated.
+func (d *Decision) outcomes() (qualify, rates []string) {
 	p := d.Policy
-	qualify := make([]string, len(p.Qualify))
-	rates := make([]string, len(p.Rates))
+	qualify = make([]string, len(p.Qualify))
+	rates = make([]string, len(p.Rates))
 	for i := range qualify {
 		qualify[i] = "not_evaluated"
 	}
@@ -79,6 +81,12 @@ func (d *Decision) appendTrace(b []byte) []byte {
 			rates[o.Index] = "no_match"
 		}
 	}
+	return qualify, rates
+}
+
+func (d *Decision) appendTrace(b []byte) []byte {
+	p := d.Policy
+	qualify, rates := d.outcomes()
 	b = append(b, `,"trace":[`...)
 	n := 0
 	entry := func(stage, id, expr, outcome string) {
@@ -176,26 +184,7 @@ func appendString(b []byte, s string) []byte {
 // match/no_match (rate) or not_evaluated. The full trace (with expressions) is AppendJSON's.
 func (d *Decision) AppendCompactTrace(b []byte) []byte {
 	p := d.Policy
-	q := make([]string, len(p.Qualify))
-	r := make([]string, len(p.Rates))
-	for i := range q {
-		q[i] = "not_evaluated"
-	}
-	for i := range r {
-		r[i] = "not_evaluated"
-	}
-	for _, o := range d.Trace {
-		switch {
-		case o.Stage == StageQualify && o.Result:
-			q[o.Index] = "pass"
-		case o.Stage == StageQualify:
-			q[o.Index] = "fail"
-		case o.Result:
-			r[o.Index] = "match"
-		default:
-			r[o.Index] = "no_match"
-		}
-	}
+	q, r := d.outcomes()
 	b = append(b, '[')
 	n := 0
 	entry := func(stage, id, outcome string) {
