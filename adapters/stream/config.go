@@ -85,7 +85,12 @@ type Config struct {
 	Durable string `koanf:"durable"`
 	// BatchSize is the most events handed to the Processor at once.
 	BatchSize int `koanf:"batch_size"`
-	// FetchWait is the longest a batch waits to fill up once its first event has arrived.
+	// FetchWait is the longest a batch waits to fill up once its first event has arrived. Each
+	// partition fetches for itself, from a consumer the server fills by scanning for its
+	// partition's subjects: 5 ms gave batches of ~440 events out of 1 000 under load, and every
+	// batch pays its history read, its fence, its commit. 25 ms (the default) gave ~760 and a
+	// quarter more orders/s on PostgreSQL (load --orders 200000: 9 798 → 12 729), ~5% on SQLite;
+	// it adds at most that much latency to a lone event.
 	FetchWait time.Duration `koanf:"fetch_wait"`
 	// AckWait is how long the server waits for an ack before redelivering an event. While a
 	// batch is processed, or waits to be tried again, the consumer extends it with in-progress
@@ -122,7 +127,7 @@ func DefaultConfig() Config {
 		Replicas:        1,
 		Durable:         "commissioner",
 		BatchSize:       1000,
-		FetchWait:       5 * time.Millisecond,
+		FetchWait:       25 * time.Millisecond,
 		AckWait:         30 * time.Second,
 		LeaseTTL:        6 * time.Second,
 		NakDelay:        time.Second,
