@@ -1153,3 +1153,13 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// EventFilter selects stored events for a replay (a History). Zero fields select everything.
+type EventFilter struct {
+	Program   string
+	From, To  time.Time // placed_at in [From, To); a zero time is unbounded
+	Affiliate string
+	// LatestPerOrder keeps only the latest event of each (program, order): the highest stream
+	// sequence, then the latest stored.
+	LatestPerOrder bool
+}

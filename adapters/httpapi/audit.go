@@ -14,35 +14,35 @@ import (
 	"strings"
 	"time"
 
-	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/engine/audit"
 	"github.com/commissioner/commissioner/rules"
 )
 
-// AuditStore is what the audit API reads: its read port. *store.Store implements it. Every method
+// AuditStore is what the audit API reads: its read port (adapters/store implements it). Every method
 // must be safe for concurrent use and give up when ctx ends; "not found" errors match
-// store.ErrNotFound.
+// audit.ErrNotFound.
 type AuditStore interface {
 	// Decision returns one stored decision by id.
-	Decision(ctx context.Context, id int64) (store.StoredDecision, error)
+	Decision(ctx context.Context, id int64) (audit.StoredDecision, error)
 	// OrderDecisionsPage returns up to limit decisions of an order, newest first (id
 	// descending), with ids below before (0: from the newest); "" program matches every program.
-	OrderDecisionsPage(ctx context.Context, program, orderID string, before int64, limit int) ([]store.StoredDecision, error)
+	OrderDecisionsPage(ctx context.Context, program, orderID string, before int64, limit int) ([]audit.StoredDecision, error)
 	// PolicyVersion returns a stored policy version.
-	PolicyVersion(ctx context.Context, program string, version int) (store.StoredPolicy, error)
+	PolicyVersion(ctx context.Context, program string, version int) (audit.StoredPolicy, error)
 	// Event returns a stored order event by its event id.
-	Event(ctx context.Context, eventID string) (store.StoredEvent, error)
+	Event(ctx context.Context, eventID string) (audit.StoredEvent, error)
 	// DecisionInputs returns what a decision was decided with besides its event and policy
 	// version (the order's pin, the affiliate.* inputs).
-	DecisionInputs(ctx context.Context, decisionID int64) (store.DecisionInputs, error)
+	DecisionInputs(ctx context.Context, decisionID int64) (audit.DecisionInputs, error)
 	// DecisionsByOrder returns an order's decisions, newest first (to book them again).
-	DecisionsByOrder(ctx context.Context, program, orderID string) ([]store.StoredDecision, error)
+	DecisionsByOrder(ctx context.Context, program, orderID string) ([]audit.StoredDecision, error)
 	// BatchLeaves returns a batch and its stored leaf hashes (inclusion proofs).
-	BatchLeaves(ctx context.Context, partition int, seq uint64) (store.StoredBatch, error)
+	BatchLeaves(ctx context.Context, partition int, seq uint64) (audit.StoredBatch, error)
 	// History returns the stored events a filter selects with their recorded decisions, for
 	// POST /v1/replay (engine.Replay reads it; nothing is written).
-	History(f store.EventFilter) *store.History
+	// ReplayHistory is the stored events a filter selects, with their recorded decisions.
+	ReplayHistory(f engine.EventFilter) engine.History
 }
 
 // Limits of the audit API (AuditOptions' defaults).
@@ -188,7 +188,7 @@ func badRequest(format string, args ...any) error {
 	return apiError{http.StatusBadRequest, "bad_request", fmt.Sprintf(format, args...)}
 }
 
-// fail answers with the error: its own status, 404 for store.ErrNotFound, 413 for a body over
+// fail answers with the error: its own status, 404 for audit.ErrNotFound, 413 for a body over
 // the limit, 504 when the request's deadline passed, else 500 (logged, not shown).
 func (a *auditAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae apiError
@@ -197,7 +197,7 @@ func (a *auditAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &ae):
 	case errors.As(err, &tooLarge):
 		ae = apiError{http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("the request body is larger than %d bytes", tooLarge.Limit)}
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, audit.ErrNotFound):
 		ae = apiError{http.StatusNotFound, "not_found", err.Error()}
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() != nil:
 		ae = apiError{http.StatusGatewayTimeout, "timeout", "the request took longer than its limit"}
@@ -381,14 +381,14 @@ func (a *auditAPI) replay(w http.ResponseWriter, r *http.Request) error {
 	if set == nil {
 		return badRequest("%v", dup)
 	}
-	f := store.EventFilter{Program: p.Program, Affiliate: req.Affiliate, LatestPerOrder: !req.AllEvents}
+	f := engine.EventFilter{Program: p.Program, Affiliate: req.Affiliate, LatestPerOrder: !req.AllEvents}
 	if req.From != nil {
 		f.From = req.From.UTC()
 	}
 	if req.To != nil {
 		f.To = req.To.UTC()
 	}
-	rep, err := engine.Replay(r.Context(), set, boundedHistory{a.st.History(f), a.opts.ReplayMaxOrders},
+	rep, err := engine.Replay(r.Context(), set, boundedHistory{a.st.ReplayHistory(f), a.opts.ReplayMaxOrders},
 		engine.ReplayOptions{MaxChanges: req.MaxChanges})
 	switch {
 	case errors.Is(err, errTooManyOrders):

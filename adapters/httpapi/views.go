@@ -3,7 +3,6 @@ package httpapi
 import (
 	"time"
 
-	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/engine/audit"
 )
@@ -165,7 +164,7 @@ type ErrorView struct {
 }
 
 // NewDecisionView renders a stored decision (with its stored trace, not explained).
-func NewDecisionView(d store.StoredDecision) DecisionView {
+func NewDecisionView(d audit.StoredDecision) DecisionView {
 	v := DecisionView{
 		ID: d.ID, EventID: d.EventID, StreamSeq: d.StreamSeq, OrderID: d.OrderID, Program: d.Program,
 		AffiliateID: d.AffiliateID, Policy: PolicyRef{Version: d.PolicyVersion, Digest: d.PolicyDigest},
@@ -243,7 +242,7 @@ func NewExplainedView(x audit.Explained) DecisionView {
 }
 
 // NewPolicyView renders a stored policy version, checking its source against its digest.
-func NewPolicyView(p store.StoredPolicy, sourceDigest string) PolicyView {
+func NewPolicyView(p audit.StoredPolicy, sourceDigest string) PolicyView {
 	return PolicyView{Program: p.Program, Version: p.Version, Digest: p.Digest, SourceDigest: sourceDigest,
 		DigestOK: sourceDigest == p.Digest, File: p.File, EffectiveFrom: p.EffectiveFrom.UTC(),
 		FirstUsedAt: p.FirstUsedAt.UTC(), Source: string(p.Source)}

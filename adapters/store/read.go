@@ -7,7 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
+
+	"github.com/commissioner/commissioner/engine"
 )
 
 // Stats summarises what is stored. Money is exact: decimal strings, never float.
@@ -26,15 +27,8 @@ type Stats struct {
 	ByFailedRule map[string]int64
 }
 
-// EventFilter selects stored events. Zero fields select everything.
-type EventFilter struct {
-	Program   string
-	From, To  time.Time // placed_at in [From, To); a zero time is unbounded
-	Affiliate string
-	// LatestPerOrder keeps only the latest event of each (program, order): the highest stream
-	// sequence, then the latest stored.
-	LatestPerOrder bool
-}
+// EventFilter selects stored events (engine.EventFilter).
+type EventFilter = engine.EventFilter
 
 // Stats counts what is stored and totals commissions exactly.
 func (s *Store) Stats(ctx context.Context) (Stats, error) {

@@ -133,6 +133,9 @@ var (
 	_ engine.PartitionedHistory = (*History)(nil)
 )
 
+// ReplayHistory is History as the engine's port (the HTTP API's replay reads through it).
+func (s *Store) ReplayHistory(f EventFilter) engine.History { return s.History(f) }
+
 // History returns the events f selects (with f.LatestPerOrder, only the latest event of each
 // order: the highest stream sequence, then the latest stored, among all the order's stored
 // events) with their recorded decisions, in no particular order.
