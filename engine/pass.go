@@ -133,17 +133,11 @@ func (e *Engine) Pass(ctx context.Context, head PartitionHead, results []Result,
 			continue
 		}
 		d := r.Decision
-		c := w.apply(i, r)
 		booked := len(out.Ledger)
-		if c.current {
-			var err error
-			if out.Ledger, err = appendEntries(out.Ledger, i, r, c); err != nil {
-				return nil, err
-			}
-		}
-		st := StateChange{Current: c.current}
-		if now := w.order(OrderKey{d.Program, d.OrderID}); now != nil {
-			st.Pin = now.Pin
+		var st StateChange
+		var err error
+		if out.Ledger, st, err = w.book(out.Ledger, i, r); err != nil {
+			return nil, err
 		}
 		row := decisionRow(i, r)
 		row.Leaf = len(leaves)
@@ -269,17 +263,23 @@ func NewOrderBook() *OrderBook { return &OrderBook{w: newWalk(NewSnapshot())} }
 // Book takes r's decision (r.Order, r.Decision and r.Event's ID and StreamSeq set) into the
 // history and returns the ledger entries it books and its state change.
 func (b *OrderBook) Book(r *Result) ([]LedgerEntry, StateChange, error) {
+	return b.w.book(nil, 0, r)
+}
+
+// book takes result i's decision into the walk and appends the ledger entries it books to
+// entries; it returns them with the decision's change to its order's state — what its leaf
+// covers. Pass and OrderBook (audit) book through it, so both compute the same leaf.
+func (w *walk) book(entries []LedgerEntry, i int, r *Result) ([]LedgerEntry, StateChange, error) {
 	d := r.Decision
-	c := b.w.apply(0, r)
-	var entries []LedgerEntry
+	c := w.apply(i, r)
 	if c.current {
 		var err error
-		if entries, err = appendEntries(nil, 0, r, c); err != nil {
-			return nil, StateChange{}, err
+		if entries, err = appendEntries(entries, i, r, c); err != nil {
+			return entries, StateChange{}, err
 		}
 	}
 	st := StateChange{Current: c.current}
-	if now := b.w.order(OrderKey{d.Program, d.OrderID}); now != nil {
+	if now := w.order(OrderKey{d.Program, d.OrderID}); now != nil {
 		st.Pin = now.Pin
 	}
 	return entries, st, nil
