@@ -152,11 +152,10 @@ func SavedOf(b *engine.BatchWrite) Saved {
 func (s *Store) WriteBatch(ctx context.Context, b *engine.BatchWrite) error {
 	now := time.Now().UTC()
 	h := &b.Header
-	newPolicies := s.unknownPolicies(b)
-	if err := s.checkKnownPolicies(b); err != nil {
+	newPolicies, err := s.newPolicies(b)
+	if err != nil {
 		return err
 	}
-	var err error
 	if s.kind == SQLite {
 		err = s.writeGrouped(ctx, b, newPolicies, now)
 	} else {
@@ -308,28 +307,21 @@ func (s *Store) fence(ctx context.Context, w *wtx, b *engine.BatchWrite) error {
 		h.Partition, row.Seq, short(row.Hash), h.Seq-1, short(h.Prev.String()))
 }
 
-// unknownPolicies are the batch's policy versions this Store has not seen stored.
-func (s *Store) unknownPolicies(b *engine.BatchWrite) (out []*rules.Policy) {
+// newPolicies are the batch's policy versions this Store has not seen stored (the transaction
+// stores them); a version it saw stored with another digest refuses the batch.
+func (s *Store) newPolicies(b *engine.BatchWrite) (out []*rules.Policy, err error) {
 	s.knownMu.Lock()
 	defer s.knownMu.Unlock()
 	for _, p := range b.Policies {
-		if _, ok := s.known[policyKey(p.Program, p.Version)]; !ok {
+		digest, ok := s.known[policyKey(p.Program, p.Version)]
+		switch {
+		case !ok:
 			out = append(out, p)
+		case digest != p.Digest:
+			return nil, &PolicyChangedError{File: p.File, Program: p.Program, Version: p.Version, StoredDigest: digest, CurrentDigest: p.Digest}
 		}
 	}
-	return out
-}
-
-// checkKnownPolicies refuses a batch decided with a version this Store saw stored with another digest.
-func (s *Store) checkKnownPolicies(b *engine.BatchWrite) error {
-	s.knownMu.Lock()
-	defer s.knownMu.Unlock()
-	for _, p := range b.Policies {
-		if digest, ok := s.known[policyKey(p.Program, p.Version)]; ok && digest != p.Digest {
-			return &PolicyChangedError{File: p.File, Program: p.Program, Version: p.Version, StoredDigest: digest, CurrentDigest: p.Digest}
-		}
-	}
-	return nil
+	return out, nil
 }
 
 // writeEvents stores the batch's decoded events, each naming its decision; one stored already
