@@ -64,6 +64,8 @@ func TestPassBooksAsBookDoes(t *testing.T) {
 		evs := randomLifecycles(rng, 30, 6)
 		old, cur := engine.NewSnapshot(), engine.NewSnapshot()
 		head := engine.PartitionHead{Partition: 3, Epoch: 7, Hash: engine.GenesisHash}
+		var lastID int64
+		latest := map[engine.OrderKey]int64{}
 		for len(evs) > 0 {
 			n := min(len(evs), 1+rng.IntN(12))
 			batch := make([]engine.Event, n)
@@ -102,8 +104,27 @@ func TestPassBooksAsBookDoes(t *testing.T) {
 			if w.Header.Seq != head.Seq+1 || w.Header.Prev != head.Hash || w.Header.Partition != 3 || w.Header.Epoch != 7 {
 				t.Fatalf("seed %d: header %+v does not continue head %+v", seed, w.Header, head)
 			}
-			for _, s := range w.States {
-				cur.Orders[s.Key] = s.State
+			// The store reads an order's state back as its decisions (AddDecision), each
+			// following the order's decision before it.
+			ids := make([]int64, len(w.Decisions))
+			for j := range w.Decisions {
+				d := &w.Decisions[j]
+				lastID++
+				ids[j] = lastID
+				k := engine.OrderKey{Program: d.Program, OrderID: d.OrderID}
+				prev := d.Prev
+				if d.PrevDecision >= 0 {
+					prev = ids[d.PrevDecision]
+				}
+				if prev != latest[k] {
+					t.Fatalf("seed %d: decision %d of order %s follows %d, its order's latest is %d", seed, j, d.OrderID, prev, latest[k])
+				}
+				latest[k] = lastID
+				past := &engine.PastDecision{ID: lastID, EventID: d.EventID, StreamSeq: d.StreamSeq, AffiliateID: d.AffiliateID, Currency: d.Currency,
+					Month: d.Month, Qualified: d.Qualified, Current: d.Current, Pin: d.Pin}
+				past.Base.SetString(d.Base)
+				past.Commission.SetString(d.Commission)
+				cur.AddDecision(k, past)
 			}
 			for k, v := range booking.Months {
 				cur.Months[k] = v
@@ -112,7 +133,8 @@ func TestPassBooksAsBookDoes(t *testing.T) {
 		}
 		for k, st := range old.Orders {
 			got := cur.Orders[k]
-			if got.EventID != st.EventID || got.Qualified != st.Qualified || got.Commission.Cmp(&st.Commission) != 0 {
+			if got.EventID != st.EventID || got.Qualified != st.Qualified || got.Commission.Cmp(&st.Commission) != 0 ||
+				got.Base.Cmp(&st.Base) != 0 || got.AffiliateID != st.AffiliateID || got.Month != st.Month || pinOf(got.Pin) != pinOf(st.Pin) {
 				t.Fatalf("seed %d: order %v: Pass's state %+v, Book's %+v", seed, k, got, st)
 			}
 		}
@@ -163,4 +185,11 @@ func entriesText(es []engine.LedgerEntry) string {
 		s += fmt.Sprintf("%d %s %s %s %s %s %s\n", e.Result, e.Kind, e.OrderID, e.AffiliateID, e.Currency, e.Amount.Text('f'), e.ApproveAt)
 	}
 	return s
+}
+
+func pinOf(p *engine.Pin) string {
+	if p == nil {
+		return "none"
+	}
+	return fmt.Sprintf("v%d %s", p.Version, p.Digest)
 }

@@ -68,6 +68,7 @@ type OrderState struct {
 	EventID     string
 	StreamSeq   uint64 // of the current event; 0 when it did not come from a stream
 	DecisionID  int64  // the store's id of the current decision; 0 until stored
+	Latest      int64  // the store's id of the order's latest stored decision (current or not)
 	Qualified   bool
 	Base        apd.Decimal // the commissionable amount of the current decision (0 when not qualified)
 	Commission  apd.Decimal
@@ -116,6 +117,36 @@ func (s *Snapshot) Order(k OrderKey) (OrderState, bool) {
 
 // Month implements OrderHistory.
 func (s *Snapshot) Month(k MonthKey) MonthTotals { return s.Months[k] }
+
+// PastDecision is a stored decision as its order's history reads it: the columns an order's
+// state is made of, and the state its leaf covers (Current, Pin).
+type PastDecision struct {
+	ID                           int64
+	EventID                      string
+	StreamSeq                    uint64
+	AffiliateID, Currency, Month string
+	Qualified                    bool
+	Base, Commission             apd.Decimal
+	Current                      bool // it became the order's current decision when it was made
+	Pin                          *Pin // the order's pin after it
+}
+
+// AddDecision takes a stored decision of order k into the snapshot. A store reads an order's
+// state as its decisions, added in the order they were stored: the order's current decision is
+// the last one that became current, its pin the one the last decision left.
+func (s *Snapshot) AddDecision(k OrderKey, d *PastDecision) {
+	st := s.Orders[k]
+	if d.Current {
+		st = OrderState{AffiliateID: d.AffiliateID, Currency: d.Currency, Month: d.Month, EventID: d.EventID, StreamSeq: d.StreamSeq,
+			DecisionID: d.ID, Qualified: d.Qualified}
+		if d.Qualified {
+			st.Base.Set(&d.Base)
+			st.Commission.Set(&d.Commission)
+		}
+	}
+	st.Pin, st.Latest = d.Pin, d.ID
+	s.Orders[k] = st
+}
 
 // DecodeEvents decodes a batch of events, appending one Result per event to out, with its
 // Order, or with Err when it does not decode. DecideBatch then decides them.

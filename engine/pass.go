@@ -28,6 +28,18 @@ type DecisionRow struct {
 	Trace                                  string // AppendCompactTrace
 	Env                                    string
 	StreamSeq                              uint64
+	Month                                  string // MonthOf(the order's placed_at): the affiliate month it counts in
+	// Its order's state after it (what its leaf's "state" covers): Current, its event is the
+	// order's latest, so it is the order's current decision; Pin, the order's pin (nil: none yet).
+	Current bool
+	Pin     *Pin
+	// The order's decision before it, which it follows: Prev, a stored decision's id (0: none
+	// stored), or PrevDecision, an earlier decision of this batch (its index in
+	// BatchWrite.Decisions; -1: none). An order's decisions form one line, each following the one
+	// stored before it; the store keeps two from following the same one (two writers that read
+	// the same history: the second is refused with ErrStaleHistory).
+	Prev         int64
+	PrevDecision int
 	// Inputs is what the decision was decided with besides its event and policy version,
 	// recorded so it can be reproduced; nil when there is nothing to record.
 	Inputs *DecisionInputs
@@ -54,20 +66,6 @@ type DeadLetterRow struct {
 	Reason   string
 }
 
-// StateRow is an order's state after the batch, with what it was before: the store writes it
-// only while the stored state is still Before (another partition's owner may have changed an
-// order whose events named several affiliates), else the batch is refused as stale.
-type StateRow struct {
-	Key   OrderKey
-	State OrderState // DecisionID unset: the store resolves Decision
-	// Decision is the index in BatchWrite.Decisions of the order's current decision; -1 when
-	// the batch changed only the order's pin (an older event, decided late, first qualified).
-	Decision int
-	// HadBefore says the order had a state before the batch; BeforeEventID is its current event.
-	HadBefore     bool
-	BeforeEventID string
-}
-
 // BatchWrite is everything one batch stores, computed in one pass: what the store writes, in one
 // transaction, as it is.
 type BatchWrite struct {
@@ -79,12 +77,13 @@ type BatchWrite struct {
 	Dead      []DeadLetterRow
 	// Ledger are the entries the decisions booked; Result names the deciding result.
 	Ledger []LedgerEntry
-	States []StateRow
 	// Policies are the versions the decisions used, each once (the store keeps a version's
 	// source on its first use).
 	Policies []*rules.Policy
-	// Skipped counts the events left out as stored already (Stored said so).
-	Skipped int
+	// SkippedSeqs are the stream sequences of the events left out as stored already (stored
+	// said so, or the batch held them twice): consumed, with no row of their own
+	// (reconciliation with the stream counts them as consumed).
+	SkippedSeqs []uint64
 }
 
 // Pass is one batch through the engine: it decides the decoded results (DecodeEvents) in batch
@@ -93,13 +92,16 @@ type BatchWrite struct {
 // them. stored(eventID) reports events whose outcome is stored already (a re-published event):
 // they are left out. Results without an Order are dead letters. Pass is pure.
 func (e *Engine) Pass(ctx context.Context, head PartitionHead, results []Result, h OrderHistory, stored func(eventID string) bool) (*BatchWrite, error) {
-	out := &BatchWrite{Results: results}
+	// Sized for the batch: growing them by appends copied each row several times (a DecisionRow
+	// is ~400 bytes): a quarter of the pass's garbage.
+	out := &BatchWrite{Results: results, Decisions: make([]DecisionRow, 0, len(results)), Ledger: make([]LedgerEntry, 0, len(results))}
 	w := newWalk(h)
 	policies := map[*rules.Policy]bool{}
 	seen := make(map[string]bool, len(results))
-	var leaves []Hash
+	leaves := make([]Hash, 0, len(results))
 	buf := make([]byte, 0, 4096)
 	var first, last uint64
+	lastOf := make(map[OrderKey]int, len(results)) // an order's latest decision in the batch
 	for i := range results {
 		r := &results[i]
 		ev := &r.Event
@@ -111,7 +113,7 @@ func (e *Engine) Pass(ctx context.Context, head PartitionHead, results []Result,
 		}
 		last = max(last, ev.StreamSeq)
 		if seen[ev.ID] || (stored != nil && stored(ev.ID)) {
-			out.Skipped++
+			out.SkippedSeqs = append(out.SkippedSeqs, ev.StreamSeq)
 			continue
 		}
 		seen[ev.ID] = true
@@ -140,6 +142,14 @@ func (e *Engine) Pass(ctx context.Context, head PartitionHead, results []Result,
 			return nil, err
 		}
 		row := decisionRow(i, r)
+		row.Current, row.Pin = st.Current, st.Pin
+		k := OrderKey{d.Program, d.OrderID}
+		if j, ok := lastOf[k]; ok {
+			row.PrevDecision = j
+		} else if before, ok := h.Order(k); ok {
+			row.Prev = before.Latest
+		}
+		lastOf[k] = len(out.Decisions)
 		row.Leaf = len(leaves)
 		buf = AppendDecisionLeaf(buf[:0], ev.ID, ev.StreamSeq, ev.Raw, d, out.Ledger[booked:], st)
 		row.LeafHash = LeafHash(buf)
@@ -147,25 +157,6 @@ func (e *Engine) Pass(ctx context.Context, head PartitionHead, results []Result,
 		out.Decisions = append(out.Decisions, row)
 		policies[d.Policy] = true
 	}
-	decisionOf := make(map[int]int, len(out.Decisions))
-	for j := range out.Decisions {
-		decisionOf[out.Decisions[j].Result] = j
-	}
-	for k, i := range w.changed {
-		st := *w.orders[k]
-		sr := StateRow{Key: k, State: st, Decision: -1}
-		if i >= 0 {
-			sr.Decision = decisionOf[i]
-		}
-		if before, ok := h.Order(k); ok {
-			sr.HadBefore, sr.BeforeEventID = true, before.EventID
-			if i < 0 {
-				sr.State.DecisionID = before.DecisionID
-			}
-		}
-		out.States = append(out.States, sr)
-	}
-	sortStates(out.States)
 	for p := range policies {
 		out.Policies = append(out.Policies, p)
 	}
@@ -224,7 +215,7 @@ func decisionRow(i int, r *Result) DecisionRow {
 		FailedRules: string(AppendStrings(nil, d.FailedRules)), RateRule: d.RateRule,
 		Rate: d.Rate.Text('f'), Base: d.Base.Text('f'), Commission: d.Commission.Text('f'),
 		Currency: d.Currency.Code, Rounding: string(d.Rounding), Trace: string(d.AppendCompactTrace(make([]byte, 0, 256))),
-		Env: d.Env, StreamSeq: r.Event.StreamSeq}
+		Env: d.Env, StreamSeq: r.Event.StreamSeq, Month: MonthOf(r.Order.PlacedAt), PrevDecision: -1}
 	if d.HasFlat() {
 		row.Flat = d.Flat.Text('f')
 	}
@@ -236,13 +227,6 @@ func decisionRow(i int, r *Result) DecisionRow {
 		row.Inputs = in
 	}
 	return row
-}
-
-func sortStates(s []StateRow) {
-	sort.Slice(s, func(i, j int) bool {
-		a, c := s[i].Key, s[j].Key
-		return a.Program < c.Program || a.Program == c.Program && a.OrderID < c.OrderID
-	})
 }
 
 func sortPolicies(ps []*rules.Policy) {

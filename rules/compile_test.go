@@ -271,6 +271,21 @@ func TestLoadDir(t *testing.T) {
 			t.Errorf("programs: got %s, want alibaba", got)
 		}
 	})
+	t.Run("a file over the size limit is refused before it is read", func(t *testing.T) {
+		big := seed + "\n# " + strings.Repeat("x", rules.DefaultMaxFileBytes) + "\n"
+		dir := writePolicies(t, map[string]string{"alibaba/v1.yaml": seed, "alibaba/v2.yaml": withVersion(big, 2, "2025-06-01T00:00:00Z")})
+		set, err := rules.LoadDir(dir)
+		if set != nil || err == nil || !strings.Contains(err.Error(), filepath.Join("alibaba", "v2.yaml")+": ") ||
+			!strings.Contains(err.Error(), "over the limit of 1048576 for a policy file (policy_max_bytes)") {
+			t.Fatalf("got %v, %v; want v2.yaml refused as over the limit", set, err)
+		}
+		if _, err := rules.LoadDir(dir, rules.MaxFileBytes(int64(len(big))+1)); err != nil {
+			t.Errorf("with a limit above its size: %v, want it loaded", err)
+		}
+		if _, err := rules.LoadFile(filepath.Join(dir, "alibaba", "v2.yaml"), rules.MaxFileBytes(1000)); err == nil || !strings.Contains(err.Error(), "over the limit of 1000") {
+			t.Errorf("LoadFile with a 1000-byte limit: %v, want it refused", err)
+		}
+	})
 	t.Run("the same version in two files", func(t *testing.T) {
 		dir := writePolicies(t, map[string]string{"alibaba/v1.yaml": seed, "alibaba/v1-copy.yaml": strings.Replace(seed, "Seed terms.", "Other terms.", 1)})
 		set, err := rules.LoadDir(dir)

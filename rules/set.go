@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -46,12 +47,61 @@ func NewSet(policies []*Policy) (*Set, Problems) {
 	return s, nil
 }
 
+// DefaultMaxFileBytes is the largest policy file loaded unless MaxFileBytes says otherwise: a
+// program's terms are a few kilobytes; a file of megabytes is a mistake or an attack (a 50 MB
+// file took serve from 50 to 633 MB, and its source would be stored with every version).
+const DefaultMaxFileBytes = 1 << 20
+
+// LoadOption changes how policy files are loaded.
+type LoadOption func(*loadOptions)
+
+type loadOptions struct{ maxFileBytes int64 }
+
+// MaxFileBytes refuses policy files larger than n bytes (n <= 0: DefaultMaxFileBytes).
+func MaxFileBytes(n int64) LoadOption { return func(o *loadOptions) { o.maxFileBytes = n } }
+
+func loadOptionsOf(opts []LoadOption) loadOptions {
+	o := loadOptions{}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.maxFileBytes <= 0 {
+		o.maxFileBytes = DefaultMaxFileBytes
+	}
+	return o
+}
+
+// readPolicyFile reads a policy file, refusing one over the limit before reading it.
+func readPolicyFile(path string, o loadOptions) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if info.Size() > o.maxFileBytes {
+		return nil, fmt.Errorf("%s: %d bytes, over the limit of %d for a policy file (policy_max_bytes)", path, info.Size(), o.maxFileBytes)
+	}
+	src, err := io.ReadAll(io.LimitReader(f, o.maxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(src)) > o.maxFileBytes { // it grew while read
+		return nil, fmt.Errorf("%s: over the limit of %d bytes for a policy file (policy_max_bytes)", path, o.maxFileBytes)
+	}
+	return src, nil
+}
+
 // LoadDir compiles every policy file (*.yaml, *.yml) below dir and builds a set. Directories
 // below dir named "examples" (example programs, not in service) or starting with "." are skipped;
 // pointing dir at an examples directory loads it. It reports every
 // problem of every file at once; the set is nil when any is an error. Warnings come back with a
 // non-nil set (Set.Warnings).
-func LoadDir(dir string) (*Set, error) {
+func LoadDir(dir string, opts ...LoadOption) (*Set, error) {
+	o := loadOptionsOf(opts)
 	files, err := policyFiles(dir)
 	if err != nil {
 		return nil, err
@@ -62,7 +112,7 @@ func LoadDir(dir string) (*Set, error) {
 	var all Problems
 	var compiled []*Policy
 	for _, f := range files {
-		src, err := os.ReadFile(f)
+		src, err := readPolicyFile(f, o)
 		if err != nil {
 			return nil, fmt.Errorf("loading policies: %w", err)
 		}
@@ -84,15 +134,15 @@ func LoadDir(dir string) (*Set, error) {
 }
 
 // LoadFile compiles one policy file into a set of its own (a candidate policy for replay).
-func LoadFile(path string) (*Set, error) {
+func LoadFile(path string, opts ...LoadOption) (*Set, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("loading policy: %w", err)
 	}
 	if info.IsDir() {
-		return LoadDir(path)
+		return LoadDir(path, opts...)
 	}
-	src, err := os.ReadFile(path)
+	src, err := readPolicyFile(path, loadOptionsOf(opts))
 	if err != nil {
 		return nil, fmt.Errorf("loading policy: %w", err)
 	}
@@ -110,32 +160,48 @@ func LoadFile(path string) (*Set, error) {
 
 func policyFiles(dir string) ([]string, error) {
 	var files []string
-	// A symlinked policy directory (a deployment's current -> releases/N) is followed.
-	root, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return nil, fmt.Errorf("loading policies: %w", err)
-	}
-	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	err := walkPolicyDir(dir, func(path string) {
+		if isPolicyFile(path) {
+			files = append(files, path)
 		}
-		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "examples") && path != root {
-			return filepath.SkipDir // hidden, or example programs: load them with dir = …/examples
-		}
-		if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
-			rel, err := filepath.Rel(root, path)
-			if err != nil {
-				return err
-			}
-			files = append(files, filepath.Join(dir, rel)) // named as the caller named the directory
-		}
-		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading policies: %w", err)
 	}
 	sort.Strings(files)
 	return files, nil
+}
+
+// isPolicyFile says whether a file is loaded as a policy: its name ends in .yaml or .yml.
+func isPolicyFile(path string) bool {
+	return strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")
+}
+
+// walkPolicyDir calls fn with every file below dir that is in service: directories named
+// "examples" (example programs) or starting with "." are skipped. A symlinked policy directory
+// (a deployment's current -> releases/N) is followed; paths are named as the caller named dir.
+func walkPolicyDir(dir string, fn func(path string)) error {
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return err
+	}
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if (strings.HasPrefix(d.Name(), ".") || d.Name() == "examples") && path != root {
+				return filepath.SkipDir // hidden, or example programs: load them with dir = …/examples
+			}
+			return nil
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		fn(filepath.Join(dir, rel))
+		return nil
+	})
 }
 
 // Warnings returns the problems that did not stop the set from loading.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/commissioner/commissioner/engine"
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/commissioner/commissioner/engine/audit"
 	"github.com/commissioner/commissioner/rules"
 )
@@ -39,6 +41,10 @@ type AuditStore interface {
 	DecisionsByOrder(ctx context.Context, program, orderID string) ([]audit.StoredDecision, error)
 	// BatchLeaves returns a batch and its stored leaf hashes (inclusion proofs).
 	BatchLeaves(ctx context.Context, partition int, seq uint64) (audit.StoredBatch, error)
+	// BatchRange returns a partition's batch rows from one sequence to another, and
+	// RecentCheckpoints the latest n signed checkpoints stored (proofs against a checkpoint).
+	BatchRange(ctx context.Context, partition int, from, to uint64) ([]audit.BatchRow, error)
+	RecentCheckpoints(ctx context.Context, n int) ([]audit.SignedCheckpoint, error)
 	// History returns the stored events a filter selects with their recorded decisions, for
 	// POST /v1/replay (engine.Replay reads it; nothing is written).
 	// ReplayHistory is the stored events a filter selects, with their recorded decisions.
@@ -53,6 +59,9 @@ const (
 	DefaultRequestTimeout  = 10 * time.Second
 	DefaultReplayTimeout   = 30 * time.Second
 	DefaultReplayMaxOrders = 100_000
+	// DefaultMaxReplays is how many POST /v1/replay run at once: each holds a candidate's
+	// compiled policy, a walk of history and its report (8 at once took serve from 56 to 413 MB).
+	DefaultMaxReplays = 2
 )
 
 // AuditOptions configure the audit API. Zero limits take the defaults above.
@@ -66,6 +75,11 @@ type AuditOptions struct {
 	// orders, or take longer, is stopped and answered with an error.
 	ReplayTimeout   time.Duration
 	ReplayMaxOrders int
+	// MaxReplays is how many replays run at once; another is answered 429 Too Many Requests.
+	MaxReplays int
+	// CheckpointKey, when set, is the key the service signs its checkpoints with: a decision's
+	// route then proves it against the latest stored checkpoint that covers it.
+	CheckpointKey note.Verifier
 	// Log receives one line per request that failed on the server's side; nil: discarded.
 	Log *slog.Logger
 }
@@ -82,6 +96,9 @@ func (o *AuditOptions) defaults() {
 	}
 	if o.ReplayMaxOrders <= 0 {
 		o.ReplayMaxOrders = DefaultReplayMaxOrders
+	}
+	if o.MaxReplays <= 0 {
+		o.MaxReplays = DefaultMaxReplays
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -101,6 +118,8 @@ type auditAPI struct {
 	tokens [][sha256.Size]byte
 	// auditor re-runs decisions for GET /v1/decisions/{id}; it caches compiled stored policies.
 	auditor *audit.Auditor
+	// replays holds a slot per replay running (MaxReplays).
+	replays chan struct{}
 }
 
 // NewAuditAPI returns the read-only audit API, to be mounted at /v1/ (Server.MountAuditAPI).
@@ -108,10 +127,8 @@ type auditAPI struct {
 // opts.Tokens; every response is JSON; money and rates are exact decimal strings.
 func NewAuditAPI(st AuditStore, opts AuditOptions) http.Handler {
 	opts.defaults()
-	a := &auditAPI{st: st, opts: opts, auditor: audit.NewAuditor(st)}
-	for _, t := range opts.Tokens {
-		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
-	}
+	a := &auditAPI{st: st, opts: opts, auditor: audit.NewAuditor(st), replays: make(chan struct{}, opts.MaxReplays)}
+	a.tokens = tokenDigests(opts.Tokens)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -151,17 +168,30 @@ func (s *Server) MountAuditAPI(h http.Handler) { s.mux.Handle("/v1/", h) }
 
 // authorized compares the bearer token with every configured token in constant time (each a
 // SHA-256 digest, so lengths never leak either).
-func (a *auditAPI) authorized(r *http.Request) bool {
+func (a *auditAPI) authorized(r *http.Request) bool { return bearerAuthorized(r, a.tokens) }
+
+// bearerAuthorized reports whether the request's bearer token is one of the tokens (SHA-256
+// digests), compared in constant time.
+func bearerAuthorized(r *http.Request, tokens [][sha256.Size]byte) bool {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return false
 	}
 	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
 	match := 0
-	for i := range a.tokens {
-		match |= subtle.ConstantTimeCompare(got[:], a.tokens[i][:])
+	for i := range tokens {
+		match |= subtle.ConstantTimeCompare(got[:], tokens[i][:])
 	}
 	return match == 1
+}
+
+// tokenDigests are the tokens' SHA-256 digests, as bearerAuthorized compares them.
+func tokenDigests(tokens []string) [][sha256.Size]byte {
+	out := make([][sha256.Size]byte, len(tokens))
+	for i, t := range tokens {
+		out[i] = sha256.Sum256([]byte(t))
+	}
+	return out
 }
 
 func (a *auditAPI) unauthorized(w http.ResponseWriter, r *http.Request) {
@@ -272,9 +302,23 @@ func (a *auditAPI) decision(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if a.opts.CheckpointKey != nil {
+		signed, err := a.st.RecentCheckpoints(r.Context(), recentCheckpoints)
+		if err != nil {
+			return err
+		}
+		cps, _ := audit.OpenCheckpoints(signed, a.opts.CheckpointKey)
+		if x.Checkpoint, err = audit.ProveInCheckpoint(r.Context(), a.st, &x.Decision, cps); err != nil {
+			return err
+		}
+	}
 	writeJSON(w, http.StatusOK, NewExplainedView(x))
 	return nil
 }
+
+// recentCheckpoints is how many of the latest stored checkpoints a decision's proof looks in:
+// with several processes each signing its own partitions, the latest few cover them all.
+const recentCheckpoints = 64
 
 // GET /v1/policies/{program}/{version}: the stored source and its digest, checked.
 func (a *auditAPI) policy(w http.ResponseWriter, r *http.Request) error {
@@ -349,8 +393,17 @@ func (b boundedHistory) Walk(ctx context.Context, fn func([]engine.ReplayEvent) 
 	})
 }
 
-// POST /v1/replay: a bounded dry-run replay of a candidate policy on stored orders.
+// POST /v1/replay: a bounded dry-run replay of a candidate policy on stored orders; at most
+// MaxReplays at once.
 func (a *auditAPI) replay(w http.ResponseWriter, r *http.Request) error {
+	select {
+	case a.replays <- struct{}{}:
+		defer func() { <-a.replays }()
+	default:
+		w.Header().Set("Retry-After", "5")
+		return apiError{http.StatusTooManyRequests, "too_many_replays",
+			fmt.Sprintf("%d replays are running, the most at once: try again shortly", a.opts.MaxReplays)}
+	}
 	var req ReplayRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err

@@ -20,9 +20,11 @@ import (
 	"time"
 
 	"github.com/uptrace/bun/driver/pgdriver"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/engine/audit"
 	"github.com/commissioner/commissioner/rules"
 )
 
@@ -455,6 +457,46 @@ func testReplay(t *testing.T, ts *httptest.Server) {
 
 func ptr[T any](v T) *T { return &v }
 
+// TestDecisionProvenAgainstACheckpoint: with the service's checkpoint key, a decision's route
+// continues its inclusion proof to the latest stored checkpoint, whose signed note it returns for
+// the caller to verify with its own copy of the key; a decision stored after it is not covered.
+func TestDecisionProvenAgainstACheckpoint(t *testing.T) {
+	ctx := context.Background()
+	st := filledStore(t, backends[0].fresh(t), 20)
+	skey, vkey, err := note.GenerateKey(rand.Reader, "commissioner-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := note.NewSigner(skey)
+	key, _ := note.NewVerifier(vkey)
+	cp := audit.NewCheckpointer(signer, time.Hour, nil, st)
+	heads, err := st.PartitionHeads(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range heads {
+		cp.Update(h)
+	}
+	if err := cp.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ts := apiServer(t, st, AuditOptions{CheckpointKey: key})
+	r := call(t, ts, "GET", "/v1/decisions/1", testToken, nil)
+	wantStatus(t, r, 200, "a decision")
+	c := decode[DecisionView](t, r).Chain.Checkpoint
+	if c == nil || !c.Verified || !c.Covered || c.HeadSeq != 1 || len(c.Batches) != 1 || c.Batches[0].Root != decode[DecisionView](t, r).Chain.Inclusion.BatchRoot {
+		t.Fatalf("chain.checkpoint = %+v, want verified through batch 1, whose root is the inclusion's", c)
+	}
+	if _, err := audit.OpenCheckpoint([]byte(c.Note), key); err != nil {
+		t.Errorf("the returned note does not verify with the key: %v", err)
+	}
+	// Without the key, no proof is attempted.
+	plain := apiServer(t, st, AuditOptions{})
+	if c := decode[DecisionView](t, call(t, plain, "GET", "/v1/decisions/1", testToken, nil)).Chain.Checkpoint; c != nil {
+		t.Errorf("without a checkpoint key: chain.checkpoint = %+v, want none", c)
+	}
+}
+
 func TestAuditAPILimits(t *testing.T) {
 	st := filledStore(t, backends[0].fresh(t), 30)
 	t.Run("a replay over more orders than the limit is refused", func(t *testing.T) {
@@ -471,6 +513,44 @@ func TestAuditAPILimits(t *testing.T) {
 		wantStatus(t, call(t, ts, "GET", "/v1/orders/o-1/decisions", testToken, nil), 504, "a page")
 		b, _ := json.Marshal(ReplayRequest{Policy: candidatePolicy(t)})
 		wantStatus(t, call(t, ts, "POST", "/v1/replay", testToken, bytes.NewReader(b)), 504, "a replay")
+	})
+	t.Run("replays beyond the limit at once answer 429", func(t *testing.T) {
+		held := &heldStore{AuditStore: st, entered: make(chan struct{}, 4), release: make(chan struct{})}
+		m := NewMetrics()
+		srv := New(Config{Addr: "127.0.0.1:0"}, m.Registry, func(context.Context) error { return nil })
+		srv.MountAuditAPI(NewAuditAPI(held, AuditOptions{Tokens: []string{testToken}, MaxReplays: 2}))
+		ts := httptest.NewServer(srv.Handler())
+		t.Cleanup(ts.Close)
+		b, _ := json.Marshal(ReplayRequest{Policy: candidatePolicy(t)})
+		statuses := make(chan int, 2)
+		for range 2 {
+			go func() {
+				r, err := http.DefaultClient.Do(mustRequest(t, ts, b))
+				if err != nil {
+					statuses <- 0
+					return
+				}
+				r.Body.Close()
+				statuses <- r.StatusCode
+			}()
+		}
+		<-held.entered
+		<-held.entered // both replays are walking history
+		r := call(t, ts, "POST", "/v1/replay", testToken, bytes.NewReader(b))
+		wantStatus(t, r, 429, "a third replay while two run")
+		if r.header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+		if e := decode[ErrorView](t, r); e.Error != "too_many_replays" {
+			t.Errorf("error %q, want too_many_replays", e.Error)
+		}
+		close(held.release)
+		for range 2 {
+			if code := <-statuses; code != 200 {
+				t.Errorf("a replay that held a slot answered %d, want 200", code)
+			}
+		}
+		wantStatus(t, call(t, ts, "POST", "/v1/replay", testToken, bytes.NewReader(b)), 200, "a replay once the slots are free")
 	})
 	t.Run("a smaller body limit", func(t *testing.T) {
 		ts := apiServer(t, st, AuditOptions{MaxBodyBytes: 100})
@@ -529,5 +609,60 @@ func TestOpenAPIDocument(t *testing.T) {
 		if _, ok := want[path]; !ok {
 			t.Errorf("the document describes %s, which is not served", path)
 		}
+	}
+}
+
+// heldStore holds every replay's walk of history until release is closed, telling entered when
+// one starts: replays that stay running.
+type heldStore struct {
+	AuditStore
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *heldStore) ReplayHistory(f engine.EventFilter) engine.History {
+	return heldHistory{h.AuditStore.ReplayHistory(f), h}
+}
+
+type heldHistory struct {
+	engine.History
+	h *heldStore
+}
+
+func (w heldHistory) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error) error {
+	w.h.entered <- struct{}{}
+	<-w.h.release
+	return w.History.Walk(ctx, fn)
+}
+
+func mustRequest(t *testing.T, ts *httptest.Server, body []byte) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest("POST", ts.URL+"/v1/replay", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+// TestReadyzDetailsOnlyWithAToken: /readyz tells anyone whether the service is ready, and why not
+// only a caller with a bearer token (the error names hosts and the store).
+func TestReadyzDetailsOnlyWithAToken(t *testing.T) {
+	m := NewMetrics()
+	srv := New(Config{Addr: "127.0.0.1:0", Tokens: []string{testToken}}, m.Registry, func(context.Context) error {
+		return fmt.Errorf("store: dial tcp 10.1.2.3:5432: connection refused")
+	})
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	anon := call(t, ts, "GET", "/readyz", "", nil)
+	wantStatus(t, anon, 503, "not ready, anonymous")
+	if strings.Contains(string(anon.body), "10.1.2.3") || !strings.Contains(string(anon.body), "not ready") {
+		t.Errorf("anonymous /readyz: %s, want not ready without the reason", anon.body)
+	}
+	authed := call(t, ts, "GET", "/readyz", testToken, nil)
+	wantStatus(t, authed, 503, "not ready, with a token")
+	if !strings.Contains(string(authed.body), "10.1.2.3:5432: connection refused") {
+		t.Errorf("/readyz with a token: %s, want the reason", authed.body)
 	}
 }

@@ -28,6 +28,8 @@ type Metrics struct {
 	owned        prometheus.Gauge
 	acquired     prometheus.Counter
 	lost         prometheus.Counter
+	// streamLost and streamPending are the last reconciliation with the stream.
+	streamLost, streamPending prometheus.Gauge
 }
 
 // NewMetrics registers the metrics (and the Go runtime and process collectors) in a new registry.
@@ -50,10 +52,18 @@ func NewMetrics() *Metrics {
 	m.owned = prometheus.NewGauge(prometheus.GaugeOpts{Name: "commissioner_partitions_owned", Help: "Stream partitions this process owns now."})
 	m.acquired = prometheus.NewCounter(prometheus.CounterOpts{Name: "commissioner_partition_acquisitions_total", Help: "Partitions this process became the owner of."})
 	m.lost = prometheus.NewCounter(prometheus.CounterOpts{Name: "commissioner_partition_losses_total", Help: "Partitions lost: a lease renewal failed or came too late, or the store fenced this owner out."})
-	for _, c := range []prometheus.Collector{m.consumed, m.decided, m.deadLettered, m.acked, m.naked, m.termed, m.settleFailed, m.batchSeconds, m.evalSeconds, m.storeSeconds, m.reloads, m.owned, m.acquired, m.lost} {
+	m.streamLost = prometheus.NewGauge(prometheus.GaugeOpts{Name: "commissioner_stream_lost_events", Help: "Order events gone from the stream (purged, deleted, expired) with no decision or dead letter stored, at the last reconciliation."})
+	m.streamPending = prometheus.NewGauge(prometheus.GaugeOpts{Name: "commissioner_stream_pending_events", Help: "Order events in the stream not decided yet, at the last reconciliation."})
+	for _, c := range []prometheus.Collector{m.consumed, m.decided, m.deadLettered, m.acked, m.naked, m.termed, m.settleFailed, m.batchSeconds, m.evalSeconds, m.storeSeconds, m.reloads, m.owned, m.acquired, m.lost, m.streamLost, m.streamPending} {
 		f(c)
 	}
 	return m
+}
+
+// Reconciled records a reconciliation with the stream: events lost, and pending.
+func (m *Metrics) Reconciled(lost, pending uint64) {
+	m.streamLost.Set(float64(lost))
+	m.streamPending.Set(float64(pending))
 }
 
 // Consumed counts events received.

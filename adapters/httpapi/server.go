@@ -23,6 +23,8 @@ type Config struct {
 	// Tokens are the bearer tokens the audit API (/v1) accepts; none refuses every call. They
 	// are secrets: String masks them. From the environment: COMMISSIONER_HTTP__TOKENS=a,b.
 	Tokens []string `koanf:"tokens"`
+	// MaxReplays is how many POST /v1/replay run at once (0: DefaultMaxReplays); more answer 429.
+	MaxReplays int `koanf:"max_replays"`
 }
 
 // MinTokenLength is the shortest bearer token Validate accepts.
@@ -79,12 +81,18 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // Handler returns the server's root handler (for tests with httptest).
 func (s *Server) Handler() http.Handler { return s.mux }
 
+// readyz answers 200 or 503 to anyone (what a load balancer needs); why it is not ready — errors
+// that name hosts, addresses and the store — only to a caller with a bearer token of http.tokens.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if s.ready != nil {
 		if err := s.ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			body := map[string]string{"status": "not ready"}
+			if bearerAuthorized(r, tokenDigests(s.cfg.Tokens)) {
+				body["error"] = err.Error()
+			}
+			writeJSON(w, http.StatusServiceUnavailable, body)
 			return
 		}
 	}

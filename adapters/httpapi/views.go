@@ -81,6 +81,51 @@ type ChainRef struct {
 	LeafHash  string `json:"leaf_hash"`
 	// Inclusion is the RFC 6962 audit path from the leaf to the batch's root (explained only).
 	Inclusion *InclusionView `json:"inclusion,omitempty"`
+	// Checkpoint continues the proof to a signed checkpoint of the partition's head (explained,
+	// when the service signs checkpoints).
+	Checkpoint *CheckpointProofView `json:"checkpoint,omitempty"`
+}
+
+// CheckpointProofView shows that a signed checkpoint commits to the decision: its batch and each
+// batch after it, each naming the one before, up to the head the checkpoint signed. Note is the
+// signed checkpoint itself, to verify with one's own copy of the public key (audit pubkey).
+type CheckpointProofView struct {
+	Covered  bool            `json:"covered"` // false: no checkpoint covers the decision's batch yet
+	Note     string          `json:"note,omitempty"`
+	SignedAt *time.Time      `json:"signed_at,omitempty"`
+	HeadSeq  uint64          `json:"head_seq,omitempty"`
+	HeadHash string          `json:"head_hash,omitempty"`
+	Batches  []BatchLinkView `json:"batches,omitempty"` // the decision's batch first
+	Verified bool            `json:"verified"`
+	Error    string          `json:"error,omitempty"`
+}
+
+// BatchLinkView is one batch header of a checkpoint proof (its hash is the hash of these fields
+// with its partition: engine.BatchHeader).
+type BatchLinkView struct {
+	Seq            int64  `json:"seq"`
+	Epoch          int64  `json:"epoch"`
+	PrevHash       string `json:"prev_hash"`
+	Root           string `json:"root"`
+	Leaves         int64  `json:"leaves"`
+	FirstStreamSeq int64  `json:"first_stream_seq"`
+	LastStreamSeq  int64  `json:"last_stream_seq"`
+	Hash           string `json:"hash"`
+}
+
+// NewCheckpointProofView renders a checkpoint proof.
+func NewCheckpointProofView(p *audit.CheckpointProof) *CheckpointProofView {
+	v := &CheckpointProofView{Covered: !p.Uncovered, Verified: p.Verified, Error: p.Err}
+	if p.Uncovered {
+		return v
+	}
+	at := p.Time.UTC()
+	v.Note, v.SignedAt, v.HeadSeq, v.HeadHash = string(p.Signed), &at, p.HeadSeq, p.HeadHash
+	for _, b := range p.Batches {
+		v.Batches = append(v.Batches, BatchLinkView{Seq: b.Seq, Epoch: b.Epoch, PrevHash: b.Prev, Root: b.Root, Leaves: b.Leaves,
+			FirstStreamSeq: b.FirstStreamSeq, LastStreamSeq: b.LastStreamSeq, Hash: b.Hash})
+	}
+	return v
 }
 
 // InclusionView is a decision's proof of inclusion in its batch.
@@ -226,6 +271,9 @@ func NewExplainedView(x audit.Explained) DecisionView {
 			iv.Path = []string{}
 		}
 		v.Chain.Inclusion = iv
+	}
+	if x.Checkpoint != nil {
+		v.Chain.Checkpoint = NewCheckpointProofView(x.Checkpoint)
 	}
 	c := &CheckView{Reproduced: x.Recheck.Reproduced(), LeafOK: x.Recheck.LeafOK, Drift: []DriftView{}}
 	for _, d := range x.Recheck.Diffs {

@@ -9,7 +9,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/commissioner/commissioner/engine/audit"
 )
@@ -29,9 +28,11 @@ var ErrNotFound = audit.ErrNotFound
 
 var _ audit.Source = (*Store)(nil)
 
-// Event returns the stored order event with that event id; ErrNotFound when there is none.
+// Event returns the stored order event with that event id — from its decision, or from its dead
+// letter when it decoded but got no decision; ErrNotFound when there is none.
 func (s *Store) Event(ctx context.Context, eventID string) (StoredEvent, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+eventColumns+" FROM order_events WHERE event_id = ?", eventID)
+	rows, err := s.db.QueryContext(ctx, "SELECT "+eventColumns+" FROM decisions WHERE event_id = ? UNION ALL "+
+		"SELECT "+eventColumns+" FROM dead_letters WHERE event_id = ? AND placed_at IS NOT NULL", eventID, eventID)
 	if err != nil {
 		return StoredEvent{}, fmt.Errorf("reading event %s: %w", eventID, err)
 	}
@@ -49,6 +50,7 @@ func (s *Store) Event(ctx context.Context, eventID string) (StoredEvent, error) 
 	return e, rows.Err()
 }
 
+// eventColumns are a stored event's columns, in a decision's row or a dead letter's.
 const eventColumns = "id, event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at"
 
 func scanEvent(rows interface{ Scan(...any) error }) (StoredEvent, error) {
@@ -111,40 +113,13 @@ func (s *Store) DecisionPrograms(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// OrphanEvents returns up to limit stored events of a program ("" for every program) that have
-// neither a decision nor a dead letter — the trace a deleted decision leaves — in storage order.
-func (s *Store) OrphanEvents(ctx context.Context, program string, limit int) ([]StoredEvent, error) {
-	where, args := "", []any{}
-	if program != "" {
-		where, args = "e.program = ? AND ", append(args, program)
-	}
-	cols := "e." + strings.ReplaceAll(eventColumns, ", ", ", e.")
-	rows, err := s.db.QueryContext(ctx, "SELECT "+cols+" FROM order_events e WHERE "+where+
-		`NOT EXISTS (SELECT 1 FROM decisions d WHERE d.id = e.decision_id)
-		AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.event_id = e.event_id) ORDER BY e.id LIMIT ?`, append(args, limit)...)
-	if err != nil {
-		return nil, fmt.Errorf("reading events without a decision: %w", err)
-	}
-	defer rows.Close()
-	var out []StoredEvent
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("reading events without a decision: %w", err)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading events without a decision: %w", err)
-	}
-	return out, nil
-}
-
 // BatchLeaves returns a batch and its leaves' stored hashes; ErrNotFound when it has no row.
 func (s *Store) BatchLeaves(ctx context.Context, partition int, seq uint64) (StoredBatch, error) {
 	var b audit.BatchRow
-	err := s.db.QueryRowContext(ctx, "SELECT seq, epoch, prev_hash, root, hash, leaves, first_stream_seq, last_stream_seq FROM batches WHERE part = ? AND seq = ?",
-		partition, int64(seq)).Scan(&b.Seq, &b.Epoch, &b.Prev, &b.Root, &b.Hash, &b.Leaves, &b.FirstStreamSeq, &b.LastStreamSeq)
+	var firstID, lastID int64
+	err := s.db.QueryRowContext(ctx, "SELECT seq, epoch, prev_hash, root, hash, leaves, first_stream_seq, last_stream_seq, first_decision_id, last_decision_id "+
+		"FROM batches WHERE part = ? AND seq = ?", partition, int64(seq)).Scan(&b.Seq, &b.Epoch, &b.Prev, &b.Root, &b.Hash, &b.Leaves,
+		&b.FirstStreamSeq, &b.LastStreamSeq, &firstID, &lastID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return StoredBatch{}, fmt.Errorf("batch %d of partition %d: %w", seq, partition, ErrNotFound)
 	}
@@ -152,10 +127,32 @@ func (s *Store) BatchLeaves(ctx context.Context, partition int, seq uint64) (Sto
 		return StoredBatch{}, fmt.Errorf("reading batch %d of partition %d: %w", seq, partition, err)
 	}
 	out := StoredBatch{Partition: partition, Seq: uint64(b.Seq), Epoch: uint64(b.Epoch), Prev: b.Prev, Root: b.Root, Hash: b.Hash, Leaves: int(b.Leaves)}
-	if err := s.db.NewRaw("SELECT leaf_hash FROM (SELECT leaf, leaf_hash FROM decisions WHERE part = ? AND batch_seq = ? "+
+	// The batch's decisions are in its id range (by the primary key; another partition's batch
+	// stored at once may have ids in it too), its dead letters by their (part, batch_seq) index.
+	if err := s.db.NewRaw("SELECT leaf_hash FROM (SELECT leaf, leaf_hash FROM decisions WHERE id BETWEEN ? AND ? AND part = ? AND batch_seq = ? "+
 		"UNION ALL SELECT leaf, leaf_hash FROM dead_letters WHERE part = ? AND batch_seq = ?) AS l ORDER BY leaf",
-		partition, int64(seq), partition, int64(seq)).Scan(ctx, &out.LeafHashes); err != nil {
+		firstID, lastID, partition, int64(seq), partition, int64(seq)).Scan(ctx, &out.LeafHashes); err != nil {
 		return StoredBatch{}, fmt.Errorf("reading the leaves of batch %d of partition %d: %w", seq, partition, err)
 	}
 	return out, nil
+}
+
+// BatchRange returns a partition's batch rows from seq from to seq to, by sequence
+// (audit.BatchRanger: a decision's proof against a checkpoint).
+func (s *Store) BatchRange(ctx context.Context, partition int, from, to uint64) ([]audit.BatchRow, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT seq, epoch, prev_hash, root, hash, leaves, first_stream_seq, last_stream_seq FROM batches "+
+		"WHERE part = ? AND seq BETWEEN ? AND ? ORDER BY seq", partition, int64(from), int64(to))
+	if err != nil {
+		return nil, fmt.Errorf("reading batches %d–%d of partition %d: %w", from, to, partition, err)
+	}
+	defer rows.Close()
+	var out []audit.BatchRow
+	for rows.Next() {
+		var b audit.BatchRow
+		if err := rows.Scan(&b.Seq, &b.Epoch, &b.Prev, &b.Root, &b.Hash, &b.Leaves, &b.FirstStreamSeq, &b.LastStreamSeq); err != nil {
+			return nil, fmt.Errorf("reading batches %d–%d of partition %d: %w", from, to, partition, err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
 }

@@ -203,25 +203,22 @@ func runAuditSuite(t *testing.T, b backend) {
 			},
 		},
 		{
-			name: "a deleted decision is named: its ledger entry and state are left over, its leaf is missing, its event an orphan",
+			name: "a deleted decision is named: its ledger entry is left over, its leaf is missing",
 			tamper: func(t *testing.T, s *Store, n int64) any {
 				d := qualifiedAt(t, s, 33)
 				exec(t, s, "DELETE FROM decisions WHERE id = ?", d.ID)
 				return d.Leaf
 			},
 			want: func(_ int64, leaf any) []gotFinding {
-				return []gotFinding{{audit.FindingLedger, "", 0, -1}, {audit.FindingOrderState, "", 0, -1}, {audit.FindingMissing, "", 1, leaf.(int)},
-					{audit.FindingRootMismatch, "", 1, -1}, {audit.FindingOrphanEvent, "", 0, -1}}
+				return []gotFinding{{audit.FindingLedger, "", 0, -1}, {audit.FindingMissing, "", 1, leaf.(int)}, {audit.FindingRootMismatch, "", 1, -1}}
 			},
 		},
 		{
 			name: "a deleted last batch is named as missing at the end",
 			tamper: func(t *testing.T, s *Store, n int64) any {
 				exec(t, s, "DELETE FROM ledger_entries WHERE decision_id IN (SELECT id FROM decisions WHERE batch_seq = 2)")
-				exec(t, s, "DELETE FROM order_state WHERE decision_id IN (SELECT id FROM decisions WHERE batch_seq = 2)")
 				exec(t, s, "DELETE FROM dead_letters WHERE batch_seq = 2")
 				exec(t, s, "DELETE FROM decisions WHERE batch_seq = 2")
-				exec(t, s, "DELETE FROM order_events WHERE event_id LIKE 'b-%'")
 				exec(t, s, "DELETE FROM batches WHERE seq = 2")
 				return nil
 			},
@@ -231,14 +228,18 @@ func runAuditSuite(t *testing.T, b backend) {
 			name: "a forged decision inserted into a batch is named",
 			tamper: func(t *testing.T, s *Store, n int64) any {
 				exec(t, s, `INSERT INTO decisions (event_id, order_id, program, affiliate_id, policy_version, policy_digest, qualified,
-					failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, part, batch_seq, leaf, leaf_hash)
+					failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, subject, stream_seq, raw, placed_at, received_at,
+					month, prev_id, is_current, pin_version, pin_digest, decided_at, part, batch_seq, leaf, leaf_hash)
 					SELECT 'forged-1', 'forged-order', program, affiliate_id, policy_version, policy_digest, qualified,
-					failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, 999999, decided_at, part, batch_seq, 155, leaf_hash
+					failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, subject, 999999, raw, placed_at, received_at,
+					month, 0, is_current, pin_version, pin_digest, decided_at, part, batch_seq, 155, leaf_hash
 					FROM decisions WHERE batch_seq = 1 AND leaf = 5`)
 				return nil
 			},
 			want: func(int64, any) []gotFinding {
-				return []gotFinding{{audit.FindingUnverifiable, audit.ReasonEventMissing, 1, 155}, {audit.FindingInserted, "", 1, 155}, {audit.FindingRootMismatch, "", 1, -1}}
+				// Its event names another order, and it booked nothing.
+				return []gotFinding{{audit.FindingNotReproduced, "", 1, 155}, {audit.FindingLedger, "", 1, 155}, {audit.FindingInserted, "", 1, 155},
+					{audit.FindingRootMismatch, "", 1, -1}}
 			},
 		},
 		{
@@ -298,19 +299,22 @@ func runAuditSuite(t *testing.T, b backend) {
 			check: checkLedgerDiff("aff-mallory"),
 		},
 		{
-			name: "an edited order-state commission is named",
+			name: "an edited order state is named: a decision no longer current, another pin",
 			tamper: func(t *testing.T, s *Store, n int64) any {
 				d := qualifiedAt(t, s, 70)
-				exec(t, s, "UPDATE order_state SET commission = '12345.67' WHERE decision_id = ?", d.ID)
-				return nil
+				exec(t, s, "UPDATE decisions SET is_current = ?, pin_version = 9 WHERE id = ?", false, d.ID)
+				return d
 			},
-			want: func(int64, any) []gotFinding { return []gotFinding{{audit.FindingOrderState, "", 0, -1}} },
+			want: func(_ int64, d any) []gotFinding {
+				return []gotFinding{{audit.FindingOrderState, "", d.(StoredDecision).BatchSeq, d.(StoredDecision).Leaf}}
+			},
 			check: func(t *testing.T, fs []audit.Finding) {
-				if d := fs[0].Diffs; len(d) != 1 || d[0].Field != "order_state.commission" || d[0].Stored != "12345.67" {
-					t.Errorf("diffs = %+v, want order_state.commission stored 12345.67", d)
+				if d := fs[0].Diffs; len(d) != 2 || d[0].Field != "is_current" || d[0].Stored != "false" || d[1].Field != "pin" {
+					t.Errorf("diffs = %+v, want is_current stored false and the pin", d)
 				}
 			},
 		},
+
 		{
 			name: "a rewritten partition head is named",
 			tamper: func(t *testing.T, s *Store, n int64) any {
@@ -412,7 +416,8 @@ func runAuditSuite(t *testing.T, b backend) {
 			t.Errorf("Explain with the leaf hash rewritten: inclusion verified %t, leaf ok %t, %v; want neither", x.Inclusion.Verified, x.Recheck.LeafOK, err)
 		}
 
-		exec(t, s, "DELETE FROM order_events WHERE event_id = ?", d.EventID)
+		// The event no longer found by its id (the row's event_id edited): it cannot be re-run.
+		exec(t, s, "UPDATE decisions SET event_id = 'elsewhere' WHERE id = ?", d.ID)
 		x, err = audit.NewAuditor(s).Explain(ctx, d2)
 		if err != nil {
 			t.Fatal(err)
@@ -466,7 +471,7 @@ func runAuditSuite(t *testing.T, b backend) {
 		// its hash says.
 		exec(t, s, "UPDATE decision_inputs SET month_qualified_orders = 0 WHERE decision_id = ?", top.ID)
 		_, fs = verifyAll(t, s)
-		if got, want := reduce(fs), []gotFinding{{audit.FindingNotReproduced, "", 4, 0}, {audit.FindingLedger, "", 4, 0}, {audit.FindingOrderState, "", 0, -1}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		if got, want := reduce(fs), []gotFinding{{audit.FindingNotReproduced, "", 4, 0}, {audit.FindingLedger, "", 4, 0}}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("after editing the inputs: %v, want %v", got, want)
 		}
 	})

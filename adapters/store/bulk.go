@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/driver/pgdriver"
 
 	"github.com/commissioner/commissioner/engine"
@@ -20,7 +20,7 @@ import (
 
 // The bulk writes of a batch differ by dialect, and only here.
 //
-// SQLite: multi-row INSERT OR IGNOREs (RETURNING for events) prepared once on the write
+// SQLite: multi-row INSERT OR IGNOREs prepared once on the write
 // connection, values bound as parameters (see sqliteChunks). The write transaction holds the
 // database's only write lock, so what it reads stays true until commit.
 //
@@ -29,104 +29,13 @@ import (
 // the events of one batch); COPY skips that. COPY has no ON CONFLICT: a row that is stored already
 // (an event re-published after the stream's duplicate window) fails the batch with a unique
 // violation, and the writer passes it again without that event (engine.ErrEventsStored).
+// On SQLite OR IGNORE skips such a row, and the row count tells (errNotAllStored).
 
 // wtx is a write transaction and the connection it runs on (COPY on PostgreSQL, prepared
 // statements on SQLite).
 type wtx struct {
 	bun.Tx
 	conn bun.Conn
-}
-
-// insertEvents stores the events not stored yet and returns the ids it stored. On PostgreSQL,
-// allNew skips reading which are stored: the COPY then fails with a unique violation when one is.
-func (s *Store) insertEvents(ctx context.Context, w *wtx, events []eventRow, allNew bool) (map[string]bool, error) {
-	fresh := make(map[string]bool, len(events))
-	if len(events) == 0 {
-		return fresh, nil
-	}
-	if s.kind == SQLite {
-		args := make([]any, 0, sqliteMaxRows*eventsInsert.cols)
-		err := s.sqliteChunks(ctx, w, eventsInsert, len(events), func(st *sql.Stmt, lo, hi int) error {
-			args = args[:0]
-			for i := lo; i < hi; i++ {
-				e := &events[i]
-				raw := e.Raw
-				if raw == nil {
-					raw = []byte{}
-				}
-				var decision any
-				if e.DecisionID != 0 {
-					decision = e.DecisionID
-				}
-				args = append(args, e.EventID, e.Program, e.OrderID, e.AffiliateID, e.Subject, e.StreamSeq, raw,
-					e.PlacedAt.UTC().Format(sqliteTimeLayout), e.ReceivedAt.UTC().Format(sqliteTimeLayout), decision)
-			}
-			rows, err := st.QueryContext(ctx, args...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					return err
-				}
-				fresh[id] = true
-			}
-			return rows.Err()
-		})
-		if err != nil {
-			return nil, fmt.Errorf("inserting %d order events: %w", len(events), err)
-		}
-		return fresh, nil
-	}
-
-	var stored []string
-	if !allNew {
-		ids := make([]string, len(events))
-		for i := range events {
-			ids[i] = events[i].EventID
-		}
-		if err := w.NewRaw("SELECT event_id FROM order_events WHERE event_id = ANY(?)", pgdialect.Array(ids)).Scan(ctx, &stored); err != nil {
-			return nil, fmt.Errorf("reading which of %d order events are stored: %w", len(events), err)
-		}
-	}
-	old := make(map[string]bool, len(stored))
-	for _, id := range stored {
-		old[id] = true
-	}
-	var buf []byte
-	n := 0
-	for i := range events {
-		e := &events[i]
-		if old[e.EventID] {
-			continue
-		}
-		fresh[e.EventID] = true
-		n++
-		buf = appendCopyText(buf, e.EventID)
-		buf = appendCopyText(append(buf, '\t'), e.Program)
-		buf = appendCopyText(append(buf, '\t'), e.OrderID)
-		buf = appendCopyText(append(buf, '\t'), e.AffiliateID)
-		buf = appendCopyText(append(buf, '\t'), e.Subject)
-		buf = strconv.AppendInt(append(buf, '\t'), e.StreamSeq, 10)
-		buf = appendCopyBytes(append(buf, '\t'), e.Raw)
-		buf = appendCopyTime(append(buf, '\t'), e.PlacedAt)
-		buf = appendCopyTime(append(buf, '\t'), e.ReceivedAt)
-		if e.DecisionID != 0 {
-			buf = strconv.AppendInt(append(buf, '\t'), e.DecisionID, 10)
-		} else {
-			buf = append(buf, "\t\\N"...)
-		}
-		buf = append(buf, '\n')
-	}
-	if n == 0 {
-		return fresh, nil
-	}
-	if err := copyIn(ctx, w.conn, "order_events (event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at, decision_id)", buf, n); err != nil {
-		return nil, fmt.Errorf("inserting %d order events: %w", n, err)
-	}
-	return fresh, nil
 }
 
 // --- SQLite: prepared multi-row INSERTs ---
@@ -158,12 +67,6 @@ type sqliteInsert struct {
 // bound below is a Go string, int64, bool or non-nil []byte (flat, the one nullable column,
 // excepted). A skipped decision fails the batch anyway (the row count is checked), and only
 // the unique keys can skip an event — what RETURNING reports.
-var (
-	eventsInsert = sqliteInsert{name: "order_events",
-		head: "INSERT OR IGNORE INTO order_events (event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at, decision_id) VALUES ",
-		cols: 10, tail: " RETURNING event_id"}
-)
-
 // sqliteChunks cuts n rows into statements (see sqliteMaxRows) and calls fn with each one and
 // the rows [lo, hi) it carries. The caller holds writeMu (writeTx).
 func (s *Store) sqliteChunks(ctx context.Context, w *wtx, ins sqliteInsert, n int, fn func(st *sql.Stmt, lo, hi int) error) error {
@@ -237,7 +140,10 @@ func (s *Store) insertRows(ctx context.Context, w *wtx, t bulkTable, n int, row 
 			cols: len(t.cols)}
 		return s.sqliteExecRows(ctx, w, ins, n, row)
 	}
-	var buf []byte
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := (*bp)[:0]
+	defer func() { *bp = buf[:0] }()
 	args := make([]any, 0, len(t.cols))
 	for i := 0; i < n; i++ {
 		args = row(i, args[:0])
@@ -443,7 +349,13 @@ func nullInt64(n sql.NullInt64) any {
 	return n.Int64
 }
 
+// copyBufs are COPY data buffers, reused from batch to batch: a batch's decisions are about
+// 1.5 MB of COPY text, and growing a new buffer to that size for every batch made ~1.8 GB of
+// garbage per 200 000 orders (measured with load --memprofile).
+var copyBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 // copyIn runs COPY table FROM STDIN with rows in PostgreSQL's text format and checks the count.
+
 func copyIn(ctx context.Context, conn bun.Conn, table string, data []byte, rows int) error {
 	res, err := pgdriver.CopyFrom(ctx, conn, bytes.NewReader(data), "COPY "+table+" FROM STDIN")
 	if err != nil {

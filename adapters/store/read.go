@@ -13,7 +13,7 @@ import (
 
 // Stats summarises what is stored. Money is exact: decimal strings, never float.
 type Stats struct {
-	Events      int64 // order events stored (valid orders)
+	Events      int64 // order events stored that decoded (decided, or dead-lettered later)
 	Decisions   int64
 	Qualified   int64 // decisions whose order qualified
 	DeadLetters int64
@@ -37,7 +37,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		n     *int64
 		query string
 	}{
-		{&st.Events, "SELECT count(*) FROM order_events"},
+		{&st.Events, "SELECT (SELECT count(*) FROM decisions) + (SELECT count(*) FROM dead_letters WHERE placed_at IS NOT NULL)"},
 		{&st.Decisions, "SELECT count(*) FROM decisions"},
 		{&st.Qualified, "SELECT count(*) FROM decisions WHERE qualified"},
 		{&st.DeadLetters, "SELECT count(*) FROM dead_letters"},
@@ -242,12 +242,13 @@ func (s *Store) Events(ctx context.Context, f EventFilter, fn func(StoredEvent) 
 	if len(where) > 0 {
 		cond = "WHERE " + strings.Join(where, " AND ")
 	}
-	const cols = "id, event_id, program, order_id, affiliate_id, subject, stream_seq, raw, placed_at, received_at"
+	// The events that decoded: each decision's, and the dead letters' that have an order.
+	events := "(SELECT " + eventColumns + " FROM decisions UNION ALL SELECT " + eventColumns + " FROM dead_letters WHERE placed_at IS NOT NULL) AS e"
 	out := "id, event_id, program, order_id, affiliate_id, subject, stream_seq, raw, " + s.timeCol("placed_at") + ", " + s.timeCol("received_at")
-	query := "SELECT " + out + " FROM order_events " + cond + " ORDER BY placed_at, id"
+	query := "SELECT " + out + " FROM " + events + " " + cond + " ORDER BY placed_at, id"
 	if f.LatestPerOrder {
-		query = "SELECT " + out + " FROM (SELECT " + cols + ", ROW_NUMBER() OVER (PARTITION BY program, order_id " +
-			"ORDER BY stream_seq DESC, id DESC) AS rn FROM order_events " + cond + ") AS e WHERE rn = 1 ORDER BY placed_at, id"
+		query = "SELECT " + out + " FROM (SELECT " + eventColumns + ", ROW_NUMBER() OVER (PARTITION BY program, order_id " +
+			"ORDER BY stream_seq DESC, id DESC) AS rn FROM " + events + " " + cond + ") AS e WHERE rn = 1 ORDER BY placed_at, id"
 	}
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -273,19 +274,6 @@ func (s *Store) Events(ctx context.Context, f EventFilter, fn func(StoredEvent) 
 }
 
 // --- reliability checks ---
-
-// CountEventsWithoutDecision counts stored order events that have neither a decision nor a dead
-// letter: after every batch is saved, it must be 0.
-func (s *Store) CountEventsWithoutDecision(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.db.NewRaw(`SELECT count(*) FROM order_events e
-		WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.id = e.decision_id)
-		AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.event_id = e.event_id)`).Scan(ctx, &n)
-	if err != nil {
-		return 0, fmt.Errorf("counting events without a decision: %w", err)
-	}
-	return n, nil
-}
 
 // CountDuplicateDecisions counts decisions beyond the first for one order event of one program
 // (under any policy version) or for one (program, order, stream sequence): 0 when each event was

@@ -121,7 +121,10 @@ type History struct {
 	// BatchSize is how many events each batch passed to Walk's fn holds.
 	BatchSize int
 
-	lo, hi int64 // order_events.id in (lo, hi]; hi 0: no upper bound
+	// src is what the history walks: the decided events (decisions), the dead letters that
+	// decoded (dead_letters: a later policy may decide them), or both (whole).
+	src    historySource
+	lo, hi int64 // the rows' id in (lo, hi]; hi 0: no upper bound
 	// minPart is the fewest stored events worth a part of its own.
 	minPart int64
 	// prep is what the parts of one history share, found once.
@@ -142,6 +145,14 @@ func (s *Store) ReplayHistory(f EventFilter) engine.History { return s.History(f
 func (s *Store) History(f EventFilter) *History {
 	return &History{s: s, f: f, BatchSize: 512, minPart: 2000, prep: &historyPrep{}}
 }
+
+type historySource int
+
+const (
+	whole historySource = iota
+	decided
+	deadLettered
+)
 
 // historyPrep is what a history finds once, before any part is walked.
 type historyPrep struct {
@@ -208,30 +219,28 @@ func (h *History) prepare(ctx context.Context) error {
 	return nil
 }
 
-// Partitions splits the history for n walkers into parts by storage order, eight per walker
-// when there are enough events (at least minPart a part): a filter's events can crowd into a
-// few ranges (a month of a year's history), and walkers taking small parts in turn share them
-// out. Walking every part gives exactly the events Walk gives.
+// Partitions splits the history for n walkers into parts: the decided events by storage order,
+// eight parts per walker when there are enough (at least minPart a part: a filter's events can
+// crowd into a few ranges, a month of a year's history, and walkers taking small parts in turn
+// share them out), and the dead letters as one more. Walking every part gives exactly the events
+// Walk gives.
 func (h *History) Partitions(ctx context.Context, n int) ([]engine.History, error) {
 	if err := h.prepare(ctx); err != nil {
 		return nil, err
 	}
 	var lo, hi sql.NullInt64
-	if err := h.s.db.QueryRowContext(ctx, "SELECT min(id), max(id) FROM order_events").Scan(&lo, &hi); err != nil {
+	if err := h.s.db.QueryRowContext(ctx, "SELECT min(id), max(id) FROM decisions").Scan(&lo, &hi); err != nil {
 		return nil, fmt.Errorf("reading events to replay: %w", err)
 	}
-	if !lo.Valid || n <= 1 {
+	if h.src != whole || !lo.Valid || n <= 1 {
 		return []engine.History{h}, nil
 	}
 	span := hi.Int64 - lo.Int64 + 1
-	k := int64(n) * 8
+	k := max(int64(n)*8, 1)
 	if span < k*h.minPart {
-		k = span / h.minPart
+		k = max(span/h.minPart, 1)
 	}
-	if k <= 1 {
-		return []engine.History{h}, nil
-	}
-	parts := make([]engine.History, k)
+	parts := make([]engine.History, 0, k+1)
 	start := lo.Int64 - 1
 	for i := range k {
 		end := lo.Int64 - 1 + span*(i+1)/k
@@ -239,32 +248,40 @@ func (h *History) Partitions(ctx context.Context, n int) ([]engine.History, erro
 			end = 0 // unbounded: events stored meanwhile are in no part, or the last
 		}
 		part := *h
-		part.lo, part.hi = start, end
-		parts[i] = &part
+		part.src, part.lo, part.hi = decided, start, end
+		parts = append(parts, &part)
 		start = end
 	}
-	return parts, nil
+	dead := *h
+	dead.src = deadLettered
+	return append(parts, &dead), nil
 }
 
-// historyQuery builds the query for the history's range and filter.
-func (h *History) historyQuery() (string, []any) {
+// historyQuery builds the query of one source (decided or deadLettered) for the history's range
+// and filter.
+func (h *History) historyQuery(src historySource) (string, []any) {
 	s, f := h.s, h.f
 	var where []string
 	var args []any
+	alias := "d."
+	if src == deadLettered {
+		alias = "e."
+		where = append(where, "e.placed_at IS NOT NULL") // it decoded
+	}
 	// SQLite: the + keeps the planner from walking an index and fetching rows in its order (a
 	// random read per event); a straight scan of the table is several times faster when the
 	// filter selects much of it.
 	col := func(c string) string {
 		if s.kind == SQLite {
-			return "+e." + c
+			return "+" + alias + c
 		}
-		return "e." + c
+		return alias + c
 	}
 	if h.lo > 0 {
-		where, args = append(where, "e.id > ?"), append(args, h.lo)
+		where, args = append(where, alias+"id > ?"), append(args, h.lo)
 	}
 	if h.hi > 0 {
-		where, args = append(where, "e.id <= ?"), append(args, h.hi)
+		where, args = append(where, alias+"id <= ?"), append(args, h.hi)
 	}
 	if f.Program != "" {
 		where, args = append(where, col("program")+" = ?"), append(args, f.Program)
@@ -282,15 +299,16 @@ func (h *History) historyQuery() (string, []any) {
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
-	const cols = "e.id, e.event_id, e.stream_seq, e.raw, "
-	inputs := h.prep.inputs
-	if s.kind == Postgres {
-		return "SELECT " + cols + s.recordColumns(inputs) + " FROM order_events e LEFT JOIN decisions d ON d.id = e.decision_id" +
-			inputsJoin(inputs) + cond, args
+	if src == deadLettered {
+		return "SELECT e.id, e.event_id, e.stream_seq, e.raw, NULL FROM dead_letters e" + cond + " ORDER BY e.id", args
 	}
-	// SQLite: the scan is in e.id order; each event's decision is one primary-key probe.
-	return "SELECT " + cols + s.recordColumns(inputs) + " FROM order_events e LEFT JOIN decisions d ON d.id = e.decision_id" +
-		inputsJoin(inputs) + cond + " ORDER BY e.id", args
+	inputs := h.prep.inputs
+	// The scan is in id order (SQLite: the table's; PostgreSQL leaves the order to the plan).
+	order := " ORDER BY d.id"
+	if s.kind == Postgres {
+		order = ""
+	}
+	return "SELECT d.id, d.event_id, d.stream_seq, d.raw, " + s.recordColumns(inputs) + " FROM decisions d" + inputsJoin(inputs) + cond + order, args
 }
 
 // recordColumns is a decision and its recorded inputs as one text column, fields joined by
@@ -337,8 +355,18 @@ func (h *History) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error)
 	if err := h.prepare(ctx); err != nil {
 		return err
 	}
+	if h.src == whole {
+		for _, src := range []historySource{decided, deadLettered} {
+			part := *h
+			part.src = src
+			if err := part.Walk(ctx, fn); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	superseded := h.prep.superseded
-	query, args := h.historyQuery()
+	query, args := h.historyQuery(h.src)
 	var db interface {
 		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 	} = h.s.db
@@ -427,8 +455,7 @@ func (s *Store) RecordedDecisions(ctx context.Context, eventIDs []string) (map[s
 	dest := append([]any{&eventID}, sc.dest()...)
 	for start := 0; start < len(eventIDs); start += chunk {
 		ids := eventIDs[start:min(start+chunk, len(eventIDs))]
-		query := "SELECT e.event_id, " + s.recordColumns(true) + " FROM order_events e JOIN decisions d ON d.id = e.decision_id" + inputsJoin(true) +
-			" WHERE e.event_id IN (?)"
+		query := "SELECT d.event_id, " + s.recordColumns(true) + " FROM decisions d" + inputsJoin(true) + " WHERE d.event_id IN (?)"
 		rows, err := s.db.QueryContext(ctx, query, bun.In(ids))
 		if err != nil {
 			return nil, fmt.Errorf("reading the decisions of %d events: %w", len(ids), err)

@@ -165,8 +165,8 @@ func runReplaySuite(t *testing.T, b backend) {
 			if f.LatestPerOrder {
 				want = latest
 			}
-			if len(parts) != 24 || !reflect.DeepEqual(got, want) {
-				t.Errorf("%d parts of %+v gave %d events, want 24 parts and the %d events of one walk", len(parts), f, len(got), len(want))
+			if len(parts) != 25 || !reflect.DeepEqual(got, want) {
+				t.Errorf("%d parts of %+v gave %d events, want 25 parts (24 of decisions, the dead letters') and the %d events of one walk", len(parts), f, len(got), len(want))
 			}
 		}
 		for _, ev := range latest {

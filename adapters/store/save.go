@@ -46,21 +46,6 @@ type Saved struct {
 
 // --- rows as written ---
 
-type eventRow struct {
-	bun.BaseModel `bun:"table:order_events"`
-
-	EventID     string    `bun:"event_id"`
-	Program     string    `bun:"program"`
-	OrderID     string    `bun:"order_id"`
-	AffiliateID string    `bun:"affiliate_id"`
-	Subject     string    `bun:"subject"`
-	StreamSeq   int64     `bun:"stream_seq"`
-	Raw         []byte    `bun:"raw"`
-	PlacedAt    time.Time `bun:"placed_at"`
-	ReceivedAt  time.Time `bun:"received_at"`
-	DecisionID  int64     `bun:"decision_id,nullzero"` // 0: none (a dead letter)
-}
-
 type policyRow struct {
 	bun.BaseModel `bun:"table:policy_versions"`
 
@@ -71,44 +56,6 @@ type policyRow struct {
 	File          string    `bun:"file"`
 	EffectiveFrom time.Time `bun:"effective_from"`
 	FirstUsedAt   time.Time `bun:"first_used_at"`
-}
-
-type decisionRow struct {
-	bun.BaseModel `bun:"table:decisions"`
-
-	EventID       string    `bun:"event_id"`
-	OrderID       string    `bun:"order_id"`
-	Program       string    `bun:"program"`
-	AffiliateID   string    `bun:"affiliate_id"`
-	PolicyVersion int       `bun:"policy_version"`
-	PolicyDigest  string    `bun:"policy_digest"`
-	Qualified     bool      `bun:"qualified"`
-	FailedRules   string    `bun:"failed_rules"`
-	RateRule      string    `bun:"rate_rule"`
-	Rate          string    `bun:"rate"`
-	Flat          string    `bun:"flat,nullzero"`
-	Base          string    `bun:"base"`
-	Commission    string    `bun:"commission"`
-	Currency      string    `bun:"currency"`
-	Rounding      string    `bun:"rounding"`
-	Trace         string    `bun:"trace"`
-	Env           string    `bun:"env"`
-	StreamSeq     int64     `bun:"stream_seq"`
-	DecidedAt     time.Time `bun:"decided_at"`
-}
-
-type deadLetterRow struct {
-	bun.BaseModel `bun:"table:dead_letters"`
-
-	EventID    string    `bun:"event_id"`
-	Subject    string    `bun:"subject"`
-	StreamSeq  int64     `bun:"stream_seq"`
-	Raw        []byte    `bun:"raw"`
-	Program    string    `bun:"program"`
-	OrderID    string    `bun:"order_id"`
-	Reason     string    `bun:"reason"`
-	Kind       string    `bun:"kind"`
-	ReceivedAt time.Time `bun:"received_at"`
 }
 
 // isDeadlock reports whether err is PostgreSQL's deadlock_detected (40P01).

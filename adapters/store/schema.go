@@ -41,28 +41,12 @@ func typesFor(d dialect.Name) columnTypes {
 // refuseOldSchema). Every statement is idempotent (IF NOT EXISTS), so two processes that race to
 // migrate a new SQLite file both succeed. Each index names the read it serves.
 //
-// Per decided order the service writes, when the order is new and qualifies: an order event
-// (2 index entries on PostgreSQL, with its primary key; 1 beside the table on SQLite), a decision
-// (3; 2), an order state (2; 2) and a ledger entry (2; 1): 9 on PostgreSQL, 6 on SQLite. The ledger
-// has no index by order: audit verify, its one reader by order, sorts it.
+// Per decided order the service writes, when the order is new and qualifies, two rows: its
+// decision, which holds its event (4 index entries on PostgreSQL, with the primary key; 3 beside
+// the table on SQLite), and a ledger entry (2; 1): 6 on PostgreSQL, 4 on SQLite. An order's state
+// is not stored apart: it is its decisions (see engine.Snapshot.AddDecision). The ledger has no
+// index by order: audit verify, its one reader by order, sorts it.
 const schema = `
-CREATE TABLE IF NOT EXISTS order_events (
-	id           {{PK}},
-	event_id     {{Key}} NOT NULL,
-	program      {{Key}} NOT NULL,
-	order_id     {{Key}} NOT NULL,
-	affiliate_id {{Key}} NOT NULL,
-	subject      TEXT NOT NULL,
-	stream_seq   BIGINT NOT NULL,
-	raw          {{Bytes}} NOT NULL,
-	placed_at    {{Time}} NOT NULL,
-	received_at  {{Time}} NOT NULL,
-	decision_id  BIGINT
-);
--- an event is stored once (a re-published event is recognised: one decision per event), and read
--- by id (explain, audit, replay's recorded decisions); its decision by decision_id
-CREATE UNIQUE INDEX IF NOT EXISTS order_events_event_id ON order_events (event_id);
-
 CREATE TABLE IF NOT EXISTS policy_versions (
 	program        {{Key}} NOT NULL,
 	version        BIGINT NOT NULL,
@@ -74,8 +58,12 @@ CREATE TABLE IF NOT EXISTS policy_versions (
 	PRIMARY KEY (program, version)
 );
 
--- One row per decision; part, batch_seq and leaf are its place in its partition's chain of
--- batches, leaf_hash its Merkle leaf (engine/chain.go).
+-- One row per decided event: the event as received (raw, subject, stream_seq, placed_at,
+-- received_at: an event is stored once, here or as a dead letter), its decision, and its order's
+-- state after it, which its leaf covers (is_current: the order's current decision from then on;
+-- pin_version and pin_digest: the order's pin). prev_id is the order's decision before it (0: its
+-- first): an order's decisions form one line. part, batch_seq and leaf are its place in its
+-- partition's chain of batches, leaf_hash its Merkle leaf (engine/chain.go).
 CREATE TABLE IF NOT EXISTS decisions (
 	id             {{PK}},
 	event_id       {{Key}} NOT NULL,
@@ -95,17 +83,31 @@ CREATE TABLE IF NOT EXISTS decisions (
 	rounding       TEXT NOT NULL,
 	trace          TEXT NOT NULL,
 	env            TEXT NOT NULL,
+	subject        TEXT NOT NULL,
 	stream_seq     BIGINT NOT NULL,
+	raw            {{Bytes}} NOT NULL,
+	placed_at      {{Time}} NOT NULL,
+	received_at    {{Time}} NOT NULL,
+	month          TEXT NOT NULL,
+	prev_id        BIGINT NOT NULL,
+	is_current     BOOLEAN NOT NULL,
+	pin_version    BIGINT,
+	pin_digest     TEXT,
 	decided_at     {{Time}} NOT NULL,
 	part           BIGINT NOT NULL,
 	batch_seq      BIGINT NOT NULL,
 	leaf           BIGINT NOT NULL,
 	leaf_hash      TEXT NOT NULL
 );
--- audit verify walks each partition's batches leaf by leaf; explain's inclusion proof
-CREATE UNIQUE INDEX IF NOT EXISTS decisions_leaf ON decisions (part, batch_seq, leaf);
--- explain and /v1/orders: an order's decisions
-CREATE INDEX IF NOT EXISTS decisions_program_order ON decisions (program, order_id);
+-- an event is stored once (a re-published event is recognised: one decision per event), and read
+-- by id (explain, audit, the HTTP API)
+CREATE UNIQUE INDEX IF NOT EXISTS decisions_event_id ON decisions (event_id);
+-- an order's decisions (the history a batch is decided with, explain, /v1/orders), in line:
+-- unique, so two writers that read the same history cannot both store a decision after it.
+-- Led by order_id: explain finds an order's decisions without knowing its program.
+CREATE UNIQUE INDEX IF NOT EXISTS decisions_order ON decisions (order_id, program, prev_id);
+-- the affiliate.* month figures of programs whose rules read them (LoadHistory)
+CREATE INDEX IF NOT EXISTS decisions_month ON decisions (program, affiliate_id, month, currency);
 
 CREATE TABLE IF NOT EXISTS dead_letters (
 	id          {{PK}},
@@ -115,6 +117,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 	raw         {{Bytes}} NOT NULL,
 	program     {{Key}} NOT NULL,
 	order_id    {{Key}} NOT NULL,
+	affiliate_id {{Key}} NOT NULL,
+	placed_at   {{Time}},
 	reason      TEXT NOT NULL,
 	kind        TEXT NOT NULL,
 	received_at {{Time}} NOT NULL,
@@ -123,10 +127,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 	leaf        BIGINT NOT NULL,
 	leaf_hash   TEXT NOT NULL
 );
--- one dead letter per event
+-- one dead letter per event, read by id (explain)
 CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_event_id ON dead_letters (event_id);
+-- a batch's leaves (explain's inclusion proof); dead letters are few
+CREATE INDEX IF NOT EXISTS dead_letters_leaf ON dead_letters (part, batch_seq);
 
--- One row per stored batch: its partition's chain (engine.BatchHeader).
+-- One row per stored batch: its partition's chain (engine.BatchHeader). Its decisions' ids are
+-- in [first_decision_id, last_decision_id] (0, 0: none): its leaves are read by that range.
 CREATE TABLE IF NOT EXISTS batches (
 	part             BIGINT NOT NULL,
 	seq              BIGINT NOT NULL,
@@ -137,6 +144,8 @@ CREATE TABLE IF NOT EXISTS batches (
 	leaves           BIGINT NOT NULL,
 	first_stream_seq BIGINT NOT NULL,
 	last_stream_seq  BIGINT NOT NULL,
+	first_decision_id BIGINT NOT NULL,
+	last_decision_id BIGINT NOT NULL,
 	created_at       {{Time}} NOT NULL,
 	PRIMARY KEY (part, seq)
 );
@@ -185,10 +194,54 @@ func migrations() *migrate.Migrations {
 	ms := migrate.NewMigrations()
 	ms.Add(scriptMigration("20261203000001", "partitioned_schema", schema,
 		`DROP TABLE IF EXISTS replay_runs; DROP TABLE IF EXISTS payouts; DROP TABLE IF EXISTS payout_runs;
-		DROP TABLE IF EXISTS decision_inputs; DROP TABLE IF EXISTS ledger_entries; DROP TABLE IF EXISTS order_state;
+		DROP TABLE IF EXISTS decision_inputs; DROP TABLE IF EXISTS ledger_entries;
 		DROP TABLE IF EXISTS partitions; DROP TABLE IF EXISTS batches; DROP TABLE IF EXISTS dead_letters;
-		DROP TABLE IF EXISTS decisions; DROP TABLE IF EXISTS policy_versions; DROP TABLE IF EXISTS order_events`))
+		DROP TABLE IF EXISTS decisions; DROP TABLE IF EXISTS policy_versions`))
+	ms.Add(scriptMigration("20261203000002", "checkpoints", schemaCheckpoints, `DROP TABLE IF EXISTS checkpoints`))
+	// The stream sequences a batch consumed without a row of their own (events stored already),
+	// space-separated: reconciliation with the stream counts them as consumed.
+	ms.Add(addColumnMigration("20261203000003", "batches_skipped_seqs", "batches", "skipped_seqs", "TEXT NOT NULL DEFAULT ''"))
 	return ms
+}
+
+// schemaCheckpoints: the signed checkpoints of the partitions' heads, as the service wrote them
+// (audit.Checkpointer). A copy for reading: what makes them trustworthy is their signature and
+// the copies exported outside the database (the checkpoint log, the CHECKPOINTS stream).
+const schemaCheckpoints = `
+CREATE TABLE IF NOT EXISTS checkpoints (
+	id         {{PK}},
+	origin     TEXT NOT NULL,
+	signed_at  {{Time}} NOT NULL,
+	note       TEXT NOT NULL
+);
+`
+
+// addColumnMigration adds a column unless the table has it already (two processes migrating a
+// new SQLite file at once both succeed, as with the IF NOT EXISTS of the scripts).
+func addColumnMigration(name, comment, table, column, def string) migrate.Migration {
+	return migrate.Migration{
+		Name:    name,
+		Comment: comment,
+		Up: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
+			db := m.DB()
+			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				var n int
+				q := "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?"
+				if db.Dialect().Name() == dialect.PG {
+					q = "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?"
+				}
+				if err := tx.NewRaw(q, table, column).Scan(ctx, &n); err != nil || n > 0 {
+					return err
+				}
+				_, err := tx.ExecContext(ctx, "ALTER TABLE "+table+" ADD COLUMN "+column+" "+def)
+				return err
+			})
+		},
+		Down: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
+			_, err := m.DB().ExecContext(ctx, "ALTER TABLE "+table+" DROP COLUMN "+column)
+			return err
+		},
+	}
 }
 
 // scriptMigration is a migration that runs up, rendered for the database's column types, in a
@@ -210,23 +263,27 @@ func scriptMigration(name, comment, up, down string) migrate.Migration {
 	}
 }
 
-// ErrOldSchema: the database was made by a build before the partitioned write path (its
-// decisions chained per program). Its history cannot be carried over; use a new database.
+// ErrOldSchema: the database was made by an earlier build, whose history cannot be carried over:
+// one that chained decisions per program (chain_heads), or one that stored events and order
+// states apart from decisions (order_events). Use a new database.
 var ErrOldSchema = errors.New("the store was made by an earlier Commissioner")
 
-// refuseOldSchema fails when the database holds the per-program chain of an earlier build.
+// refuseOldSchema fails when the database holds the tables of an earlier build.
 func (s *Store) refuseOldSchema(ctx context.Context) error {
-	var n int
-	q := "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'chain_heads'"
+	var names []string
+	q := "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('chain_heads', 'order_events') ORDER BY name"
 	if s.kind == Postgres {
-		q = "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'chain_heads'"
+		q = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name IN ('chain_heads', 'order_events') ORDER BY 1"
 	}
-	if err := s.db.NewRaw(q).Scan(ctx, &n); err != nil {
+	if err := s.db.NewRaw(q).Scan(ctx, &names); err != nil {
 		return fmt.Errorf("checking the schema: %w", err)
 	}
-	if n > 0 {
-		return fmt.Errorf("%w (its decisions are chained per program, in chain_heads): this build chains batches per stream partition "+
-			"and cannot carry that history over; point store.dsn at a new database (or move the old SQLite file away)", ErrOldSchema)
+	if len(names) > 0 {
+		why := "its events are stored apart from their decisions (order_events): this build stores each event in its decision row"
+		if names[0] == "chain_heads" {
+			why = "its decisions are chained per program (chain_heads): this build chains batches per stream partition"
+		}
+		return fmt.Errorf("%w (%s) and cannot carry that history over; point store.dsn at a new database (or move the old SQLite file away)", ErrOldSchema, why)
 	}
 	return nil
 }

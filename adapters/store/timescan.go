@@ -84,3 +84,19 @@ func parseTime(s string, t *time.Time) error {
 	*t = p.UTC()
 	return nil
 }
+
+// optTimeScanner scans a nullable time: NULL leaves *t nil.
+type optTimeScanner struct{ t **time.Time }
+
+func (o optTimeScanner) Scan(v any) error {
+	if v == nil {
+		*o.t = nil
+		return nil
+	}
+	var t time.Time
+	if err := (timeScanner{&t}).Scan(v); err != nil {
+		return err
+	}
+	*o.t = &t
+	return nil
+}

@@ -23,14 +23,14 @@ func (s *Store) num(col string) string {
 	return col
 }
 
-// OrderGroups streams a program's decisions (with events and inputs), ledger entries and order
-// states, each ordered by order id, and calls fn with each order's group (audit.VerifySource).
+// OrderGroups streams a program's decisions (with their events and inputs) and ledger entries,
+// each ordered by order id, and calls fn with each order's group (audit.VerifySource).
 func (s *Store) OrderGroups(ctx context.Context, program string, fn func(*audit.OrderGroup) error) error {
 	dq := "SELECT d.id, d.event_id, d.order_id, d.affiliate_id, d.policy_version, d.policy_digest, d.qualified, d.failed_rules, d.rate_rule, " +
 		s.num("d.rate") + ", " + s.num("d.flat") + ", " + s.num("d.base") + ", " + s.num("d.commission") + ", d.currency, d.rounding, d.trace, d.env, " +
-		"d.stream_seq, d.part, d.batch_seq, d.leaf, d.leaf_hash, e.id, e.stream_seq, e.raw, i.month, i.month_qualified_orders, " + s.num("i.month_qualified_sales") +
-		" FROM decisions d LEFT JOIN order_events e ON e.event_id = d.event_id LEFT JOIN decision_inputs i ON i.decision_id = d.id " +
-		"WHERE d.program = ? ORDER BY d.order_id, d.id"
+		"d.stream_seq, d.part, d.batch_seq, d.leaf, d.leaf_hash, d.raw, d.is_current, d.pin_version, d.pin_digest, d.prev_id, d.month, " +
+		"i.month, i.month_qualified_orders, " + s.num("i.month_qualified_sales") +
+		" FROM decisions d LEFT JOIN decision_inputs i ON i.decision_id = d.id WHERE d.program = ? ORDER BY d.order_id, d.id"
 	drows, err := s.db.QueryContext(ctx, dq, program)
 	if err != nil {
 		return fmt.Errorf("reading the decisions of %s: %w", program, err)
@@ -42,19 +42,11 @@ func (s *Store) OrderGroups(ctx context.Context, program string, fn func(*audit.
 		return fmt.Errorf("reading the ledger of %s: %w", program, err)
 	}
 	defer lrows.Close()
-	srows, err := s.db.QueryContext(ctx, "SELECT order_id, affiliate_id, currency, event_id, stream_seq, decision_id, qualified, "+s.num("base")+", "+
-		s.num("commission")+", pin_version, pin_digest FROM order_state WHERE program = ? ORDER BY order_id", program)
-	if err != nil {
-		return fmt.Errorf("reading the order states of %s: %w", program, err)
-	}
-	defer srows.Close()
 
-	// The ledger and state cursors, one row ahead.
+	// The ledger cursor, one row ahead.
 	var (
 		nextL    *audit.StoredLedgerEntry
 		nextLOrd string
-		nextS    *audit.StoredState
-		nextSOrd string
 	)
 	advanceL := func() error {
 		nextL = nil
@@ -68,29 +60,10 @@ func (s *Store) OrderGroups(ctx context.Context, program string, fn func(*audit.
 		nextL = l
 		return nil
 	}
-	advanceS := func() error {
-		nextS = nil
-		if !srows.Next() {
-			return srows.Err()
-		}
-		st := &audit.StoredState{}
-		var pv sql.NullInt64
-		var pd sql.NullString
-		if err := srows.Scan(&nextSOrd, &st.AffiliateID, &st.Currency, &st.EventID, &st.StreamSeq, &st.DecisionID, &st.Qualified, &st.Base,
-			&st.Commission, &pv, &pd); err != nil {
-			return fmt.Errorf("reading the order states of %s: %w", program, err)
-		}
-		st.HasPin, st.PinVersion, st.PinDigest = pv.Valid, pv.Int64, pd.String
-		nextS = st
-		return nil
-	}
 	if err := advanceL(); err != nil {
 		return err
 	}
-	if err := advanceS(); err != nil {
-		return err
-	}
-	// take fills og with its order's ledger entries and state.
+	// take fills og with its order's ledger entries.
 	take := func(og *audit.OrderGroup) error {
 		for nextL != nil && nextLOrd == og.OrderID {
 			og.Ledger = append(og.Ledger, *nextL)
@@ -98,32 +71,16 @@ func (s *Store) OrderGroups(ctx context.Context, program string, fn func(*audit.
 				return err
 			}
 		}
-		if nextS != nil && nextSOrd == og.OrderID {
-			st := *nextS
-			og.State = &st
-			if err := advanceS(); err != nil {
-				return err
-			}
-		}
 		return nil
 	}
-	// orphansBefore makes groups of the ledger entries and states of orders before orderID (every
-	// one left when last) that have no decision: checkOrder reports them.
+	// orphansBefore makes groups of the ledger entries of orders before orderID (every one left
+	// when last) that have no decision: checkOrder reports them.
 	orphansBefore := func(orderID string, last bool) error {
-		for nextL != nil || nextS != nil {
-			id := ""
-			switch {
-			case nextL == nil:
-				id = nextSOrd
-			case nextS == nil:
-				id = nextLOrd
-			default:
-				id = min(nextLOrd, nextSOrd)
-			}
-			if !last && id >= orderID {
+		for nextL != nil {
+			if !last && nextLOrd >= orderID {
 				return nil
 			}
-			og := &audit.OrderGroup{Program: program, OrderID: id}
+			og := &audit.OrderGroup{Program: program, OrderID: nextLOrd}
 			if err := take(og); err != nil {
 				return err
 			}
@@ -139,8 +96,9 @@ func (s *Store) OrderGroups(ctx context.Context, program string, fn func(*audit.
 		var (
 			rate, base, commission string
 			flat, month, sales     sql.NullString
-			qualified              any
-			evID, evSeq, orders    sql.NullInt64
+			qualified, current     any
+			orders, pinVersion     sql.NullInt64
+			pinDigest              sql.NullString
 			raw                    []byte
 			version, seq, bseq     int64
 		)
@@ -148,7 +106,7 @@ func (s *Store) OrderGroups(ctx context.Context, program string, fn func(*audit.
 		var orderID string
 		if err := drows.Scan(&d.ID, &d.EventID, &orderID, &d.AffiliateID, &version, &d.PolicyDigest, &qualified, &r.Text.FailedRules, &d.RateRule,
 			&rate, &flat, &base, &commission, &d.Currency, &d.Rounding, &r.Text.Trace, &d.Env, &seq, &d.Partition, &bseq, &d.Leaf, &d.LeafHash,
-			&evID, &evSeq, &raw, &month, &orders, &sales); err != nil {
+			&raw, &current, &pinVersion, &pinDigest, &r.State.Prev, &r.State.Month, &month, &orders, &sales); err != nil {
 			return fmt.Errorf("reading the decisions of %s: %w", program, err)
 		}
 		d.Program, d.OrderID, d.PolicyVersion, d.StreamSeq, d.BatchSeq = program, orderID, int(version), uint64(seq), uint64(bseq)
@@ -159,9 +117,9 @@ func (s *Store) OrderGroups(ctx context.Context, program string, fn func(*audit.
 			r.Text.Flat = flat.String
 		}
 		r.Text.Qualified = boolText(qualified)
-		if evID.Valid {
-			r.Event = &StoredEvent{ID: evID.Int64, EventID: d.EventID, Program: program, OrderID: orderID, StreamSeq: uint64(evSeq.Int64), Raw: raw}
-		}
+		r.State.Current = boolText(current) == "true"
+		r.State.HasPin, r.State.PinVersion, r.State.PinDigest = pinVersion.Valid, pinVersion.Int64, pinDigest.String
+		r.Event = &StoredEvent{ID: d.ID, EventID: d.EventID, Program: program, OrderID: orderID, StreamSeq: uint64(seq), Raw: raw}
 		if month.Valid {
 			r.Affiliate = &engine.AffiliateMonth{Month: month.String, QualifiedOrders: orders.Int64}
 			r.Affiliate.QualifiedSales.SetString(sales.String)

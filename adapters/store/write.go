@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/engine/audit"
 	"github.com/commissioner/commissioner/rules"
 )
 
@@ -109,7 +111,7 @@ func (s *Store) PartitionHeads(ctx context.Context) ([]engine.PartitionHead, err
 	return out, nil
 }
 
-// StoredEvents returns which of the event ids are stored: decided (order_events) or dead-lettered.
+// StoredEvents returns which of the event ids are stored: decided or dead-lettered.
 func (s *Store) StoredEvents(ctx context.Context, ids []string) (map[string]bool, error) {
 	out := map[string]bool{}
 	for start := 0; start < len(ids); start += historyChunk {
@@ -121,7 +123,7 @@ func (s *Store) StoredEvents(ctx context.Context, ids []string) (map[string]bool
 			back[safe[i]] = id
 		}
 		var got []string
-		if err := s.db.NewRaw("SELECT event_id FROM order_events WHERE event_id IN (?) UNION SELECT event_id FROM dead_letters WHERE event_id IN (?)",
+		if err := s.db.NewRaw("SELECT event_id FROM decisions WHERE event_id IN (?) UNION SELECT event_id FROM dead_letters WHERE event_id IN (?)",
 			bun.In(safe), bun.In(safe)).Scan(ctx, &got); err != nil {
 			return nil, fmt.Errorf("reading which of %d events are stored: %w", len(ids), err)
 		}
@@ -134,7 +136,7 @@ func (s *Store) StoredEvents(ctx context.Context, ids []string) (map[string]bool
 
 // SavedOf counts what WriteBatch stored of b.
 func SavedOf(b *engine.BatchWrite) Saved {
-	out := Saved{Events: len(b.Decisions), Decisions: len(b.Decisions), DeadLetters: len(b.Dead), Duplicates: b.Skipped}
+	out := Saved{Events: len(b.Decisions), Decisions: len(b.Decisions), DeadLetters: len(b.Dead), Duplicates: len(b.SkippedSeqs)}
 	for _, d := range b.Dead {
 		if b.Results[d.Result].Order != nil {
 			out.Events++
@@ -145,10 +147,11 @@ func SavedOf(b *engine.BatchWrite) Saved {
 
 // WriteBatch stores a batch in one transaction: the fence (the partition's row moves to the
 // batch, only from the batch before it and for the epoch that holds it), the policy versions on
-// first use, the events, decisions (with their leaves), dead letters, ledger entries, order
-// states (each only while the stored state is what the batch was decided with), decision inputs
-// and the batch row. On any error nothing is stored; the error matches engine.ErrFenced,
-// engine.ErrStaleHistory or engine.ErrEventsStored when that is why.
+// first use, the decisions with their events and leaves (each only as the next of its order's
+// line), dead letters, ledger entries, decision inputs and the batch row. On any error nothing is
+// stored; the error matches engine.ErrFenced when that is why, and both engine.ErrEventsStored and
+// engine.ErrStaleHistory when a decision collides with a stored one (its event is stored
+// already, or its order's line moved on): the writer passes the batch again either way.
 func (s *Store) WriteBatch(ctx context.Context, b *engine.BatchWrite) error {
 	now := time.Now().UTC()
 	h := &b.Header
@@ -185,9 +188,6 @@ func (s *Store) writeBatchRows(ctx context.Context, w *wtx, b *engine.BatchWrite
 	if err != nil {
 		return err
 	}
-	if err := s.writeEvents(ctx, w, b, ids, now); err != nil {
-		return err
-	}
 	if err := s.writeDecisions(ctx, w, b, ids, now); err != nil {
 		return err
 	}
@@ -197,16 +197,22 @@ func (s *Store) writeBatchRows(ctx context.Context, w *wtx, b *engine.BatchWrite
 	if err := s.writeLedger(ctx, w, b, ids, now); err != nil {
 		return err
 	}
-	if err := s.writeStates(ctx, w, b, ids); err != nil {
-		return err
-	}
 	if err := s.writeInputs(ctx, w, b, ids); err != nil {
 		return err
 	}
 	// One row: a plain INSERT (a COPY's set-up costs PostgreSQL several round trips).
-	if _, err := w.ExecContext(ctx, "INSERT INTO batches (part, seq, epoch, prev_hash, root, hash, leaves, first_stream_seq, last_stream_seq, created_at) "+
-		"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", int64(h.Partition), int64(h.Seq), int64(h.Epoch), h.Prev.String(), h.Root.String(), b.Hash.String(),
-		int64(h.Leaves), int64(h.FirstStreamSeq), int64(h.LastStreamSeq), now); err != nil {
+	var firstID, lastID int64
+	if len(ids) > 0 {
+		firstID, lastID = ids[0], ids[len(ids)-1]
+	}
+	skipped := make([]string, len(b.SkippedSeqs))
+	for i, seq := range b.SkippedSeqs {
+		skipped[i] = strconv.FormatUint(seq, 10)
+	}
+	if _, err := w.ExecContext(ctx, "INSERT INTO batches (part, seq, epoch, prev_hash, root, hash, leaves, first_stream_seq, last_stream_seq, "+
+		"first_decision_id, last_decision_id, skipped_seqs, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", int64(h.Partition), int64(h.Seq),
+		int64(h.Epoch), h.Prev.String(), h.Root.String(), b.Hash.String(), int64(h.Leaves), int64(h.FirstStreamSeq), int64(h.LastStreamSeq),
+		firstID, lastID, strings.Join(skipped, " "), now); err != nil {
 		return fmt.Errorf("storing the batch row: %w", err)
 	}
 	if s.hookBeforeCommit != nil {
@@ -229,9 +235,11 @@ type groupWrite struct {
 // writeGrouped stores a batch on SQLite by group commit. SQLite has one writer, and a commit
 // (the WAL's frames and its fsync) costs as much as a third of a batch's rows; the partitions'
 // owners hand their batches to whichever of them writes next, which stores all that are waiting
-// in one transaction, each batch under a savepoint of its own: a batch that fails (fenced, stale,
-// cancelled) is rolled back to its savepoint alone, and the others commit. One fsync serves them
-// all, and the pages they share (the right edges of the B-trees) are written once.
+// in one transaction. One fsync serves them all, and the pages they share (the right edges of
+// the B-trees) are written once. When a batch of the group fails (fenced, stale, cancelled), the
+// whole transaction is rolled back and each batch is written again in a transaction of its own,
+// so each gets its own outcome. (A savepoint per batch would spare that, but makes SQLite journal
+// every page the batch changes: 8% of the CPU per order, measured; failures are rare.)
 func (s *Store) writeGrouped(ctx context.Context, b *engine.BatchWrite, newPolicies []*rules.Policy, now time.Time) error {
 	me := &groupWrite{ctx: ctx, b: b, newPolicies: newPolicies, done: make(chan struct{})}
 	s.groupMu.Lock()
@@ -249,26 +257,30 @@ func (s *Store) writeGrouped(ctx context.Context, b *engine.BatchWrite, newPolic
 	group := s.group
 	s.group = nil
 	s.groupMu.Unlock()
+	var live []*groupWrite
+	for _, g := range group {
+		if g.err = context.Cause(g.ctx); g.err == nil {
+			live = append(live, g)
+		}
+	}
+	failed := false
 	err := s.writeTx(context.WithoutCancel(ctx), func(txctx context.Context, w *wtx) error {
-		for _, g := range group {
-			if g.err = context.Cause(g.ctx); g.err != nil {
-				continue
-			}
-			if _, err := w.ExecContext(txctx, "SAVEPOINT batch"); err != nil {
-				return err
-			}
-			g.err = s.writeBatchRows(g.ctx, w, g.b, g.newPolicies, now)
-			if g.err != nil {
-				if _, err := w.ExecContext(txctx, "ROLLBACK TO batch"); err != nil {
-					return err
-				}
-			}
-			if _, err := w.ExecContext(txctx, "RELEASE batch"); err != nil {
-				return err
+		for _, g := range live {
+			if g.err = s.writeBatchRows(g.ctx, w, g.b, g.newPolicies, now); g.err != nil {
+				failed = true
+				return g.err
 			}
 		}
 		return nil
 	})
+	if failed && len(live) > 1 {
+		for _, g := range live {
+			g.err = s.writeTx(context.WithoutCancel(ctx), func(_ context.Context, w *wtx) error {
+				return s.writeBatchRows(g.ctx, w, g.b, g.newPolicies, now)
+			})
+		}
+		err = nil
+	}
 	for _, g := range group {
 		if err != nil && g.err == nil {
 			g.err = err
@@ -324,44 +336,6 @@ func (s *Store) newPolicies(b *engine.BatchWrite) (out []*rules.Policy, err erro
 	return out, nil
 }
 
-// writeEvents stores the batch's decoded events, each naming its decision; one stored already
-// fails the batch with engine.ErrEventsStored (its unique event id is what keeps an event from
-// being decided twice).
-func (s *Store) writeEvents(ctx context.Context, w *wtx, b *engine.BatchWrite, ids []int64, now time.Time) error {
-	var events []eventRow
-	for j, d := range b.Decisions {
-		e := s.eventRowOf(&b.Results[d.Result], now)
-		e.DecisionID = ids[j]
-		events = append(events, e)
-	}
-	for _, d := range b.Dead {
-		if b.Results[d.Result].Order != nil {
-			events = append(events, s.eventRowOf(&b.Results[d.Result], now))
-		}
-	}
-	fresh, err := s.insertEvents(ctx, w, events, true)
-	if err != nil {
-		if isUniqueViolation(err) {
-			return fmt.Errorf("%w: %v", engine.ErrEventsStored, err)
-		}
-		return err
-	}
-	if len(fresh) != len(events) {
-		return fmt.Errorf("%w: %d of the batch's %d events", engine.ErrEventsStored, len(events)-len(fresh), len(events))
-	}
-	return nil
-}
-
-func (s *Store) eventRowOf(r *engine.Result, now time.Time) eventRow {
-	ev, o := &r.Event, r.Order
-	received := ev.ReceivedAt.UTC()
-	if ev.ReceivedAt.IsZero() {
-		received = now
-	}
-	return eventRow{EventID: safeText(ev.ID), Program: safeText(o.Program), OrderID: safeText(o.OrderID), AffiliateID: safeText(o.AffiliateID),
-		Subject: safeText(ev.Subject), StreamSeq: int64(ev.StreamSeq), Raw: ev.Raw, PlacedAt: o.PlacedAt.UTC(), ReceivedAt: received}
-}
-
 // decisionIDs reserves n decision ids. SQLite: after the largest stored (this transaction holds
 // the only write lock); PostgreSQL: from the column's identity sequence.
 func (s *Store) decisionIDs(ctx context.Context, w *wtx, n int) ([]int64, error) {
@@ -392,30 +366,59 @@ func (s *Store) decisionIDs(ctx context.Context, w *wtx, n int) ([]int64, error)
 var (
 	decisionsTable = bulkTable{name: "decisions", cols: []string{"id", "event_id", "order_id", "program", "affiliate_id", "policy_version",
 		"policy_digest", "qualified", "failed_rules", "rate_rule", "rate", "flat", "base", "commission", "currency", "rounding", "trace", "env",
-		"stream_seq", "decided_at", "part", "batch_seq", "leaf", "leaf_hash"}}
+		"subject", "stream_seq", "raw", "placed_at", "received_at", "month", "prev_id", "is_current", "pin_version", "pin_digest",
+		"decided_at", "part", "batch_seq", "leaf", "leaf_hash"}}
 	deadLettersTable = bulkTable{name: "dead_letters", cols: []string{"event_id", "subject", "stream_seq", "raw", "program", "order_id",
-		"reason", "kind", "received_at", "part", "batch_seq", "leaf", "leaf_hash"}}
+		"affiliate_id", "placed_at", "reason", "kind", "received_at", "part", "batch_seq", "leaf", "leaf_hash"}}
 )
 
+// writeDecisions stores the batch's decisions with their events. A decision that collides with
+// a stored one — its event (unique event_id), or the decision its order's line continues from
+// (unique program, order_id, prev_id) — fails the batch: the event is stored already, or another
+// partition's owner decided the order meanwhile.
 func (s *Store) writeDecisions(ctx context.Context, w *wtx, b *engine.BatchWrite, ids []int64, now time.Time) error {
 	h := &b.Header
 	err := s.insertRows(ctx, w, decisionsTable, len(b.Decisions), func(i int, args []any) []any {
 		d := &b.Decisions[i]
-		var flat any
+		r := &b.Results[d.Result]
+		ev := &r.Event
+		var flat, pinVersion, pinDigest any
 		if d.Flat != "" {
 			flat = d.Flat
 		}
+		if d.Pin != nil {
+			pinVersion, pinDigest = int64(d.Pin.Version), d.Pin.Digest
+		}
+		prev := d.Prev
+		if d.PrevDecision >= 0 {
+			prev = ids[d.PrevDecision]
+		}
+		raw, received := storedEvent(ev, now)
 		return append(args, ids[i], safeText(d.EventID), safeText(d.OrderID), safeText(d.Program), safeText(d.AffiliateID),
 			int64(d.PolicyVersion), d.PolicyDigest, d.Qualified, d.FailedRules, d.RateRule, d.Rate, flat, d.Base, d.Commission,
-			d.Currency, d.Rounding, d.Trace, d.Env, int64(d.StreamSeq), now, int64(h.Partition), int64(h.Seq), int64(d.Leaf), d.LeafHash.String())
+			d.Currency, d.Rounding, d.Trace, d.Env, safeText(ev.Subject), int64(d.StreamSeq), raw, r.Order.PlacedAt.UTC(), received,
+			d.Month, prev, d.Current, pinVersion, pinDigest, now, int64(h.Partition), int64(h.Seq), int64(d.Leaf), d.LeafHash.String())
 	})
 	if err != nil {
 		if isUniqueViolation(err) || errors.Is(err, errNotAllStored) {
-			return fmt.Errorf("%w: %v", engine.ErrEventsStored, err)
+			return fmt.Errorf("%w (or %w): %v", engine.ErrEventsStored, engine.ErrStaleHistory, err)
 		}
 		return fmt.Errorf("inserting %d decisions: %w", len(b.Decisions), err)
 	}
 	return nil
+}
+
+// storedEvent is an event's raw bytes and receipt time as stored: never NULL bytes (the column is
+// NOT NULL), and now for an event with no receipt time.
+func storedEvent(ev *engine.Event, now time.Time) (raw []byte, received time.Time) {
+	raw, received = ev.Raw, ev.ReceivedAt.UTC()
+	if raw == nil {
+		raw = []byte{}
+	}
+	if ev.ReceivedAt.IsZero() {
+		received = now
+	}
+	return raw, received
 }
 
 func (s *Store) writeDeadLetters(ctx context.Context, w *wtx, b *engine.BatchWrite, now time.Time) error {
@@ -423,16 +426,13 @@ func (s *Store) writeDeadLetters(ctx context.Context, w *wtx, b *engine.BatchWri
 	err := s.insertRows(ctx, w, deadLettersTable, len(b.Dead), func(i int, args []any) []any {
 		d := &b.Dead[i]
 		ev := &d.Event
-		raw := ev.Raw
-		if raw == nil {
-			raw = []byte{}
-		}
-		received := ev.ReceivedAt.UTC()
-		if ev.ReceivedAt.IsZero() {
-			received = now
+		raw, received := storedEvent(ev, now)
+		affiliate, placed := "", any(nil) // set when the event decoded: replay decides it again
+		if o := b.Results[d.Result].Order; o != nil {
+			affiliate, placed = safeText(o.AffiliateID), o.PlacedAt.UTC()
 		}
 		return append(args, safeText(ev.ID), safeText(ev.Subject), int64(ev.StreamSeq), raw, safeText(d.Program), safeText(d.OrderID),
-			safeText(d.Reason), d.Kind, received, int64(h.Partition), int64(h.Seq), int64(d.Leaf), d.LeafHash.String())
+			affiliate, placed, safeText(d.Reason), d.Kind, received, int64(h.Partition), int64(h.Seq), int64(d.Leaf), d.LeafHash.String())
 	})
 	if err != nil {
 		if isUniqueViolation(err) || errors.Is(err, errNotAllStored) {
@@ -466,130 +466,6 @@ func (s *Store) writeLedger(ctx context.Context, w *wtx, b *engine.BatchWrite, i
 		return fmt.Errorf("inserting %d ledger entries: %w", len(b.Ledger), err)
 	}
 	return nil
-}
-
-// writeStates stores the orders' new states: inserted for orders that had none (a conflict means
-// another writer stored one meanwhile), updated for the others only where the stored state is the
-// one the batch was decided with. Either way a miss is engine.ErrStaleHistory.
-func (s *Store) writeStates(ctx context.Context, w *wtx, b *engine.BatchWrite, ids []int64) error {
-	var fresh, stored []orderStateRow
-	var before []string
-	for _, sr := range b.States {
-		st := sr.State
-		id := st.DecisionID
-		if sr.Decision >= 0 {
-			id = ids[sr.Decision]
-		}
-		row := orderStateRow{Program: safeText(sr.Key.Program), OrderID: safeText(sr.Key.OrderID), AffiliateID: safeText(st.AffiliateID),
-			Currency: st.Currency, Month: st.Month, EventID: safeText(st.EventID), StreamSeq: int64(st.StreamSeq), DecisionID: id,
-			Qualified: st.Qualified, Base: st.Base.Text('f'), Commission: st.Commission.Text('f')}
-		if st.Pin != nil {
-			row.PinVersion = sql.NullInt64{Int64: int64(st.Pin.Version), Valid: true}
-			row.PinDigest = sql.NullString{String: st.Pin.Digest, Valid: true}
-		}
-		if sr.HadBefore {
-			stored = append(stored, row)
-			before = append(before, safeText(sr.BeforeEventID))
-		} else {
-			fresh = append(fresh, row)
-		}
-	}
-	values := func(rows []orderStateRow) rowValues {
-		return func(i int, args []any) []any {
-			o := &rows[i]
-			return append(args, o.Program, o.OrderID, o.AffiliateID, o.Currency, o.Month, o.EventID, o.StreamSeq, o.DecisionID,
-				o.Qualified, o.Base, o.Commission, nullInt64(o.PinVersion), nullString(o.PinDigest))
-		}
-	}
-	if err := s.insertRows(ctx, w, orderStateTable, len(fresh), values(fresh)); err != nil {
-		if isUniqueViolation(err) || errors.Is(err, errNotAllStored) {
-			return fmt.Errorf("%w: an order of the batch got a state from another writer: %v", engine.ErrStaleHistory, err)
-		}
-		return fmt.Errorf("storing the state of %d new orders: %w", len(fresh), err)
-	}
-	if len(stored) == 0 {
-		return nil
-	}
-	n, err := s.updateStates(ctx, w, stored, before, values(stored))
-	if err != nil {
-		return fmt.Errorf("storing the state of %d orders: %w", len(stored), err)
-	}
-	if n != len(stored) {
-		return fmt.Errorf("%w: %d of %d orders' states were changed by another writer since they were read", engine.ErrStaleHistory, len(stored)-n, len(stored))
-	}
-	return nil
-}
-
-// updateStates sets the states of orders whose stored state is still the one read (its event_id
-// is before[i]), and returns how many it set.
-func (s *Store) updateStates(ctx context.Context, w *wtx, rows []orderStateRow, before []string, row rowValues) (int, error) {
-	cols := orderStateTable.cols
-	set := make([]string, 0, len(cols)-2)
-	for _, c := range cols[2:] {
-		set = append(set, c+" = ?")
-	}
-	if s.kind == SQLite {
-		stmt := "UPDATE order_state SET " + strings.Join(set, ", ") + " WHERE program = ? AND order_id = ? AND event_id = ?"
-		n := 0
-		args := make([]any, 0, len(cols)+1)
-		for i := range rows {
-			args = row(i, args[:0])
-			vals := append(append([]any{}, args[2:]...), args[0], args[1], before[i])
-			res, err := w.ExecContext(ctx, stmt, vals...)
-			if err != nil {
-				return n, err
-			}
-			k, err := res.RowsAffected()
-			if err != nil {
-				return n, err
-			}
-			n += int(k)
-		}
-		return n, nil
-	}
-	// PostgreSQL: one UPDATE … FROM unnest of one array per column (see upsertRows).
-	arrays := make([][]byte, len(cols)+1)
-	for j := range arrays {
-		arrays[j] = append(make([]byte, 0, 16*len(rows)), '{')
-	}
-	args := make([]any, 0, len(cols))
-	for i := range rows {
-		args = append(row(i, args[:0]), before[i])
-		for j, v := range args {
-			if i > 0 {
-				arrays[j] = append(arrays[j], ',')
-			}
-			var err error
-			if arrays[j], err = appendArrayElem(arrays[j], v); err != nil {
-				return 0, fmt.Errorf("column %d: %w", j, err)
-			}
-		}
-	}
-	var q strings.Builder
-	q.WriteString("UPDATE order_state AS s SET ")
-	for j, c := range cols[2:] {
-		if j > 0 {
-			q.WriteString(", ")
-		}
-		q.WriteString(c + " = u." + c)
-	}
-	q.WriteString(" FROM unnest(")
-	params := make([]any, len(arrays))
-	types := append(append([]string{}, orderStateTable.pgTypes...), "text")
-	for j := range arrays {
-		if j > 0 {
-			q.WriteString(", ")
-		}
-		q.WriteString("$" + strconv.Itoa(j+1) + "::" + types[j] + "[]")
-		params[j] = string(append(arrays[j], '}'))
-	}
-	q.WriteString(") AS u(" + strings.Join(cols, ", ") + ", before_event_id) WHERE s.program = u.program AND s.order_id = u.order_id AND s.event_id = u.before_event_id")
-	res, err := w.Tx.Tx.ExecContext(ctx, q.String(), params...)
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
-	return int(n), err
 }
 
 func (s *Store) writeInputs(ctx context.Context, w *wtx, b *engine.BatchWrite, ids []int64) error {
@@ -628,4 +504,79 @@ func short(h string) string {
 		return h[:16] + "…"
 	}
 	return h
+}
+
+// WriteCheckpoint stores a signed checkpoint (audit.CheckpointSink).
+func (s *Store) WriteCheckpoint(ctx context.Context, c *audit.Checkpoint, signed []byte) error {
+	if _, err := s.db.ExecContext(ctx, "INSERT INTO checkpoints (origin, signed_at, note) VALUES (?, ?, ?)", c.Origin, c.Time.UTC(), string(signed)); err != nil {
+		return fmt.Errorf("storing the checkpoint of %s: %w", c.Time.UTC().Format(time.RFC3339Nano), err)
+	}
+	return nil
+}
+
+// Checkpoints returns the signed checkpoints stored, oldest first (audit verify --checkpoints
+// store: a copy the database's administrator could have rewritten, unlike the exported ones).
+func (s *Store) Checkpoints(ctx context.Context) ([]audit.SignedCheckpoint, error) {
+	var rows []struct {
+		ID   int64  `bun:"id"`
+		Note string `bun:"note"`
+	}
+	if err := s.db.NewRaw("SELECT id, note FROM checkpoints ORDER BY id").Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("reading the checkpoints: %w", err)
+	}
+	out := make([]audit.SignedCheckpoint, len(rows))
+	for i, r := range rows {
+		out[i] = audit.SignedCheckpoint{Where: fmt.Sprintf("the store's checkpoint %d", r.ID), Signed: []byte(r.Note)}
+	}
+	return out, nil
+}
+
+// RecentCheckpoints returns the latest n signed checkpoints stored, newest first.
+func (s *Store) RecentCheckpoints(ctx context.Context, n int) ([]audit.SignedCheckpoint, error) {
+	var rows []struct {
+		ID   int64  `bun:"id"`
+		Note string `bun:"note"`
+	}
+	if err := s.db.NewRaw("SELECT id, note FROM checkpoints ORDER BY id DESC LIMIT ?", n).Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("reading the latest checkpoints: %w", err)
+	}
+	out := make([]audit.SignedCheckpoint, len(rows))
+	for i, r := range rows {
+		out[i] = audit.SignedCheckpoint{Where: fmt.Sprintf("the store's checkpoint %d", r.ID), Signed: []byte(r.Note)}
+	}
+	return out, nil
+}
+
+// ConsumedStreamSeqs returns, sorted and each once, the stream sequences the store holds an
+// outcome for — a decision, a dead letter, or an event a batch skipped as stored already — and the
+// streams (sources) the partitions read them from (audit.Reconcile).
+func (s *Store) ConsumedStreamSeqs(ctx context.Context) (seqs []uint64, sources []string, err error) {
+	if err := s.db.NewRaw("SELECT DISTINCT source FROM partitions ORDER BY 1").Scan(ctx, &sources); err != nil {
+		return nil, nil, fmt.Errorf("reading the partitions' streams: %w", err)
+	}
+	var stored []int64
+	if err := s.db.NewRaw("SELECT stream_seq FROM decisions UNION SELECT stream_seq FROM dead_letters ORDER BY 1").Scan(ctx, &stored); err != nil {
+		return nil, nil, fmt.Errorf("reading the stored stream sequences: %w", err)
+	}
+	var skipped []string
+	if err := s.db.NewRaw("SELECT skipped_seqs FROM batches WHERE skipped_seqs <> ''").Scan(ctx, &skipped); err != nil {
+		return nil, nil, fmt.Errorf("reading the skipped stream sequences: %w", err)
+	}
+	seqs = make([]uint64, 0, len(stored))
+	for _, v := range stored {
+		if v > 0 {
+			seqs = append(seqs, uint64(v))
+		}
+	}
+	for _, list := range skipped {
+		for _, f := range strings.Fields(list) {
+			v, err := strconv.ParseUint(f, 10, 64)
+			if err != nil {
+				return nil, nil, fmt.Errorf("batches.skipped_seqs %q: %w", list, err)
+			}
+			seqs = append(seqs, v)
+		}
+	}
+	slices.Sort(seqs)
+	return slices.Compact(seqs), sources, nil
 }

@@ -9,7 +9,7 @@
 //
 //	orders.<program token>.<affiliate token>        an order event as published (Token escapes ids)
 //	orders.p.<n>.<program token>.<affiliate token>  the same event as the stream stores it, in partition n
-//	orders.dead.<program token>.<affiliate token>   a dead letter, never read back by the consumer
+//	orders.dead.<program token>.<affiliate token>   a dead letter, in the stream <Stream>_DEAD, never read back
 //
 // Partitions are keyed by (program, affiliate) and computed by the server (a stream subject
 // transform with partition()), which needs nats-server 2.10 or later: EnsureStream and
@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -47,17 +48,24 @@ type Config struct {
 	Token string `koanf:"token"`
 	// CredsFile is the path of a NATS credentials file (JWT and NKey seed) for an external server.
 	CredsFile string `koanf:"creds_file"`
+	// User and Password (or PasswordFile, whose first line is the password: keep it off the
+	// command line) authenticate to an external server. Secret: String masks the password.
+	User         string `koanf:"user"`
+	Password     string `koanf:"password"`
+	PasswordFile string `koanf:"password_file"`
+	// TLS: the CA that signed an external server's certificate, and a client certificate.
+	TLS TLSConfig `koanf:"tls"`
 	// DataDir holds the embedded server's JetStream store and its nats.url file.
 	DataDir string `koanf:"data_dir"`
 	// EmbeddedListen is the embedded server's host:port; port -1 picks a free one, so the
 	// embedded server never collides with a server already listening on 4222.
 	EmbeddedListen string `koanf:"embedded_listen"`
 
-	// Stream is the JetStream stream's name.
+	// Stream is the order stream's name; the dead letters go to Stream + "_DEAD".
 	Stream string `koanf:"stream"`
 	// Subjects is the subject namespace, "<prefix>.>": order events are published to
 	// <prefix>.<program token>.<affiliate token>, stored on <prefix>.p.<n>.… and dead letters go to
-	// <prefix>.dead.… (see OrderSubject). The stream captures exactly those shapes.
+	// <prefix>.dead.… (see OrderSubject). The streams capture exactly those shapes.
 	Subjects string `koanf:"subjects"`
 	// Partitions is how many partitions the stream maps (program, affiliate) onto (default 8).
 	// It is fixed once the stream exists: an event's partition must never change, so
@@ -74,6 +82,13 @@ type Config struct {
 	// 30 s, the default, is ~45 MB at 13 000 orders/s; NATS's own default of 2 minutes was ~180 MB,
 	// and over 1 000 000 orders through `load` it cost a quarter more CPU per order.
 	DuplicateWindow time.Duration `koanf:"duplicate_window"`
+	// MaxAge and MaxBytes bound the order stream and the dead-letter stream: older events, or the
+	// oldest beyond the size, are dropped by the server. The store keeps every decided event's
+	// raw bytes, so the stream only needs them until they are decided (and for replay --stream):
+	// MaxAge defaults to 30 days; MaxBytes to none (-1). An event dropped before it was decided
+	// is a gap audit verify reports.
+	MaxAge   time.Duration `koanf:"max_age"`
+	MaxBytes int64         `koanf:"max_bytes"`
 	// AsyncPersist lets the server acknowledge a publish before the event is written to its
 	// store file (JetStream's async persist mode): publishing is about 1.5–2× faster, but events
 	// acknowledged in the last moments before the server process dies can be lost. Off by
@@ -123,6 +138,8 @@ func DefaultConfig() Config {
 		Stream:          "ORDERS",
 		Subjects:        "orders.>",
 		DuplicateWindow: 30 * time.Second,
+		MaxAge:          30 * 24 * time.Hour,
+		MaxBytes:        -1,
 		Partitions:      8,
 		Replicas:        1,
 		Durable:         "commissioner",
@@ -154,6 +171,10 @@ func (c Config) WithDefaults() Config {
 	set(&c.Subjects, d.Subjects)
 	set(&c.Durable, d.Durable)
 	setD(&c.DuplicateWindow, d.DuplicateWindow)
+	setD(&c.MaxAge, d.MaxAge)
+	if c.MaxBytes == 0 {
+		c.MaxBytes = d.MaxBytes
+	}
 	setD(&c.FetchWait, d.FetchWait)
 	setD(&c.AckWait, d.AckWait)
 	setD(&c.LeaseTTL, d.LeaseTTL)
@@ -197,6 +218,23 @@ func (c Config) Validate() error {
 	if !validName(c.Stream) {
 		bad("stream", "%q is not a stream name (letters, digits, - and _)", c.Stream)
 	}
+	if c.MaxAge < 0 {
+		bad("max_age", "%v is negative (0: the default, 30 days)", c.MaxAge)
+	} else if c.MaxAge > 0 && c.MaxAge < c.DuplicateWindow {
+		bad("max_age", "%v is shorter than duplicate_window %v", c.MaxAge, c.DuplicateWindow)
+	}
+	if c.Password != "" && c.PasswordFile != "" {
+		bad("password", "give password or password_file, not both")
+	}
+	if (c.Password != "" || c.PasswordFile != "") && c.User == "" {
+		bad("user", "required with a password")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file go together")
+	}
+	if c.MaxBytes < -1 {
+		bad("max_bytes", "%d: give a size in bytes, or -1 for none", c.MaxBytes)
+	}
 	if _, err := subjectPrefix(c.Subjects); err != nil {
 		bad("subjects", "%v", err)
 	}
@@ -236,19 +274,48 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// String prints the configuration with secrets masked: the token, and passwords in URLs.
-func (c Config) String() string {
-	var b strings.Builder
+// TLSConfig is TLS to an external server.
+type TLSConfig struct {
+	CAFile   string `koanf:"ca_file"`
+	CertFile string `koanf:"cert_file"`
+	KeyFile  string `koanf:"key_file"`
+}
+
+// password is Password, or PasswordFile's first line.
+func (c Config) password() (string, error) {
+	if c.PasswordFile == "" {
+		return c.Password, nil
+	}
+	b, err := os.ReadFile(c.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("nats.password_file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(line), nil
+}
+
+// RedactedURL is URL with the passwords in it masked.
+func (c Config) RedactedURL() string {
 	urls := splitURLs(c.URL)
 	for i, u := range urls {
 		urls[i] = redactURL(u)
 	}
+	return strings.Join(urls, ",")
+}
+
+// String prints the configuration with secrets masked: the token, and passwords in URLs.
+func (c Config) String() string {
+	var b strings.Builder
 	token := ""
 	if c.Token != "" {
 		token = "****"
 	}
-	fmt.Fprintf(&b, "url=%q token=%q creds_file=%q data_dir=%q embedded_listen=%q ",
-		strings.Join(urls, ","), token, c.CredsFile, c.DataDir, c.EmbeddedListen)
+	password := ""
+	if c.Password != "" {
+		password = "****"
+	}
+	fmt.Fprintf(&b, "url=%q token=%q creds_file=%q user=%q password=%q password_file=%q tls=%+v data_dir=%q embedded_listen=%q ",
+		c.RedactedURL(), token, c.CredsFile, c.User, password, c.PasswordFile, c.TLS, c.DataDir, c.EmbeddedListen)
 	fmt.Fprintf(&b, "stream=%q subjects=%q partitions=%d replicas=%d duplicate_window=%v async_persist=%t ",
 		c.Stream, c.Subjects, c.Partitions, c.Replicas, c.DuplicateWindow, c.AsyncPersist)
 	fmt.Fprintf(&b, "durable=%q batch_size=%d fetch_wait=%v ack_wait=%v max_ack_pending=%d lease_ttl=%v nak_delay=%v nak_max_delay=%v",

@@ -172,6 +172,73 @@ type Consumer struct {
 	mu        sync.Mutex
 	owned     []Partition
 	logLimit  map[string]time.Time
+
+	// outage tracks batches failing to be processed (a store outage, mostly): logged once when the
+	// first partition starts failing and once when none fails any more.
+	outage outage
+}
+
+// outage is a spell of failing batches, across partitions.
+type outage struct {
+	mu       sync.Mutex
+	since    time.Time
+	failing  map[int]bool
+	attempts uint64 // failed Process calls during the spell
+	held     map[int]int
+}
+
+// batchFailed records a failed attempt at partition n's batch of events: the first of a spell
+// is logged as an error.
+func (c *Consumer) batchFailed(n, events int, err error) {
+	o := &c.outage
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.failing == nil {
+		o.failing, o.held = map[int]bool{}, map[int]int{}
+	}
+	if len(o.failing) == 0 {
+		o.since, o.attempts = time.Now(), 0
+		clear(o.held)
+		c.log.Error("batches are failing: each partition retries its batch, nothing is acked until it is stored", "partition", n, "err", err)
+	}
+	o.failing[n] = true
+	o.held[n] = events
+	o.attempts++
+}
+
+// batchStored records that partition n stored a batch; when no partition fails any more, the
+// spell's end is logged with its length and what was held.
+func (c *Consumer) batchStored(n int) { c.batchesEnded(n, "stored again") }
+
+// batchesEnded ends partition n's part in a spell of failures (why: how).
+func (c *Consumer) batchesEnded(n int, why string) {
+	o := &c.outage
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.failing[n] {
+		return
+	}
+	delete(o.failing, n)
+	if len(o.failing) > 0 {
+		return
+	}
+	events := 0
+	for _, k := range o.held {
+		events += k
+	}
+	c.log.Warn("batches are "+why, "after", time.Since(o.since).Round(time.Millisecond), "failed_attempts", o.attempts,
+		"partitions", len(o.held), "events_held", events)
+}
+
+// endOutage logs a spell still going on when the consumer stops.
+func (c *Consumer) endOutage() {
+	o := &c.outage
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.failing) > 0 {
+		c.log.Error("stopping while batches still fail", "for", time.Since(o.since).Round(time.Millisecond), "failed_attempts", o.attempts,
+			"partitions", len(o.failing))
+	}
 }
 
 // NewConsumer prepares a consumer of cfg.Stream (which must exist: EnsureStream): it checks the
@@ -261,11 +328,28 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return errors.New("consumer: Run called twice")
 	}
 	member := memberKeyPrefix + c.member
-	if err := c.kvOp(ctx, func(ctx context.Context) error {
-		_, err := c.kv.Put(ctx, member, memberValue(c.member))
-		return err
-	}); err != nil {
-		return fmt.Errorf("joining the members of %s: %w", c.cfg.OwnersBucket(), err)
+	// Joining waits out a broker that is away (it reconnects by itself) rather than failing the
+	// service; only ctx, or a connection closed for good, ends it.
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		err := c.kvOp(ctx, func(ctx context.Context) error {
+			_, err := c.kv.Put(ctx, member, memberValue(c.member))
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return fmt.Errorf("joining the members of %s: %w", c.cfg.OwnersBucket(), err)
+		}
+		c.warnLimited("join", "joining the members of the owners bucket failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
 	}
 	c.log.Info("consumer started", "stream", c.cfg.Stream, "partitions", c.cfg.Partitions, "lease_ttl", c.cfg.LeaseTTL)
 
@@ -316,7 +400,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("flushing acks to the NATS server: %w", err))
 		}
 	}
-	c.log.Info("consumer stopped")
+	c.endOutage()
+	st := c.Stats()
+	c.log.Info("consumer stopped", "consumed", st.Consumed, "batches", st.Batches, "failed_batches", st.FailedBatches,
+		"acked", st.Acked, "dead_lettered", st.Termed, "handed_back", st.Naked)
 	return errors.Join(errs...)
 }
 
@@ -487,6 +574,9 @@ func (c *Consumer) take(n int) {
 func (c *Consumer) finish(r *run) {
 	delete(c.runs, r.part.Index)
 	n := r.part.Index
+	if !r.isStopping() {
+		c.batchesEnded(n, "no longer failing here: the partition was given up")
+	}
 	switch {
 	case r.outcome == outcomeLost || r.outcome == outcomeFenced:
 		c.loseRun(r, r.err)

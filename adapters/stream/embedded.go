@@ -42,8 +42,12 @@ func StartEmbedded(ctx context.Context, cfg Config) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the embedded NATS server: %w", err)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("starting the embedded NATS server: %w", err)
+	}
+	auth, err := embeddedAuth(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded NATS server: its users: %w", err)
 	}
 	urlFile := filepath.Join(cfg.DataDir, URLFile)
 	if u, err := readURLFile(urlFile); err == nil && reachable(u) {
@@ -57,6 +61,7 @@ func StartEmbedded(ctx context.Context, cfg Config) (*Embedded, error) {
 		StoreDir:   cfg.DataDir,
 		NoSigs:     true,
 		NoLog:      true,
+		Users:      auth.users(cfg),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the embedded NATS server: %w", err)
@@ -106,17 +111,37 @@ func Connect(ctx context.Context, cfg Config) (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts := []nats.Option{
+		nats.Name("commissioner"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+	}
 	servers := cfg.URL
 	if servers == "" {
 		file := filepath.Join(cfg.DataDir, URLFile)
 		if servers, err = readURLFile(file); err != nil {
 			return nil, fmt.Errorf("connecting to NATS: no URL configured and no embedded server found: %w", err)
 		}
+		auth, err := ReadEmbeddedAuth(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("connecting to the embedded NATS server: its users: %w", err)
+		}
+		opts = append(opts, nats.UserInfo(auth.Service.User, auth.Service.Password))
 	}
-	opts := []nats.Option{
-		nats.Name("commissioner"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+	if cfg.User != "" {
+		password, err := cfg.password()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.UserInfo(cfg.User, password))
+	}
+	if t := cfg.TLS; t.CAFile != "" || t.CertFile != "" {
+		if t.CAFile != "" {
+			opts = append(opts, nats.RootCAs(t.CAFile))
+		}
+		if t.CertFile != "" {
+			opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
+		}
 	}
 	if cfg.Token != "" {
 		opts = append(opts, nats.Token(cfg.Token))

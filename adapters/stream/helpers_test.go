@@ -56,7 +56,13 @@ func startBroker(t testing.TB, cfg stream.Config) *broker {
 				t.Error(err)
 			}
 		})
-		cfg.URL = emb.ClientURL()
+		// Connections by URL authenticate as an external server's clients do: the service's
+		// user and password (Connect reads them itself when the URL is not given).
+		auth, err := stream.ReadEmbeddedAuth(cfg.DataDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.URL, cfg.User, cfg.Password = emb.ClientURL(), auth.Service.User, auth.Service.Password
 	}
 	b := &broker{cfg: cfg}
 	b.nc, b.js = connect(t, cfg)

@@ -333,10 +333,14 @@ func (w *worker) handle(msgs []jetstream.Msg) (goOn bool, out runOutcome, err er
 			w.lastDone = events[n-1].StreamSeq
 			if attempt > 1 {
 				c.log.Info("batch stored after failures", "partition", r.part.Index, "epoch", r.part.Epoch, "attempts", attempt)
+				c.batchStored(r.part.Index)
 			}
 			return true, 0, nil
 		}
 		c.failedBatches.Add(1)
+		if !errors.Is(err, ErrNotOwner) {
+			c.batchFailed(r.part.Index, n, err)
+		}
 		if errors.Is(err, ErrNotOwner) {
 			c.nak(batch, 0)
 			return false, outcomeFenced, fmt.Errorf("processing a batch: %w", err)

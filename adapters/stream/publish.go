@@ -37,7 +37,19 @@ import (
 type Publisher struct {
 	js  jetstream.JetStream
 	cfg Config
+	// Check, when set, is asked about every line before it is published: a line it refuses is
+	// not published, and counts as Rejected with the reason.
+	Check func(line []byte) error
 }
+
+// Rejection is a line PublishLines did not publish, and why.
+type Rejection struct {
+	Line   int
+	Reason string
+}
+
+// maxRejections bounds the rejections PublishLines lists; all are counted.
+const maxRejections = 100
 
 // NewPublisher returns a publisher to cfg's subjects through js.
 func NewPublisher(js jetstream.JetStream, cfg Config) (*Publisher, error) {
@@ -82,6 +94,9 @@ type PublishStats struct {
 	Accepted   int // stored by the stream
 	Duplicates int // dropped by the stream as already published
 	Failed     int // not confirmed stored (an error, a timeout, or ctx cancelled)
+	Rejected   int // refused before publishing: Check said no, or the line is over the server's max payload
+	// Rejections are the first rejected lines, with their reasons.
+	Rejections []Rejection
 	// LastSeq is the highest stream sequence among the events stored (0 when none): the
 	// partition consumers have settled all of them once Settled(ctx, js, cfg, LastSeq).
 	LastSeq uint64
@@ -154,13 +169,32 @@ func (p *Publisher) PublishLines(ctx context.Context, r io.Reader, concurrency i
 
 	var st PublishStats
 	var firstErr error
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), MaxLine)
+	reject := func(line int, reason string) {
+		st.Rejected++
+		if len(st.Rejections) < maxRejections {
+			st.Rejections = append(st.Rejections, Rejection{Line: line, Reason: reason})
+		}
+	}
+	limit := min(int64(MaxLine), p.js.Conn().MaxPayload())
+	br := bufio.NewReaderSize(r, 64<<10)
 	lineNo := 0
+	var readErr error
 read:
-	for sc.Scan() {
+	for {
+		raw, size, err := readLine(br, limit)
+		if err != nil && size == 0 {
+			if err != io.EOF {
+				readErr = err
+			}
+			break
+		}
 		lineNo++
-		line := bytes.TrimSpace(sc.Bytes())
+		line := bytes.TrimSpace(raw)
+		if size > limit {
+			st.Lines++
+			reject(lineNo, fmt.Sprintf("%d bytes, over the server's max payload of %d", size, limit))
+			continue
+		}
 		if len(line) == 0 {
 			continue
 		}
@@ -168,6 +202,12 @@ read:
 			break
 		}
 		st.Lines++
+		if p.Check != nil {
+			if err := p.Check(line); err != nil {
+				reject(lineNo, err.Error())
+				continue
+			}
+		}
 		// The future keeps the message for retries: it needs its own copy of the line.
 		m := p.Message(bytes.Clone(line))
 		fut, err := p.js.PublishMsgAsync(m, jetstream.WithStallWait(asyncAckTimeout))
@@ -185,8 +225,8 @@ read:
 			break read
 		}
 	}
-	if err := sc.Err(); err != nil && firstErr == nil {
-		firstErr = fmt.Errorf("reading order lines after line %d: %w", lineNo, err)
+	if readErr != nil && firstErr == nil {
+		firstErr = fmt.Errorf("reading order lines after line %d: %w", lineNo, readErr)
 	}
 	close(window)
 	<-done
@@ -199,6 +239,28 @@ read:
 		firstErr = fmt.Errorf("publishing order lines: %w", err)
 	}
 	return st, firstErr
+}
+
+// readLine reads the next line (without its newline) of at most limit bytes; a longer line is
+// read to its end and returned empty with its size, so the caller can refuse it and go on.
+func readLine(br *bufio.Reader, limit int64) (line []byte, size int64, err error) {
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if n := len(chunk); n > 0 && chunk[n-1] == '\n' {
+			chunk = chunk[:n-1]
+		}
+		size += int64(len(chunk))
+		if size <= limit {
+			line = append(line, chunk...)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if size > limit {
+			return nil, size, err
+		}
+		return line, size, err
+	}
 }
 
 // idField is one string value identify read.

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -218,6 +219,66 @@ func TestParseSubject(t *testing.T) {
 	}
 }
 
+// TestEmbeddedServerRequiresCredentials: a local process without the credentials in the data
+// directory cannot connect to the embedded server; the publisher's user may publish order events
+// but neither purge the stream nor read it; the service's own connections (no URL: Connect reads
+// the data directory) may do anything.
+func TestEmbeddedServerRequiresCredentials(t *testing.T) {
+	ctx := context.Background()
+	b := startBroker(t, testConfig(t))
+	auth, err := stream.ReadEmbeddedAuth(b.cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(b.cfg.DataDir, stream.AuthFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v, want mode 0600", stream.AuthFile, err)
+	}
+	url := b.cfg.URL
+	if nc, err := nats.Connect(url, nats.Timeout(3*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("an unauthenticated client connected to the embedded server")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("unauthenticated: got %v, want an authorization error", err)
+	}
+	if nc, err := nats.Connect(url, nats.UserInfo(auth.Service.User, "guessed"), nats.Timeout(3*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("a wrong password connected")
+	}
+
+	pub, err := nats.Connect(url, nats.UserInfo(auth.Publisher.User, auth.Publisher.Password), nats.Timeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	pjs, err := jetstream.New(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pjs.Publish(ctx, "orders.alibaba.aff-1", []byte(`{}`)); err != nil {
+		t.Errorf("the publisher publishing an order event: %v", err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := pjs.DeleteStream(tctx, b.cfg.Stream); err == nil {
+		t.Error("the publisher deleted the stream")
+	}
+	if _, err := pjs.Stream(tctx, b.cfg.Stream); err == nil {
+		t.Error("the publisher read the stream's info")
+	}
+	// The service's own connection, by the data directory alone.
+	own := b.cfg
+	own.URL, own.User, own.Password = "", "", ""
+	nc, js := connect(t, own)
+	defer nc.Close()
+	s, err := js.Stream(ctx, b.cfg.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 1 {
+		t.Errorf("the stream holds %d messages, want the publisher's 1", n)
+	}
+}
+
 func TestEmbeddedWritesItsURLAndRefusesASecondServer(t *testing.T) {
 	ctx := context.Background()
 	cfg := testConfig(t)
@@ -283,8 +344,8 @@ func TestEnsureStreamIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := info.Config
-		if c.Storage != jetstream.FileStorage || c.Duplicates != b.cfg.DuplicateWindow || !slices.Equal(c.Subjects, []string{"orders.*.*", "orders.dead.*.*"}) {
-			t.Errorf("stream config: got storage %v, duplicates %v, subjects %v; want file, %v, [orders.*.* orders.dead.*.*]",
+		if c.Storage != jetstream.FileStorage || c.Duplicates != b.cfg.DuplicateWindow || !slices.Equal(c.Subjects, []string{"orders.*.*"}) {
+			t.Errorf("stream config: got storage %v, duplicates %v, subjects %v; want file, %v, [orders.*.*]",
 				c.Storage, c.Duplicates, c.Subjects, b.cfg.DuplicateWindow)
 		}
 		want := jetstream.SubjectTransformConfig{Source: "orders.*.*", Destination: "orders.p.{{partition(8,1,2)}}.{{wildcard(1)}}.{{wildcard(2)}}"}
@@ -294,16 +355,20 @@ func TestEnsureStreamIsIdempotent(t *testing.T) {
 		if c.PersistMode != jetstream.DefaultPersistMode {
 			t.Errorf("persist mode: got %v, want the default (write before the publish ack)", c.PersistMode)
 		}
+		if c.MaxAge != 30*24*time.Hour || c.MaxBytes != -1 {
+			t.Errorf("limits: max age %v, max bytes %d; want the defaults, 720h and none", c.MaxAge, c.MaxBytes)
+		}
 	}
 	// A changed configuration updates the stream in place.
 	cfg := b.cfg
 	cfg.DuplicateWindow = time.Minute
+	cfg.MaxAge, cfg.MaxBytes = 48*time.Hour, 1<<30
 	s, err := stream.EnsureStream(ctx, b.js, cfg)
 	if err != nil {
 		t.Fatalf("EnsureStream with a changed config: %v", err)
 	}
-	if got := s.CachedInfo().Config.Duplicates; got != time.Minute {
-		t.Errorf("updated stream: got duplicate window %v, want 1m0s", got)
+	if c := s.CachedInfo().Config; c.Duplicates != time.Minute || c.MaxAge != 48*time.Hour || c.MaxBytes != 1<<30 {
+		t.Errorf("updated stream: got duplicate window %v, max age %v, max bytes %d; want 1m0s, 48h, 1 GiB", c.Duplicates, c.MaxAge, c.MaxBytes)
 	}
 	// except the persist mode, which the server cannot change,
 	async := cfg
@@ -332,7 +397,7 @@ func TestEnsureStreamRefusesAStreamWithoutPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = emb.Shutdown() })
-	cfg.URL = emb.ClientURL()
+	// no URL: Connect finds the embedded server and its users in the data directory
 	_, js := connect(t, cfg)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: cfg.Stream, Subjects: []string{"orders.>"}}); err != nil {
@@ -482,7 +547,7 @@ func TestRepublishedEventsAreDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (stream.PublishStats{Lines: 500, Duplicates: 500}); st != want {
+	if want := (stream.PublishStats{Lines: 500, Duplicates: 500}); !reflect.DeepEqual(st, want) {
 		t.Errorf("re-publishing: got %+v, want %+v", st, want)
 	}
 	if ok, err := p.Publish(ctx, lines[0]); err != nil || ok {
@@ -620,9 +685,9 @@ func TestMalformedEventsAreDeadLettered(t *testing.T) {
 		t.Errorf("stats: got %+v, want %d termed and %d acked", st, len(bads), len(valid))
 	}
 
-	// Every bad event is on orders.dead.<program token>.<affiliate token>, with its reason, and
-	// was never read back.
-	s, err := b.js.Stream(ctx, b.cfg.Stream)
+	// Every bad event is on orders.dead.<program token>.<affiliate token> in the dead-letter
+	// stream, with its reason, and was never read back.
+	s, err := b.js.Stream(ctx, b.cfg.DeadStream())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -638,7 +703,7 @@ func TestMalformedEventsAreDeadLettered(t *testing.T) {
 	if len(info.State.Subjects) != len(wantDead) {
 		t.Errorf("dead-letter subjects: got %v, want %v", info.State.Subjects, wantDead)
 	}
-	oc, err := b.js.OrderedConsumer(ctx, b.cfg.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"orders.dead.>"}})
+	oc, err := b.js.OrderedConsumer(ctx, b.cfg.DeadStream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{"orders.dead.>"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -912,7 +977,7 @@ func TestPublishLinesCountsFailures(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "publishing line") {
 		t.Errorf("PublishLines with no stream: got %v, want an error naming the line", err)
 	}
-	if want := (stream.PublishStats{Lines: 5, Failed: 5}); st != want {
+	if want := (stream.PublishStats{Lines: 5, Failed: 5}); !reflect.DeepEqual(st, want) {
 		t.Errorf("PublishLines with no stream: got %+v, want %+v", st, want)
 	}
 }
@@ -949,5 +1014,30 @@ func TestSettledWaitsForTheAckFloor(t *testing.T) {
 	// 0: up to the stream's last sequence now.
 	if ok, err := stream.Settled(ctx, b.js, b.cfg, 0); !ok || err != nil {
 		t.Errorf("Settled after the run: got %v, %v; want true", ok, err)
+	}
+}
+
+// TestPublishRejectsLines: a line Check refuses, and one over the server's max payload, are
+// rejected with their line numbers and reasons and not published; the others are.
+func TestPublishRejectsLines(t *testing.T) {
+	b := startBroker(t, testConfig(t))
+	p := b.publisher(t)
+	p.Check = func(line []byte) error {
+		if bytes.Contains(line, []byte(`"bad"`)) {
+			return errors.New("a bad line")
+		}
+		return nil
+	}
+	good := genOrders(3, 17)
+	huge := `{"order_id":"x","pad":"` + strings.Repeat("y", int(b.nc.MaxPayload())+10) + `"}`
+	input := string(good[0]) + "\n{\"bad\":1}\n" + huge + "\n" + string(good[1]) + "\n\n" + string(good[2])
+	st, err := p.PublishLines(context.Background(), strings.NewReader(input), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Lines != 5 || st.Accepted != 3 || st.Rejected != 2 || len(st.Rejections) != 2 ||
+		st.Rejections[0] != (stream.Rejection{Line: 2, Reason: "a bad line"}) || st.Rejections[1].Line != 3 ||
+		!strings.Contains(st.Rejections[1].Reason, "over the server's max payload") {
+		t.Errorf("got %+v; want 5 lines, 3 accepted, lines 2 and 3 rejected", st)
 	}
 }

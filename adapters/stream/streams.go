@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/commissioner/commissioner/engine/audit"
 )
 
 // MinServerVersion is the oldest nats-server the adapter works with: stream subject transforms
@@ -57,14 +60,16 @@ var versionRE = regexp.MustCompile(`^v?(\d+)\.(\d+)\.(\d+)`)
 // ErrPartitionsChanged: the configured partition count is not the existing stream's.
 var ErrPartitionsChanged = errors.New("the partition count of an existing stream cannot change")
 
-// EnsureStream creates the stream (cfg.Stream capturing order events and dead letters under
-// cfg.Subjects, a subject transform into cfg.Partitions partitions, file storage,
-// cfg.DuplicateWindow, cfg.Replicas) or updates an existing one to that configuration. It
+// EnsureStream creates the stream (cfg.Stream capturing the order events under cfg.Subjects, a
+// subject transform into cfg.Partitions partitions, file storage, cfg.DuplicateWindow,
+// cfg.MaxAge and cfg.MaxBytes, cfg.Replicas) and the dead-letter stream beside it
+// (cfg.DeadStream, on <prefix>.dead.*.*), or updates existing ones to that configuration. It
 // refuses, changing nothing: a server older than MinServerVersion; an existing stream with
 // another partition count (ErrPartitionsChanged, naming both counts) or without the transform
 // (made by a Commissioner before partitions); and a change of cfg.AsyncPersist, which the
-// server cannot make on an existing stream. Calling it again changes nothing. The stream keeps
-// every event (limits retention, no limits): it is the history replay can read.
+// server cannot make on an existing stream. Calling it again changes nothing. The order stream
+// holds order events only, so that each of its sequences is an event some partition must store
+// (Reconcile).
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, error) {
 	cfg, err := cfg.complete()
 	if err != nil {
@@ -91,20 +96,22 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("ensuring stream %s: %w", cfg.Stream, err)
 	}
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:             cfg.Stream,
-		Description:      fmt.Sprintf("Commissioner order events in %d partitions, and dead letters", cfg.Partitions),
-		Subjects:         cfg.streamSubjects(),
-		SubjectTransform: &want,
-		Storage:          jetstream.FileStorage,
-		Retention:        jetstream.LimitsPolicy,
-		Discard:          jetstream.DiscardOld,
-		Duplicates:       cfg.DuplicateWindow,
-		Replicas:         cfg.Replicas,
-		PersistMode:      persist,
-	})
+	// The order stream and the dead-letter stream share their storage, limits and persistence.
+	streamConfig := func(name, description string, subjects []string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{Name: name, Description: description, Subjects: subjects, Storage: jetstream.FileStorage,
+			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld, Duplicates: cfg.DuplicateWindow, MaxAge: cfg.MaxAge,
+			MaxBytes: cfg.MaxBytes, Replicas: cfg.Replicas, PersistMode: persist}
+	}
+	orders := streamConfig(cfg.Stream, fmt.Sprintf("Commissioner order events in %d partitions", cfg.Partitions), cfg.streamSubjects())
+	orders.SubjectTransform = &want
+	s, err := js.CreateOrUpdateStream(ctx, orders)
 	if err != nil {
 		return nil, fmt.Errorf("ensuring stream %s on %v: %w", cfg.Stream, cfg.streamSubjects(), err)
+	}
+	// After the order stream: one made by an earlier build captured the dead letters too.
+	dead := streamConfig(cfg.DeadStream(), "Commissioner's dead letters: order events that got no decision, with the reason", cfg.deadSubjects())
+	if _, err := js.CreateOrUpdateStream(ctx, dead); err != nil {
+		return nil, fmt.Errorf("ensuring the dead-letter stream %s on %v: %w", cfg.DeadStream(), cfg.deadSubjects(), err)
 	}
 	return s, nil
 }
@@ -177,7 +184,7 @@ func PartitionConsumers(ctx context.Context, js jetstream.JetStream, cfg Config)
 // sequence now) has been settled — acknowledged or terminated — by its partition's consumer,
 // whichever process owns the partition. For each partition it reads the consumer's ack floor
 // and asks the stream for the partition's first event after it: settled when there is none at
-// or below upTo. Dead letters are not order events and do not count. NumPending alone would not
+// or below upTo. NumPending alone would not
 // do right after a publish: the server counts a new event into a consumer asynchronously, after
 // acknowledging the publish; the ack floor cannot run ahead that way.
 func Settled(ctx context.Context, js jetstream.JetStream, cfg Config, upTo uint64) (bool, error) {
@@ -226,11 +233,37 @@ func DeleteStream(ctx context.Context, js jetstream.JetStream, cfg Config) error
 		return err
 	}
 	var errs []error
-	if err := js.DeleteStream(ctx, cfg.Stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		errs = append(errs, fmt.Errorf("deleting stream %s: %w", cfg.Stream, err))
+	for _, name := range []string{cfg.Stream, cfg.DeadStream()} {
+		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			errs = append(errs, fmt.Errorf("deleting stream %s: %w", name, err))
+		}
 	}
 	if err := js.DeleteKeyValue(ctx, cfg.OwnersBucket()); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
 		errs = append(errs, fmt.Errorf("deleting bucket %s: %w", cfg.OwnersBucket(), err))
 	}
 	return errors.Join(errs...)
+}
+
+// Source names a stream as the partitions record where their positions are: its name and
+// creation time (a stream deleted and made again is another source).
+func Source(info *jetstream.StreamInfo) string {
+	return info.Config.Name + "@" + info.Created.UTC().Format(time.RFC3339Nano)
+}
+
+// ReadStreamState reads the order stream's state for reconciliation (audit.Reconcile): its
+// source, first and last sequence, and the sequences between them it no longer holds.
+func ReadStreamState(ctx context.Context, js jetstream.JetStream, cfg Config) (audit.StreamState, error) {
+	cfg, err := cfg.complete()
+	if err != nil {
+		return audit.StreamState{}, err
+	}
+	s, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return audit.StreamState{}, fmt.Errorf("reading stream %s: %w", cfg.Stream, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		return audit.StreamState{}, fmt.Errorf("reading stream %s: %w", cfg.Stream, err)
+	}
+	return audit.StreamState{Source: Source(info), First: info.State.FirstSeq, Last: info.State.LastSeq, Deleted: info.State.Deleted}, nil
 }

@@ -179,7 +179,12 @@ func (c Config) transformDestination() string {
 	return fmt.Sprintf("%s.%s.{{partition(%d,1,2)}}.{{wildcard(1)}}.{{wildcard(2)}}", c.prefix(), partitionToken, c.Partitions)
 }
 
-// streamSubjects are what the stream captures: order events as published, and dead letters.
-func (c Config) streamSubjects() []string {
-	return []string{c.transformSource(), c.prefix() + "." + deadToken + ".*.*"}
-}
+// streamSubjects are what the stream captures: order events as published, and nothing else, so
+// that every sequence of the stream is an order event (reconciliation: Reconcile).
+func (c Config) streamSubjects() []string { return []string{c.transformSource()} }
+
+// deadSubjects are what the dead-letter stream captures.
+func (c Config) deadSubjects() []string { return []string{c.prefix() + "." + deadToken + ".*.*"} }
+
+// DeadStream is the name of the stream the dead letters are published to: Stream + "_DEAD".
+func (c Config) DeadStream() string { return c.Stream + "_DEAD" }

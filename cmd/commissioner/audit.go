@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,21 +12,20 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine/audit"
 )
 
-func init() { extraCommands = append(extraCommands, newAuditCmd) }
-
 // The audit API reads the store through its consumer-owned port.
 var _ httpapi.AuditStore = (*store.Store)(nil)
 
 // mountAuditAPI serves the read-only audit API (/v1/…) on the service's HTTP server, with the
 // bearer tokens of the configuration.
-func mountAuditAPI(srv *httpapi.Server, st *store.Store, cfg httpapi.Config, log *slog.Logger) {
-	srv.MountAuditAPI(httpapi.NewAuditAPI(st, httpapi.AuditOptions{Tokens: cfg.Tokens, Log: log}))
+func mountAuditAPI(srv *httpapi.Server, st *store.Store, cfg httpapi.Config, key note.Verifier, log *slog.Logger) {
+	srv.MountAuditAPI(httpapi.NewAuditAPI(st, httpapi.AuditOptions{Tokens: cfg.Tokens, MaxReplays: cfg.MaxReplays, CheckpointKey: key, Log: log}))
 	if len(cfg.Tokens) == 0 {
 		log.Warn("audit API: no bearer tokens configured (http.tokens); every /v1 call is refused")
 	}
@@ -38,6 +36,11 @@ type auditVerifyParams struct {
 	JSON        bool
 	Workers     int
 	MaxFindings int // findings printed; all are counted
+	// Checkpoints: a checkpoint log file, "stream" or "store" ("": none); Key: the public key
+	// they were signed with ("": the configured key file's).
+	Checkpoints, Key string
+	// Reconcile: hold the stored outcomes against the order stream's sequences.
+	Reconcile bool
 }
 
 func newAuditCmd(s streams) *cobra.Command {
@@ -62,12 +65,20 @@ func newAuditCmd(s streams) *cobra.Command {
     covers the original), one that no longer reproduces "not_reproduced", one whose leaf hash
     was changed "leaf_mismatch";
   - the ledger and the order states: every decision's stored ledger entries are what it books
-    ("ledger"), every order's stored state what its decisions leave ("order_state");
+    ("ledger"), and the order state its row holds (is_current, the pin, the decision it follows,
+    its month: what the order's later events and its affiliate's month figures are read from)
+    what the order's decisions leave ("order_state");
   - every partition's chain of batches: batches 1, 2, 3, … with no gap ("missing"), each
     linked to the hash of the one before ("broken_link"), each row's hash the hash of its
     header ("batch_hash"), its leaves complete ("missing", "inserted") and hashing to its Merkle
-    root ("root_mismatch"), and the partition's head naming its last batch ("head_mismatch");
-  - stored order events left with neither a decision nor a dead letter ("orphan_event").
+    root ("root_mismatch"), and the partition's head naming its last batch ("head_mismatch").
+    An event is stored in its decision's row (or its dead letter's), so a deleted decision is a
+    leaf missing from its batch;
+  - with --checkpoints, the signed checkpoints of the partitions' heads (the checkpoint log the
+    service appends to, the CHECKPOINTS stream, or the store's own copy): each one's signature
+    with --key (a forged or re-signed one is "checkpoint_signature"), and every batch they name
+    stored with the signed hash ("checkpoint_mismatch": the chain was rewritten from there or
+    before, its events decided again; "checkpoint_cut": the chain ends before it).
 
 Every finding names its place (partition, batch, leaf) and the decision id; the first finding of
 each partition is repeated in its summary. Rows are streamed and re-evaluated in parallel. Exits 1
@@ -80,15 +91,67 @@ when anything is found.`,
 	f.BoolVar(&p.JSON, "json", false, "JSON for machines")
 	f.IntVar(&p.Workers, "workers", p.Workers, "decisions re-evaluated in parallel")
 	f.IntVar(&p.MaxFindings, "max-findings", p.MaxFindings, "findings printed (all are counted)")
+	f.StringVar(&p.Checkpoints, "checkpoints", "", "also hold the chains against signed checkpoints: a checkpoint log FILE, "+
+		"\"stream\" (the CHECKPOINTS stream on nats.url) or \"store\" (the database's own copy)")
+	f.StringVar(&p.Key, "key", "", "the public key the checkpoints were signed with, or a file holding it (default: the configured checkpoint key's)")
+	f.BoolVar(&p.Reconcile, "reconcile", false, "also hold the stored outcomes against the order stream (nats.url, or the embedded server of a running serve): "+
+		"every sequence gone from the stream must have a decision or dead letter stored")
 	verify.RunE = func(cmd *cobra.Command, _ []string) error {
-		st, err := cf.openStore(cmd.Context())
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		st, err := store.Open(cmd.Context(), cfg.storeConfig())
 		if err != nil {
 			return err
 		}
 		defer st.Close()
-		return runAuditVerify(cmd.Context(), st, p, s.out)
+		var opts audit.VerifyOptions
+		if p.Checkpoints != "" {
+			if opts.CheckpointKey, err = checkpointVerifier(cfg, p.Key); err != nil {
+				return err
+			}
+			if opts.Checkpoints, err = readCheckpoints(cmd.Context(), cfg, p.Checkpoints, st); err != nil {
+				return err
+			}
+			if len(opts.Checkpoints) == 0 {
+				return fmt.Errorf("--checkpoints %s: no checkpoint there", p.Checkpoints)
+			}
+		}
+		if p.Reconcile {
+			rec, err := reconcile(cmd.Context(), cfg, st)
+			if err != nil {
+				return err
+			}
+			opts.Reconciled = &rec
+		}
+		return runAuditVerify(cmd.Context(), st, p, opts, s.out)
 	}
 	cmd.AddCommand(verify)
+
+	pubkey := &cobra.Command{
+		Use:   "pubkey",
+		Short: "Print the public key the service signs its checkpoints with",
+		Long: `Prints the public key of the configured checkpoint key (audit.checkpoint_key; by default the data
+directory's checkpoint.key, made on the service's first run): the key audit verify --checkpoints
+checks signatures with. Give it to whoever audits, through a channel of its own: a checkpoint
+verified with a key read from the same host proves only as much as that host.`,
+		Args: cobra.NoArgs,
+	}
+	pcf := addConfigFlags(pubkey)
+	pubkey.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := pcf.load()
+		if err != nil {
+			return err
+		}
+		_, vkey, err := checkpointKey(cfg.checkpointKeyPath(), false)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(s.out, vkey)
+		return nil
+	}
+	cmd.AddCommand(pubkey)
 	return cmd
 }
 
@@ -132,6 +195,10 @@ type auditJSON struct {
 	ByKind        map[string]int  `json:"by_kind"`
 	Findings      []findingJSON   `json:"findings"` // the first --max-findings, in chain order
 	Seconds       float64         `json:"seconds"`
+	// With --checkpoints: the checkpoints whose signature verified, and the batches they name
+	// that were held against the store.
+	Checkpoints  int `json:"checkpoints,omitempty"`
+	Checkpointed int `json:"checkpointed_batches,omitempty"`
 }
 
 func toFindingJSON(f audit.Finding) findingJSON {
@@ -153,14 +220,15 @@ func toFindingJSON(f audit.Finding) findingJSON {
 
 // runAuditVerify verifies the store and reports; exitCode(1) after the report when anything was
 // found.
-func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, out io.Writer) error {
+func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, opts audit.VerifyOptions, out io.Writer) error {
 	start := time.Now()
 	doc := auditJSON{Store: st.String(), Findings: []findingJSON{}, Partitions: []partitionJSON{}}
 	shown := 0
 	if !p.JSON {
 		fmt.Fprintf(out, "audit verify: %s\n", st)
 	}
-	rep, err := audit.Verify(ctx, st, audit.VerifyOptions{Program: p.Program, Workers: p.Workers, OnFinding: func(f audit.Finding) {
+	opts.Program, opts.Workers = p.Program, p.Workers
+	opts.OnFinding = func(f audit.Finding) {
 		if shown >= p.MaxFindings {
 			return
 		}
@@ -170,7 +238,15 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 			return
 		}
 		fmt.Fprintf(out, "FINDING %s\n", f)
-	}})
+	}
+	rep, err := audit.Verify(ctx, st, opts)
+	if err == nil && opts.Reconciled != nil {
+		for _, f := range opts.Reconciled.Findings {
+			rep.Findings++
+			rep.ByKind[f.Kind]++
+			opts.OnFinding(f)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("verifying %s: %w", st, err)
 	}
@@ -179,6 +255,7 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 	if p.JSON {
 		doc.OK, doc.Policies, doc.FindingsTotal, doc.ByKind, doc.Seconds = rep.OK(), rep.Policies, rep.Findings, rep.ByKind, took.Seconds()
 		doc.Decisions, doc.Reproduced, doc.Orders = rep.Decisions, rep.Reproduced, rep.Orders
+		doc.Checkpoints, doc.Checkpointed = rep.Checkpoints, rep.Checkpointed
 		for _, c := range rep.Partitions {
 			pj := partitionJSON{Partition: c.Partition, Batches: c.Batches, Leaves: c.Leaves, LastSeq: c.LastSeq, LastHash: c.LastHash, Findings: c.Findings}
 			if c.HasHead {
@@ -191,9 +268,7 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 			}
 			doc.Partitions = append(doc.Partitions, pj)
 		}
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(doc); err != nil {
+		if err := writeJSONDoc(out, doc); err != nil {
 			return err
 		}
 	} else {
@@ -235,6 +310,28 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 		}
 		if clean {
 			fmt.Fprintf(out, "chains: in every partition each batch links to the one before, its leaves hash to its root, nothing beyond the head\n")
+		}
+		if r := opts.Reconciled; r != nil {
+			if r.Skipped != "" {
+				fmt.Fprintf(out, "stream: not reconciled: %s\n", r.Skipped)
+			} else {
+				fmt.Fprintf(out, "stream: %d sequences have an outcome stored (%d of them no longer in the stream, which is fine: the store keeps the event), "+
+					"%d are not decided yet, %d were lost\n", r.Consumed, r.Gone, r.Pending, r.Lost)
+			}
+		}
+		if len(opts.Checkpoints) > 0 {
+			bad := rep.ByKind[audit.FindingCheckpointSignature]
+			held := rep.ByKind[audit.FindingCheckpointMismatch] + rep.ByKind[audit.FindingCheckpointCut]
+			fmt.Fprintf(out, "checkpoints: %d of %d signed by %s verify; the %d batches they name are ", rep.Checkpoints, len(opts.Checkpoints), opts.CheckpointKey.Name(), rep.Checkpointed)
+			if held == 0 {
+				fmt.Fprintf(out, "stored as signed")
+			} else {
+				fmt.Fprintf(out, "not all stored as signed: see the findings")
+			}
+			if bad > 0 {
+				fmt.Fprintf(out, "; %d refused", bad)
+			}
+			fmt.Fprintln(out)
 		}
 		rate := ""
 		if took > 0 && rows > 0 {

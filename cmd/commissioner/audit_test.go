@@ -56,7 +56,7 @@ func pipelineStore(t *testing.T, dsn string, n int, tokens ...string) (*store.St
 func verifyJSON(t *testing.T, st *store.Store) (auditJSON, bool) {
 	t.Helper()
 	var out bytes.Buffer
-	err := runAuditVerify(context.Background(), st, auditVerifyParams{JSON: true, Workers: 2, MaxFindings: 10000}, &out)
+	err := runAuditVerify(context.Background(), st, auditVerifyParams{JSON: true, Workers: 2, MaxFindings: 10000}, audit.VerifyOptions{}, &out)
 	failed := false
 	var code exitCode
 	switch {
@@ -79,7 +79,7 @@ func verifyJSON(t *testing.T, st *store.Store) (auditJSON, bool) {
 func verifyText(t *testing.T, st *store.Store) string {
 	t.Helper()
 	var out bytes.Buffer
-	if err := runAuditVerify(context.Background(), st, auditVerifyParams{Workers: 2, MaxFindings: 5}, &out); err != nil && !errors.Is(err, exitCode(1)) {
+	if err := runAuditVerify(context.Background(), st, auditVerifyParams{Workers: 2, MaxFindings: 5}, audit.VerifyOptions{}, &out); err != nil && !errors.Is(err, exitCode(1)) {
 		t.Fatalf("audit verify: %v", err)
 	}
 	return out.String()
@@ -191,18 +191,17 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 
 			// explain shows the drift loudly and exits 1.
 			var x bytes.Buffer
-			err := runExplain(ctx, st, explainParams{OrderID: altered.OrderID}, &x)
+			err := runExplain(ctx, st, explainParams{OrderID: altered.OrderID}, nil, &x)
 			if !errors.Is(err, exitCode(1)) || !strings.Contains(x.String(), "!! DRIFT") ||
 				!strings.Contains(x.String(), "the stored row was altered after it was decided") {
 				t.Errorf("explain of the altered order: err %v, printed:\n%s", err, x.String())
 			}
 
-			// 2. A deleted decision: its leaf is missing from its batch (whose root no longer
-			// matches), its ledger entry and order state are left over, its event an orphan.
+			// 2. A deleted decision (and the event its row holds): its leaf is missing from its
+			// batch (whose root no longer matches), its ledger entry is left over.
 			deleted := qualifiedFrom(t, st, 40)
 			sqlExec(t, st, "DELETE FROM decisions WHERE id = ?", deleted.ID)
-			want = sortSeen(append(want, seen{audit.FindingLedger, deleted.ID}, seen{audit.FindingOrderState, 0},
-				seen{audit.FindingMissing, 0}, seen{audit.FindingRootMismatch, 0}, seen{audit.FindingOrphanEvent, 0}))
+			want = sortSeen(append(want, seen{audit.FindingLedger, deleted.ID}, seen{audit.FindingMissing, 0}, seen{audit.FindingRootMismatch, 0}))
 			doc, _ = verifyJSON(t, st)
 			if got := kinds(doc); !slices.Equal(got, want) {
 				t.Fatalf("after DELETE: findings %v; want %v", got, want)
@@ -210,9 +209,6 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 			for _, f := range doc.Findings {
 				if f.Kind == audit.FindingMissing && (f.BatchSeq != deleted.BatchSeq || f.Leaf == nil || *f.Leaf != deleted.Leaf) {
 					t.Errorf("missing finding %+v, want batch %d leaf %d", f, deleted.BatchSeq, deleted.Leaf)
-				}
-				if f.Kind == audit.FindingOrphanEvent && f.EventID != deleted.EventID {
-					t.Errorf("orphan event %s, want %s (the deleted decision's)", f.EventID, deleted.EventID)
 				}
 			}
 
@@ -222,22 +218,25 @@ func TestAuditVerifyThroughPipeline(t *testing.T) {
 				t.Fatal(err)
 			}
 			sqlExec(t, st, `INSERT INTO decisions (event_id, order_id, program, affiliate_id, policy_version, policy_digest, qualified,
-				failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, part, batch_seq, leaf, leaf_hash)
+				failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, subject, stream_seq, raw, placed_at, received_at,
+				month, prev_id, is_current, pin_version, pin_digest, decided_at, part, batch_seq, leaf, leaf_hash)
 				SELECT 'forged-event', 'forged-order', program, 'aff-forger', policy_version, policy_digest, qualified,
-				failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, 0, decided_at, ?, ?, ?, leaf_hash
-				FROM decisions WHERE id = ?`, deleted.Partition, int64(deleted.BatchSeq), leaves, rowOf(t, st, 5).ID)
+				failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, subject, 0, raw, placed_at, received_at,
+				month, 0, is_current, pin_version, pin_digest, decided_at, ?, ?, ?, leaf_hash
+				FROM decisions WHERE id = ?`, deleted.Partition, int64(deleted.BatchSeq), leaves, qualifiedFrom(t, st, 5).ID) // a qualified row: its forgery books nothing its re-run books
 			var forged int64
 			if err := st.DB().NewRaw("SELECT id FROM decisions WHERE event_id = 'forged-event'").Scan(ctx, &forged); err != nil {
 				t.Fatal(err)
 			}
-			want = sortSeen(append(want, seen{audit.FindingUnverifiable, forged}, seen{audit.FindingInserted, forged}))
+			// Its event names another order, and it booked nothing.
+			want = sortSeen(append(want, seen{audit.FindingNotReproduced, forged}, seen{audit.FindingLedger, forged}, seen{audit.FindingInserted, forged}))
 			doc, _ = verifyJSON(t, st)
 			if got := kinds(doc); !slices.Equal(got, want) {
 				t.Fatalf("after INSERT: findings %v; want %v", got, want)
 			}
 			for _, f := range doc.Findings {
-				if f.Kind == audit.FindingUnverifiable && f.Reason != audit.ReasonEventMissing {
-					t.Errorf("forged row: reason %q, want %s", f.Reason, audit.ReasonEventMissing)
+				if f.Kind == audit.FindingNotReproduced && f.DecisionID != forged {
+					t.Errorf("not reproduced: decision %d, want %d (the forged row, whose event names another order)", f.DecisionID, forged)
 				}
 			}
 
@@ -269,7 +268,7 @@ func TestExplainThroughPipeline(t *testing.T) {
 			st, _ := pipelineStore(t, b.dsn(t), 60)
 			ctx := context.Background()
 			var out bytes.Buffer
-			if err := runExplain(ctx, st, explainParams{OrderID: "alibaba-7"}, &out); err != nil {
+			if err := runExplain(ctx, st, explainParams{OrderID: "alibaba-7"}, nil, &out); err != nil {
 				t.Fatalf("explain: %v\n%s", err, out.String())
 			}
 			for _, want := range []string{ // sample order 7 (seed 7) fails the click window
@@ -294,7 +293,7 @@ func TestExplainThroughPipeline(t *testing.T) {
 				t.Fatal(err)
 			}
 			out.Reset()
-			if err := runExplain(ctx, st, explainParams{OrderID: orderID}, &out); err != nil {
+			if err := runExplain(ctx, st, explainParams{OrderID: orderID}, nil, &out); err != nil {
 				t.Fatalf("explain: %v\n%s", err, out.String())
 			}
 			for _, want := range []string{
@@ -312,7 +311,7 @@ func TestExplainThroughPipeline(t *testing.T) {
 			}
 
 			out.Reset()
-			if err := runExplain(ctx, st, explainParams{OrderID: "alibaba-7", Program: "alibaba", JSON: true}, &out); err != nil {
+			if err := runExplain(ctx, st, explainParams{OrderID: "alibaba-7", Program: "alibaba", JSON: true}, nil, &out); err != nil {
 				t.Fatal(err)
 			}
 			var doc explainJSON
@@ -339,7 +338,7 @@ func TestExplainThroughPipeline(t *testing.T) {
 				t.Errorf("%d matching rate rules, want 1", matched)
 			}
 
-			err := runExplain(ctx, st, explainParams{OrderID: "no-such-order"}, io.Discard)
+			err := runExplain(ctx, st, explainParams{OrderID: "no-such-order"}, nil, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), "order no-such-order has no stored decision") {
 				t.Errorf("explain of an unknown order: %v", err)
 			}

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/env/v2"
@@ -19,6 +23,7 @@ import (
 	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
+	"github.com/commissioner/commissioner/rules"
 )
 
 // Config is the service's whole configuration. It is read from, in increasing precedence: the
@@ -38,22 +43,32 @@ type Config struct {
 	HTTP httpapi.Config `koanf:"http"`
 	// WatchPolicies reloads the policies when a file in the directory changes (SIGHUP always does).
 	WatchPolicies bool `koanf:"watch_policies"`
+	// PolicyMaxBytes refuses a policy file larger than this (serve and reload).
+	PolicyMaxBytes int64 `koanf:"policy_max_bytes"`
+	// Audit: signed checkpoints (checkpoints.go).
+	Audit AuditConfig `koanf:"audit"`
 }
 
 // StoreConfig is the store's part of the configuration.
 type StoreConfig struct {
 	DSN string `koanf:"dsn"`
+	// PasswordFile holds the database password (its first line), put into the DSN: a password
+	// written in --store-dsn shows in the process list. The environment also serves
+	// (COMMISSIONER_STORE__DSN), like any key.
+	PasswordFile string `koanf:"password_file"`
 }
 
 func defaultConfig() Config {
 	nats := stream.DefaultConfig()
 	nats.DataDir = ""
 	return Config{
-		DataDir:       "data",
-		Policies:      "policies",
-		NATS:          nats,
-		HTTP:          httpapi.Config{Addr: "127.0.0.1:8080"},
-		WatchPolicies: true,
+		DataDir:        "data",
+		Policies:       "policies",
+		NATS:           nats,
+		HTTP:           httpapi.Config{Addr: "127.0.0.1:8080", MaxReplays: httpapi.DefaultMaxReplays},
+		WatchPolicies:  true,
+		PolicyMaxBytes: rules.DefaultMaxFileBytes,
+		Audit:          AuditConfig{CheckpointInterval: time.Second, ReconcileInterval: 10 * time.Minute},
 	}
 }
 
@@ -68,6 +83,9 @@ func (c *Config) complete() error {
 	if c.Store.DSN == "" {
 		c.Store.DSN = "sqlite://" + filepath.Join(c.DataDir, "commissioner.db")
 	}
+	if err := c.withStorePassword(); err != nil {
+		return err
+	}
 	c.NATS = c.NATS.WithDefaults()
 	return errors.Join(
 		c.NATS.Validate(),
@@ -77,6 +95,28 @@ func (c *Config) complete() error {
 }
 
 func (c *Config) storeConfig() store.Config { return store.Config{DSN: c.Store.DSN} }
+
+// withStorePassword puts the password of store.password_file into the DSN (complete calls it).
+func (c *Config) withStorePassword() error {
+	if c.Store.PasswordFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.Store.PasswordFile)
+	if err != nil {
+		return fmt.Errorf("store.password_file: %w", err)
+	}
+	password, _, _ := strings.Cut(string(b), "\n")
+	u, err := url.Parse(c.Store.DSN)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.User == nil {
+		return errors.New("store.password_file: store.dsn must be postgres://user@host/… (a user, no password) for the password to go into")
+	}
+	if _, set := u.User.Password(); set {
+		return errors.New("store.password_file: store.dsn has a password already; give it in one place")
+	}
+	u.User = url.UserPassword(u.User.Username(), strings.TrimSpace(password))
+	c.Store.DSN = u.String()
+	return nil
+}
 
 // configFlags are the flags every service command shares, and the config keys they set.
 type configFlags struct {
@@ -122,22 +162,40 @@ func (cf *configFlags) load() (Config, error) {
 	if !explicit {
 		path = "commissioner.yaml"
 	}
+	known := knownKeys()
 	if _, err := os.Stat(path); err == nil || explicit {
-		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+		fk := koanf.New(".")
+		if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return cfg, fmt.Errorf("reading config %s: %w", path, err)
+		}
+		if err := checkKeys(path, fk.Keys(), known); err != nil {
+			return cfg, err
+		}
+		if err := k.Merge(fk); err != nil {
 			return cfg, fmt.Errorf("reading config %s: %w", path, err)
 		}
 	}
+	var envErr error
 	err := k.Load(env.Provider(".", env.Opt{
 		Prefix: "COMMISSIONER_",
-		TransformFunc: func(key, value string) (string, any) {
-			key = strings.ToLower(strings.TrimPrefix(key, "COMMISSIONER_"))
+		TransformFunc: func(name, value string) (string, any) {
+			key := strings.ToLower(strings.TrimPrefix(name, "COMMISSIONER_"))
 			key = strings.ReplaceAll(key, "__", ".")
+			if !known[key] {
+				if envKeyIsConfig(key, known) && envErr == nil {
+					envErr = unknownKey(name, key, known)
+				}
+				return "", nil // not configuration: dropped
+			}
 			if key == "http.tokens" { // a list: COMMISSIONER_HTTP__TOKENS=token1,token2
 				return key, strings.Split(value, ",")
 			}
 			return key, value
 		},
 	}), nil)
+	if err == nil {
+		err = envErr
+	}
 	if err != nil {
 		return cfg, fmt.Errorf("reading environment: %w", err)
 	}
@@ -157,17 +215,53 @@ func (cf *configFlags) load() (Config, error) {
 	return cfg, nil
 }
 
-// print writes the effective configuration with secrets masked.
-func (c Config) print(w io.Writer) {
-	fmt.Fprintf(w, "data_dir: %s\n", c.DataDir)
-	fmt.Fprintf(w, "policies: %s\n", c.Policies)
-	fmt.Fprintf(w, "watch_policies: %t\n", c.WatchPolicies)
-	fmt.Fprintf(w, "nats: %s\n", c.NATS.String())
-	fmt.Fprintf(w, "store: dsn=%q\n", c.storeConfig().String())
-	fmt.Fprintf(w, "http: %s\n", c.HTTP) // tokens masked
+// print writes the effective configuration as YAML that can serve as a configuration file as it
+// is, with every secret masked ("****": the bearer tokens, NATS token and password, the password
+// in a DSN), and the defaults filled in.
+func (c Config) print(w io.Writer) error {
+	c.Store.DSN = c.storeConfig().String()
+	c.HTTP.Tokens = slices.Repeat([]string{"****"}, len(c.HTTP.Tokens)) // a new slice: the caller's stays whole
+	if c.NATS.Token != "" {
+		c.NATS.Token = "****"
+	}
+	if c.NATS.Password != "" {
+		c.NATS.Password = "****"
+	}
+	if c.NATS.URL != "" {
+		c.NATS.URL = c.NATS.RedactedURL()
+	}
+	c.Audit.CheckpointKey, c.Audit.CheckpointLog = c.checkpointKeyPath(), c.checkpointLogPath()
+	out, err := yaml.Parser().Marshal(configMap(reflect.ValueOf(c)))
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(out)
+	return err
 }
 
-func init() { extraCommands = append(extraCommands, newConfigCmd) }
+// configMap is a configuration struct as nested maps keyed by its koanf tags; durations as text.
+func configMap(v reflect.Value) map[string]any {
+	out := map[string]any{}
+	t := v.Type()
+	for i := range t.NumField() {
+		tag := t.Field(i).Tag.Get("koanf")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		f := v.Field(i)
+		switch x := f.Interface().(type) {
+		case time.Duration:
+			out[tag] = x.String()
+		default:
+			if f.Kind() == reflect.Struct {
+				out[tag] = configMap(f)
+			} else {
+				out[tag] = x
+			}
+		}
+	}
+	return out
+}
 
 func newConfigCmd(s streams) *cobra.Command {
 	cmd := &cobra.Command{
@@ -181,8 +275,7 @@ func newConfigCmd(s streams) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		cfg.print(s.out)
-		return nil
+		return cfg.print(s.out)
 	}
 	return cmd
 }

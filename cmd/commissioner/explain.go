@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,12 +16,13 @@ import (
 	"github.com/commissioner/commissioner/engine/audit"
 )
 
-func init() { extraCommands = append(extraCommands, newExplainCmd) }
-
 type explainParams struct {
 	OrderID string
 	Program string // "" every program
 	JSON    bool
+	// Proof: the checkpoints to prove each decision against (a checkpoint log FILE, "stream" or
+	// "store"; "": none), Key the public key they were signed with ("": the configured one).
+	Proof, Key string
 }
 
 func newExplainCmd(s streams) *cobra.Command {
@@ -38,20 +39,48 @@ Each decision is explained by deciding its stored order event again with its rec
 version — the source stored when the version was first used, its digest checked — and the
 re-run is compared with the stored decision field by field and with the row's leaf hash (which
 also covers the ledger entries it booked), and its inclusion in its batch's Merkle root is
-proven. A decision that does not reproduce is reported as DRIFT and the command exits 1.`,
+proven. A decision that does not reproduce is reported as DRIFT and the command exits 1.
+
+With --proof, each decision is also proven against the signed checkpoints (a checkpoint log
+FILE, "stream" or "store", verified with --key): its batch, and every batch after it up to the
+head the earliest covering checkpoint signed, each linking to the one before. A decision no
+checkpoint covers yet says so; one whose chain does not reach the signed head is NOT PROVEN
+(exit 1).`,
 		Args: cobra.ExactArgs(1),
 	}
 	cf := addConfigFlags(cmd)
 	cmd.Flags().StringVar(&p.Program, "program", "", "only this program's decisions")
 	cmd.Flags().BoolVar(&p.JSON, "json", false, "JSON for machines (the audit API's decision format)")
+	cmd.Flags().StringVar(&p.Proof, "proof", "", "prove each decision against signed checkpoints: a checkpoint log FILE, \"stream\" or \"store\"")
+	cmd.Flags().StringVar(&p.Key, "key", "", "the public key the checkpoints were signed with, or a file holding it (default: the configured checkpoint key's)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		p.OrderID = args[0]
-		st, err := cf.openStore(cmd.Context())
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		st, err := store.Open(cmd.Context(), cfg.storeConfig())
 		if err != nil {
 			return err
 		}
 		defer st.Close()
-		return runExplain(cmd.Context(), st, p, s.out)
+		var cps []audit.OpenedCheckpoint
+		if p.Proof != "" {
+			key, err := checkpointVerifier(cfg, p.Key)
+			if err != nil {
+				return err
+			}
+			signed, err := readCheckpoints(cmd.Context(), cfg, p.Proof, st)
+			if err != nil {
+				return err
+			}
+			var refused []audit.RefusedCheckpoint
+			if cps, refused = audit.OpenCheckpoints(signed, key); len(refused) > 0 {
+				fmt.Fprintf(s.err, "explain: %d of %d checkpoints do not verify with key %s and are not used (the first, at %s: %v)\n",
+					len(refused), len(signed), key.Name(), refused[0].Where, refused[0].Err)
+			}
+		}
+		return runExplain(cmd.Context(), st, p, cps, s.out)
 	}
 	return cmd
 }
@@ -63,21 +92,27 @@ type explainJSON struct {
 	// Reproduced: every decision was decided again to exactly the stored row.
 	Reproduced bool                   `json:"reproduced"`
 	Decisions  []httpapi.DecisionView `json:"decisions"`
+	// DeadLetters are the order's events that got no decision, with their reasons.
+	DeadLetters []deadLetterJSON `json:"dead_letters"`
 }
 
 // runExplain explains every decision of an order. It returns exitCode(1) after printing when any
 // decision does not reproduce or cannot be decided again.
-func runExplain(ctx context.Context, st *store.Store, p explainParams, out io.Writer) error {
+func runExplain(ctx context.Context, st *store.Store, p explainParams, cps []audit.OpenedCheckpoint, out io.Writer) error {
 	ds, err := st.DecisionsByOrder(ctx, p.Program, p.OrderID)
 	if err != nil {
 		return err
 	}
-	if len(ds) == 0 {
+	dead, err := st.DeadLetters(ctx, store.DeadLetterFilter{Program: p.Program, OrderID: p.OrderID})
+	if err != nil {
+		return err
+	}
+	if len(ds) == 0 && len(dead) == 0 {
 		where := ""
 		if p.Program != "" {
 			where = " in program " + p.Program
 		}
-		return fmt.Errorf("order %s has no stored decision%s in %s", p.OrderID, where, st)
+		return fmt.Errorf("order %s has no stored decision and no dead-lettered event%s in %s", p.OrderID, where, st)
 	}
 	a := audit.NewAuditor(st)
 	xs := make([]audit.Explained, 0, len(ds))
@@ -88,16 +123,24 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, out io.Wr
 			return fmt.Errorf("explaining decision %d of order %s: %w", d.ID, p.OrderID, err)
 		}
 		ok = ok && x.Recheck.Reproduced() && x.Recheck.LeafOK && x.Inclusion != nil && x.Inclusion.Verified
+		if p.Proof != "" {
+			if x.Checkpoint, err = audit.ProveInCheckpoint(ctx, st, &x.Decision, cps); err != nil {
+				return fmt.Errorf("proving decision %d of order %s: %w", d.ID, p.OrderID, err)
+			}
+			ok = ok && (x.Checkpoint.Verified || x.Checkpoint.Uncovered)
+		}
 		xs = append(xs, x)
 	}
 	if p.JSON {
-		doc := explainJSON{OrderID: p.OrderID, Program: p.Program, Reproduced: ok, Decisions: make([]httpapi.DecisionView, len(xs))}
+		doc := explainJSON{OrderID: p.OrderID, Program: p.Program, Reproduced: ok, Decisions: make([]httpapi.DecisionView, len(xs)),
+			DeadLetters: make([]deadLetterJSON, len(dead))}
 		for i, x := range xs {
 			doc.Decisions[i] = httpapi.NewExplainedView(x)
 		}
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(doc); err != nil {
+		for i, d := range dead {
+			doc.DeadLetters[i] = toDeadLetterJSON(d, true)
+		}
+		if err := writeJSONDoc(out, doc); err != nil {
 			return err
 		}
 	} else {
@@ -105,9 +148,17 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, out io.Wr
 		if len(xs) == 1 {
 			plural = ""
 		}
-		fmt.Fprintf(out, "order %s: %d decision%s, newest first\n", p.OrderID, len(xs), plural)
+		fmt.Fprintf(out, "order %s: %d decision%s, newest first", p.OrderID, len(xs), plural)
+		if len(dead) > 0 {
+			fmt.Fprintf(out, "; %d event(s) dead-lettered (below)", len(dead))
+		}
+		fmt.Fprintln(out)
 		for _, x := range xs {
 			writeExplained(out, x)
+		}
+		for _, d := range dead {
+			fmt.Fprintln(out)
+			writeDeadLetter(out, d)
 		}
 	}
 	if !ok {
@@ -168,6 +219,16 @@ func writeExplained(w io.Writer, x audit.Explained) {
 		field("inclusion", "verified: the leaf and %d sibling hashes give the batch's root (RFC 6962)", len(in.Path))
 	} else if in != nil {
 		fmt.Fprintf(w, "\n  !! NOT INCLUDED: the decision's leaf is not proven in its batch's root: %s\n", in.Err)
+	}
+	switch cp := x.Checkpoint; {
+	case cp == nil:
+	case cp.Verified:
+		field("checkpoint", "proven: batches %d–%d link to the head the checkpoint at %s (%s) signed, hash %s",
+			d.BatchSeq, cp.HeadSeq, cp.Where, cp.Time.Format(time.RFC3339), cp.HeadHash)
+	case cp.Uncovered:
+		field("checkpoint", "not yet covered: %s", cp.Err)
+	default:
+		fmt.Fprintf(w, "\n  !! NOT PROVEN against the checkpoint at %s: %s\n", cp.Where, cp.Err)
 	}
 	rc := &x.Recheck
 	switch {

@@ -66,15 +66,7 @@ func TestFailoverTwoServeProcesses(t *testing.T) {
 		Partitions: partitions, LeaseTTL: leaseTTL,
 	}.WithDefaults()
 	ctx := context.Background()
-	nc, err := stream.Connect(ctx, natsCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connectJS(t, natsCfg)
 	t.Cleanup(func() { // after the processes stopped (cleanups run last-in first-out)
 		if err := stream.DeleteStream(context.Background(), js, natsCfg); err != nil {
 			t.Errorf("deleting stream %s: %v", natsCfg.Stream, err)

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
 )
@@ -121,26 +119,8 @@ func TestPipelineSurvivesSIGKILL(t *testing.T) {
 	bin := buildCommissioner(t)
 
 	// The broker runs here, so killing the consumer never touches it.
-	natsCfg := stream.Config{DataDir: t.TempDir()}.WithDefaults()
-	emb, err := stream.StartEmbedded(context.Background(), natsCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := emb.Shutdown(); err != nil {
-			t.Error(err)
-		}
-	})
-	natsCfg.URL = emb.ClientURL()
-	nc, err := stream.Connect(context.Background(), natsCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	natsCfg, _ := testBroker(t, stream.Config{})
+	js := connectJS(t, natsCfg)
 	if _, err := stream.EnsureStream(context.Background(), js, natsCfg); err != nil {
 		t.Fatal(err)
 	}
@@ -172,6 +152,8 @@ func TestPipelineSurvivesSIGKILL(t *testing.T) {
 		"COMMISSIONER_NATS__NAK_DELAY=100ms",
 		"COMMISSIONER_NATS__NAK_MAX_DELAY=1s",
 		"COMMISSIONER_WATCH_POLICIES=false",
+		"COMMISSIONER_NATS__USER="+natsCfg.User, // the password in the environment, never in argv
+		"COMMISSIONER_NATS__PASSWORD="+natsCfg.Password,
 	)
 
 	var published atomic.Int64

@@ -29,8 +29,6 @@ import (
 	"github.com/commissioner/commissioner/adapters/stream"
 )
 
-func init() { extraCommands = append(extraCommands, newLoadCmd) }
-
 type loadParams struct {
 	Orders      int
 	BatchSize   int // 0: the configured batch size

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,8 +19,6 @@ import (
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/rules"
 )
-
-func init() { extraCommands = append(extraCommands, newPayoutsCmd) }
 
 // payoutsParams are the payouts command's options.
 type payoutsParams struct {
@@ -67,7 +64,7 @@ is ever paid twice.`,
 		if err != nil {
 			return err
 		}
-		return runPayouts(cmd.Context(), cfg, p, s.out)
+		return runPayouts(cmd.Context(), cfg, p, s.out, s.err)
 	}
 	return cmd
 }
@@ -87,10 +84,12 @@ type payoutRunReport struct {
 	Run     store.PayoutRun
 	Closed  bool // by this invocation (false: found closed, or not closed)
 	Before  bool // closed by an earlier run
+	// Paid are the statements an earlier run paid (Before): a closed month reprinted.
+	Paid []engine.Statement
 }
 
 // runPayouts builds (and with Close, pays) the month's statements.
-func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out io.Writer) error {
+func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out, errOut io.Writer) error {
 	month, asOf, err := engine.MonthBounds(p.Month)
 	if err != nil {
 		return usageError{fmt.Errorf("payouts: %w", err)}
@@ -167,6 +166,36 @@ func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out io.Writer)
 			rep.Statements = append(rep.Statements, sts...)
 		}
 	}
+	// A month closed before: what its run paid, to reprint.
+	var closedBefore []string
+	for i := range rep.Runs {
+		r := &rep.Runs[i]
+		if !r.Before {
+			continue
+		}
+		entries, err := st.PaidEntries(ctx, r.Run.ID)
+		if err != nil {
+			return err
+		}
+		if r.Paid, err = build(entries); err != nil {
+			return err
+		}
+		closedBefore = append(closedBefore, fmt.Sprintf("%s %s was closed by run %d at %s", r.Program, month, r.Run.ID, r.Run.ClosedAt.Format(time.RFC3339)))
+	}
+	if err := writePayouts(out, rep, p); err != nil {
+		return err
+	}
+	// --close that closed nothing, because another run had closed the month, says so and fails:
+	// whatever the format, a script must not take it for a payment.
+	closedNow := slices.ContainsFunc(rep.Runs, func(r payoutRunReport) bool { return r.Closed })
+	if p.Close && !closedNow && len(closedBefore) > 0 {
+		fmt.Fprintf(errOut, "payouts: nothing paid: %s\n", strings.Join(closedBefore, "; "))
+		return exitCode(1)
+	}
+	return nil
+}
+
+func writePayouts(out io.Writer, rep payoutReport, p payoutsParams) error {
 	switch p.Format {
 	case "json":
 		return writePayoutsJSON(out, rep)
@@ -223,27 +252,8 @@ func (r payoutReport) status() string {
 func writePayoutsTable(out io.Writer, r payoutReport, lines bool) error {
 	fmt.Fprintf(out, "payouts %s: entries approved before %s and not paid yet: %d statement(s)\n", r.Month, r.AsOf.Format(time.RFC3339), len(r.Statements))
 	fmt.Fprintln(out, r.status())
-	if len(r.Statements) > 0 {
-		fmt.Fprintln(out)
-		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "PROGRAM\tAFFILIATE\tCURRENCY\tLINES\tACCRUALS\tADJUSTMENTS\tREVERSALS\tTOTAL\tPAYOUT")
-		for _, s := range r.Statements {
-			payout := s.Method
-			if !s.Payable {
-				payout = s.CarriedForward
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.Program, s.AffiliateID, s.Currency, len(s.Lines),
-				s.Accruals.Text('f'), s.Adjustments.Text('f'), s.Reversals.Text('f'), s.Total.Text('f'), payout)
-			if lines {
-				for _, e := range s.Lines {
-					fmt.Fprintf(tw, "\t  %s\t%s\t\t\t\t\t%s\t%s, approved %s, decision %d\n", e.OrderID, e.Kind, e.Amount.Text('f'),
-						paidText(e), e.ApproveAt.Format("2006-01-02"), e.DecisionID)
-				}
-			}
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+	if err := writeStatementsTable(out, r.Statements, lines); err != nil {
+		return err
 	}
 	currencies, paid, carried := currencyTotals(r.Statements)
 	verb := "payable"
@@ -253,7 +263,47 @@ func writePayoutsTable(out io.Writer, r payoutReport, lines bool) error {
 	for _, c := range currencies {
 		fmt.Fprintf(out, "total %s: %s %s, %s carried forward\n", c, verb, paid[c].Text('f'), carried[c].Text('f'))
 	}
+	// A month closed before: what it paid, reprinted.
+	for _, run := range r.Runs {
+		if !run.Before {
+			continue
+		}
+		fmt.Fprintf(out, "\npaid by run %d of %s at %s: %d statement(s), %d entries\n", run.Run.ID, run.Program,
+			run.Run.ClosedAt.Format(time.RFC3339), len(run.Paid), run.Run.Entries)
+		if err := writeStatementsTable(out, run.Paid, lines); err != nil {
+			return err
+		}
+		currencies, paid, _ := currencyTotals(run.Paid)
+		for _, c := range currencies {
+			fmt.Fprintf(out, "total %s: paid %s by run %d\n", c, paid[c].Text('f'), run.Run.ID)
+		}
+	}
 	return nil
+}
+
+// writeStatementsTable writes statements as a table, with their lines when asked.
+func writeStatementsTable(out io.Writer, sts []engine.Statement, lines bool) error {
+	if len(sts) == 0 {
+		return nil
+	}
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROGRAM\tAFFILIATE\tCURRENCY\tLINES\tACCRUALS\tADJUSTMENTS\tREVERSALS\tTOTAL\tPAYOUT")
+	for _, s := range sts {
+		payout := s.Method
+		if !s.Payable {
+			payout = s.CarriedForward
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.Program, s.AffiliateID, s.Currency, len(s.Lines),
+			s.Accruals.Text('f'), s.Adjustments.Text('f'), s.Reversals.Text('f'), s.Total.Text('f'), payout)
+		if lines {
+			for _, e := range s.Lines {
+				fmt.Fprintf(tw, "\t  %s\t%s\t\t\t\t\t%s\t%s, approved %s, decision %d\n", e.OrderID, e.Kind, e.Amount.Text('f'),
+					paidText(e), e.ApproveAt.Format("2006-01-02"), e.DecisionID)
+			}
+		}
+	}
+	return tw.Flush()
 }
 
 func paidText(e engine.LedgerEntry) string {
@@ -265,20 +315,38 @@ func paidText(e engine.LedgerEntry) string {
 
 func writePayoutsCSV(out io.Writer, r payoutReport, lines bool) error {
 	w := csv.NewWriter(out)
+	// paid_by_run is the run that paid a statement of a month closed before; empty for one
+	// payable now.
+	type group struct {
+		sts []engine.Statement
+		run string
+	}
+	groups := []group{{sts: r.Statements}}
+	for _, run := range r.Runs {
+		if run.Before {
+			groups = append(groups, group{sts: run.Paid, run: strconv.FormatInt(run.Run.ID, 10)})
+		}
+	}
 	if lines {
-		w.Write([]string{"month", "program", "affiliate_id", "currency", "order_id", "kind", "amount", "approve_at", "entry_id", "decision_id", "event_id", "statement_payable", "method"})
-		for _, s := range r.Statements {
-			for _, e := range s.Lines {
-				w.Write([]string{r.Month, s.Program, s.AffiliateID, s.Currency, e.OrderID, string(e.Kind), e.Amount.Text('f'),
-					e.ApproveAt.Format(time.RFC3339), strconv.FormatInt(e.ID, 10), strconv.FormatInt(e.DecisionID, 10), e.EventID,
-					strconv.FormatBool(s.Payable), s.Method})
+		w.Write([]string{"month", "program", "affiliate_id", "currency", "order_id", "kind", "amount", "approve_at", "entry_id", "decision_id", "event_id",
+			"statement_payable", "method", "paid_by_run"})
+		for _, g := range groups {
+			for _, s := range g.sts {
+				for _, e := range s.Lines {
+					w.Write([]string{r.Month, s.Program, s.AffiliateID, s.Currency, e.OrderID, string(e.Kind), e.Amount.Text('f'),
+						e.ApproveAt.Format(time.RFC3339), strconv.FormatInt(e.ID, 10), strconv.FormatInt(e.DecisionID, 10), e.EventID,
+						strconv.FormatBool(s.Payable), s.Method, g.run})
+				}
 			}
 		}
 	} else {
-		w.Write([]string{"month", "program", "affiliate_id", "currency", "lines", "accruals", "adjustments", "reversals", "total", "payable", "method", "carried_forward"})
-		for _, s := range r.Statements {
-			w.Write([]string{r.Month, s.Program, s.AffiliateID, s.Currency, strconv.Itoa(len(s.Lines)), s.Accruals.Text('f'),
-				s.Adjustments.Text('f'), s.Reversals.Text('f'), s.Total.Text('f'), strconv.FormatBool(s.Payable), s.Method, s.CarriedForward})
+		w.Write([]string{"month", "program", "affiliate_id", "currency", "lines", "accruals", "adjustments", "reversals", "total", "payable", "method",
+			"carried_forward", "paid_by_run"})
+		for _, g := range groups {
+			for _, s := range g.sts {
+				w.Write([]string{r.Month, s.Program, s.AffiliateID, s.Currency, strconv.Itoa(len(s.Lines)), s.Accruals.Text('f'),
+					s.Adjustments.Text('f'), s.Reversals.Text('f'), s.Total.Text('f'), strconv.FormatBool(s.Payable), s.Method, s.CarriedForward, g.run})
+			}
 		}
 	}
 	w.Flush()
@@ -319,6 +387,8 @@ type runJSON struct {
 	ClosedAt *time.Time `json:"closed_at,omitempty"`
 	Payouts  int64      `json:"payouts"`
 	Entries  int64      `json:"entries_paid"`
+	// Paid are the statements the run paid, for a month closed before (closed_before).
+	Paid []statementJSON `json:"paid,omitempty"`
 }
 
 type totalJSON struct {
@@ -342,9 +412,23 @@ func writePayoutsJSON(out io.Writer, r payoutReport) error {
 			t := run.Run.ClosedAt
 			j.ClosedAt = &t
 		}
+		if run.Before {
+			j.Paid = statementsJSON(run.Paid)
+		}
 		doc.Runs = append(doc.Runs, j)
 	}
-	for _, s := range r.Statements {
+	doc.Statements = statementsJSON(r.Statements)
+	currencies, paid, carried := currencyTotals(r.Statements)
+	for _, c := range currencies {
+		doc.Totals = append(doc.Totals, totalJSON{Currency: c, Paid: paid[c].Text('f'), CarriedForward: carried[c].Text('f')})
+	}
+	return writeJSONDoc(out, doc)
+}
+
+// statementsJSON renders statements for JSON (never null).
+func statementsJSON(sts []engine.Statement) []statementJSON {
+	out := []statementJSON{}
+	for _, s := range sts {
 		j := statementJSON{Program: s.Program, AffiliateID: s.AffiliateID, Currency: s.Currency, Method: s.Method,
 			Accruals: s.Accruals.Text('f'), Adjustments: s.Adjustments.Text('f'), Reversals: s.Reversals.Text('f'), Total: s.Total.Text('f'),
 			Payable: s.Payable, CarriedForward: s.CarriedForward, Lines: []lineJSON{}}
@@ -356,13 +440,7 @@ func writePayoutsJSON(out io.Writer, r payoutReport) error {
 			j.Lines = append(j.Lines, lineJSON{EntryID: e.ID, OrderID: e.OrderID, Kind: string(e.Kind), Amount: e.Amount.Text('f'),
 				ApproveAt: e.ApproveAt, DecisionID: e.DecisionID, EventID: e.EventID, PayoutID: e.PayoutID})
 		}
-		doc.Statements = append(doc.Statements, j)
+		out = append(out, j)
 	}
-	currencies, paid, carried := currencyTotals(r.Statements)
-	for _, c := range currencies {
-		doc.Totals = append(doc.Totals, totalJSON{Currency: c, Paid: paid[c].Text('f'), CarriedForward: carried[c].Text('f')})
-	}
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(doc)
+	return out
 }

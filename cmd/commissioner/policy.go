@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -58,9 +59,17 @@ func runPolicyCheck(p policyParams, out io.Writer) error {
 		return err
 	}
 	problems := append(rules.Problems(nil), set.Warnings()...)
+	if info, err := os.Stat(p.Policies); err == nil && info.IsDir() {
+		ignored, err := rules.IgnoredFiles(p.Policies)
+		if err != nil {
+			return err
+		}
+		problems = append(problems, ignored...)
+	}
 	var versions, qualify, rates int
 	for _, pol := range set.All() {
 		problems = append(problems, rules.Lint(pol)...)
+		problems = append(problems, rules.LintLayout(pol)...)
 		versions++
 		qualify += len(pol.Qualify)
 		rates += len(pol.Rates)

@@ -56,6 +56,7 @@ func (p *processor) Acquire(ctx context.Context, part stream.Partition) (uint64,
 	p.writers[part.Index] = w
 	p.mu.Unlock()
 	head := w.Head()
+	p.svc.checkpointHead(head)
 	if head.Source == p.svc.streamSource {
 		return head.LastStreamSeq, nil
 	}
@@ -90,10 +91,19 @@ func (p *processor) Process(ctx context.Context, part stream.Partition, batch []
 		return stream.BatchOutcome{}, notOwner(err)
 	}
 	m.Stored(time.Since(start))
+	p.svc.checkpointHead(w.Head())
 	var out stream.BatchOutcome
 	for _, d := range b.Dead {
 		out.Dead = append(out.Dead, stream.DeadLetter{Index: d.Result, Reason: d.Reason})
 		m.DeadLettered(d.Kind, 1)
+	}
+	if n := len(b.Dead); n >= deadBurstMin && n*10 >= len(batch) {
+		kinds := map[string]int{}
+		for _, d := range b.Dead {
+			kinds[d.Kind]++
+		}
+		p.svc.log.Warn("dead-letter burst: many events of a batch got no decision", "partition", part.Index, "dead", n, "events", len(batch),
+			"by_kind", kinds, "first_reason", b.Dead[0].Reason)
 	}
 	decided := map[[2]string]int{}
 	for _, d := range b.Decisions {
@@ -104,6 +114,10 @@ func (p *processor) Process(ctx context.Context, part stream.Partition, batch []
 	}
 	return out, nil
 }
+
+// deadBurstMin: a batch that dead-letters at least this many events, and at least a tenth of
+// them, is logged as a burst (a publisher sending malformed events, a policy gap).
+const deadBurstMin = 10
 
 // routedHere refuses an event whose body names another program or affiliate than the subject it
 // was published on: the subject chose its partition, so deciding it here could let two owners

@@ -20,8 +20,6 @@ import (
 	"github.com/commissioner/commissioner/rules"
 )
 
-func init() { extraCommands = append(extraCommands, newReplayCmd) }
-
 // exitDrift is replay's exit status when a decision replayed with its own recorded policy
 // version did not reproduce.
 const exitDrift = 3

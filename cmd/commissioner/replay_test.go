@@ -103,10 +103,9 @@ type storedOrder struct {
 // stream sequence) and that event's latest decision.
 func storedOctober(t *testing.T, st *store.Store) map[string]*storedOrder {
 	t.Helper()
-	rows, err := st.DB().QueryContext(context.Background(), `SELECT e.order_id, e.stream_seq, e.raw, d.id, d.qualified, d.failed_rules, d.rate_rule,
+	rows, err := st.DB().QueryContext(context.Background(), `SELECT d.order_id, d.stream_seq, d.raw, d.id, d.qualified, d.failed_rules, d.rate_rule,
 		CAST(d.base AS TEXT), CAST(d.commission AS TEXT), d.currency
-		FROM order_events e JOIN decisions d ON d.event_id = e.event_id
-		WHERE e.program = 'alibaba' AND e.placed_at >= ? AND e.placed_at < ?`,
+		FROM decisions d WHERE d.program = 'alibaba' AND d.placed_at >= ? AND d.placed_at < ?`,
 		time.Date(2025, 10, 1, 0, 0, 0, 0, time.UTC), time.Date(2025, 11, 1, 0, 0, 0, 0, time.UTC))
 	if err != nil {
 		t.Fatal(err)

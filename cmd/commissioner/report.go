@@ -7,7 +7,6 @@ package main
 import (
 	"bufio"
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -340,9 +339,7 @@ func buildReplayDoc(run *replayRun) replayDoc {
 }
 
 func writeReportJSON(w io.Writer, run *replayRun) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(buildReplayDoc(run))
+	return writeJSONDoc(w, buildReplayDoc(run))
 }
 
 // --- csv ---

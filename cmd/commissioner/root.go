@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -64,12 +65,22 @@ what each rule said.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w\n%s", err, c.UsageString())}
 	})
-	root.AddCommand(newEvalCmd(s), newPolicyCmd(s))
-	for _, register := range extraCommands {
-		root.AddCommand(register(s))
+	// Every command, in one place: the pipeline, then deciding and pricing, then auditing and
+	// paying, then the tools.
+	for _, c := range []func(streams) *cobra.Command{
+		newServeCmd, newPublishCmd, newDemoCmd,
+		newEvalCmd, newPolicyCmd, newReplayCmd,
+		newExplainCmd, newAuditCmd, newDeadLettersCmd, newPayoutsCmd,
+		newLoadCmd, newSampleCmd, newConfigCmd,
+	} {
+		root.AddCommand(c(s))
 	}
 	return root
 }
 
-// extraCommands are registered by the files that define them (serve, publish, demo, …).
-var extraCommands []func(streams) *cobra.Command
+// writeJSONDoc writes v as indented JSON: every command's --json / --format json document.
+func writeJSONDoc(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

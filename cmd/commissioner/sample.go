@@ -11,8 +11,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { extraCommands = append(extraCommands, newSampleCmd) }
-
 type sampleParams struct {
 	N       int
 	Seed    uint64

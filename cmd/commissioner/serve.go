@@ -17,11 +17,8 @@ import (
 
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
+	"github.com/commissioner/commissioner/engine"
 )
-
-func init() {
-	extraCommands = append(extraCommands, newServeCmd, newPublishCmd, newDemoCmd)
-}
 
 func newServeCmd(s streams) *cobra.Command {
 	cmd := &cobra.Command{
@@ -56,6 +53,7 @@ With no NATS URL an embedded server runs on the data directory; with no DSN, SQL
 type publishParams struct {
 	File        string
 	Concurrency int
+	Raw         bool // publish every line unchecked
 }
 
 func newPublishCmd(s streams) *cobra.Command {
@@ -66,11 +64,18 @@ func newPublishCmd(s streams) *cobra.Command {
 		Long: `Publishes each line as an order event on orders.<program>.<affiliate> (ids that are not plain
 tokens escaped: see the README) with a Nats-Msg-Id derived from the program, order id and
 content, so re-publishing the same file is dropped by the stream. With no NATS URL it publishes
-to the embedded server of a running 'commissioner serve' on the same data directory.`,
+to the embedded server of a running 'commissioner serve' on the same data directory.
+
+Each line is first checked as eval decodes it (the order schema: required fields, types, a known
+currency and its minor units, …); a line that fails is not published and is reported with its
+line number and reason, and so is a line over the server's max payload. --raw publishes every
+line as it is (the service then dead-letters the bad ones). Exits 1 when any line was rejected or
+failed.`,
 		Args: cobra.ExactArgs(1),
 	}
 	cf := addConfigFlags(cmd)
 	cmd.Flags().IntVar(&p.Concurrency, "concurrency", p.Concurrency, "publishes awaiting their ack at once")
+	cmd.Flags().BoolVar(&p.Raw, "raw", false, "publish every line as it is, without checking it first")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		p.File = args[0]
 		cfg, err := cf.load()
@@ -111,8 +116,24 @@ func runPublish(ctx context.Context, cfg Config, p publishParams, stdin io.Reade
 	if err != nil {
 		return err
 	}
+	if !p.Raw {
+		pub.Check = func(line []byte) error {
+			_, err := engine.DecodeOrder(line)
+			return err
+		}
+	}
 	st, err := pub.PublishLines(ctx, in, p.Concurrency)
-	fmt.Fprintf(out, "published %d lines: %d accepted, %d duplicates dropped, %d failed\n", st.Lines, st.Accepted, st.Duplicates, st.Failed)
+	for _, r := range st.Rejections {
+		fmt.Fprintf(out, "rejected line %d: %s\n", r.Line, r.Reason)
+	}
+	if more := st.Rejected - len(st.Rejections); more > 0 {
+		fmt.Fprintf(out, "… and %d more rejected lines\n", more)
+	}
+	fmt.Fprintf(out, "published %d lines: %d accepted, %d duplicates dropped, %d rejected, %d failed\n",
+		st.Lines, st.Accepted, st.Duplicates, st.Rejected, st.Failed)
+	if err == nil && st.Rejected > 0 {
+		return exitCode(1)
+	}
 	return err
 }
 
@@ -174,6 +195,12 @@ func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Write
 		<-done
 		return err
 	}
+	before, err := svc.store.Stats(ctx)
+	if err != nil {
+		stop()
+		<-done
+		return err
+	}
 	start := time.Now()
 	st, err := pub.PublishLines(ctx, &sample, 1024)
 	if err != nil {
@@ -194,11 +221,19 @@ func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Write
 		<-done
 		return err
 	}
-	printSummary(out, stats)
-	if svc.httpAddr != "" {
-		fmt.Fprintf(out, "\nmetrics: http://%s/metrics   health: http://%s/readyz\n", svc.httpAddr, svc.httpAddr)
+	// What the store did: after the stream's duplicate window, re-published orders reach the
+	// service again, and the store recognises them as stored.
+	newDecisions, newDead := stats.Decisions-before.Decisions, stats.DeadLetters-before.DeadLetters
+	fmt.Fprintf(out, "stored now: %d decisions, %d dead letters", newDecisions, newDead)
+	if stored := int64(st.Accepted) - newDecisions - newDead; stored > 0 {
+		fmt.Fprintf(out, "; %d of the orders the stream accepted were stored already", stored)
 	}
+	fmt.Fprintln(out)
+	printSummary(out, stats)
 	if !p.Exit {
+		if svc.httpAddr != "" {
+			fmt.Fprintf(out, "\nmetrics: http://%s/metrics   health: http://%s/readyz\n", svc.httpAddr, svc.httpAddr)
+		}
 		fmt.Fprintln(out, "serving; publish more with 'commissioner publish FILE' from another terminal; Ctrl-C stops")
 		return <-done
 	}

@@ -17,12 +17,15 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/commissioner/commissioner/adapters/checkpointlog"
 	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
 	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/engine/audit"
 	"github.com/commissioner/commissioner/rules"
 )
 
@@ -43,6 +46,37 @@ type service struct {
 	httpAddr string
 	// streamSource names the stream the partitions are read from (its name and creation time).
 	streamSource string
+	// checkpoints signs the heads this process writes (nil: off); checkpointLog is its file.
+	checkpoints   *audit.Checkpointer
+	checkpointLog *checkpointlog.Log
+	checkpointKey note.Verifier // the public key of the checkpoints (the audit API proves against them)
+}
+
+// logConnection logs losing the NATS connection once when it happens and once when it is back,
+// with how long it was gone (the connection reconnects by itself; partitions whose leases lapsed
+// meanwhile are taken again).
+func (s *service) logConnection() {
+	var since atomic.Int64
+	s.nc.SetDisconnectErrHandler(func(nc *nats.Conn, err error) {
+		if err == nil || nc.IsDraining() || nc.IsClosed() {
+			return // the service's own drain and close at shutdown
+		}
+		if since.CompareAndSwap(0, time.Now().UnixNano()) {
+			s.log.Error("NATS connection lost; reconnecting", "err", err)
+		}
+	})
+	s.nc.SetReconnectHandler(func(nc *nats.Conn) {
+		if t := since.Swap(0); t != 0 {
+			s.log.Warn("NATS connection back", "after", time.Since(time.Unix(0, t)).Round(time.Millisecond), "url", nc.ConnectedUrlRedacted())
+		}
+	})
+}
+
+// checkpointHead reports a partition's head to the checkpointer.
+func (s *service) checkpointHead(h engine.PartitionHead) {
+	if s.checkpoints != nil {
+		s.checkpoints.Update(h)
+	}
 }
 
 // startService loads and verifies the policies, opens the store, starts or connects to NATS,
@@ -54,7 +88,7 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 			s.close()
 		}
 	}()
-	set, err := verifiedPolicies(ctx, cfg.Policies)
+	set, err := verifiedPolicies(ctx, cfg.Policies, cfg.PolicyMaxBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +112,7 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 	if s.nc, err = stream.Connect(ctx, cfg.NATS); err != nil {
 		return nil, err
 	}
+	s.logConnection()
 	if s.js, err = jetstream.New(s.nc); err != nil {
 		return nil, fmt.Errorf("opening JetStream: %w", err)
 	}
@@ -86,14 +121,16 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 		return nil, err
 	}
 	// The stream's identity: the partitions' positions in the store are positions in it.
-	info := st.CachedInfo()
-	s.streamSource = info.Config.Name + "@" + info.Created.UTC().Format(time.RFC3339Nano)
+	s.streamSource = stream.Source(st.CachedInfo())
+	if err := s.startCheckpoints(ctx); err != nil {
+		return nil, err
+	}
 	if s.consumer, err = stream.NewConsumer(ctx, s.js, cfg.NATS, newProcessor(s), streamObserver{s.metrics}, log); err != nil {
 		return nil, err
 	}
 	if cfg.HTTP.Addr != "" {
 		s.http = httpapi.New(cfg.HTTP, s.metrics.Registry, s.ready)
-		mountAuditAPI(s.http, s.store, cfg.HTTP, log) // the read-only audit API (/v1/…): audit.go
+		mountAuditAPI(s.http, s.store, cfg.HTTP, s.checkpointKey, log) // the read-only audit API (/v1/…): audit.go
 		addr, err := s.http.Listen()
 		if err != nil {
 			return nil, err
@@ -115,7 +152,22 @@ func (s *service) Run(ctx context.Context) error {
 		g.Go(func() error { return s.http.Run(gctx) })
 	}
 	g.Go(func() error { return s.watchPolicies(gctx) })
-	return g.Wait()
+	if s.checkpoints != nil {
+		g.Go(func() error { return s.checkpoints.Run(gctx) })
+	}
+	g.Go(func() error { return s.reconcileLoop(gctx) })
+	err := g.Wait()
+	if s.checkpoints != nil {
+		// The heads the writers left, signed after they stopped.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if cerr := s.checkpoints.Checkpoint(cctx); cerr != nil {
+			s.log.Error("signing the last checkpoint at shutdown", "err", cerr)
+		} else {
+			s.log.Info("checkpoints signed", "count", s.checkpoints.Signed())
+		}
+	}
+	return err
 }
 
 func (s *service) close() {
@@ -127,6 +179,12 @@ func (s *service) close() {
 			time.Sleep(20 * time.Millisecond) // Drain is asynchronous; wait (bounded) for it to finish
 		}
 		s.nc = nil
+	}
+	if s.checkpointLog != nil {
+		if err := s.checkpointLog.Close(); err != nil {
+			s.log.Warn("closing the checkpoint log", "err", err)
+		}
+		s.checkpointLog = nil
 	}
 	if s.embedded != nil {
 		if err := s.embedded.Shutdown(); err != nil {
@@ -162,9 +220,9 @@ func (s *service) ready(ctx context.Context) error {
 }
 
 // verifiedPolicies loads a policy directory and refuses it unless it passes `policy check`
-// (compile and lint) and `policy test` (the in-file examples).
-func verifiedPolicies(ctx context.Context, dir string) (*rules.Set, error) {
-	set, err := rules.LoadDir(dir)
+// (compile and lint) and `policy test` (the in-file examples); a file over maxBytes is refused.
+func verifiedPolicies(ctx context.Context, dir string, maxBytes int64) (*rules.Set, error) {
+	set, err := rules.LoadDir(dir, rules.MaxFileBytes(maxBytes))
 	if err != nil {
 		return nil, fmt.Errorf("loading policies from %s:\n%w", dir, err)
 	}
@@ -190,7 +248,7 @@ func verifiedPolicies(ctx context.Context, dir string) (*rules.Set, error) {
 // reload loads the policies again; a set that fails its check or tests, or changes a version
 // already used by a stored decision, is refused and the running set stays in force.
 func (s *service) reload(ctx context.Context) error {
-	set, err := verifiedPolicies(ctx, s.cfg.Policies)
+	set, err := verifiedPolicies(ctx, s.cfg.Policies, s.cfg.PolicyMaxBytes)
 	if err == nil {
 		err = s.store.CheckPolicies(ctx, set.All())
 	}

@@ -395,6 +395,9 @@ type Explained struct {
 	Inputs DecisionInputs
 	// Inclusion is the decision's proof of inclusion in its batch's Merkle root.
 	Inclusion *Inclusion
+	// Checkpoint, when asked for (ProveInCheckpoint), continues the inclusion to the head a
+	// signed checkpoint covers.
+	Checkpoint *CheckpointProof
 }
 
 // Explain reads a stored decision's event and policy version and explains it by deciding it

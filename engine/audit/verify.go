@@ -21,11 +21,14 @@ import (
 	"fmt"
 	"iter"
 	"runtime"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cockroachdb/apd/v3"
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/commissioner/commissioner/engine"
@@ -49,7 +52,9 @@ const (
 	// FindingLedger: the stored ledger entries of a decision are not what it books (an amount,
 	// affiliate, currency, kind or date changed, an entry deleted or added).
 	FindingLedger = "ledger"
-	// FindingOrderState: an order's stored state is not what its decisions leave.
+	// FindingOrderState: a decision's stored order-state columns (is_current, the pin, the
+	// decision it follows, its month) are not what the order's decisions leave: the history the
+	// next events of the order, and its affiliate's month figures, are read from.
 	FindingOrderState = "order_state"
 	// FindingMissing: batches or leaves with no row (deleted rows).
 	FindingMissing = "missing"
@@ -68,8 +73,16 @@ const (
 	// FindingPolicy: a stored policy version cannot be used: its source was altered (digest
 	// mismatch) or no longer compiles; Reason says which.
 	FindingPolicy = "policy"
-	// FindingOrphanEvent: a stored order event has neither a decision nor a dead letter.
-	FindingOrphanEvent = "orphan_event"
+	// FindingCheckpointSignature: a checkpoint given to verify does not verify with the key: it
+	// was forged or changed, or signed by another key. Its heads are not used.
+	FindingCheckpointSignature = "checkpoint_signature"
+	// FindingCheckpointMismatch: a batch a signed checkpoint names is stored with another hash:
+	// the partition's chain was rewritten from there or before (its events decided again, its
+	// rows replaced).
+	FindingCheckpointMismatch = "checkpoint_mismatch"
+	// FindingCheckpointCut: a batch a signed checkpoint names is not stored: the partition's
+	// chain was cut back.
+	FindingCheckpointCut = "checkpoint_cut"
 )
 
 // Finding is one thing audit verify found.
@@ -116,8 +129,10 @@ func (f Finding) String() string {
 		parts = append(parts, "order "+f.OrderID)
 	}
 	var b strings.Builder
-	b.WriteString(strings.Join(parts, " "))
-	fmt.Fprintf(&b, ": %s: %s", f.Kind, f.Detail)
+	if len(parts) > 0 {
+		b.WriteString(strings.Join(parts, " ") + ": ")
+	}
+	fmt.Fprintf(&b, "%s: %s", f.Kind, f.Detail)
 	for _, d := range f.Diffs {
 		fmt.Fprintf(&b, "\n    %s: stored %q, re-run %q", d.Field, d.Stored, d.Rerun)
 	}
@@ -131,8 +146,13 @@ type VerifyOptions struct {
 	// OnFinding receives every finding, one at a time (never concurrently). Nil drops them (the
 	// report still counts them).
 	OnFinding func(Finding)
-	// OrphanLimit bounds how many orphan events are reported; 0: 100.
-	OrphanLimit int
+	// Checkpoints, when given, are signed checkpoints to hold the chains against, each verified
+	// with CheckpointKey: every batch one of them names must be stored with the signed hash.
+	Checkpoints   []SignedCheckpoint
+	CheckpointKey note.Verifier
+	// Reconciled, when set, is a reconciliation with the order stream (Reconcile) whose findings
+	// the caller reports with Verify's.
+	Reconciled *Reconciliation
 }
 
 // PartitionReport is what Verify found in one partition's chain.
@@ -146,6 +166,9 @@ type PartitionReport struct {
 	HasHead   bool
 	Findings  int
 	First     *Finding // the first finding in chain order; nil when none
+	// Signed is the latest batch a verified checkpoint names (0: none).
+	Signed  uint64
+	checked int
 }
 
 // VerifyReport is the result of Verify.
@@ -157,21 +180,22 @@ type VerifyReport struct {
 	Partitions []PartitionReport
 	Findings   int
 	ByKind     map[string]int
+	// Checkpoints counts the signed checkpoints verified (their signatures good); Checkpointed
+	// counts the batches they name that were checked.
+	Checkpoints, Checkpointed int
 }
 
 // OK reports whether nothing was found.
 func (r *VerifyReport) OK() bool { return r.Findings == 0 }
 
 // Verify audits the store: every stored policy version's source against its digest; every
-// decision decided again and its order booked again (leaves, ledger, order state); every
-// partition's chain of batches; and the events left without any outcome. It returns an error
+// decision decided again and its order booked again (leaves, ledger, the order-state columns);
+// and every partition's chain of batches (an event is stored in its decision's row or its dead
+// letter's, so a deleted decision is a leaf missing from its batch). It returns an error
 // only when it could not do the work (a failed read, a cancelled ctx).
 func Verify(ctx context.Context, s VerifySource, opts VerifyOptions) (*VerifyReport, error) {
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
-	}
-	if opts.OrphanLimit <= 0 {
-		opts.OrphanLimit = 100
 	}
 	rep := &VerifyReport{ByKind: map[string]int{}}
 	var part *PartitionReport
@@ -217,10 +241,20 @@ func Verify(ctx context.Context, s VerifySource, opts VerifyOptions) (*VerifyRep
 		}
 	}
 
+	signed, err := openCheckpoints(opts, rep, emit)
+	if err != nil {
+		return nil, err
+	}
 	parts, err := s.Partitions(ctx)
 	if err != nil {
 		return nil, err
 	}
+	for p := range signed { // a partition only checkpoints name: every row of it is gone
+		if !slices.Contains(parts, p) {
+			parts = append(parts, p)
+		}
+	}
+	sort.Ints(parts)
 	heads, err := s.PartitionHeads(ctx)
 	if err != nil {
 		return nil, err
@@ -233,20 +267,13 @@ func Verify(ctx context.Context, s VerifySource, opts VerifyOptions) (*VerifyRep
 				part.Head, part.HasHead = h, true
 			}
 		}
-		if err := verifyPartition(ctx, s, part, emit); err != nil {
+		if err := verifyPartition(ctx, s, part, signed[p], emit); err != nil {
 			return nil, err
 		}
+		rep.Checkpointed += part.checked
 	}
 	part = nil
 
-	orphans, err := s.OrphanEvents(ctx, opts.Program, opts.OrphanLimit)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range orphans {
-		emit(Finding{Kind: FindingOrphanEvent, Program: e.Program, Leaf: -1, EventID: e.EventID, OrderID: e.OrderID,
-			Detail: fmt.Sprintf("order event %s (stream seq %d) has no decision and no dead letter: its decision was deleted", e.EventID, e.StreamSeq)})
-	}
 	return rep, nil
 }
 
@@ -270,16 +297,13 @@ type VerifySource interface {
 	// letters' leaves by batch and leaf index.
 	Batches(ctx context.Context, partition int) iter.Seq2[BatchRow, error]
 	Leaves(ctx context.Context, partition int) iter.Seq2[LeafRow, error]
-	// OrphanEvents returns up to limit stored events with neither a decision nor a dead letter.
-	OrphanEvents(ctx context.Context, program string, limit int) ([]StoredEvent, error)
 }
 
-// OrderGroup is one order as stored: its decisions, ledger entries and state.
+// OrderGroup is one order as stored: its decisions and ledger entries.
 type OrderGroup struct {
 	Program, OrderID string
 	Rows             []Row
 	Ledger           []StoredLedgerEntry
-	State            *StoredState // nil when none is stored
 }
 
 // Row is one stored decision as Verify checks it: its columns as stored (Text: unparsed, so a
@@ -290,6 +314,7 @@ type Row struct {
 	Text      StoredText
 	Event     *StoredEvent
 	Affiliate *engine.AffiliateMonth
+	State     StoredState
 }
 
 // StoredLedgerEntry is a ledger row as Verify compares it (amount as stored text).
@@ -299,14 +324,15 @@ type StoredLedgerEntry struct {
 	ApproveAt                           time.Time
 }
 
-// StoredState is an order's stored state as Verify compares it (decimals as stored text).
+// StoredState is the order's state a decision's row holds, as Verify compares it: what its
+// order's later decisions and its affiliate's month figures are read from.
 type StoredState struct {
-	AffiliateID, Currency, EventID, Base, Commission string
-	DecisionID, StreamSeq                            int64
-	Qualified                                        bool
-	HasPin                                           bool
-	PinVersion                                       int64
-	PinDigest                                        string
+	Current    bool // it became the order's current decision
+	HasPin     bool // the order's pin after it
+	PinVersion int64
+	PinDigest  string
+	Prev       int64  // the order's decision before it (0: none)
+	Month      string // the month of its order's placed_at
 }
 
 // BatchRow is a batch row as stored.
@@ -395,7 +421,7 @@ func verifyOrders(ctx context.Context, s VerifySource, a *Auditor, program strin
 func checkOrder(ctx context.Context, a *Auditor, og *checkedGroup) error {
 	book := engine.NewOrderBook()
 	bookable := true
-	key := engine.OrderKey{Program: og.Program, OrderID: og.OrderID} // as decoded: ids are stored as storable text
+	var prev int64 // the decision before, in the order they were made
 	ledgerOf := map[int64][]StoredLedgerEntry{}
 	for _, l := range og.Ledger {
 		ledgerOf[l.DecisionID] = append(ledgerOf[l.DecisionID], l)
@@ -431,9 +457,15 @@ func checkOrder(ctx context.Context, a *Auditor, og *checkedGroup) error {
 				return err
 			}
 			booked = entries
-			key = engine.OrderKey{Program: again.Program, OrderID: again.OrderID}
 			leafOK = engine.LeafHash(engine.AppendDecisionLeaf(nil, r.Event.EventID, r.Event.StreamSeq, r.Event.Raw, again, entries, st)).String() == d.LeafHash
+			if sd := stateDiffs(&r.State, st, prev, engine.MonthOf(o.PlacedAt)); len(sd) > 0 {
+				g := place(r)
+				g.Kind, g.Diffs = FindingOrderState, sd
+				g.Detail = fmt.Sprintf("decision %d's order-state columns are not what the order's decisions leave: they were changed after it was stored", d.ID)
+				og.findings = append(og.findings, g)
+			}
 		}
+		prev = d.ID
 		switch {
 		case len(diffs) > 0 && leafOK:
 			f.Kind = FindingAltered
@@ -468,13 +500,6 @@ func checkOrder(ctx context.Context, a *Auditor, og *checkedGroup) error {
 		og.findings = append(og.findings, Finding{Kind: FindingLedger, Program: og.Program, Leaf: -1, OrderID: og.OrderID, DecisionID: id,
 			Detail: fmt.Sprintf("ledger entries %s name decision %d, which is not among the order's stored decisions: it was deleted, or they were added outside the pipeline",
 				ledgerIDs(ls), id)})
-	}
-	if bookable {
-		want, has := book.State(key)
-		if diffs := stateDiffs(want, has, og.State); len(diffs) > 0 {
-			og.findings = append(og.findings, Finding{Kind: FindingOrderState, Program: og.Program, Leaf: -1, OrderID: og.OrderID, Diffs: diffs,
-				Detail: "the order's stored state is not what its decisions leave: it was changed after it was stored"})
-		}
 	}
 	return nil
 }
@@ -514,52 +539,34 @@ func ledgerDiffs(want []engine.LedgerEntry, got []StoredLedgerEntry) []FieldDiff
 	return out
 }
 
-func stateDiffs(want engine.OrderState, has bool, got *StoredState) []FieldDiff {
-	switch {
-	case !has && got == nil:
-		return nil
-	case !has:
-		return []FieldDiff{{Field: "order_state", Stored: "a state (event " + got.EventID + ")", Rerun: "none"}}
-	case got == nil:
-		return []FieldDiff{{Field: "order_state", Stored: "none", Rerun: "a state (event " + want.EventID + ")"}}
-	}
+// stateDiffs compares a decision's stored order-state columns with what booking the order's
+// decisions again gives: its state change, the decision before it and its month.
+func stateDiffs(got *StoredState, want engine.StateChange, prev int64, month string) []FieldDiff {
 	var out []FieldDiff
 	cmp := func(field, stored, rerun string) {
 		if stored != rerun {
-			out = append(out, FieldDiff{Field: "order_state." + field, Stored: stored, Rerun: rerun})
+			out = append(out, FieldDiff{Field: field, Stored: stored, Rerun: rerun})
 		}
 	}
-	dec := func(field, stored string, rerun *apd.Decimal) {
-		var v apd.Decimal
-		if _, _, err := v.SetString(stored); err != nil || v.Cmp(rerun) != 0 {
-			out = append(out, FieldDiff{Field: "order_state." + field, Stored: stored, Rerun: rerun.Text('f')})
-		}
+	cmp("is_current", strconv.FormatBool(got.Current), strconv.FormatBool(want.Current))
+	gotPin, wantPin := "none", "none"
+	if got.HasPin {
+		gotPin = fmt.Sprintf("v%d %s", got.PinVersion, got.PinDigest)
 	}
-	cmp("affiliate_id", got.AffiliateID, engine.StorableText(want.AffiliateID))
-	cmp("currency", got.Currency, want.Currency)
-	cmp("event_id", got.EventID, engine.StorableText(want.EventID))
-	cmp("stream_seq", strconv.FormatInt(got.StreamSeq, 10), strconv.FormatUint(want.StreamSeq, 10))
-	cmp("qualified", strconv.FormatBool(got.Qualified), strconv.FormatBool(want.Qualified))
-	dec("base", got.Base, &want.Base)
-	dec("commission", got.Commission, &want.Commission)
-	pin := func(has bool, v int64, d string) string {
-		if !has {
-			return "none"
-		}
-		return fmt.Sprintf("v%d %s", v, d)
-	}
-	wantPin := "none"
 	if want.Pin != nil {
 		wantPin = fmt.Sprintf("v%d %s", want.Pin.Version, want.Pin.Digest)
 	}
-	cmp("pin", pin(got.HasPin, got.PinVersion, got.PinDigest), wantPin)
+	cmp("pin", gotPin, wantPin)
+	cmp("prev_id", strconv.FormatInt(got.Prev, 10), strconv.FormatInt(prev, 10))
+	cmp("month", got.Month, month)
 	return out
 }
 
 // --- partition by partition ---
 
-func verifyPartition(ctx context.Context, s VerifySource, rep *PartitionReport, emit func(Finding)) error {
+func verifyPartition(ctx context.Context, s VerifySource, rep *PartitionReport, signed []signedHead, emit func(Finding)) error {
 	p := rep.Partition
+	check := newSignedCheck(rep, signed, emit)
 	nextLeaf, stopLeaves := iter.Pull2(s.Leaves(ctx, p))
 	defer stopLeaves()
 	var next *LeafRow
@@ -690,6 +697,7 @@ func verifyPartition(ctx context.Context, s VerifySource, rep *PartitionReport, 
 			f.Detail = fmt.Sprintf("the batch's %d stored leaves hash to %s, not to its root %s: a leaf was removed, added, replaced or moved", len(leaves), short(root.String()), short(b.Root))
 			emit(f)
 		}
+		check.batch(b)
 		if b.Seq >= expect {
 			expect = b.Seq + 1
 		}
@@ -699,6 +707,7 @@ func verifyPartition(ctx context.Context, s VerifySource, rep *PartitionReport, 
 	if err := strays(1 << 62); err != nil {
 		return err
 	}
+	check.end()
 	switch {
 	case !rep.HasHead && rep.Batches > 0:
 		emit(Finding{Kind: FindingInserted, Partition: p, Leaf: -1, Detail: fmt.Sprintf("%d batches of partition %d, but no partition row: they were added outside the pipeline", rep.Batches, p)})
@@ -710,6 +719,8 @@ func verifyPartition(ctx context.Context, s VerifySource, rep *PartitionReport, 
 	case rep.LastSeq > rep.Head.Seq:
 		emit(Finding{Kind: FindingInserted, Partition: p, BatchSeq: rep.Head.Seq + 1, Leaf: -1,
 			Detail: fmt.Sprintf("batches after the partition's head (batch %d): they were added outside the pipeline", rep.Head.Seq)})
+	case rep.LastSeq == 0 && rep.Head.Hash == engine.GenesisHash:
+		// claimed, and no batch written yet: the head is the genesis
 	case rep.LastHash != rep.Head.Hash.String():
 		emit(Finding{Kind: FindingHeadMismatch, Partition: p, BatchSeq: rep.LastSeq, Leaf: -1,
 			Detail: fmt.Sprintf("the partition's head hash %s is not the last batch's hash %s", short(rep.Head.Hash.String()), short(rep.LastHash))})
@@ -731,4 +742,101 @@ func short(h string) string {
 		return h[:16] + "…"
 	}
 	return h
+}
+
+// --- against signed checkpoints ---
+
+// signedHead is a batch a verified checkpoint names.
+type signedHead struct {
+	Seq   uint64
+	Hash  string
+	Where string // the checkpoint: its place in its log or stream, and its time
+}
+
+// openCheckpoints verifies the checkpoints' signatures (a bad one is a finding and its heads are
+// not used) and returns, per partition, the batches they name by sequence, each once. Two good
+// checkpoints naming one batch with two hashes mean the key signed two histories: both are kept,
+// and the stored batch can match at most one of them.
+func openCheckpoints(opts VerifyOptions, rep *VerifyReport, emit func(Finding)) (map[int][]signedHead, error) {
+	out := map[int][]signedHead{}
+	if len(opts.Checkpoints) == 0 {
+		return out, nil
+	}
+	if opts.CheckpointKey == nil {
+		return nil, errors.New("verifying against checkpoints needs the key that signed them")
+	}
+	opened, refused := OpenCheckpoints(opts.Checkpoints, opts.CheckpointKey)
+	for _, r := range refused {
+		emit(Finding{Kind: FindingCheckpointSignature, Leaf: -1,
+			Detail: fmt.Sprintf("the checkpoint at %s is refused: %v; its heads are not used", r.Where, r.Err)})
+	}
+	rep.Checkpoints = len(opened)
+	type key struct {
+		part int
+		seq  uint64
+		hash string
+	}
+	seen := map[key]bool{}
+	for _, cp := range opened {
+		where := cp.Where + " (" + cp.Time.Format(time.RFC3339) + ")"
+		for _, h := range cp.Heads {
+			k := key{h.Partition, h.Seq, h.Hash.String()}
+			if !seen[k] {
+				seen[k] = true
+				out[h.Partition] = append(out[h.Partition], signedHead{Seq: h.Seq, Hash: k.hash, Where: where})
+			}
+		}
+	}
+	for p := range out {
+		sort.SliceStable(out[p], func(i, j int) bool { return out[p][i].Seq < out[p][j].Seq })
+	}
+	return out, nil
+}
+
+// signedCheck holds a partition's stored batches, taken in sequence order, against the batches
+// its checkpoints sign: the first signed batch stored with another hash, and the first signed
+// batch beyond the last stored one, are findings (one each: a chain rewritten or cut from there on
+// differs at every later signed batch too).
+type signedCheck struct {
+	rep        *PartitionReport
+	signed     []signedHead // by sequence, not yet reached
+	emit       func(Finding)
+	last       int64 // the last stored batch seen
+	mismatched bool
+}
+
+func newSignedCheck(rep *PartitionReport, signed []signedHead, emit func(Finding)) *signedCheck {
+	if len(signed) > 0 {
+		rep.Signed = signed[len(signed)-1].Seq
+	}
+	return &signedCheck{rep: rep, signed: signed, emit: emit}
+}
+
+// batch checks the signed batches up to stored batch b. A signed batch below b that is not
+// stored is a gap the chain check reports (missing).
+func (c *signedCheck) batch(b BatchRow) {
+	for len(c.signed) > 0 && int64(c.signed[0].Seq) <= b.Seq {
+		h := c.signed[0]
+		c.signed = c.signed[1:]
+		c.rep.checked++
+		if int64(h.Seq) == b.Seq && h.Hash != b.Hash && !c.mismatched {
+			c.mismatched = true
+			c.emit(Finding{Kind: FindingCheckpointMismatch, Partition: c.rep.Partition, BatchSeq: h.Seq, Leaf: -1,
+				Detail: fmt.Sprintf("batch %d of partition %d is stored with hash %s, but the checkpoint at %s signed %s: the chain was rewritten from this batch or before",
+					h.Seq, c.rep.Partition, short(b.Hash), h.Where, short(h.Hash))})
+		}
+	}
+	c.last = b.Seq
+}
+
+// end reports a signed batch beyond the last stored one: the chain was cut back.
+func (c *signedCheck) end() {
+	if len(c.signed) == 0 {
+		return
+	}
+	h := c.signed[0]
+	c.rep.checked += len(c.signed)
+	c.emit(Finding{Kind: FindingCheckpointCut, Partition: c.rep.Partition, BatchSeq: h.Seq, Leaf: -1,
+		Detail: fmt.Sprintf("the checkpoint at %s signed batch %d of partition %d (hash %s), but the partition's last stored batch is %d: the chain was cut back",
+			h.Where, h.Seq, c.rep.Partition, short(h.Hash), c.last)})
 }

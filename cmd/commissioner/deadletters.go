@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/commissioner/commissioner/adapters/store"
+)
+
+type deadLettersParams struct {
+	Kind, Program, OrderID string
+	From, To               string // RFC 3339 or YYYY-MM-DD
+	Format                 string // table | json | csv
+	Limit                  int
+}
+
+// newDeadLettersCmd lists and shows the events that got no decision, with their reasons.
+func newDeadLettersCmd(s streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dead-letters",
+		Short: "List and show the events that got no decision, with their reasons",
+		Args:  cobra.NoArgs,
+	}
+	p := deadLettersParams{Format: "table", Limit: 1000}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List dead letters: id, when, kind, program, order, reason",
+		Long: `Lists the stored dead letters, oldest first: malformed events, orders of unknown programs, orders
+with no policy in force, and decodable orders a rule failed on. Filter by --kind (invalid,
+unknown_program, no_policy, runtime, …), --program, --order and the time they were received
+(--from inclusive, --to exclusive; RFC 3339 or YYYY-MM-DD, UTC).`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConfigFlags(list)
+	f := list.Flags()
+	f.StringVar(&p.Kind, "kind", "", "only this kind")
+	f.StringVar(&p.Program, "program", "", "only this program")
+	f.StringVar(&p.OrderID, "order", "", "only this order")
+	f.StringVar(&p.From, "from", "", "received at or after (RFC 3339 or YYYY-MM-DD)")
+	f.StringVar(&p.To, "to", "", "received before (RFC 3339 or YYYY-MM-DD)")
+	f.StringVar(&p.Format, "format", p.Format, "table, json or csv")
+	f.IntVar(&p.Limit, "limit", p.Limit, "at most this many")
+	list.RunE = func(cmd *cobra.Command, _ []string) error {
+		st, err := cf.openStore(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		return runDeadLettersList(cmd.Context(), st, p, s.out)
+	}
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one dead letter whole: reason, kind, stream position, its place in the chain and the raw event",
+		Args:  cobra.ExactArgs(1),
+	}
+	scf := addConfigFlags(show)
+	showJSON := show.Flags().Bool("json", false, "JSON for machines")
+	show.RunE = func(cmd *cobra.Command, args []string) error {
+		id, err := strconv.ParseInt(args[0], 10, 64)
+		if err != nil || id < 1 {
+			return usageError{fmt.Errorf("dead letter id %q is not a positive whole number", args[0])}
+		}
+		st, err := scf.openStore(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		d, err := st.DeadLetter(cmd.Context(), id)
+		if err != nil {
+			return err
+		}
+		if *showJSON {
+			return writeJSONDoc(s.out, toDeadLetterJSON(d, true))
+		}
+		writeDeadLetter(s.out, d)
+		return nil
+	}
+	cmd.AddCommand(list, show)
+	return cmd
+}
+
+// deadLetterJSON is a dead letter in the CLI's JSON.
+type deadLetterJSON struct {
+	ID          int64      `json:"id"`
+	EventID     string     `json:"event_id"`
+	Kind        string     `json:"kind"`
+	Reason      string     `json:"reason"`
+	Program     string     `json:"program,omitempty"`
+	OrderID     string     `json:"order_id,omitempty"`
+	AffiliateID string     `json:"affiliate_id,omitempty"`
+	PlacedAt    *time.Time `json:"placed_at,omitempty"`
+	ReceivedAt  time.Time  `json:"received_at"`
+	Subject     string     `json:"subject"`
+	StreamSeq   uint64     `json:"stream_seq"`
+	Partition   int        `json:"partition"`
+	BatchSeq    uint64     `json:"batch_seq"`
+	Leaf        int        `json:"leaf"`
+	Raw         *string    `json:"raw,omitempty"` // the event as received (show only)
+}
+
+func toDeadLetterJSON(d store.DeadLetter, raw bool) deadLetterJSON {
+	out := deadLetterJSON{ID: d.ID, EventID: d.EventID, Kind: d.Kind, Reason: d.Reason, Program: d.Program, OrderID: d.OrderID,
+		AffiliateID: d.AffiliateID, PlacedAt: d.PlacedAt, ReceivedAt: d.ReceivedAt, Subject: d.Subject, StreamSeq: d.StreamSeq,
+		Partition: d.Partition, BatchSeq: d.BatchSeq, Leaf: d.Leaf}
+	if raw {
+		r := string(d.Raw)
+		out.Raw = &r
+	}
+	return out
+}
+
+// parseWhen reads --from/--to: RFC 3339, or a UTC date.
+func parseWhen(flag, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse("2006-01-02", v); err == nil {
+		return t, nil
+	}
+	return time.Time{}, usageError{fmt.Errorf("--%s %q: want RFC 3339 (2025-11-01T00:00:00Z) or a date (2025-11-01)", flag, v)}
+}
+
+func runDeadLettersList(ctx context.Context, st *store.Store, p deadLettersParams, out io.Writer) error {
+	from, err := parseWhen("from", p.From)
+	if err != nil {
+		return err
+	}
+	to, err := parseWhen("to", p.To)
+	if err != nil {
+		return err
+	}
+	ds, err := st.DeadLetters(ctx, store.DeadLetterFilter{Kind: p.Kind, Program: p.Program, OrderID: p.OrderID, From: from, To: to, Limit: p.Limit})
+	if err != nil {
+		return err
+	}
+	switch p.Format {
+	case "json":
+		docs := make([]deadLetterJSON, len(ds))
+		for i, d := range ds {
+			docs[i] = toDeadLetterJSON(d, false)
+		}
+		return writeJSONDoc(out, map[string]any{"dead_letters": docs})
+	case "csv":
+		w := csv.NewWriter(out)
+		w.Write([]string{"id", "received_at", "kind", "program", "order_id", "affiliate_id", "event_id", "stream_seq", "reason"})
+		for _, d := range ds {
+			w.Write([]string{strconv.FormatInt(d.ID, 10), d.ReceivedAt.Format(time.RFC3339), d.Kind, d.Program, d.OrderID, d.AffiliateID,
+				d.EventID, strconv.FormatUint(d.StreamSeq, 10), d.Reason})
+		}
+		w.Flush()
+		return w.Error()
+	case "table":
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tRECEIVED\tKIND\tPROGRAM\tORDER\tREASON")
+		for _, d := range ds {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ReceivedAt.Format(time.RFC3339), d.Kind, orDash(d.Program), orDash(d.OrderID), clip(d.Reason, 100))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%d dead letters\n", len(ds))
+		return nil
+	}
+	return usageError{errors.New("--format: table, json or csv")}
+}
+
+// writeDeadLetter prints one dead letter for a reader.
+func writeDeadLetter(w io.Writer, d store.DeadLetter) {
+	field := func(name, format string, args ...any) {
+		fmt.Fprintf(w, "  %-15s %s\n", name, fmt.Sprintf(format, args...))
+	}
+	fmt.Fprintf(w, "== dead letter %d\n", d.ID)
+	field("kind", "%s", d.Kind)
+	field("reason", "%s", d.Reason)
+	field("event", "%s (stream seq %d, subject %s)", d.EventID, d.StreamSeq, d.Subject)
+	if d.Program != "" {
+		field("order", "%s of %s (affiliate %s)", orDash(d.OrderID), d.Program, orDash(d.AffiliateID))
+	}
+	if d.PlacedAt != nil {
+		field("placed at", "%s", d.PlacedAt.Format(time.RFC3339))
+	}
+	field("received at", "%s", d.ReceivedAt.Format(time.RFC3339))
+	field("chain", "partition %d batch %d leaf %d", d.Partition, d.BatchSeq, d.Leaf)
+	field("raw event", "%s", clip(string(d.Raw), 4000))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// clip shortens s to n runes, saying so.
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + fmt.Sprintf("… (%d more characters)", len(r)-n)
+}
