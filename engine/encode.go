@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"strconv"
 	"unicode/utf8"
 )
@@ -113,9 +114,16 @@ func (d *Decision) appendTrace(b []byte) []byte {
 	return append(b, ']')
 }
 
-// AppendErrorJSON appends the line for an order that was not decided.
-func AppendErrorJSON(b []byte, orderID string, err error) []byte {
+// AppendErrorJSON appends the line for an order that was not decided: its input line number
+// (omitted when 0), its id when it could be read, the error, and for an invalid order each
+// problem apart ("errors": [{"field", "message"}]).
+func AppendErrorJSON(b []byte, line int, orderID string, err error) []byte {
 	b = append(b, '{')
+	if line > 0 {
+		b = append(b, `"line":`...)
+		b = strconv.AppendInt(b, int64(line), 10)
+		b = append(b, ',')
+	}
 	if orderID != "" {
 		b = append(b, `"order_id":`...)
 		b = appendString(b, orderID)
@@ -123,6 +131,21 @@ func AppendErrorJSON(b []byte, orderID string, err error) []byte {
 	}
 	b = append(b, `"error":`...)
 	b = appendString(b, err.Error())
+	var ie *InputError
+	if errors.As(err, &ie) && ie.Field != "" {
+		b = append(b, `,"errors":[`...)
+		for i, p := range ie.Problems() {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"field":`...)
+			b = appendString(b, p.Field)
+			b = append(b, `,"message":`...)
+			b = appendString(b, p.Msg)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
 	return append(b, '}')
 }
 

@@ -110,17 +110,20 @@ func TestDecideEncodes(t *testing.T) {
 
 func TestAppendErrorJSON(t *testing.T) {
 	cases := []struct {
+		line    int
 		orderID string
 		err     error
 		want    string
 	}{
-		{"o-1", &engine.InputError{OrderID: "o-1", Field: "currency", Msg: `"XYZ" is not an ISO 4217 currency code`},
-			`{"order_id":"o-1","error":"currency: \"XYZ\" is not an ISO 4217 currency code"}`},
-		{"", &engine.InputError{Msg: "malformed JSON: unexpected end of JSON"}, `{"error":"malformed JSON: unexpected end of JSON"}`},
-		{"a\tb", errors.New("x\x7f\xffy"), `{"order_id":"a\tb","error":"x` + "\x7f" + `\ufffdy"}`},
+		{3, "o-1", &engine.InputError{OrderID: "o-1", Field: "currency", Msg: `"XYZ" is not an ISO 4217 currency code`},
+			`{"line":3,"order_id":"o-1","error":"currency: \"XYZ\" is not an ISO 4217 currency code","errors":[{"field":"currency","message":"\"XYZ\" is not an ISO 4217 currency code"}]}`},
+		{0, "o-2", &engine.InputError{OrderID: "o-2", Field: "placed_at", Msg: "required", More: []engine.FieldError{{Field: "buyer", Msg: "required"}}},
+			`{"order_id":"o-2","error":"placed_at: required; buyer: required","errors":[{"field":"placed_at","message":"required"},{"field":"buyer","message":"required"}]}`},
+		{1, "", &engine.InputError{Msg: "malformed JSON: unexpected end of JSON"}, `{"line":1,"error":"malformed JSON: unexpected end of JSON"}`},
+		{0, "a\tb", errors.New("x\x7f\xffy"), `{"order_id":"a\tb","error":"x` + "\x7f" + `\ufffdy"}`},
 	}
 	for _, c := range cases {
-		got := string(engine.AppendErrorJSON(nil, c.orderID, c.err))
+		got := string(engine.AppendErrorJSON(nil, c.line, c.orderID, c.err))
 		if got != c.want {
 			t.Errorf("got %s, want %s", got, c.want)
 		}

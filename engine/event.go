@@ -2,18 +2,60 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"time"
 )
 
 // Event is one order event as it arrived, before decoding: the bytes and where they came from.
-// Its identity, with the order's program and id, is ID: the publisher's Nats-Msg-Id, or the
-// stream sequence when the publisher set none. A redelivered event has the same ID.
+// Its identity is ID, the key of deduplication (an event whose ID is stored is not decided
+// again): EventIdentity of the order's event_id when the publisher gave one; otherwise the
+// publisher's Nats-Msg-Id (the stream publisher derives it from the event's content); otherwise
+// the stream sequence. A redelivered event has the same ID.
 type Event struct {
-	ID         string    // event identity: Nats-Msg-Id, or "seq:<stream sequence>"
+	ID         string    // event identity: EventIdentity, Nats-Msg-Id, or "seq:<stream sequence>"
 	Subject    string    // e.g. orders.alibaba
 	StreamSeq  uint64    // the stream sequence (0 when not from a stream)
 	Raw        []byte    // the order JSON exactly as received
 	ReceivedAt time.Time // when the adapter received it; never read by rules
+}
+
+// EventIdentity is the identity of an order event that carries the publisher's event_id (its
+// idempotency key): "<program>:<order_id>:id:<event_id>", or, for an event_id longer than 64
+// bytes or holding anything but letters, digits and ._~-+=/@, "<program>:<order_id>:id#<first 16
+// hex digits of SHA-256(event_id)>". Two events of one order with the same event_id are one
+// event, whatever their content; without event_id an event is known by its content, so an order
+// that returns to an earlier state byte for byte needs an event_id to be decided again.
+func EventIdentity(program, orderID, eventID string) string {
+	b := make([]byte, 0, len(program)+len(orderID)+len(eventID)+5)
+	b = append(append(append(b, program...), ':'), orderID...)
+	if plainEventID(eventID) {
+		return string(append(append(b, ":id:"...), eventID...))
+	}
+	sum := sha256.Sum256([]byte(eventID))
+	return string(hex.AppendEncode(append(b, ":id#"...), sum[:8]))
+}
+
+func plainEventID(id string) bool {
+	if len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.' || c == '_' || c == '~' || c == '-' || c == '+' || c == '=' || c == '/' || c == '@':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// identify gives a decoded event its identity: EventIdentity when the order carries an event_id.
+func (r *Result) identify() {
+	if r.Order != nil && r.Order.EventID != "" {
+		r.Event.ID = EventIdentity(r.Order.Program, r.Order.OrderID, r.Order.EventID)
+	}
 }
 
 // Result is the engine's answer for one event: a decision, or the error that kept it from one.
@@ -45,6 +87,7 @@ func (e *Engine) DecideEvents(ctx context.Context, events []Event, out []Result)
 		r := Result{Event: ev}
 		r.Order, r.Err = DecodeOrder(ev.Raw)
 		if r.Err == nil {
+			r.identify()
 			r.Decision, r.Err = e.Decide(ctx, r.Order)
 		}
 		out = append(out, r)

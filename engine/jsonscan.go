@@ -35,7 +35,24 @@ func (s *scanner) syntax(what string) error {
 	if s.i >= len(s.b) {
 		return errEOF
 	}
-	return fmt.Errorf("invalid JSON at offset %d: %s", s.i, what)
+	return &syntaxError{offset: s.i, what: what}
+}
+
+// syntaxError is input that is not JSON: the decoder cannot step over it to read further fields.
+type syntaxError struct {
+	offset int
+	what   string
+}
+
+func (e *syntaxError) Error() string {
+	return fmt.Sprintf("invalid JSON at offset %d: %s", e.offset, e.what)
+}
+
+// malformed reports whether err means the input is not JSON (or ends early), as opposed to a
+// value of the wrong type or shape, which the scanner can step over.
+func malformed(err error) bool {
+	_, ok := err.(*syntaxError)
+	return ok || err == errEOF
 }
 
 // peek returns the next non-space byte without consuming it (0 at the end).
@@ -123,7 +140,7 @@ func (s *scanner) key() (string, error) {
 
 var orderKeys = func() map[string]string {
 	m := map[string]string{}
-	for _, k := range []string{"order_id", "program", "affiliate_id", "status", "placed_at", "completed_at",
+	for _, k := range []string{"order_id", "program", "affiliate_id", "event_id", "status", "placed_at", "updated_at", "completed_at",
 		"click_at", "buyer", "traffic_country", "currency", "amount", "refunded_amount", "items",
 		"id", "country", "new", "sku", "category", "quantity"} {
 		m[k] = k

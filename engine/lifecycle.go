@@ -154,6 +154,7 @@ func DecodeEvents(events []Event, out []Result) []Result {
 	for _, ev := range events {
 		r := Result{Event: ev}
 		r.Order, r.Err = DecodeOrder(ev.Raw)
+		r.identify()
 		out = append(out, r)
 	}
 	return out

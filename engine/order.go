@@ -1,9 +1,13 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/cockroachdb/apd/v3"
@@ -27,8 +31,10 @@ type Order struct {
 	OrderID        string
 	Program        string
 	AffiliateID    string
+	EventID        string // the publisher's idempotency key for this event; "" when it gave none
 	Status         Status
 	PlacedAt       time.Time
+	UpdatedAt      time.Time // when the publisher's order changed to this event; zero when absent; never read by rules
 	CompletedAt    time.Time // zero when absent
 	ClickAt        time.Time // zero when absent: no referral
 	HasCompletedAt bool
@@ -69,19 +75,47 @@ type Item struct {
 	Quantity int64
 }
 
-// InputError is an order that cannot be decided: malformed JSON, a missing or invalid field. It
-// names the field (dotted, with list indexes: items[2].amount) and, when it could be read, the order.
+// InputError is an order that cannot be decided: malformed JSON, missing or invalid fields. It
+// names the field (dotted, with list indexes: items[2].amount) and, when it could be read, the
+// order. Every problem of the event is reported at once: Field and Msg are the first, More the
+// others, in the order they were found.
 type InputError struct {
 	OrderID string
 	Field   string // "" for a problem with the document as a whole
 	Msg     string
+	More    []FieldError
 }
 
-func (e *InputError) Error() string {
+// FieldError is one problem with one field of an order event.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e FieldError) String() string {
 	if e.Field == "" {
 		return e.Msg
 	}
 	return e.Field + ": " + e.Msg
+}
+
+// Problems returns every problem of the event, the first one first.
+func (e *InputError) Problems() []FieldError {
+	return append([]FieldError{{e.Field, e.Msg}}, e.More...)
+}
+
+func (e *InputError) Error() string {
+	first := FieldError{e.Field, e.Msg}.String()
+	if len(e.More) == 0 {
+		return first
+	}
+	var b strings.Builder
+	b.WriteString(first)
+	for _, m := range e.More {
+		b.WriteString("; ")
+		b.WriteString(m.String())
+	}
+	return b.String()
 }
 
 // ErrInvalidOrder matches every *InputError with errors.Is.
@@ -89,42 +123,83 @@ var ErrInvalidOrder = errors.New("invalid order")
 
 func (e *InputError) Is(target error) bool { return target == ErrInvalidOrder }
 
-// decoder state for one order: which required fields were seen.
+// decoder state for one order: which required fields were seen, and the problems found.
 type orderFields struct {
 	orderID, program, affiliate, status, placedAt, buyer, currency, amount bool
-	buyerID, buyerCountry, buyerNew                                        bool
+	buyerID, buyerCountry, buyerNew, eventID                               bool
 	amountText, refundedText                                               []byte
 	refundedSet                                                            bool
 	currencyCode                                                           string
 	itemAmounts                                                            [][]byte
+	problems                                                               []FieldError
+}
+
+// add records a problem with field.
+func (f *orderFields) add(field, format string, args ...any) {
+	f.problems = append(f.problems, FieldError{field, fmt.Sprintf(format, args...)})
+}
+
+// has reports whether a problem was recorded for field or a field inside it (buyer for
+// buyer.id, items[2] for items[2].amount), so that validation does not report it twice.
+func (f *orderFields) has(field string) bool {
+	for _, p := range f.problems {
+		if p.Field == field || (strings.HasPrefix(p.Field, field) && len(p.Field) > len(field) &&
+			(p.Field[len(field)] == '.' || p.Field[len(field)] == '[')) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasExactly reports whether a problem was recorded for field itself.
+func (f *orderFields) hasExactly(field string) bool {
+	for _, p := range f.problems {
+		if p.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+// value settles the reading of field's value, which started at offset start: a value of the wrong
+// type or shape is recorded as the field's problem and stepped over, so the decoder goes on to
+// report the event's other problems; input that is not JSON ends the decoding (the error is
+// returned).
+func (f *orderFields) value(s *scanner, field string, start int, err error) error {
+	if _, ok := err.(*InputError); err == nil || err == errEOF || ok {
+		return err
+	}
+	if malformed(err) { // a bad string or number: named for its field, and the end of decoding
+		return &InputError{Field: field, Msg: err.Error()}
+	}
+	if c := s.peek(); c != ',' && c != '}' && c != ']' { // the value was not consumed
+		s.i = start
+		if err := s.skip(); err != nil {
+			return err
+		}
+	}
+	f.add(field, "%s", err.Error())
+	return nil
 }
 
 // DecodeOrder decodes and validates one order event (a JSON object). Unknown fields are ignored.
-// Amounts are read exactly from decimal strings or JSON numbers, never through float64. Any
-// problem comes back as an *InputError naming the field.
+// Amounts are read exactly from decimal strings or JSON numbers in plain notation, never through
+// float64. Problems come back as one *InputError naming every field at fault.
 func DecodeOrder(data []byte) (*Order, error) {
 	o := &Order{}
 	var f orderFields
 	s := scanner{b: data}
-	fail := func(field string, err error) error {
-		if ie, ok := err.(*InputError); ok {
-			return ie
-		}
-		if err == errEOF || (err != nil && field == "") {
-			return &InputError{OrderID: o.OrderID, Msg: "malformed JSON: " + err.Error()}
-		}
-		return &InputError{OrderID: o.OrderID, Field: field, Msg: err.Error()}
-	}
 	if s.peek() != '{' {
 		if s.peek() == 0 {
 			return nil, &InputError{Msg: "malformed JSON: empty input"}
 		}
 		if err := s.skip(); err != nil {
-			return nil, fail("", err)
+			return nil, &InputError{Msg: "malformed JSON: " + err.Error()}
 		}
 		return nil, &InputError{Msg: "an order must be a JSON object"}
 	}
 	err := s.object(func(key string) error {
+		start := s.i
 		var err error
 		switch key {
 		case "order_id":
@@ -136,12 +211,21 @@ func DecodeOrder(data []byte) (*Order, error) {
 		case "affiliate_id":
 			o.AffiliateID, err = s.str()
 			f.affiliate = true
+		case "event_id":
+			if !s.null() {
+				o.EventID, err = s.str()
+				f.eventID = true
+			}
 		case "status":
 			o.Status, err = s.status()
 			f.status = true
 		case "placed_at":
 			o.PlacedAt, err = s.timestamp()
 			f.placedAt = true
+		case "updated_at":
+			if !s.null() {
+				o.UpdatedAt, err = s.timestamp()
+			}
 		case "completed_at":
 			if !s.null() {
 				o.CompletedAt, err = s.timestamp()
@@ -155,6 +239,7 @@ func DecodeOrder(data []byte) (*Order, error) {
 		case "buyer":
 			f.buyer = true
 			err = s.object(func(k string) error {
+				start := s.i
 				var err error
 				switch k {
 				case "id":
@@ -174,10 +259,10 @@ func DecodeOrder(data []byte) (*Order, error) {
 				default:
 					return s.skip()
 				}
-				if err != nil && err != errEOF {
-					return fail("buyer."+k, err)
+				if err == nil {
+					return nil
 				}
-				return err
+				return f.value(&s, "buyer."+k, start, err)
 			})
 		case "traffic_country":
 			if !s.null() {
@@ -205,61 +290,72 @@ func DecodeOrder(data []byte) (*Order, error) {
 				o.Items = make([]Item, 0, 4) // most orders have a few items: one allocation
 				f.itemAmounts = make([][]byte, 0, 4)
 			}
-			err = s.array(func() error {
-				i := len(o.Items)
-				if i >= rules.MaxItems {
-					return fail("items", fmt.Errorf("more than %d items", rules.MaxItems))
-				}
-				o.Items = append(o.Items, Item{})
-				f.itemAmounts = append(f.itemAmounts, nil)
-				it := &o.Items[i]
-				seenQty := false
-				err := s.object(func(k string) error {
-					var err error
-					switch k {
-					case "sku":
-						it.SKU, err = s.str()
-					case "category":
-						it.Category, err = s.str()
-					case "amount":
-						f.itemAmounts[i], err = s.decimalText()
-					case "quantity":
-						it.Quantity, err = s.wholeNumber()
-						seenQty = true
-					default:
-						return s.skip()
-					}
-					if err != nil && err != errEOF {
-						return fail(fmt.Sprintf("items[%d].%s", i, k), err)
-					}
-					return err
-				})
-				if err == errNotObject {
-					return fail(fmt.Sprintf("items[%d]", i), err)
-				}
-				if err == nil && !seenQty {
-					it.Quantity = 1
-				}
-				return err
-			})
+			err = s.array(func() error { return f.item(&s, o) })
 		default:
 			return s.skip()
 		}
-		if err != nil && err != errEOF {
-			return fail(key, err)
-		}
-		return err
+		return f.value(&s, key, start, err)
 	})
-	if err != nil {
-		return nil, fail("", err)
+	if ie, ok := err.(*InputError); ok {
+		f.problems = append(f.problems, FieldError{ie.Field, ie.Msg})
+	} else if err != nil {
+		return nil, &InputError{OrderID: o.OrderID, Msg: "malformed JSON: " + err.Error()}
 	}
-	if s.peek() != 0 {
-		return nil, fail("", s.syntax("data after the order object"))
+	if err == nil && s.peek() != 0 {
+		return nil, &InputError{OrderID: o.OrderID, Msg: "malformed JSON: " + s.syntax("data after the order object").Error()}
 	}
-	if err := o.validate(&f); err != nil {
-		return nil, err
+	if err == nil {
+		o.validate(&f)
+	}
+	if len(f.problems) > 0 {
+		return nil, &InputError{OrderID: o.OrderID, Field: f.problems[0].Field, Msg: f.problems[0].Msg, More: f.problems[1:]}
 	}
 	return o, nil
+}
+
+// item reads one element of items. Past rules.MaxItems, elements are stepped over (the list is
+// reported once).
+func (f *orderFields) item(s *scanner, o *Order) error {
+	i := len(o.Items)
+	if i >= rules.MaxItems {
+		if !f.has("items") {
+			f.add("items", "more than %d items", rules.MaxItems)
+		}
+		return s.skip()
+	}
+	o.Items = append(o.Items, Item{})
+	f.itemAmounts = append(f.itemAmounts, nil)
+	it := &o.Items[i]
+	seenQty := false
+	start := s.i
+	err := s.object(func(k string) error {
+		start := s.i
+		var err error
+		switch k {
+		case "sku":
+			it.SKU, err = s.str()
+		case "category":
+			it.Category, err = s.str()
+		case "amount":
+			f.itemAmounts[i], err = s.decimalText()
+		case "quantity":
+			it.Quantity, err = s.wholeNumber()
+			seenQty = true
+		default:
+			return s.skip()
+		}
+		if err == nil {
+			return nil
+		}
+		return f.value(s, fmt.Sprintf("items[%d].%s", i, k), start, err)
+	})
+	if err == nil {
+		if !seenQty {
+			it.Quantity = 1
+		}
+		return nil
+	}
+	return f.value(s, fmt.Sprintf("items[%d]", i), start, err)
 }
 
 // timestamp reads an RFC 3339 string into a UTC time.
@@ -272,11 +368,11 @@ func (s *scanner) timestamp() (time.Time, error) {
 	// here for one that copies it), so it can share the input's bytes instead of copying them.
 	t, err := time.Parse(time.RFC3339Nano, unsafe.String(unsafe.SliceData(b), len(b)))
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 timestamp (2025-03-01T12:00:00Z)", b)
+		return time.Time{}, fmt.Errorf("%s is not an RFC 3339 timestamp (2025-03-01T12:00:00Z)", clip(string(b)))
 	}
 	// Rules subtract timestamps: keep every difference inside a CEL duration (±292 years).
 	if y := t.UTC().Year(); y < minYear || y > maxYear {
-		return time.Time{}, fmt.Errorf("%q is outside the years %d to %d", b, minYear, maxYear)
+		return time.Time{}, fmt.Errorf("%s is outside the years %d to %d", clip(string(b)), minYear, maxYear)
 	}
 	return t.UTC(), nil
 }
@@ -319,8 +415,10 @@ func (s *scanner) code(known map[string]string) (string, error) {
 	return string(b), nil
 }
 
-// decimalText reads an amount: a decimal string or a JSON number, as its exact text.
+// decimalText reads an amount: a decimal string or a JSON number in plain notation, as its exact
+// text. Exponent notation (1e3) is refused: an amount is written as the bank writes it.
 func (s *scanner) decimalText() ([]byte, error) {
+	var num []byte
 	switch c := s.peek(); {
 	case c == '"':
 		v, err := s.strBytes()
@@ -328,20 +426,27 @@ func (s *scanner) decimalText() ([]byte, error) {
 			return nil, err
 		}
 		inner := scanner{b: v}
-		num, err := inner.number()
+		num, err = inner.number()
 		if err != nil || len(num) != len(v) { // the whole string, no spaces around it
-			return nil, fmt.Errorf("%q is not a decimal number", v)
+			return nil, fmt.Errorf("%s is not a decimal number", clip(string(v)))
 		}
-		return num, nil
 	case c == '-' || (c >= '0' && c <= '9'):
-		return s.number()
+		var err error
+		if num, err = s.number(); err != nil {
+			return nil, err
+		}
 	case c == 0:
 		return nil, errEOF
+	default:
+		if err := s.skip(); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("must be a decimal string such as \"12.50\"")
 	}
-	if err := s.skip(); err != nil {
-		return nil, err
+	if bytes.ContainsAny(num, "eE") {
+		return nil, fmt.Errorf("%s is in exponent notation: write a plain decimal such as \"1000\" or \"12.50\"", clipNumber(num))
 	}
-	return nil, errors.New("must be a decimal string such as \"12.50\"")
+	return num, nil
 }
 
 // wholeNumber reads a JSON integer.
@@ -370,10 +475,10 @@ func (s *scanner) wholeNumber() (int64, error) {
 	return n, nil
 }
 
-func (o *Order) validate(f *orderFields) error {
-	bad := func(field, format string, args ...any) error {
-		return &InputError{OrderID: o.OrderID, Field: field, Msg: fmt.Sprintf(format, args...)}
-	}
+// validate checks the decoded order, recording every problem in f; fields whose value had a
+// problem already are not checked again.
+func (o *Order) validate(f *orderFields) {
+	check := func(field string) bool { return !f.has(field) }
 	required := []struct {
 		seen  bool
 		empty bool
@@ -389,100 +494,159 @@ func (o *Order) validate(f *orderFields) error {
 		{f.amount, false, "amount"},
 	}
 	for _, r := range required {
-		if !r.seen {
-			return bad(r.name, "required")
-		}
-		if r.empty {
-			return bad(r.name, "must not be empty")
+		switch {
+		case !check(r.name):
+		case !r.seen:
+			f.add(r.name, "required")
+		case r.empty:
+			f.add(r.name, "must not be empty")
 		}
 	}
 	for _, s := range []struct{ name, v string }{
 		{"order_id", o.OrderID}, {"program", o.Program}, {"affiliate_id", o.AffiliateID}, {"buyer.id", o.Buyer.ID},
+		{"event_id", o.EventID},
 	} {
-		if len(s.v) > rules.MaxStringLen {
-			return bad(s.name, "longer than %d bytes", rules.MaxStringLen)
+		if len(s.v) > rules.MaxStringLen && check(s.name) {
+			f.add(s.name, "longer than %d bytes", rules.MaxStringLen)
+		}
+	}
+	if f.eventID && o.EventID == "" && check("event_id") {
+		f.add("event_id", "must not be empty (leave it out when the publisher has no event id)")
+	}
+	if check("event_id") {
+		for _, c := range o.EventID {
+			if c < 0x20 || c == 0x7f {
+				f.add("event_id", "must not hold control characters")
+				break
+			}
 		}
 	}
 	switch o.Status {
-	case StatusPending, StatusCompleted, StatusCancelled, StatusRefunded:
+	case StatusPending, StatusCompleted, StatusCancelled, StatusRefunded, "":
 	default:
-		return bad("status", "%q is not one of pending, completed, cancelled, refunded", string(o.Status))
+		if check("status") {
+			f.add("status", "%s is not one of pending, completed, cancelled, refunded", clip(string(o.Status)))
+		}
 	}
-	if !f.buyerID || o.Buyer.ID == "" {
-		return bad("buyer.id", "required")
+	if f.buyer && !f.hasExactly("buyer") {
+		if check("buyer.id") && (!f.buyerID || o.Buyer.ID == "") {
+			f.add("buyer.id", "required")
+		}
+		switch {
+		case !check("buyer.country"):
+		case !f.buyerCountry:
+			f.add("buyer.country", "required")
+		case !KnownCountry(o.Buyer.Country):
+			f.add("buyer.country", "%s is not an ISO 3166-1 alpha-2 country code", clip(o.Buyer.Country))
+		}
+		if !f.buyerNew && check("buyer.new") {
+			f.add("buyer.new", "required (true for the buyer's first paid order)")
+		}
 	}
-	if !f.buyerCountry {
-		return bad("buyer.country", "required")
-	}
-	if !KnownCountry(o.Buyer.Country) {
-		return bad("buyer.country", "%q is not an ISO 3166-1 alpha-2 country code", o.Buyer.Country)
-	}
-	if !f.buyerNew {
-		return bad("buyer.new", "required (true for the buyer's first paid order)")
-	}
-	if o.TrafficCountry != "" && !KnownCountry(o.TrafficCountry) {
-		return bad("traffic_country", "%q is not an ISO 3166-1 alpha-2 country code", o.TrafficCountry)
+	if o.TrafficCountry != "" && !KnownCountry(o.TrafficCountry) && check("traffic_country") {
+		f.add("traffic_country", "%s is not an ISO 3166-1 alpha-2 country code", clip(o.TrafficCountry))
 	}
 	cur, ok := LookupCurrency(f.currencyCode)
 	if !ok {
-		return bad("currency", "%q is not an ISO 4217 currency code", f.currencyCode)
+		if f.currencyCode != "" && check("currency") {
+			f.add("currency", "%s is not an ISO 4217 currency code", clip(f.currencyCode))
+		}
+		// Amounts are read in the currency's minor units: without one they cannot be checked.
+		return
 	}
 	o.Currency = cur
-	if err := o.Currency.parseAmount(&o.Amount, f.amountText); err != nil {
-		return bad("amount", "%v", err)
-	}
-	if f.refundedSet {
-		if err := o.Currency.parseAmount(&o.RefundedAmount, f.refundedText); err != nil {
-			return bad("refunded_amount", "%v", err)
+	amountOK := f.amount && check("amount")
+	if amountOK {
+		if err := o.Currency.parseAmount(&o.Amount, f.amountText); err != nil {
+			f.add("amount", "%v", err)
+			amountOK = false
 		}
-		if o.RefundedAmount.Cmp(&o.Amount) > 0 {
-			return bad("refunded_amount", "%s is more than the amount %s", o.RefundedAmount.Text('f'), o.Amount.Text('f'))
+	}
+	if f.refundedSet && check("refunded_amount") {
+		if err := o.Currency.parseAmount(&o.RefundedAmount, f.refundedText); err != nil {
+			f.add("refunded_amount", "%v", err)
+		} else if amountOK && o.RefundedAmount.Cmp(&o.Amount) > 0 {
+			f.add("refunded_amount", "%s is more than the amount %s", o.RefundedAmount.Text('f'), o.Amount.Text('f'))
 		}
 	}
 	for i := range o.Items {
 		it := &o.Items[i]
-		if it.SKU == "" {
-			return bad(fmt.Sprintf("items[%d].sku", i), "required")
+		field := func(sub string) string { return fmt.Sprintf("items[%d]%s", i, sub) } // only for problems: Sprintf allocates
+		fine := func(sub string) bool { return len(f.problems) == 0 || check(field(sub)) }
+		if len(f.problems) > 0 && f.hasExactly(field("")) {
+			continue
+		}
+		if it.SKU == "" && fine(".sku") {
+			f.add(field(".sku"), "required")
 		}
 		if len(it.SKU) > rules.MaxStringLen || len(it.Category) > rules.MaxStringLen {
-			return bad(fmt.Sprintf("items[%d]", i), "sku and category must be at most %d bytes", rules.MaxStringLen)
+			f.add(field(""), "sku and category must be at most %d bytes", rules.MaxStringLen)
 		}
-		if it.Quantity < 1 {
-			return bad(fmt.Sprintf("items[%d].quantity", i), "must be at least 1")
+		if it.Quantity < 1 && fine(".quantity") {
+			f.add(field(".quantity"), "must be at least 1")
 		}
-		if f.itemAmounts[i] != nil {
+		if f.itemAmounts[i] != nil && fine(".amount") {
 			if err := o.Currency.parseAmount(&it.Amount, f.itemAmounts[i]); err != nil {
-				return bad(fmt.Sprintf("items[%d].amount", i), "%v", err)
+				f.add(field(".amount"), "%v", err)
 			}
 		}
 	}
-	return nil
+}
+
+// clip quotes an input value for an error message, cut to its first 32 bytes when longer (an
+// error names the value; it does not echo a 5 000-digit one back whole).
+func clip(v string) string {
+	const keep = 32
+	if len(v) <= keep {
+		return strconv.Quote(v)
+	}
+	cut := keep
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return strconv.Quote(v[:cut]) + fmt.Sprintf("… (%d bytes)", len(v))
+}
+
+// clipNumber is clip for a number's text, unquoted.
+func clipNumber(text []byte) string {
+	const keep = 32
+	if len(text) <= keep {
+		return string(text)
+	}
+	return string(text[:keep]) + fmt.Sprintf("… (%d characters)", len(text))
 }
 
 // parseAmount parses an exact, non-negative amount with no more decimals than the currency has.
 func (c Currency) parseAmount(d *apd.Decimal, text []byte) error {
+	if len(text) > maxAmountText {
+		return fmt.Errorf("%s is longer than %d characters", clipNumber(text), maxAmountText)
+	}
 	if !setPlainDecimal(d, text) {
 		if _, _, err := d.SetString(string(text)); err != nil || d.Form != apd.Finite {
-			return fmt.Errorf("%q is not a decimal number", text)
+			return fmt.Errorf("%s is not a decimal number", clipNumber(text))
 		}
 	}
 	if d.Negative && !d.IsZero() {
-		return fmt.Errorf("%s is negative; amounts are ≥ 0", text)
+		return fmt.Errorf("%s is negative; amounts are ≥ 0", clipNumber(text))
 	}
 	d.Negative = false
 	if d.Exponent < -c.MinorUnits {
 		// More digits than the currency has: allowed only when they are zeros (12.500 USD).
 		var q apd.Decimal
 		if _, err := exact.Quantize(&q, d, -c.MinorUnits); err != nil || q.Cmp(d) != 0 {
-			return fmt.Errorf("%s has more decimal places than %s allows (%d)", text, c.Code, c.MinorUnits)
+			return fmt.Errorf("%s has more decimal places than %s allows (%d)", clipNumber(text), c.Code, c.MinorUnits)
 		}
 		d.Set(&q)
 	}
 	if d.NumDigits() > 40 {
-		return fmt.Errorf("%s is too large", text)
+		return fmt.Errorf("%s has more than 40 digits", clipNumber(text))
 	}
 	return nil
 }
+
+// maxAmountText bounds an amount's text: 40 digits (the most an amount may have), a sign, a
+// point and some trailing zeros.
+const maxAmountText = 64
 
 // setPlainDecimal sets d from text written as -?digits[.digits] with at most 18 digits (most
 // amounts), giving exactly what apd's SetString gives, without converting text to a string.

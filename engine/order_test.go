@@ -198,7 +198,17 @@ func TestDecodeOrderRejects(t *testing.T) {
 		{"USD amount number with three decimals", orderJSON(`amount=12.345`), "amount", "more decimal places than USD allows (2)"},
 		{"JPY amount with decimals", orderJSON(`currency="JPY"`, `amount="100.5"`, "-items"), "amount", "more decimal places than JPY allows (0)"},
 		{"KWD amount with four decimals", orderJSON(`currency="KWD"`, `amount="0.0001"`, "-items"), "amount", "more decimal places than KWD allows (3)"},
-		{"amount too large", orderJSON(`amount="` + strings.Repeat("9", 41) + `"`), "amount", "too large"},
+		{"amount too large", orderJSON(`amount="` + strings.Repeat("9", 41) + `"`), "amount", "more than 40 digits"},
+		{"amount in exponent notation", orderJSON(`amount="1e3"`), "amount", `1e3 is in exponent notation: write a plain decimal such as "1000"`},
+		{"amount as a JSON number in exponent notation", orderJSON(`amount=1.5e2`), "amount", "1.5e2 is in exponent notation"},
+		{"item amount in exponent notation", orderJSON(`items=[{"sku":"s","amount":"2E1"}]`), "items[0].amount", "2E1 is in exponent notation"},
+		{"5 000-digit amount, not echoed whole", orderJSON(`amount="` + strings.Repeat("1", 5000) + `"`), "amount",
+			strings.Repeat("1", 32) + "… (5000 characters) is longer than 64 characters"},
+		{"5 000-byte timestamp, not echoed whole", orderJSON(`placed_at="` + strings.Repeat("2", 5000) + `"`), "placed_at",
+			`"` + strings.Repeat("2", 32) + `"… (5000 bytes) is not an RFC 3339 timestamp`},
+		{"empty event_id", orderJSON(`event_id=""`), "event_id", "must not be empty"},
+		{"event_id not a string", orderJSON(`event_id=7`), "event_id", "must be a string"},
+		{"updated_at not a timestamp", orderJSON(`updated_at="yesterday"`), "updated_at", "not an RFC 3339 timestamp"},
 		{"amount with a huge exponent", orderJSON(`amount=1e999999999`), "amount", ""},
 		{"negative refunded_amount", orderJSON(`refunded_amount="-5"`), "refunded_amount", "negative"},
 		{"non-decimal refunded_amount", orderJSON(`refunded_amount="five"`), "refunded_amount", "not a decimal number"},
@@ -307,9 +317,6 @@ func TestDecodeOrderAccepts(t *testing.T) {
 		{"amount of 40 digits", orderJSON(`currency="JPY"`, `amount="`+strings.Repeat("9", 40)+`"`, "-items", "-refunded_amount"), func(t *testing.T, o *engine.Order) {
 			wantText(t, "amount", o.Amount.Text('f'), strings.Repeat("9", 40))
 		}},
-		{"amount as a JSON number with an exponent", orderJSON(`amount=1.5e2`), func(t *testing.T, o *engine.Order) {
-			wantText(t, "amount", o.Amount.Text('f'), "150")
-		}},
 		{"amount with extra zero decimals", orderJSON(`amount="12.5000"`), func(t *testing.T, o *engine.Order) {
 			wantText(t, "amount", o.Amount.Text('f'), "12.50")
 		}},
@@ -412,5 +419,49 @@ func wantText(t *testing.T, what, got, want string) {
 	t.Helper()
 	if got != want {
 		t.Errorf("%s: got %q, want %q", what, got, want)
+	}
+}
+
+// TestDecodeOrderReportsEveryProblem: an event's problems come back together, in the order the
+// fields are found, so a publisher fixes them in one round trip.
+func TestDecodeOrderReportsEveryProblem(t *testing.T) {
+	cases := []struct {
+		name  string
+		input string
+		want  []string // field: message prefix, in order
+	}{
+		{"no buyer, no placed_at, unknown currency", orderJSON("-buyer", "-placed_at", `currency="XXX"`),
+			[]string{"placed_at: required", "buyer: required", `currency: "XXX" is not an ISO 4217 currency code`}},
+		{"wrong types are stepped over", orderJSON(`order_id=7`, `placed_at=true`, `buyer={"id":1,"country":"ZZ","new":"yes"}`, `amount={"v":1}`),
+			[]string{"order_id: must be a string", "placed_at: must be a string", "buyer.id: must be a string",
+				"buyer.new: must be true or false", "amount: must be a decimal string", `buyer.country: "ZZ" is not an ISO 3166-1`}},
+		{"bad items each named", orderJSON(`items=[{"sku":"","quantity":0},"x",{"sku":"b","amount":"-1"}]`),
+			[]string{"items[1]: must be an object", "items[0].sku: required", "items[0].quantity: must be at least 1", "items[2].amount: -1 is negative"}},
+		{"a malformed value ends the reading, keeping what was found before", orderJSON(`order_id=7`, `status="lost"`, `currency="A` + "\x01" + `"`),
+			[]string{"order_id: must be a string", "currency: invalid JSON at offset"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := engine.DecodeOrder([]byte(c.input))
+			var ie *engine.InputError
+			if !errors.As(err, &ie) {
+				t.Fatalf("got %v, want an *InputError", err)
+			}
+			var got []string
+			for _, p := range ie.Problems() {
+				got = append(got, p.String())
+			}
+			if len(got) != len(c.want) {
+				t.Fatalf("got %d problems %q, want %d like %q", len(got), got, len(c.want), c.want)
+			}
+			for i := range c.want {
+				if !strings.HasPrefix(got[i], c.want[i]) {
+					t.Errorf("problem %d: got %q, want it to start with %q", i, got[i], c.want[i])
+				}
+			}
+			if want := strings.Join(got, "; "); err.Error() != want {
+				t.Errorf("Error() = %q, want %q", err.Error(), want)
+			}
+		})
 	}
 }

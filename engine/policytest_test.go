@@ -51,7 +51,7 @@ tests:
     expect: {error: "amount"}
   - name: rejected with another error
     order: {order_id: x}
-    expect: {error: "currency"}
+    expect: {error: "refunded_amount"}
   - name: rejected unexpectedly
     order: {order_id: x}
     expect: {qualified: true}
@@ -63,7 +63,7 @@ tests:
 		"wrong failed rules":              "failed_rules: got [], want [completed]",
 		"wrong rate rule and rate":        `rate_rule: got "selected_new", want "other_new"`,
 		"expects an error but is decided": `error: got a decision, want an error containing "amount"`,
-		"rejected with another error":     `want one containing "currency"`,
+		"rejected with another error":     `want one containing "refunded_amount"`,
 		"rejected unexpectedly":           "error: program: required",
 	}
 	results := e.RunPolicyTests(context.Background())

@@ -30,7 +30,13 @@ type DecisionView struct {
 	Rounding    string    `json:"rounding"`
 	Env         string    `json:"env"`
 	DecidedAt   time.Time `json:"decided_at"`
-	Chain       ChainRef  `json:"chain"`
+	// BecameCurrent: the order's state followed this decision when it was stored (false for an
+	// event older in the stream than the order's current one, which arrived late).
+	BecameCurrent bool `json:"became_current"`
+	// Current is set where an order's decisions are listed together (explain): whether this is
+	// the order's current decision, the one its state and payouts follow now.
+	Current *bool    `json:"current,omitempty"`
+	Chain   ChainRef `json:"chain"`
 	// Trace is every rule of the deciding policy in policy order with its stored outcome; an
 	// explained decision adds each rule's expression and the input values it read.
 	Trace []RuleView `json:"trace"`
@@ -215,7 +221,7 @@ func NewDecisionView(d audit.StoredDecision) DecisionView {
 		AffiliateID: d.AffiliateID, Policy: PolicyRef{Version: d.PolicyVersion, Digest: d.PolicyDigest},
 		Qualified: d.Qualified, FailedRules: d.FailedRules, RateRule: d.RateRule,
 		Rate: d.Rate.Text('f'), Base: d.Base.Text('f'), Commission: d.Commission.Text('f'),
-		Currency: d.Currency, Rounding: d.Rounding, Env: d.Env, DecidedAt: d.DecidedAt.UTC(),
+		Currency: d.Currency, Rounding: d.Rounding, Env: d.Env, DecidedAt: d.DecidedAt.UTC(), BecameCurrent: d.Current,
 		Chain: ChainRef{Partition: d.Partition, BatchSeq: d.BatchSeq, Leaf: d.Leaf, LeafHash: d.LeafHash},
 		Trace: make([]RuleView, len(d.Trace)),
 	}

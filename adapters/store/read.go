@@ -93,7 +93,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 
 const decisionColumns = "id, event_id, order_id, program, affiliate_id, policy_version, policy_digest, qualified, " +
 	"failed_rules, rate_rule, rate, flat, base, commission, currency, rounding, trace, env, stream_seq, decided_at, " +
-	"part, batch_seq, leaf, leaf_hash"
+	"part, batch_seq, leaf, leaf_hash, is_current"
 
 // decisionColumns casts the decimal columns to text in PostgreSQL, so they scan as exact strings.
 // In SQLite decided_at is read as text, for timeScanner.
@@ -114,7 +114,7 @@ func scanDecision(rows interface{ Scan(...any) error }) (StoredDecision, error) 
 	)
 	if err := rows.Scan(&d.ID, &d.EventID, &d.OrderID, &d.Program, &d.AffiliateID, &d.PolicyVersion, &d.PolicyDigest,
 		&d.Qualified, &failed, &d.RateRule, &rate, &flat, &base, &commission, &d.Currency, &d.Rounding, &tr, &d.Env,
-		&streamSeq, timeScanner{&d.DecidedAt}, &d.Partition, &batchSeq, &d.Leaf, &d.LeafHash); err != nil {
+		&streamSeq, timeScanner{&d.DecidedAt}, &d.Partition, &batchSeq, &d.Leaf, &d.LeafHash, &d.Current); err != nil {
 		return d, err
 	}
 	d.StreamSeq, d.BatchSeq = uint64(streamSeq), uint64(batchSeq)

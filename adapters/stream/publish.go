@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/commissioner/commissioner/engine"
 )
 
 // Publisher publishes order events (one JSON object each) to the stream. It is safe for
@@ -25,7 +27,9 @@ import (
 //	Nats-Msg-Id: <program>:<order_id>:<first 16 hex digits of SHA-256(raw)>
 //
 // so the stream drops an identical event published again within Config.DuplicateWindow, while
-// a changed event of the same order (a new status, a refund) is a new event. Only program,
+// a changed event of the same order (a new status, a refund) is a new event. An event that
+// carries the publisher's own "event_id" is known by it instead (engine.EventIdentity), so an
+// order that goes back to an earlier state byte for byte is a new event when its event_id is new. Only program,
 // order_id and affiliate_id are read from the JSON, cheaply; nothing is validated here. They
 // are read as the engine reads them (escapes decoded; of a key given twice, the last), so an
 // event's subject names the program and affiliate it is decided for. An id that cannot be read
@@ -63,17 +67,24 @@ func NewPublisher(js jetstream.JetStream, cfg Config) (*Publisher, error) {
 // Message builds the message for an order event: its subject, data and Nats-Msg-Id.
 func (p *Publisher) Message(raw []byte) *nats.Msg {
 	ids := identify(raw)
-	sum := sha256.Sum256(raw)
-	var id []byte
-	id = append(id, ids.program.plain()...)
-	id = append(id, ':')
-	id = append(id, ids.orderID.plain()...)
-	id = append(id, ':')
-	id = hex.AppendEncode(id, sum[:8])
+	var id string
+	if ev := ids.eventID.plain(); ev != "" {
+		// The engine gives the event this identity too (engine.EventIdentity): the stream and
+		// the store deduplicate by the publisher's key.
+		id = engine.EventIdentity(ids.program.plain(), ids.orderID.plain(), ev)
+	} else {
+		sum := sha256.Sum256(raw)
+		b := make([]byte, 0, len(ids.program.value)+len(ids.orderID.value)+18)
+		b = append(b, ids.program.plain()...)
+		b = append(b, ':')
+		b = append(b, ids.orderID.plain()...)
+		b = append(b, ':')
+		id = string(hex.AppendEncode(b, sum[:8]))
+	}
 	return &nats.Msg{
 		Subject: p.cfg.OrderSubject(ids.program.value, ids.affiliate.value),
 		Data:    raw,
-		Header:  nats.Header{jetstream.MsgIDHeader: []string{string(id)}},
+		Header:  nats.Header{jetstream.MsgIDHeader: []string{id}},
 	}
 }
 
@@ -277,9 +288,9 @@ func (f idField) plain() string {
 	return f.value
 }
 
-type identity struct{ program, orderID, affiliate idField }
+type identity struct{ program, orderID, affiliate, eventID idField }
 
-// identify reads the top-level "program", "order_id" and "affiliate_id" string values of a JSON
+// identify reads the top-level "program", "order_id", "affiliate_id" and "event_id" string values of a JSON
 // object as encoding/json (and the engine's decoder) would: escapes decoded, the last of keys
 // given twice. It never fails: malformed input yields what was read before the problem.
 func identify(b []byte) identity {
@@ -306,6 +317,8 @@ func identify(b []byte) identity {
 			f = &id.orderID
 		case "affiliate_id":
 			f = &id.affiliate
+		case "event_id":
+			f = &id.eventID
 		}
 		start := s.i
 		if !s.skipValue() {

@@ -102,22 +102,29 @@ func TestPublisherMessage(t *testing.T) {
 	tests := []struct {
 		name, raw         string
 		subject, idPrefix string
+		id                string // the whole Nats-Msg-Id, for an event with an event_id
 	}{
-		{"plain", `{"order_id":"o-1","program":"alibaba","affiliate_id":"aff-1","amount":"1"}`, "orders.alibaba.aff-1", "alibaba:o-1:"},
-		{"keys after nested objects", `{"buyer":{"program":"x","order_id":"y","affiliate_id":"z"},"items":[{"program":"z"}],"order_id":"o-2", "program" : "alibaba","affiliate_id":"a"}`, "orders.alibaba.a", "alibaba:o-2:"},
-		{"no program", `{"order_id":"o-3","affiliate_id":"a"}`, "orders.~.a", ":o-3:"},
-		{"no affiliate", `{"order_id":"o-3","program":"alibaba"}`, "orders.alibaba.~", "alibaba:o-3:"},
-		{"program dead is a program like any other", `{"program":"dead","order_id":"o-4","affiliate_id":"a"}`, "orders.dead.a", "dead:o-4:"},
-		{"ids that are not tokens", `{"program":"a.b","order_id":"o-5","affiliate_id":"José *>"}`, "orders.~612e62.~4a6f73c3a9202a3e", "a.b:o-5:"},
-		{"escaped values are decoded", `{"program":"ali\u0062aba","order_id":"o\n6","affiliate_id":"a\u002e1"}`, "orders.alibaba.~612e31", "::"},
-		{"escaped key", `{"pro\u0067ram":"alibaba","order_id":"o-7","affiliate_id":"a"}`, "orders.alibaba.a", "alibaba:o-7:"},
-		{"the last of a key given twice", `{"program":"x","order_id":"o-8","affiliate_id":"a","affiliate_id":"b","program":"alibaba"}`, "orders.alibaba.b", "alibaba:o-8:"},
-		{"program not a string", `{"program":7,"order_id":"o-9","affiliate_id":"a"}`, "orders.~.a", ":o-9:"},
-		{"invalid UTF-8", "{\"program\":\"alibaba\",\"order_id\":\"o-10\",\"affiliate_id\":\"a\xff\"}", "orders.alibaba.~", "alibaba:o-10:"},
-		{"malformed after the ids", `{"order_id":"o-11","program":"alibaba","affiliate_id":"a","x":`, "orders.alibaba.a", "alibaba:o-11:"},
-		{"malformed before the ids", `{"order_id":"o-12","x":[,"program":"alibaba"}`, "orders.~.~", ":o-12:"},
-		{"not an object", `["program","alibaba"]`, "orders.~.~", "::"},
-		{"empty", ``, "orders.~.~", "::"},
+		{"plain", `{"order_id":"o-1","program":"alibaba","affiliate_id":"aff-1","amount":"1"}`, "orders.alibaba.aff-1", "alibaba:o-1:", ""},
+		{"keys after nested objects", `{"buyer":{"program":"x","order_id":"y","affiliate_id":"z"},"items":[{"program":"z"}],"order_id":"o-2", "program" : "alibaba","affiliate_id":"a"}`, "orders.alibaba.a", "alibaba:o-2:", ""},
+		{"no program", `{"order_id":"o-3","affiliate_id":"a"}`, "orders.~.a", ":o-3:", ""},
+		{"no affiliate", `{"order_id":"o-3","program":"alibaba"}`, "orders.alibaba.~", "alibaba:o-3:", ""},
+		{"program dead is a program like any other", `{"program":"dead","order_id":"o-4","affiliate_id":"a"}`, "orders.dead.a", "dead:o-4:", ""},
+		{"ids that are not tokens", `{"program":"a.b","order_id":"o-5","affiliate_id":"José *>"}`, "orders.~612e62.~4a6f73c3a9202a3e", "a.b:o-5:", ""},
+		{"escaped values are decoded", `{"program":"ali\u0062aba","order_id":"o\n6","affiliate_id":"a\u002e1"}`, "orders.alibaba.~612e31", "::", ""},
+		{"escaped key", `{"pro\u0067ram":"alibaba","order_id":"o-7","affiliate_id":"a"}`, "orders.alibaba.a", "alibaba:o-7:", ""},
+		{"the last of a key given twice", `{"program":"x","order_id":"o-8","affiliate_id":"a","affiliate_id":"b","program":"alibaba"}`, "orders.alibaba.b", "alibaba:o-8:", ""},
+		{"program not a string", `{"program":7,"order_id":"o-9","affiliate_id":"a"}`, "orders.~.a", ":o-9:", ""},
+		{"invalid UTF-8", "{\"program\":\"alibaba\",\"order_id\":\"o-10\",\"affiliate_id\":\"a\xff\"}", "orders.alibaba.~", "alibaba:o-10:", ""},
+		{"malformed after the ids", `{"order_id":"o-11","program":"alibaba","affiliate_id":"a","x":`, "orders.alibaba.a", "alibaba:o-11:", ""},
+		{"malformed before the ids", `{"order_id":"o-12","x":[,"program":"alibaba"}`, "orders.~.~", ":o-12:", ""},
+		{"not an object", `["program","alibaba"]`, "orders.~.~", "::", ""},
+		{"empty", ``, "orders.~.~", "::", ""},
+		{"the publisher's event_id", `{"program":"alibaba","order_id":"o-13","affiliate_id":"a","event_id":"evt-1"}`, "orders.alibaba.a", "",
+			"alibaba:o-13:id:evt-1"},
+		{"an event_id that is not plain is hashed", `{"program":"alibaba","order_id":"o-14","affiliate_id":"a","event_id":"evt 1"}`, "orders.alibaba.a", "",
+			"alibaba:o-14:id#" + func() string { s := sha256.Sum256([]byte("evt 1")); return hex.EncodeToString(s[:8]) }()},
+		{"an escaped event_id: the content", `{"program":"alibaba","order_id":"o-15","affiliate_id":"a","event_id":"e\u0031"}`, "orders.alibaba.a", "alibaba:o-15:", ""},
+		{"an event_id not a string: the content", `{"program":"alibaba","order_id":"o-16","affiliate_id":"a","event_id":7}`, "orders.alibaba.a", "alibaba:o-16:", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,6 +134,9 @@ func TestPublisherMessage(t *testing.T) {
 			}
 			sum := sha256.Sum256([]byte(tt.raw))
 			want := tt.idPrefix + hex.EncodeToString(sum[:8])
+			if tt.id != "" {
+				want = tt.id
+			}
 			if got := m.Header.Get(jetstream.MsgIDHeader); got != want {
 				t.Errorf("Nats-Msg-Id: got %q, want %q", got, want)
 			}

@@ -272,7 +272,7 @@ func TestExplainThroughPipeline(t *testing.T) {
 				t.Fatalf("explain: %v\n%s", err, out.String())
 			}
 			for _, want := range []string{ // sample order 7 (seed 7) fails the click window
-				"order alibaba-7: 1 decision, newest first",
+				"order alibaba-7: 1 decision, in stream order; current: decision ",
 				"  effective from  2025-01-01T00:00:00Z (",
 				"  qualified       no: failed click_in_window\n",
 				"  check           reproduced: deciding the stored event again with v1 gives exactly this decision",

@@ -30,8 +30,9 @@ func newEvalCmd(s streams) *cobra.Command {
 		Use:   "eval [--policies DIR] [--version N] [--trace] [--orders FILE]",
 		Short: "Decide order events (JSON lines) and write one decision line per order",
 		Long: `Reads order events as JSON lines (standard input, or --orders FILE) and writes exactly one JSON
-line per input line, in input order: the decision, or {"order_id", "error"} for a line that cannot
-be decided. Exits 0 when every line was decided, 1 when any line was rejected.`,
+line per input line, in input order: the decision, or {"line", "order_id", "error"} for a line that
+cannot be decided, with "errors": [{"field", "message"}] listing every field at fault in an invalid
+order. Exits 0 when every line was decided, 1 when any line was rejected.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runEval(cmd.Context(), p, s.in, s.out)
@@ -63,10 +64,10 @@ func runEval(ctx context.Context, p evalParams, stdin io.Reader, out io.Writer) 
 		in = f
 	}
 	e := engine.New(set)
-	decide := func(line []byte, buf []byte) ([]byte, bool) {
+	decide := func(lineNo int, line []byte, buf []byte) ([]byte, bool) {
 		o, err := engine.DecodeOrder(line)
 		if err != nil {
-			return engine.AppendErrorJSON(buf, orderIDOf(o, err), err), false
+			return engine.AppendErrorJSON(buf, lineNo, orderIDOf(o, err), err), false
 		}
 		var d *engine.Decision
 		if p.Version > 0 {
@@ -78,7 +79,7 @@ func runEval(ctx context.Context, p evalParams, stdin io.Reader, out io.Writer) 
 			d, err = e.Decide(ctx, o)
 		}
 		if err != nil {
-			return engine.AppendErrorJSON(buf, o.OrderID, err), false
+			return engine.AppendErrorJSON(buf, lineNo, o.OrderID, err), false
 		}
 		return d.AppendJSON(buf, p.Trace), true
 	}
@@ -105,6 +106,7 @@ func orderIDOf(o *engine.Order, err error) string {
 
 // chunk is a run of input lines decided by one worker.
 type chunk struct {
+	first int    // the input line number of its first line (1-based)
 	data  []byte // the lines, back to back
 	ends  []int  // end offset of each line in data
 	out   []byte
@@ -115,8 +117,8 @@ type chunk struct {
 const chunkLines = 512
 
 // decideLines reads lines, decides them on workers goroutines and writes the results in input
-// order. It returns how many lines were rejected.
-func decideLines(ctx context.Context, in io.Reader, out io.Writer, workers int, decide func(line, buf []byte) ([]byte, bool)) (int, error) {
+// order; decide is given each line with its line number. It returns how many lines were rejected.
+func decideLines(ctx context.Context, in io.Reader, out io.Writer, workers int, decide func(lineNo int, line, buf []byte) ([]byte, bool)) (int, error) {
 	jobs := make(chan *chunk, workers*2)
 	ordered := make(chan *chunk, workers*4)
 	var wg sync.WaitGroup
@@ -126,9 +128,9 @@ func decideLines(ctx context.Context, in io.Reader, out io.Writer, workers int, 
 			defer wg.Done()
 			for c := range jobs {
 				start := 0
-				for _, end := range c.ends {
+				for i, end := range c.ends {
 					var ok bool
-					c.out, ok = decide(c.data[start:end], c.out)
+					c.out, ok = decide(c.first+i, c.data[start:end], c.out)
 					c.out = append(c.out, '\n')
 					if !ok {
 						c.bad++
@@ -146,7 +148,8 @@ func decideLines(ctx context.Context, in io.Reader, out io.Writer, workers int, 
 		defer close(jobs)
 		sc := bufio.NewScanner(in)
 		sc.Buffer(make([]byte, 1<<20), 64<<20)
-		c := &chunk{ready: make(chan struct{})}
+		lineNo := 0
+		c := &chunk{first: 1, ready: make(chan struct{})}
 		flush := func() bool {
 			if len(c.ends) == 0 {
 				return true
@@ -157,10 +160,11 @@ func decideLines(ctx context.Context, in io.Reader, out io.Writer, workers int, 
 				return false
 			}
 			ordered <- c
-			c = &chunk{ready: make(chan struct{})}
+			c = &chunk{first: lineNo + 1, ready: make(chan struct{})}
 			return true
 		}
 		for sc.Scan() {
+			lineNo++
 			c.data = append(c.data, sc.Bytes()...)
 			c.ends = append(c.ends, len(c.data))
 			if len(c.ends) == chunkLines && !flush() {

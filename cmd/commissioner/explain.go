@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 
@@ -30,7 +31,8 @@ func newExplainCmd(s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "explain ORDER_ID [--program P] [--json]",
 		Short: "Explain every stored decision of an order: each rule, what it read and what it said",
-		Long: `Prints every stored decision of the order (all its events), newest first: the policy version,
+		Long: `Prints every stored decision of the order (all its events) in stream order, the order's current
+decision marked (the one its state and payouts follow): the policy version,
 its digest and effective_from; whether the order qualified, each qualification rule with its
 expression, outcome and the input values it read; the rate rule that matched and why each earlier
 one did not; the rate, base amount, commission and rounding.
@@ -114,6 +116,7 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, cps []aud
 		}
 		return fmt.Errorf("order %s has no stored decision and no dead-lettered event%s in %s", p.OrderID, where, st)
 	}
+	ds, current := inStreamOrder(ds)
 	a := audit.NewAuditor(st)
 	xs := make([]audit.Explained, 0, len(ds))
 	ok := true
@@ -136,6 +139,7 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, cps []aud
 			DeadLetters: make([]deadLetterJSON, len(dead))}
 		for i, x := range xs {
 			doc.Decisions[i] = httpapi.NewExplainedView(x)
+			doc.Decisions[i].Current = new(current[x.Decision.ID])
 		}
 		for i, d := range dead {
 			doc.DeadLetters[i] = toDeadLetterJSON(d, true)
@@ -148,13 +152,18 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, cps []aud
 		if len(xs) == 1 {
 			plural = ""
 		}
-		fmt.Fprintf(out, "order %s: %d decision%s, newest first", p.OrderID, len(xs), plural)
+		fmt.Fprintf(out, "order %s: %d decision%s, in stream order", p.OrderID, len(xs), plural)
+		for _, x := range xs {
+			if current[x.Decision.ID] {
+				fmt.Fprintf(out, "; current: decision %d", x.Decision.ID)
+			}
+		}
 		if len(dead) > 0 {
 			fmt.Fprintf(out, "; %d event(s) dead-lettered (below)", len(dead))
 		}
 		fmt.Fprintln(out)
 		for _, x := range xs {
-			writeExplained(out, x)
+			writeExplained(out, x, current[x.Decision.ID])
 		}
 		for _, d := range dead {
 			fmt.Fprintln(out)
@@ -167,11 +176,39 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, cps []aud
 	return nil
 }
 
+// inStreamOrder sorts an order's decisions by stream sequence — the order its events arrived in
+// and took effect in; decision ids follow commits, which batches of different partitions make out
+// of order — and says which is current in each program: of the decisions the order's state
+// followed when they were stored, the last stored.
+func inStreamOrder(ds []audit.StoredDecision) ([]audit.StoredDecision, map[int64]bool) {
+	sort.SliceStable(ds, func(i, j int) bool {
+		if ds[i].StreamSeq != ds[j].StreamSeq {
+			return ds[i].StreamSeq < ds[j].StreamSeq
+		}
+		return ds[i].ID < ds[j].ID
+	})
+	last := map[string]int64{}
+	for _, d := range ds {
+		if d.Current && d.ID > last[d.Program] {
+			last[d.Program] = d.ID
+		}
+	}
+	current := make(map[int64]bool, len(last))
+	for _, id := range last {
+		current[id] = true
+	}
+	return ds, current
+}
+
 // writeExplained prints one decision for an auditor: a header of aligned fields, the check, then
 // one block per rule.
-func writeExplained(w io.Writer, x audit.Explained) {
+func writeExplained(w io.Writer, x audit.Explained, current bool) {
 	d := &x.Decision
-	fmt.Fprintf(w, "\n== decision %d %s\n", d.ID, strings.Repeat("=", max(0, 60-len(fmt.Sprint(d.ID)))))
+	title := fmt.Sprint(d.ID)
+	if current {
+		title += " (current)"
+	}
+	fmt.Fprintf(w, "\n== decision %s %s\n", title, strings.Repeat("=", max(0, 60-len(title))))
 	field := func(name, format string, args ...any) {
 		fmt.Fprintf(w, "  %-15s %s\n", name, fmt.Sprintf(format, args...))
 	}

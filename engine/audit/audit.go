@@ -142,6 +142,7 @@ type StoredDecision struct {
 	BatchSeq      uint64
 	Leaf          int    // its index in the batch's Merkle tree
 	LeafHash      string // engine.LeafHash of its leaf bytes, hex
+	Current       bool   // the order's current decision: the one its state (and payouts) follow
 }
 
 // StoredPolicy is a policy version as first used.
