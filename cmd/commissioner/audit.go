@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"maps"
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -85,7 +87,7 @@ each partition is repeated in its summary. Rows are streamed and re-evaluated in
 when anything is found.`,
 		Args: cobra.NoArgs,
 	}
-	cf := addConfigFlags(verify)
+	cf := addConfigFlags(verify, storeFlags|natsFlags) // nats: --checkpoints stream, --reconcile
 	f := verify.Flags()
 	f.StringVar(&p.Program, "program", "", "only this program")
 	f.BoolVar(&p.JSON, "json", false, "JSON for machines")
@@ -125,7 +127,7 @@ when anything is found.`,
 			}
 			opts.Reconciled = &rec
 		}
-		return runAuditVerify(cmd.Context(), st, p, opts, s.out)
+		return runAuditVerify(cmd.Context(), st, p, opts, s.out, s.err)
 	}
 	cmd.AddCommand(verify)
 
@@ -138,7 +140,7 @@ checks signatures with. Give it to whoever audits, through a channel of its own:
 verified with a key read from the same host proves only as much as that host.`,
 		Args: cobra.NoArgs,
 	}
-	pcf := addConfigFlags(pubkey)
+	pcf := addConfigFlags(pubkey, flagDataDir) // the checkpoint key is in the data directory
 	pubkey.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := pcf.load()
 		if err != nil {
@@ -219,9 +221,13 @@ func toFindingJSON(f audit.Finding) findingJSON {
 }
 
 // runAuditVerify verifies the store and reports; exitCode(1) after the report when anything was
-// found.
-func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, opts audit.VerifyOptions, out io.Writer) error {
+// found. On a terminal errOut shows how far it got.
+func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, opts audit.VerifyOptions, out, errOut io.Writer) error {
 	start := time.Now()
+	src := &verifyProgress{VerifySource: st}
+	prog := startProgress(errOut, src.status(start))
+	defer prog.Stop()
+	out = prog.Through(out) // the findings, printed as they are found
 	doc := auditJSON{Store: st.String(), Findings: []findingJSON{}, Partitions: []partitionJSON{}}
 	shown := 0
 	if !p.JSON {
@@ -239,7 +245,8 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 		}
 		fmt.Fprintf(out, "FINDING %s\n", f)
 	}
-	rep, err := audit.Verify(ctx, st, opts)
+	rep, err := audit.Verify(ctx, src, opts)
+	prog.Stop()
 	if err == nil && opts.Reconciled != nil {
 		for _, f := range opts.Reconciled.Findings {
 			rep.Findings++
@@ -360,4 +367,44 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// verifyProgress counts what audit verify has read, for its progress line: the decisions of
+// the orders, then the batches of the partitions' chains.
+type verifyProgress struct {
+	audit.VerifySource
+	orders, decisions, batches atomic.Int64
+	partition                  atomic.Int64 // the chain being read; -1: none yet
+}
+
+func (v *verifyProgress) OrderGroups(ctx context.Context, program string, fn func(*audit.OrderGroup) error) error {
+	return v.VerifySource.OrderGroups(ctx, program, func(g *audit.OrderGroup) error {
+		v.orders.Add(1)
+		v.decisions.Add(int64(len(g.Rows)))
+		return fn(g)
+	})
+}
+
+func (v *verifyProgress) Batches(ctx context.Context, partition int) iter.Seq2[audit.BatchRow, error] {
+	v.partition.Store(int64(partition))
+	return func(yield func(audit.BatchRow, error) bool) {
+		for b, err := range v.VerifySource.Batches(ctx, partition) {
+			v.batches.Add(1)
+			if !yield(b, err) {
+				return
+			}
+		}
+	}
+}
+
+// status is the progress line's text.
+func (v *verifyProgress) status(start time.Time) func() string {
+	v.partition.Store(-1)
+	return func() string {
+		line := fmt.Sprintf("audit verify: decisions read %s (%d orders)", perSecond(v.decisions.Load(), start), v.orders.Load())
+		if p := v.partition.Load(); p >= 0 {
+			line += fmt.Sprintf("; chains: partition %d, %d batches read", p, v.batches.Load())
+		}
+		return line
+	}
 }

@@ -56,7 +56,7 @@ func pipelineStore(t *testing.T, dsn string, n int, tokens ...string) (*store.St
 func verifyJSON(t *testing.T, st *store.Store) (auditJSON, bool) {
 	t.Helper()
 	var out bytes.Buffer
-	err := runAuditVerify(context.Background(), st, auditVerifyParams{JSON: true, Workers: 2, MaxFindings: 10000}, audit.VerifyOptions{}, &out)
+	err := runAuditVerify(context.Background(), st, auditVerifyParams{JSON: true, Workers: 2, MaxFindings: 10000}, audit.VerifyOptions{}, &out, io.Discard)
 	failed := false
 	var code exitCode
 	switch {
@@ -79,7 +79,7 @@ func verifyJSON(t *testing.T, st *store.Store) (auditJSON, bool) {
 func verifyText(t *testing.T, st *store.Store) string {
 	t.Helper()
 	var out bytes.Buffer
-	if err := runAuditVerify(context.Background(), st, auditVerifyParams{Workers: 2, MaxFindings: 5}, audit.VerifyOptions{}, &out); err != nil && !errors.Is(err, exitCode(1)) {
+	if err := runAuditVerify(context.Background(), st, auditVerifyParams{Workers: 2, MaxFindings: 5}, audit.VerifyOptions{}, &out, io.Discard); err != nil && !errors.Is(err, exitCode(1)) {
 		t.Fatalf("audit verify: %v", err)
 	}
 	return out.String()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -65,7 +66,7 @@ func TestServiceSignsCheckpoints(t *testing.T) {
 		t.Errorf("the last checkpoint names %d partitions, want %d", len(last.Heads), cfg.NATS.Partitions)
 	}
 
-	args := []string{"audit", "verify", "--data-dir", cfg.DataDir, "--policies", cfg.Policies, "--checkpoints", logPath}
+	args := []string{"audit", "verify", "--data-dir", cfg.DataDir, "--checkpoints", logPath}
 	if out := cliOK(t, args...); !strings.Contains(out, "stored as signed") || !strings.Contains(out, "OK:") {
 		t.Errorf("audit verify --checkpoints printed:\n%s", out)
 	}
@@ -79,7 +80,7 @@ func TestServiceSignsCheckpoints(t *testing.T) {
 	if err := json.Unmarshal(lines[0], &first); err != nil {
 		t.Fatal(err)
 	}
-	explained := cliOK(t, "explain", first.OrderID, "--data-dir", cfg.DataDir, "--policies", cfg.Policies, "--proof", logPath)
+	explained := cliOK(t, "explain", first.OrderID, "--data-dir", cfg.DataDir, "--proof", logPath)
 	if !regexp.MustCompile(`checkpoint +proven: batches \d+–\d+ link to the head the checkpoint at .*checkpoints.log:\d+`).MatchString(explained) {
 		t.Errorf("explain --proof printed:\n%s", explained)
 	}
@@ -159,7 +160,7 @@ func TestReconcileFindsPurgedEvents(t *testing.T) {
 		t.Fatalf("reconciled: %+v; want %d lost (the purged), none pending, %d consumed", rec, purged, last-purged)
 	}
 	var out bytes.Buffer
-	err = runAuditVerify(ctx, svc.store, auditVerifyParams{Workers: 2, MaxFindings: 5}, audit.VerifyOptions{Reconciled: &rec}, &out)
+	err = runAuditVerify(ctx, svc.store, auditVerifyParams{Workers: 2, MaxFindings: 5}, audit.VerifyOptions{Reconciled: &rec}, &out, io.Discard)
 	// Partition 3 was claimed and never wrote a batch: its genesis head is no finding.
 	if !errors.Is(err, exitCode(1)) || !strings.Contains(out.String(), "stream_gap") || strings.Contains(out.String(), "head_mismatch") ||
 		!strings.Contains(out.String(), fmt.Sprintf("%d were lost", purged)) {

@@ -118,29 +118,54 @@ func (c *Config) withStorePassword() error {
 	return nil
 }
 
-// configFlags are the flags every service command shares, and the config keys they set.
+// configFlags are a command's configuration flags: --config, and those of the settings it reads.
 type configFlags struct {
 	file  string
 	flags *pflag.FlagSet
 }
 
-var flagKeys = map[string]string{
-	"data-dir":  "data_dir",
-	"policies":  "policies",
-	"nats-url":  "nats.url",
-	"store-dsn": "store.dsn",
-	"http-addr": "http.addr",
+// configFlagSet says which configuration flags a command takes: the ones of the settings it
+// reads, so that its help lists no flag it would ignore.
+type configFlagSet uint8
+
+const (
+	flagDataDir  configFlagSet = 1 << iota // --data-dir
+	flagStoreDSN                           // --store-dsn
+	flagNATSURL                            // --nats-url
+	flagPolicies                           // --policies
+	flagHTTPAddr                           // --http-addr
+
+	// storeFlags: the store (by default SQLite in the data directory).
+	storeFlags = flagDataDir | flagStoreDSN
+	// natsFlags: NATS (by default the embedded server on the data directory).
+	natsFlags = flagDataDir | flagNATSURL
+	// serviceFlags: everything a running service reads.
+	serviceFlags = storeFlags | natsFlags | flagPolicies | flagHTTPAddr
+)
+
+// configFlagDefs are the configuration flags: name, the config key it sets, usage.
+var configFlagDefs = []struct {
+	bit         configFlagSet
+	name, key   string
+	description string
+}{
+	{flagDataDir, "data-dir", "data_dir", "directory for the embedded defaults (SQLite file, JetStream store)"},
+	{flagPolicies, "policies", "policies", "policy directory"},
+	{flagNATSURL, "nats-url", "nats.url", "NATS server URL(s); empty: the embedded server"},
+	{flagStoreDSN, "store-dsn", "store.dsn", "postgres://… or sqlite:///path; empty: SQLite in the data directory"},
+	{flagHTTPAddr, "http-addr", "http.addr", "HTTP address for health, metrics and the audit API; empty string disables"},
 }
 
-func addConfigFlags(cmd *cobra.Command) *configFlags {
+// addConfigFlags registers --config and the configuration flags of set on cmd.
+func addConfigFlags(cmd *cobra.Command, set configFlagSet) *configFlags {
 	cf := &configFlags{flags: cmd.Flags()}
 	f := cmd.Flags()
 	f.StringVar(&cf.file, "config", "", "configuration file (default: commissioner.yaml when present)")
-	f.String("data-dir", "", "directory for the embedded defaults (SQLite file, JetStream store)")
-	f.String("policies", "", "policy directory")
-	f.String("nats-url", "", "NATS server URL(s); empty: the embedded server")
-	f.String("store-dsn", "", "postgres://… or sqlite:///path; empty: SQLite in the data directory")
-	f.String("http-addr", "", "HTTP address for health, metrics and the audit API; empty string disables")
+	for _, d := range configFlagDefs {
+		if set&d.bit != 0 {
+			f.String(d.name, "", d.description)
+		}
+	}
 	return cf
 }
 
@@ -199,9 +224,9 @@ func (cf *configFlags) load() (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("reading environment: %w", err)
 	}
-	for name, key := range flagKeys {
-		if fl := cf.flags.Lookup(name); fl != nil && fl.Changed {
-			if err := k.Set(key, fl.Value.String()); err != nil {
+	for _, d := range configFlagDefs {
+		if fl := cf.flags.Lookup(d.name); fl != nil && fl.Changed {
+			if err := k.Set(d.key, fl.Value.String()); err != nil {
 				return cfg, err
 			}
 		}
@@ -269,7 +294,7 @@ func newConfigCmd(s streams) *cobra.Command {
 		Short: "Print the effective configuration (defaults, file, environment, flags), secrets masked",
 		Args:  cobra.NoArgs,
 	}
-	cf := addConfigFlags(cmd)
+	cf := addConfigFlags(cmd, serviceFlags)
 	cmd.RunE = func(*cobra.Command, []string) error {
 		cfg, err := cf.load()
 		if err != nil {

@@ -39,7 +39,7 @@ unknown_program, no_policy, runtime, …), --program, --order and the time they 
 (--from inclusive, --to exclusive; RFC 3339 or YYYY-MM-DD, UTC).`,
 		Args: cobra.NoArgs,
 	}
-	cf := addConfigFlags(list)
+	cf := addConfigFlags(list, storeFlags)
 	f := list.Flags()
 	f.StringVar(&p.Kind, "kind", "", "only this kind")
 	f.StringVar(&p.Program, "program", "", "only this program")
@@ -61,7 +61,7 @@ unknown_program, no_policy, runtime, …), --program, --order and the time they 
 		Short: "Show one dead letter whole: reason, kind, stream position, its place in the chain and the raw event",
 		Args:  cobra.ExactArgs(1),
 	}
-	scf := addConfigFlags(show)
+	scf := addConfigFlags(show, storeFlags)
 	showJSON := show.Flags().Bool("json", false, "JSON for machines")
 	show.RunE = func(cmd *cobra.Command, args []string) error {
 		id, err := strconv.ParseInt(args[0], 10, 64)

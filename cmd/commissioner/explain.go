@@ -50,7 +50,7 @@ checkpoint covers yet says so; one whose chain does not reach the signed head is
 (exit 1).`,
 		Args: cobra.ExactArgs(1),
 	}
-	cf := addConfigFlags(cmd)
+	cf := addConfigFlags(cmd, storeFlags|natsFlags) // nats: --proof stream
 	cmd.Flags().StringVar(&p.Program, "program", "", "only this program's decisions")
 	cmd.Flags().BoolVar(&p.JSON, "json", false, "JSON for machines (the audit API's decision format)")
 	cmd.Flags().StringVar(&p.Proof, "proof", "", "prove each decision against signed checkpoints: a checkpoint log FILE, \"stream\" or \"store\"")

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,7 +67,7 @@ unless --keep. With an external NATS URL, it uses a stream, subjects and durable
 deleted afterwards unless --keep.`,
 		Args: cobra.NoArgs,
 	}
-	cf := addConfigFlags(cmd)
+	cf := addConfigFlags(cmd, serviceFlags)
 	f := cmd.Flags()
 	f.IntVar(&p.Orders, "orders", p.Orders, "how many orders to publish and decide")
 	f.IntVar(&p.BatchSize, "batch-size", 0, "events per batch (default: the configured nats.batch_size)")
@@ -165,11 +166,34 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		})
 	}
 
+	// On a terminal, a progress line: the orders published, then the orders settled (instead of
+	// a line every 5 s). The log and the report are written through it.
+	var running atomic.Pointer[service]
+	var want0 atomic.Int64 // the orders to settle, once known (0: publishing)
+	sent := &lineCounter{}
+	var phaseStart atomic.Int64 // UnixNano
+	phaseStart.Store(time.Now().UnixNano())
+	prog := startProgress(errOut, func() string {
+		svc := running.Load()
+		if svc == nil {
+			return "load: starting the service"
+		}
+		st := svc.consumer.Stats()
+		settled := int64(st.Acked + st.Termed)
+		if n := want0.Load(); n > 0 || p.Rate > 0 {
+			return fmt.Sprintf("load: %d of %d settled, %s", settled, max(n, int64(p.Orders)), perSecond(settled, time.Unix(0, phaseStart.Load())))
+		}
+		return fmt.Sprintf("load: published %d of %d orders, %s", sent.lines.Load(), p.Orders, perSecond(sent.lines.Load(), time.Unix(0, phaseStart.Load())))
+	})
+	defer prog.Stop()
+	out, errOut = prog.Through(out), prog
+
 	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	svc, err := startService(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	running.Store(svc)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
@@ -227,7 +251,9 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		resetPeakRSS()
 		pr := sample()
 		start, cpu0 := time.Now(), processCPU()
-		pst, err := pub.PublishLines(ctx, pr, p.Concurrency)
+		sent.r = pr
+		phaseStart.Store(start.UnixNano())
+		pst, err := pub.PublishLines(ctx, sent, p.Concurrency)
 		pr.Close()
 		if err != nil {
 			return fmt.Errorf("load: publishing: %w", err)
@@ -243,6 +269,7 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		if want, lastSeq = uint64(pst.Accepted), pst.LastSeq; want == 0 {
 			return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
 		}
+		want0.Store(int64(want))
 	} else {
 		fmt.Fprintf(out, "steady state: publishing at %d orders/s while consuming\n", p.Rate)
 		publishing = make(chan published, 1)
@@ -264,6 +291,7 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	}
 	pgBefore := pg.backendCPU(ctx)
 	start, cpu0 := time.Now(), processCPU()
+	phaseStart.Store(start.UnixNano())
 	started = true
 	go func() { done <- svc.Run(runCtx) }()
 	if publishing != nil {
@@ -311,7 +339,9 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 					backlog = max(backlog, pending)
 				}
 			}
-			fmt.Fprintf(errOut, "load: %d of %d settled after %v\n", settled, max(want, uint64(p.Orders)), time.Since(start).Round(time.Second))
+			if !prog.on { // on a terminal, the progress line says it
+				fmt.Fprintf(errOut, "load: %d of %d settled after %v\n", settled, max(want, uint64(p.Orders)), time.Since(start).Round(time.Second))
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -333,10 +363,12 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 			if want, lastSeq = uint64(r.st.Accepted), r.st.LastSeq; want == 0 {
 				return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
 			}
+			want0.Store(int64(want))
 		case <-tick.C:
 		}
 	}
 	took, cpu := time.Since(start), processCPU()-cpu0
+	prog.Stop()
 	if p.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}

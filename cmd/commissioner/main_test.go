@@ -26,6 +26,8 @@ func TestScripts(t *testing.T) {
 		Setup: func(env *testscript.Env) error {
 			// Scripts can copy the real policies with: cp-policies
 			env.Setenv("REPO_POLICIES", wd+"/../../policies")
+			// and hold the README's examples to what the commands print.
+			env.Setenv("REPO_README", wd+"/../../README.md")
 			return nil
 		},
 	})

@@ -46,7 +46,7 @@ payout run and marks the paid entries, atomically: a month closes once per progr
 is ever paid twice.`,
 		Args: cobra.NoArgs,
 	}
-	cf := addConfigFlags(cmd)
+	cf := addConfigFlags(cmd, storeFlags|flagPolicies) // policies: the payout terms
 	f := cmd.Flags()
 	f.StringVar(&p.Month, "month", "", "the payout month, e.g. 2026-10 (required)")
 	f.BoolVar(&p.Close, "close", false, "record the payout run and mark its entries paid")

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,6 +38,9 @@ type replayParams struct {
 	Source    string // store or stream
 	Changes   int    // per-order changes listed; < 0: the format's default
 	Workers   int
+	// All lists every row of the table's breakdowns; without it the rows of orders not
+	// qualified before or after (nothing to pay, nothing changed) are folded into one line.
+	All bool
 }
 
 func newReplayCmd(s streams) *cobra.Command {
@@ -77,7 +81,7 @@ partition's stored events, orders.p.>, in stream order) instead of the store; re
 --from and --to take RFC 3339 times, dates (2025-10-01) or months (2025-10), in UTC; --to is exclusive.`,
 		Args: cobra.NoArgs,
 	}
-	cf := addConfigFlags(cmd)
+	cf := addConfigFlags(cmd, storeFlags|natsFlags) // nats: --source stream
 	f := cmd.Flags()
 	f.StringVar(&p.Policy, "policy", "", "candidate policy file or directory")
 	f.IntVar(&p.Version, "version", 0, "replay with this stored version of --program instead of --policy")
@@ -92,6 +96,7 @@ partition's stored events, orders.p.>, in stream order) instead of the store; re
 	f.StringVar(&p.Source, "source", p.Source, "where the events come from: store or stream")
 	f.IntVar(&p.Changes, "changes", p.Changes, "per-order changes to list (default: 100 for table and html, all for json and csv; 0: none)")
 	f.IntVar(&p.Workers, "workers", p.Workers, "events decided in parallel")
+	f.BoolVar(&p.All, "all", false, "table: list every rate-rule row, also the unchanged (not qualified) → (not qualified) ones")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var err error
 		if p.From, err = parseReplayTime("--from", from); err != nil {
@@ -219,7 +224,13 @@ func runReplay(ctx context.Context, cfg Config, p replayParams, out, errOut io.W
 	if limit < 0 {
 		maxChanges = 1 // none are listed; the engine keeps at least one
 	}
-	rep, err := engine.Replay(ctx, set, h, engine.ReplayOptions{Workers: p.Workers, MaxChanges: maxChanges, AsDeployed: !run.Pinned})
+	var read atomic.Int64
+	prog := startProgress(errOut, func() string {
+		return "replay: events read " + perSecond(read.Load(), start)
+	})
+	defer prog.Stop()
+	rep, err := engine.Replay(ctx, set, countEvents(h, &read), engine.ReplayOptions{Workers: p.Workers, MaxChanges: maxChanges, AsDeployed: !run.Pinned})
+	prog.Stop()
 	if err != nil {
 		return err
 	}
@@ -238,8 +249,12 @@ func runReplay(ctx context.Context, cfg Config, p replayParams, out, errOut io.W
 	if err := writeReplayReport(run, p.Format, p.Out, out); err != nil {
 		return err
 	}
-	for _, w := range run.Warnings {
-		fmt.Fprintf(errOut, "warning: %s\n", w)
+	// The table ends with the warnings: on standard output it has said them. Any other report
+	// (a file, json, csv, html) leaves them to standard error, said there once.
+	if p.Format != "table" || p.Out != "" {
+		for _, w := range run.Warnings {
+			fmt.Fprintf(errOut, "warning: %s\n", w)
+		}
 	}
 	rate := float64(rep.Events) / max(elapsed.Seconds(), 1e-9)
 	fmt.Fprintf(errOut, "replayed %d events (%d evaluated) in %v: %.0f events/s\n", rep.Events, rep.Evaluated, elapsed.Round(time.Millisecond), rate)
@@ -256,6 +271,50 @@ func runReplay(ctx context.Context, cfg Config, p replayParams, out, errOut io.W
 	}
 	return nil
 }
+
+// countEvents counts in n the events walked from h (for the progress line); a partitioned
+// history stays one, its parts counted too.
+func countEvents(h engine.History, n *atomic.Int64) engine.History {
+	c := countingHistory{h: h, n: n}
+	if ph, ok := h.(engine.PartitionedHistory); ok {
+		return countingPartitionedHistory{countingHistory: c, ph: ph}
+	}
+	return c
+}
+
+type countingHistory struct {
+	h engine.History
+	n *atomic.Int64
+}
+
+func (c countingHistory) Walk(ctx context.Context, fn func(batch []engine.ReplayEvent) error) error {
+	return c.h.Walk(ctx, func(batch []engine.ReplayEvent) error {
+		c.n.Add(int64(len(batch)))
+		return fn(batch)
+	})
+}
+
+type countingPartitionedHistory struct {
+	countingHistory
+	ph engine.PartitionedHistory
+}
+
+func (c countingPartitionedHistory) Partitions(ctx context.Context, n int) ([]engine.History, error) {
+	parts, err := c.ph.Partitions(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]engine.History, len(parts))
+	for i, part := range parts {
+		out[i] = countingHistory{h: part, n: c.n}
+	}
+	return out, nil
+}
+
+var (
+	_ engine.History            = countingHistory{}
+	_ engine.PartitionedHistory = countingPartitionedHistory{}
+)
 
 // requireStore refuses a SQLite store file that does not exist: opening it would create an
 // empty one, and the replay would find nothing.

@@ -547,10 +547,25 @@ func writeReportTable(w io.Writer, run *replayRun) error {
 	moneyTable("Commission by currency", moneyHead, rows)
 
 	rows = nil
+	var folded, foldedOrders int64
 	for _, g := range rep.ByRateRule {
+		if !run.Params.All && g.Old == "" && g.New == "" && g.Changed == 0 {
+			folded++
+			foldedOrders += g.Orders
+			continue
+		}
 		rows = append(rows, append([]string{ruleLabel(g.Old), ruleLabel(g.New)}, money(g.ReplayGroup)...))
 	}
-	moneyTable("By rate rule (recorded → candidate)", append([]string{"RECORDED", "CANDIDATE"}, moneyHead...), rows)
+	rateTitle := "By rate rule (recorded → candidate)"
+	if folded > 0 && len(rows) == 0 {
+		p("\n%s\n", rateTitle)
+	} else {
+		moneyTable(rateTitle, append([]string{"RECORDED", "CANDIDATE"}, moneyHead...), rows)
+	}
+	if folded > 0 {
+		p("  (%d rows not shown: (not qualified) → (not qualified), %d orders, nothing to pay before or after; --all lists them)\n",
+			folded, foldedOrders)
+	}
 	groupTable := func(title, key string, gs []engine.ReplayGroup) {
 		var rows [][]string
 		for _, g := range gs {

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,7 +36,7 @@ refused. SIGINT/SIGTERM finish the batches in flight, release the partitions and
 With no NATS URL an embedded server runs on the data directory; with no DSN, SQLite.`,
 		Args: cobra.NoArgs,
 	}
-	cf := addConfigFlags(cmd)
+	cf := addConfigFlags(cmd, serviceFlags)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := cf.load()
 		if err != nil {
@@ -73,7 +74,7 @@ line as it is (the service then dead-letters the bad ones). Exits 1 when any lin
 failed.`,
 		Args: cobra.ExactArgs(1),
 	}
-	cf := addConfigFlags(cmd)
+	cf := addConfigFlags(cmd, natsFlags)
 	cmd.Flags().IntVar(&p.Concurrency, "concurrency", p.Concurrency, "publishes awaiting their ack at once")
 	cmd.Flags().BoolVar(&p.Raw, "raw", false, "publish every line as it is, without checking it first")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -153,7 +154,7 @@ sample of realistic orders (a few malformed ones among them), waits until every 
 dead-lettered, prints a summary, and keeps serving until interrupted.`,
 		Args: cobra.NoArgs,
 	}
-	cf := addConfigFlags(cmd)
+	cf := addConfigFlags(cmd, serviceFlags)
 	cmd.Flags().IntVar(&p.Orders, "orders", p.Orders, "how many sample orders to publish")
 	cmd.Flags().Uint64Var(&p.Seed, "seed", p.Seed, "sample seed (the same seed publishes the same orders)")
 	cmd.Flags().BoolVar(&p.Exit, "exit", false, "stop after printing the summary")
@@ -168,6 +169,31 @@ dead-lettered, prints a summary, and keeps serving until interrupted.`,
 }
 
 func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Writer) error {
+	// On a terminal, a progress line: the orders sent, then the orders settled. The service's
+	// log and the summary are written through it.
+	var running atomic.Pointer[service]
+	var accepted atomic.Int64 // -1 until published
+	accepted.Store(-1)
+	sent := &lineCounter{}
+	var began atomic.Int64 // UnixNano: the start, then the start of publishing
+	began.Store(time.Now().UnixNano())
+	since := func() time.Duration { return roughly(time.Since(time.Unix(0, began.Load()))) }
+	prog := startProgress(errOut, func() string {
+		svc, n, lines := running.Load(), accepted.Load(), sent.lines.Load()
+		switch {
+		case svc == nil:
+			return "demo: starting the service"
+		case n >= 0:
+			st := svc.consumer.Stats()
+			return fmt.Sprintf("demo: %d of %d orders decided or dead-lettered, %v", st.Acked+st.Termed, n, since())
+		case lines > 0:
+			return fmt.Sprintf("demo: published %d of %d orders, %v", lines, p.Orders, since())
+		default:
+			return fmt.Sprintf("demo: generating %d sample orders", p.Orders)
+		}
+	})
+	defer prog.Stop()
+	out, errOut = prog.Through(out), prog
 	svc, err := startService(ctx, cfg, newLogger(errOut))
 	if err != nil && cfg.HTTP.Addr == defaultConfig().HTTP.Addr && errors.Is(err, syscall.EADDRINUSE) {
 		// The demo must run on a fresh machine whatever already listens on 8080: take a free port
@@ -178,6 +204,7 @@ func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Write
 	if err != nil {
 		return err
 	}
+	running.Store(svc)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
@@ -202,18 +229,22 @@ func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Write
 		return err
 	}
 	start := time.Now()
-	st, err := pub.PublishLines(ctx, &sample, 1024)
+	began.Store(start.UnixNano())
+	sent.r = &sample
+	st, err := pub.PublishLines(ctx, sent, 1024)
 	if err != nil {
 		stop()
 		<-done
 		return err
 	}
+	accepted.Store(int64(st.Accepted))
 	fmt.Fprintf(out, "published %d sample orders: %d accepted, %d already published before\n", st.Lines, st.Accepted, st.Duplicates)
 	if err := waitSettled(ctx, svc, done, st.LastSeq); err != nil {
 		stop()
 		<-done
 		return err
 	}
+	prog.Stop()
 	fmt.Fprintf(out, "all decided in %v\n\n", time.Since(start).Round(time.Millisecond))
 	stats, err := svc.store.Stats(ctx)
 	if err != nil {
