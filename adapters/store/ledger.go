@@ -10,7 +10,8 @@ package store
 //     the pin it saw and whether it was decided with it, and the affiliate.* inputs — so that it
 //     can be reproduced (replay, audit). One row per decision that has any.
 //   - payout_runs and payouts: one row per closed (program, month), one per statement paid
-//     (ClosePayouts).
+//     (ClosePayouts); payees and payout_payees (payees.go): where affiliates are paid, and where
+//     each payout was.
 //
 // The engine books every batch (engine.Pass); WriteBatch writes the entries it computed. An
 // order's decisions form one line (decisions.prev_id, unique per order): a batch decided with a
@@ -555,8 +556,9 @@ func (r payoutRunRow) run() PayoutRun {
 
 // ClosePayouts closes a program's month in one transaction: it records the run, reads the payable
 // entries (Payable as of asOf) there, builds the statements with build, records a payout for each
-// payable statement and marks its entries paid (payout_id, status approved); the other entries
-// of the month are marked approved and stay unpaid, carried forward. No entry is ever paid twice:
+// payable statement — with the payee details the affiliate has then (payout_payees: what the
+// run's bank file pays to, RunPayments) — and marks its entries paid (payout_id, status
+// approved); the other entries of the month are marked approved and stay unpaid, carried forward. No entry is ever paid twice:
 // closes of one program are serialised (the write lock on SQLite, a transaction-scoped advisory
 // lock on PostgreSQL), a month closes once (ErrAlreadyClosed, with the earlier run, when it was
 // closed before), and an entry is marked paid only while it is unpaid — anything else rolls the
@@ -606,6 +608,9 @@ func (s *Store) ClosePayouts(ctx context.Context, program, month string, asOf ti
 				Amount: st.Total.Text('f'), Entries: int64(len(st.Lines)), Method: st.Method}
 			if _, err := w.NewInsert().Model(&p).Returning("id").Exec(ctx); err != nil {
 				return fmt.Errorf("recording the payout of %s %s: %w", st.AffiliateID, st.Currency, err)
+			}
+			if err := recordPayee(ctx, w, p.ID, st.Program, st.AffiliateID); err != nil {
+				return fmt.Errorf("recording the payee details of the payout of %s %s: %w", st.AffiliateID, st.Currency, err)
 			}
 			ids := make([]int64, len(st.Lines))
 			for i, e := range st.Lines {

@@ -201,6 +201,8 @@ func migrations() *migrate.Migrations {
 	// The stream sequences a batch consumed without a row of their own (events stored already),
 	// space-separated: reconciliation with the stream counts them as consumed.
 	ms.Add(addColumnMigration("20261203000003", "batches_skipped_seqs", "batches", "skipped_seqs", "TEXT NOT NULL DEFAULT ''"))
+	// Where affiliates are paid (payees), and where each payout was (payout_payees): payees.go.
+	ms.Add(scriptMigration("20261203000004", "payees", schemaPayees, `DROP TABLE IF EXISTS payout_payees; DROP TABLE IF EXISTS payees`))
 	return ms
 }
 

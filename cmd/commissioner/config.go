@@ -23,6 +23,7 @@ import (
 	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
+	"github.com/commissioner/commissioner/engine/payout"
 	"github.com/commissioner/commissioner/rules"
 )
 
@@ -47,6 +48,8 @@ type Config struct {
 	PolicyMaxBytes int64 `koanf:"policy_max_bytes"`
 	// Audit: signed checkpoints (checkpoints.go).
 	Audit AuditConfig `koanf:"audit"`
+	// Payouts: the account payout runs are paid from (payouts --export; payouts_bank.go).
+	Payouts PayoutsConfig `koanf:"payouts"`
 }
 
 // StoreConfig is the store's part of the configuration.
@@ -242,7 +245,7 @@ func (cf *configFlags) load() (Config, error) {
 
 // print writes the effective configuration as YAML that can serve as a configuration file as it
 // is, with every secret masked ("****": the bearer tokens, NATS token and password, the password
-// in a DSN), and the defaults filled in.
+// in a DSN; the paying account's number but its last four characters), and the defaults filled in.
 func (c Config) print(w io.Writer) error {
 	c.Store.DSN = c.storeConfig().String()
 	c.HTTP.Tokens = slices.Repeat([]string{"****"}, len(c.HTTP.Tokens)) // a new slice: the caller's stays whole
@@ -256,6 +259,7 @@ func (c Config) print(w io.Writer) error {
 		c.NATS.URL = c.NATS.RedactedURL()
 	}
 	c.Audit.CheckpointKey, c.Audit.CheckpointLog = c.checkpointKeyPath(), c.checkpointLogPath()
+	c.Payouts.Debtor.IBAN, c.Payouts.Debtor.Account = payout.Mask(c.Payouts.Debtor.IBAN), payout.Mask(c.Payouts.Debtor.Account)
 	out, err := yaml.Parser().Marshal(configMap(reflect.ValueOf(c)))
 	if err != nil {
 		return err

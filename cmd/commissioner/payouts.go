@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine"
+	"github.com/commissioner/commissioner/engine/payout"
 	"github.com/commissioner/commissioner/rules"
 )
 
@@ -27,6 +30,12 @@ type payoutsParams struct {
 	Format  string // table, csv or json
 	Program string // "" every program
 	Lines   bool   // table and csv: one row per ledger entry
+	// Export, when set, writes the bank files (pain.001) of the runs closed now (Close) or
+	// closed before (a reprint), named after it per program and currency (exportPath).
+	Export string
+	// ExecutionDate is the transfers' requested execution date ("2026-11-03"); "" the default,
+	// payout.ExecutionDate of the run's closing time.
+	ExecutionDate string
 	// Now is the closing time recorded for a run (the wall clock when nil). Statements never
 	// read it: what is payable depends only on the month.
 	Now func() time.Time
@@ -41,9 +50,15 @@ func newPayoutsCmd(s streams) *cobra.Command {
 before the end of the month (their hold passed) and not paid yet — accruals, adjustments and
 reversals as negative lines, including reversals of commissions paid in an earlier month. A
 statement is paid when its total is positive and reaches the program's payout.minimum for the
-currency (none by default); otherwise it is carried forward to the next month. --close records the
-payout run and marks the paid entries, atomically: a month closes once per program, and no entry
-is ever paid twice.`,
+currency (none by default); otherwise it is carried forward to the next month. A wire-transfer
+statement of an affiliate without payee details (commissioner affiliates set) is held: listed, not
+paid, carried forward. --close records the payout run and marks the paid entries, atomically: a
+month closes once per program, and no entry is ever paid twice.
+
+--export FILE writes the bank file of what the run paid by wire transfer: an ISO 20022 pain.001.001.09
+credit transfer initiation per program and currency, named after FILE (bank/2025-11.xml gives
+bank/2025-11-alibaba-USD.xml), mode 0600, from the account in payouts.debtor. With --close it is
+the run closed now; without, the run that closed the month before (the same file again).`,
 		Args: cobra.NoArgs,
 	}
 	cf := addConfigFlags(cmd, storeFlags|flagPolicies) // policies: the payout terms
@@ -53,12 +68,17 @@ is ever paid twice.`,
 	f.StringVar(&p.Format, "format", p.Format, "output format: table, csv or json")
 	f.StringVar(&p.Program, "program", "", "only this program")
 	f.BoolVar(&p.Lines, "lines", false, "table and csv: list every ledger entry of each statement")
+	f.StringVar(&p.Export, "export", "", "write the run's bank files (pain.001), one per program and currency, named after `FILE`")
+	f.StringVar(&p.ExecutionDate, "execution-date", "", "with --export: the requested execution date, YYYY-MM-DD (default: the day the run closed, or the Monday after)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if p.Month == "" {
 			return usageError{errors.New("payouts: --month is required (e.g. --month 2026-10)")}
 		}
 		if p.Format != "table" && p.Format != "csv" && p.Format != "json" {
 			return usageError{fmt.Errorf("payouts: --format %q is not one of table, csv, json", p.Format)}
+		}
+		if p.ExecutionDate != "" && p.Export == "" {
+			return usageError{errors.New("payouts: --execution-date is for the bank file: give --export FILE too")}
 		}
 		cfg, err := cf.load()
 		if err != nil {
@@ -76,6 +96,10 @@ type payoutReport struct {
 	Close      bool
 	Runs       []payoutRunReport
 	Statements []engine.Statement
+	// Files are the bank files written (--export); OtherMethods the payments of the exported runs
+	// paid by a method other than wire transfer, which are in no file.
+	Files        []bankFile
+	OtherMethods []payout.Payment
 }
 
 // payoutRunReport is one program's run: closed now, or before.
@@ -88,11 +112,40 @@ type payoutRunReport struct {
 	Paid []engine.Statement
 }
 
+// held returns the statements held for want of payee details (payout.Hold).
+func held(sts []engine.Statement) []engine.Statement {
+	var out []engine.Statement
+	for _, s := range sts {
+		if isHeld(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func isHeld(s engine.Statement) bool { return !s.Payable && s.CarriedForward == payout.HeldReason }
+
 // runPayouts builds (and with Close, pays) the month's statements.
 func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out, errOut io.Writer) error {
 	month, asOf, err := engine.MonthBounds(p.Month)
 	if err != nil {
 		return usageError{fmt.Errorf("payouts: %w", err)}
+	}
+	// What the bank file needs is checked before anything is paid.
+	var ex bankExport
+	if p.Export != "" {
+		if ex.debtor, err = cfg.Payouts.debtor(); err != nil {
+			return fmt.Errorf("payouts: --export: %w", err)
+		}
+		ex.path = p.Export
+		if p.ExecutionDate != "" {
+			if ex.exec, err = time.Parse(time.DateOnly, p.ExecutionDate); err != nil {
+				return usageError{fmt.Errorf("payouts: --execution-date %q is not a date such as 2026-11-03", p.ExecutionDate)}
+			}
+		}
+		if fi, err := os.Stat(filepath.Dir(p.Export)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("payouts: --export %s: the directory %s does not exist", p.Export, filepath.Dir(p.Export))
+		}
 	}
 	set, err := rules.LoadDir(cfg.Policies)
 	if err != nil {
@@ -117,6 +170,22 @@ func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out, errOut io
 	build := func(entries []engine.LedgerEntry) ([]engine.Statement, error) {
 		return engine.Statements(entries, terms)
 	}
+	// The statements payable now: those of affiliates without payee details are held.
+	payees, err := st.Payees(ctx, p.Program)
+	if err != nil {
+		return err
+	}
+	known := make(map[[2]string]bool, len(payees))
+	for _, pe := range payees {
+		known[[2]string{pe.Program, pe.AffiliateID}] = true
+	}
+	buildPayable := func(entries []engine.LedgerEntry) ([]engine.Statement, error) {
+		sts, err := build(entries)
+		if err == nil {
+			payout.Hold(sts, func(program, affiliate string) bool { return known[[2]string{program, affiliate}] })
+		}
+		return sts, err
+	}
 	programs := []string{p.Program}
 	if p.Program == "" {
 		inLedger, err := st.LedgerPrograms(ctx)
@@ -132,7 +201,7 @@ func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out, errOut io
 		if err != nil {
 			return err
 		}
-		if rep.Statements, err = build(entries); err != nil {
+		if rep.Statements, err = buildPayable(entries); err != nil {
 			return err
 		}
 		for _, prog := range programs {
@@ -146,13 +215,17 @@ func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out, errOut io
 			}
 			rep.Runs = append(rep.Runs, r)
 		}
+		if p.Export != "" && !slices.ContainsFunc(rep.Runs, func(r payoutRunReport) bool { return r.Before }) {
+			return fmt.Errorf("payouts: --export: %s is not closed (%s): nothing was paid, so there is no bank file; "+
+				"--close --export FILE pays it and writes the file", month, strings.Join(programs, ", "))
+		}
 	} else {
 		now := time.Now
 		if p.Now != nil {
 			now = p.Now
 		}
 		for _, prog := range programs {
-			run, sts, err := st.ClosePayouts(ctx, prog, month, asOf, now(), build)
+			run, sts, err := st.ClosePayouts(ctx, prog, month, asOf, now(), buildPayable)
 			r := payoutRunReport{Program: prog, Run: run}
 			switch {
 			case errors.Is(err, store.ErrAlreadyClosed):
@@ -182,17 +255,56 @@ func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out, errOut io
 		}
 		closedBefore = append(closedBefore, fmt.Sprintf("%s %s was closed by run %d at %s", r.Program, month, r.Run.ID, r.Run.ClosedAt.Format(time.RFC3339)))
 	}
+	// The bank files: of the runs closed now (--close), or before (a reprint).
+	var exportErr error
+	if p.Export != "" {
+		for _, r := range rep.Runs {
+			if r.Closed || (!p.Close && r.Before) {
+				files, others, err := exportRun(ctx, st, r.Run, ex)
+				rep.Files, rep.OtherMethods = append(rep.Files, files...), append(rep.OtherMethods, others...)
+				if err != nil {
+					exportErr = err
+					break
+				}
+			}
+		}
+	}
 	if err := writePayouts(out, rep, p); err != nil {
 		return err
+	}
+	if exportErr != nil {
+		if p.Close {
+			return fmt.Errorf("%w\nthe month is closed and paid as listed: `payouts --month %s --export FILE` writes its bank file again", exportErr, month)
+		}
+		return exportErr
+	}
+	if p.Format != "table" {
+		// Table output says these itself; JSON and CSV keep standard output to the data.
+		if hs := held(rep.Statements); len(hs) > 0 {
+			fmt.Fprintf(errOut, "payouts: held %d statement(s) of affiliates without payee details: not paid, carried forward (commissioner affiliates set)\n", len(hs))
+		}
+		for _, f := range rep.Files {
+			fmt.Fprintf(errOut, "payouts: wrote %s\n", bankFileLine(f))
+		}
 	}
 	// --close that closed nothing, because another run had closed the month, says so and fails:
 	// whatever the format, a script must not take it for a payment.
 	closedNow := slices.ContainsFunc(rep.Runs, func(r payoutRunReport) bool { return r.Closed })
 	if p.Close && !closedNow && len(closedBefore) > 0 {
-		fmt.Fprintf(errOut, "payouts: nothing paid: %s\n", strings.Join(closedBefore, "; "))
+		hint := ""
+		if p.Export != "" {
+			hint = fmt.Sprintf(" (no bank file written: `payouts --month %s --export FILE` writes the closed run's again)", month)
+		}
+		fmt.Fprintf(errOut, "payouts: nothing paid: %s%s\n", strings.Join(closedBefore, "; "), hint)
 		return exitCode(1)
 	}
 	return nil
+}
+
+// bankFileLine describes a bank file written.
+func bankFileLine(f bankFile) string {
+	return fmt.Sprintf("bank file %s: pain.001 %s, %d transfer(s), %s %s, execution date %s", f.Path, f.MsgID, f.Transfers,
+		f.ControlSum.Text('f'), f.Currency, f.ExecutionDate)
 }
 
 func writePayouts(out io.Writer, rep payoutReport, p payoutsParams) error {
@@ -263,6 +375,13 @@ func writePayoutsTable(out io.Writer, r payoutReport, lines bool) error {
 	for _, c := range currencies {
 		fmt.Fprintf(out, "total %s: %s %s, %s carried forward\n", c, verb, paid[c].Text('f'), carried[c].Text('f'))
 	}
+	if hs := held(r.Statements); len(hs) > 0 {
+		fmt.Fprintf(out, "\nheld: %d statement(s) of affiliates without payee details, not paid, carried forward "+
+			"(commissioner affiliates set --program P AFFILIATE …, or affiliates import):\n", len(hs))
+		for _, s := range hs {
+			fmt.Fprintf(out, "  %s %s %s %s\n", s.Program, s.AffiliateID, s.Currency, s.Total.Text('f'))
+		}
+	}
 	// A month closed before: what it paid, reprinted.
 	for _, run := range r.Runs {
 		if !run.Before {
@@ -277,6 +396,15 @@ func writePayoutsTable(out io.Writer, r payoutReport, lines bool) error {
 		for _, c := range currencies {
 			fmt.Fprintf(out, "total %s: paid %s by run %d\n", c, paid[c].Text('f'), run.Run.ID)
 		}
+	}
+	if len(r.Files) > 0 || len(r.OtherMethods) > 0 {
+		fmt.Fprintln(out)
+	}
+	for _, f := range r.Files {
+		fmt.Fprintln(out, bankFileLine(f))
+	}
+	for _, o := range r.OtherMethods {
+		fmt.Fprintf(out, "not in a bank file: payout %d to %s, %s %s, paid by %s\n", o.ID, o.AffiliateID, o.Amount.Text('f'), o.Currency, o.Method)
 	}
 	return nil
 }
@@ -364,6 +492,7 @@ type statementJSON struct {
 	Total          string     `json:"total"`
 	Minimum        *string    `json:"minimum"`
 	Payable        bool       `json:"payable"`
+	Held           bool       `json:"held"` // carried forward for want of payee details
 	CarriedForward string     `json:"carried_forward,omitempty"`
 	Lines          []lineJSON `json:"lines"`
 }
@@ -405,6 +534,7 @@ func writePayoutsJSON(out io.Writer, r payoutReport) error {
 		Runs       []runJSON       `json:"runs"`
 		Statements []statementJSON `json:"statements"`
 		Totals     []totalJSON     `json:"totals"`
+		BankFiles  []bankFileJSON  `json:"bank_files,omitempty"`
 	}{Month: r.Month, AsOf: r.AsOf, Close: r.Close, Runs: []runJSON{}, Statements: []statementJSON{}, Totals: []totalJSON{}}
 	for _, run := range r.Runs {
 		j := runJSON{Program: run.Program, RunID: run.Run.ID, Closed: run.Closed, Before: run.Before, Payouts: run.Run.Payouts, Entries: run.Run.Entries}
@@ -422,7 +552,21 @@ func writePayoutsJSON(out io.Writer, r payoutReport) error {
 	for _, c := range currencies {
 		doc.Totals = append(doc.Totals, totalJSON{Currency: c, Paid: paid[c].Text('f'), CarriedForward: carried[c].Text('f')})
 	}
+	for _, f := range r.Files {
+		doc.BankFiles = append(doc.BankFiles, bankFileJSON{Path: f.Path, Program: f.Program, Currency: f.Currency, MsgID: f.MsgID,
+			Transfers: f.Transfers, ControlSum: f.ControlSum.Text('f'), ExecutionDate: f.ExecutionDate})
+	}
 	return writeJSONDoc(out, doc)
+}
+
+type bankFileJSON struct {
+	Path          string `json:"path"`
+	Program       string `json:"program"`
+	Currency      string `json:"currency"`
+	MsgID         string `json:"msg_id"`
+	Transfers     int    `json:"transfers"`
+	ControlSum    string `json:"control_sum"`
+	ExecutionDate string `json:"execution_date"`
 }
 
 // statementsJSON renders statements for JSON (never null).
@@ -431,7 +575,7 @@ func statementsJSON(sts []engine.Statement) []statementJSON {
 	for _, s := range sts {
 		j := statementJSON{Program: s.Program, AffiliateID: s.AffiliateID, Currency: s.Currency, Method: s.Method,
 			Accruals: s.Accruals.Text('f'), Adjustments: s.Adjustments.Text('f'), Reversals: s.Reversals.Text('f'), Total: s.Total.Text('f'),
-			Payable: s.Payable, CarriedForward: s.CarriedForward, Lines: []lineJSON{}}
+			Payable: s.Payable, Held: isHeld(s), CarriedForward: s.CarriedForward, Lines: []lineJSON{}}
 		if s.Minimum != nil {
 			m := s.Minimum.Text('f')
 			j.Minimum = &m

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/engine/payout"
 )
 
 // lifecycleOrder is an order event of the seed program: a US new buyer (10%), referred by a
@@ -92,12 +93,21 @@ func payoutsJSON(t *testing.T, cfg Config, p payoutsParams) (report struct {
 		Currency    string `json:"currency"`
 		Total       string `json:"total"`
 		Payable     bool   `json:"payable"`
+		Held        bool   `json:"held"`
 		Lines       []struct {
 			OrderID string `json:"order_id"`
 			Kind    string `json:"kind"`
 			Amount  string `json:"amount"`
 		}
 	} `json:"statements"`
+	BankFiles []struct {
+		Path          string `json:"path"`
+		Currency      string `json:"currency"`
+		MsgID         string `json:"msg_id"`
+		Transfers     int    `json:"transfers"`
+		ControlSum    string `json:"control_sum"`
+		ExecutionDate string `json:"execution_date"`
+	} `json:"bank_files"`
 }) {
 	t.Helper()
 	p.Format = "json"
@@ -126,6 +136,8 @@ func TestPipelineRefundAfterPayout(t *testing.T) {
 	sale := lifecycleOrder{id: "rp-1", affiliate: "aff-rp", status: "completed", placed: "2026-09-10T12:00:00Z", completed: "2026-09-12T12:00:00Z", amount: "1000.00"}
 	late := lifecycleOrder{id: "rp-2", affiliate: "aff-rp", status: "completed", placed: "2026-10-10T12:00:00Z", completed: "2026-10-20T12:00:00Z", amount: "500.00"}
 	publishSettled(t, svc, sale, lifecycleOrder{id: "rp-0", affiliate: "aff-rp", status: "pending", placed: "2026-09-10T12:00:00Z", amount: "70.00"}, late)
+	// Paid by wire transfer: to the payee details set for the affiliate.
+	setPayees(t, svc.store, payout.Payee{Program: "alibaba", AffiliateID: "aff-rp", Party: payout.Party{Name: "RP Ltd", IBAN: "DE89370400440532013000"}})
 
 	preview := payoutsJSON(t, svc.cfg, payoutsParams{Month: "2026-10", Program: "alibaba"})
 	if len(preview.Statements) != 1 || preview.Statements[0].Total != "100.00" || len(preview.Runs) != 1 || preview.Runs[0].ClosedBefore {

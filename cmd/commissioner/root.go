@@ -70,7 +70,7 @@ what each rule said.`,
 	for _, c := range []func(streams) *cobra.Command{
 		newServeCmd, newPublishCmd, newDemoCmd,
 		newEvalCmd, newPolicyCmd, newReplayCmd,
-		newExplainCmd, newAuditCmd, newDeadLettersCmd, newPayoutsCmd,
+		newExplainCmd, newAuditCmd, newDeadLettersCmd, newPayoutsCmd, newAffiliatesCmd,
 		newLoadCmd, newSampleCmd, newConfigCmd,
 	} {
 		root.AddCommand(c(s))
