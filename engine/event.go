@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -51,9 +53,28 @@ func plainEventID(id string) bool {
 	return true
 }
 
-// identify gives a decoded event its identity: EventIdentity when the order carries an event_id.
+// RedriveIdentity is the identity of a dead-lettered event published again to be decided again
+// ("commissioner dead-letters redrive"): "redrive:<dead letter id>:<the event's first identity>".
+// It is new to the store, so the event is decided (or dead-lettered) once more, and the same for
+// every redrive of that dead letter, so redriving it twice decides it once.
+func RedriveIdentity(deadLetterID int64, eventID string) string {
+	if IsRedrive(eventID) { // a redriven event dead-lettered again: keep its first identity
+		if _, rest, ok := strings.Cut(eventID[len(redrivePrefix):], ":"); ok {
+			eventID = rest
+		}
+	}
+	return redrivePrefix + strconv.FormatInt(deadLetterID, 10) + ":" + eventID
+}
+
+const redrivePrefix = "redrive:"
+
+// IsRedrive reports whether an event identity is a RedriveIdentity.
+func IsRedrive(eventID string) bool { return strings.HasPrefix(eventID, redrivePrefix) }
+
+// identify gives a decoded event its identity: EventIdentity when the order carries an event_id
+// (a redriven event keeps its RedriveIdentity).
 func (r *Result) identify() {
-	if r.Order != nil && r.Order.EventID != "" {
+	if r.Order != nil && r.Order.EventID != "" && !IsRedrive(r.Event.ID) {
 		r.Event.ID = EventIdentity(r.Order.Program, r.Order.OrderID, r.Order.EventID)
 	}
 }

@@ -437,7 +437,7 @@ func TestDecodeOrderReportsEveryProblem(t *testing.T) {
 				"buyer.new: must be true or false", "amount: must be a decimal string", `buyer.country: "ZZ" is not an ISO 3166-1`}},
 		{"bad items each named", orderJSON(`items=[{"sku":"","quantity":0},"x",{"sku":"b","amount":"-1"}]`),
 			[]string{"items[1]: must be an object", "items[0].sku: required", "items[0].quantity: must be at least 1", "items[2].amount: -1 is negative"}},
-		{"a malformed value ends the reading, keeping what was found before", orderJSON(`order_id=7`, `status="lost"`, `currency="A` + "\x01" + `"`),
+		{"a malformed value ends the reading, keeping what was found before", orderJSON(`order_id=7`, `status="lost"`, `currency="A`+"\x01"+`"`),
 			[]string{"order_id: must be a string", "currency: invalid JSON at offset"}},
 	}
 	for _, c := range cases {

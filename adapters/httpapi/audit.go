@@ -48,7 +48,9 @@ type AuditStore interface {
 	// History returns the stored events a filter selects with their recorded decisions, for
 	// POST /v1/replay (engine.Replay reads it; nothing is written).
 	// ReplayHistory is the stored events a filter selects, with their recorded decisions.
-	ReplayHistory(f engine.EventFilter) engine.History
+	ReplayHistory(f engine.EventFilter) engine.History // DeadLetters returns the dead letters a filter selects, oldest first; DeadLetter one by id.
+	DeadLetters(ctx context.Context, f audit.DeadLetterFilter) ([]audit.DeadLetter, error)
+	DeadLetter(ctx context.Context, id int64) (audit.DeadLetter, error)
 }
 
 // Limits of the audit API (AuditOptions' defaults).
@@ -80,6 +82,8 @@ type AuditOptions struct {
 	// CheckpointKey, when set, is the key the service signs its checkpoints with: a decision's
 	// route then proves it against the latest stored checkpoint that covers it.
 	CheckpointKey note.Verifier
+	// Redriver, when set, serves POST /v1/dead-letters/redrive (it publishes to the order stream).
+	Redriver Redriver
 	// Log receives one line per request that failed on the server's side; nil: discarded.
 	Log *slog.Logger
 }
@@ -156,6 +160,9 @@ func NewAuditAPI(st AuditStore, opts AuditOptions) http.Handler {
 	mux.Handle("GET /v1/decisions/{id}", auth(opts.RequestTimeout, a.decision))
 	mux.Handle("GET /v1/policies/{program}/{version}", auth(opts.RequestTimeout, a.policy))
 	mux.Handle("POST /v1/replay", auth(opts.ReplayTimeout, a.replay))
+	mux.Handle("GET /v1/dead-letters", auth(opts.RequestTimeout, a.deadLetters))
+	mux.Handle("GET /v1/dead-letters/{id}", auth(opts.RequestTimeout, a.deadLetter))
+	mux.Handle("POST /v1/dead-letters/redrive", auth(MaxRedriveWait*time.Second+opts.RequestTimeout, a.redrive))
 	mux.Handle("/v1/", auth(opts.RequestTimeout, func(w http.ResponseWriter, r *http.Request) error {
 		return apiError{http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see /v1/openapi.json)", r.Method, r.URL.Path)}
 	}))

@@ -482,3 +482,40 @@ func ruleName(id string) string {
 	}
 	return id
 }
+
+// DeadLetterView is a dead letter: an event that got no decision, and why (GET /v1/dead-letters,
+// commissioner dead-letters --format json, explain --json).
+type DeadLetterView struct {
+	ID          int64      `json:"id"`
+	EventID     string     `json:"event_id"`
+	Kind        string     `json:"kind"`
+	Reason      string     `json:"reason"`
+	Program     string     `json:"program,omitempty"`
+	OrderID     string     `json:"order_id,omitempty"`
+	AffiliateID string     `json:"affiliate_id,omitempty"`
+	PlacedAt    *time.Time `json:"placed_at,omitempty"`
+	ReceivedAt  time.Time  `json:"received_at"`
+	Subject     string     `json:"subject"`
+	StreamSeq   uint64     `json:"stream_seq"`
+	Partition   int        `json:"partition"`
+	BatchSeq    uint64     `json:"batch_seq"`
+	Leaf        int        `json:"leaf"`
+	Raw         *string    `json:"raw,omitempty"` // the event as received (one dead letter shown whole)
+}
+
+// NewDeadLetterView is d's view, with its raw event when raw is set.
+func NewDeadLetterView(d audit.DeadLetter, raw bool) DeadLetterView {
+	out := DeadLetterView{ID: d.ID, EventID: d.EventID, Kind: d.Kind, Reason: d.Reason, Program: d.Program, OrderID: d.OrderID,
+		AffiliateID: d.AffiliateID, PlacedAt: d.PlacedAt, ReceivedAt: d.ReceivedAt.UTC(), Subject: d.Subject, StreamSeq: d.StreamSeq,
+		Partition: d.Partition, BatchSeq: d.BatchSeq, Leaf: d.Leaf}
+	if raw {
+		r := string(d.Raw)
+		out.Raw = &r
+	}
+	return out
+}
+
+// DeadLettersView is a list of dead letters, oldest first.
+type DeadLettersView struct {
+	DeadLetters []DeadLetterView `json:"dead_letters"`
+}

@@ -9,34 +9,18 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/commissioner/commissioner/engine/audit"
 )
 
-// DeadLetter is a stored dead letter: an event that got no decision, and why.
-type DeadLetter struct {
-	ID          int64
-	EventID     string
-	Subject     string
-	StreamSeq   uint64
-	Raw         []byte
-	Program     string // "" when the event did not decode that far
-	OrderID     string
-	AffiliateID string
-	PlacedAt    *time.Time // nil when the event did not decode
-	Kind        string     // engine.ErrorKind…
-	Reason      string
-	ReceivedAt  time.Time
-	Partition   int
-	BatchSeq    uint64
-	Leaf        int
-}
-
-// DeadLetterFilter selects dead letters; zero fields select all.
-type DeadLetterFilter struct {
-	Kind, Program, OrderID string
-	From, To               time.Time // received_at in [From, To)
-	Limit                  int       // 0: 1 000
-}
+// DeadLetter and DeadLetterFilter are the audit package's: readers (the CLI, the HTTP API) name
+// them without importing the store.
+type (
+	DeadLetter       = audit.DeadLetter
+	DeadLetterFilter = audit.DeadLetterFilter
+)
 
 func (s *Store) deadLetterColumns() string {
 	return "id, event_id, subject, stream_seq, raw, program, order_id, affiliate_id, " + s.timeCol("placed_at") + ", kind, reason, " +
@@ -75,6 +59,9 @@ func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 	if !f.To.IsZero() {
 		add("received_at < ?", f.To.UTC())
 	}
+	if f.AfterID > 0 {
+		add("id > ?", f.AfterID)
+	}
 	limit := f.Limit
 	if limit <= 0 {
 		limit = 1000
@@ -109,4 +96,42 @@ func (s *Store) DeadLetter(ctx context.Context, id int64) (DeadLetter, error) {
 		return d, fmt.Errorf("reading dead letter %d: %w", id, err)
 	}
 	return d, nil
+}
+
+// EventOutcome is what the store holds for one event identity: its decision, or its dead letter
+// and why (both zero: nothing yet).
+type EventOutcome struct {
+	DecisionID   int64
+	DeadLetterID int64
+	Reason       string // the dead letter's
+}
+
+// EventOutcomes returns what is stored for each of the event identities that is stored (the
+// others are absent from the map).
+func (s *Store) EventOutcomes(ctx context.Context, ids []string) (map[string]EventOutcome, error) {
+	out := make(map[string]EventOutcome, len(ids))
+	for start := 0; start < len(ids); start += historyChunk {
+		chunk := ids[start:min(start+historyChunk, len(ids))]
+		safe := make([]string, len(chunk))
+		back := make(map[string]string, len(chunk))
+		for i, id := range chunk {
+			safe[i] = safeText(id)
+			back[safe[i]] = id
+		}
+		var rows []struct {
+			EventID  string `bun:"event_id"`
+			Decision int64  `bun:"decision_id"`
+			Dead     int64  `bun:"dead_letter_id"`
+			Reason   string `bun:"reason"`
+		}
+		if err := s.db.NewRaw("SELECT event_id, id AS decision_id, 0 AS dead_letter_id, '' AS reason FROM decisions WHERE event_id IN (?) "+
+			"UNION ALL SELECT event_id, 0, id, reason FROM dead_letters WHERE event_id IN (?)",
+			bun.In(safe), bun.In(safe)).Scan(ctx, &rows); err != nil {
+			return nil, fmt.Errorf("reading the outcome of %d events: %w", len(ids), err)
+		}
+		for _, r := range rows {
+			out[back[r.EventID]] = EventOutcome{DecisionID: r.Decision, DeadLetterID: r.Dead, Reason: r.Reason}
+		}
+	}
+	return out, nil
 }

@@ -99,6 +99,23 @@ func (p *Publisher) Publish(ctx context.Context, raw []byte) (accepted bool, err
 	return !ack.Duplicate, nil
 }
 
+// Redrive publishes a stored event's bytes again, on the subject it was first published on (read
+// back from storedSubject, the subject the stream stored it under), with id as its Nats-Msg-Id
+// (engine.RedriveIdentity). It returns the stream sequence; accepted is false when the stream
+// dropped it as a duplicate of a redrive published within its duplicate window.
+func (p *Publisher) Redrive(ctx context.Context, storedSubject string, raw []byte, id string) (seq uint64, accepted bool, err error) {
+	_, program, affiliate, err := p.cfg.ParseSubject(storedSubject)
+	if err != nil {
+		return 0, false, fmt.Errorf("redriving event %s: %w", id, err)
+	}
+	m := &nats.Msg{Subject: p.cfg.OrderSubject(program, affiliate), Data: raw, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
+	ack, err := p.js.PublishMsg(ctx, m)
+	if err != nil {
+		return 0, false, fmt.Errorf("redriving event %s to %s: %w", id, m.Subject, err)
+	}
+	return ack.Sequence, !ack.Duplicate, nil
+}
+
 // PublishStats counts what PublishLines did. Lines = Accepted + Duplicates + Failed.
 type PublishStats struct {
 	Lines      int // non-blank lines read

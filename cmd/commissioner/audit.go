@@ -24,10 +24,12 @@ import (
 // The audit API reads the store through its consumer-owned port.
 var _ httpapi.AuditStore = (*store.Store)(nil)
 
-// mountAuditAPI serves the read-only audit API (/v1/…) on the service's HTTP server, with the
-// bearer tokens of the configuration.
-func mountAuditAPI(srv *httpapi.Server, st *store.Store, cfg httpapi.Config, key note.Verifier, log *slog.Logger) {
-	srv.MountAuditAPI(httpapi.NewAuditAPI(st, httpapi.AuditOptions{Tokens: cfg.Tokens, MaxReplays: cfg.MaxReplays, CheckpointKey: key, Log: log}))
+// mountAuditAPI serves the audit API (/v1/…) on the service's HTTP server, with the bearer tokens
+// of the configuration. It reads the store; only its dead-letter redrive (rd) writes, to the
+// order stream.
+func mountAuditAPI(srv *httpapi.Server, st *store.Store, cfg httpapi.Config, key note.Verifier, rd httpapi.Redriver, log *slog.Logger) {
+	srv.MountAuditAPI(httpapi.NewAuditAPI(st, httpapi.AuditOptions{Tokens: cfg.Tokens, MaxReplays: cfg.MaxReplays, CheckpointKey: key,
+		Redriver: rd, Log: log}))
 	if len(cfg.Tokens) == 0 {
 		log.Warn("audit API: no bearer tokens configured (http.tokens); every /v1 call is refused")
 	}

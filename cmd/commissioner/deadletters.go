@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
 )
 
@@ -26,7 +27,7 @@ type deadLettersParams struct {
 func newDeadLettersCmd(s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dead-letters",
-		Short: "List and show the events that got no decision, with their reasons",
+		Short: "List, show and redrive the events that got no decision, with their reasons",
 		Args:  cobra.NoArgs,
 	}
 	p := deadLettersParams{Format: "table", Limit: 1000}
@@ -78,43 +79,13 @@ unknown_program, no_policy, runtime, …), --program, --order and the time they 
 			return err
 		}
 		if *showJSON {
-			return writeJSONDoc(s.out, toDeadLetterJSON(d, true))
+			return writeJSONDoc(s.out, httpapi.NewDeadLetterView(d, true))
 		}
 		writeDeadLetter(s.out, d)
 		return nil
 	}
-	cmd.AddCommand(list, show)
+	cmd.AddCommand(list, show, newDeadLettersRedriveCmd(s))
 	return cmd
-}
-
-// deadLetterJSON is a dead letter in the CLI's JSON.
-type deadLetterJSON struct {
-	ID          int64      `json:"id"`
-	EventID     string     `json:"event_id"`
-	Kind        string     `json:"kind"`
-	Reason      string     `json:"reason"`
-	Program     string     `json:"program,omitempty"`
-	OrderID     string     `json:"order_id,omitempty"`
-	AffiliateID string     `json:"affiliate_id,omitempty"`
-	PlacedAt    *time.Time `json:"placed_at,omitempty"`
-	ReceivedAt  time.Time  `json:"received_at"`
-	Subject     string     `json:"subject"`
-	StreamSeq   uint64     `json:"stream_seq"`
-	Partition   int        `json:"partition"`
-	BatchSeq    uint64     `json:"batch_seq"`
-	Leaf        int        `json:"leaf"`
-	Raw         *string    `json:"raw,omitempty"` // the event as received (show only)
-}
-
-func toDeadLetterJSON(d store.DeadLetter, raw bool) deadLetterJSON {
-	out := deadLetterJSON{ID: d.ID, EventID: d.EventID, Kind: d.Kind, Reason: d.Reason, Program: d.Program, OrderID: d.OrderID,
-		AffiliateID: d.AffiliateID, PlacedAt: d.PlacedAt, ReceivedAt: d.ReceivedAt, Subject: d.Subject, StreamSeq: d.StreamSeq,
-		Partition: d.Partition, BatchSeq: d.BatchSeq, Leaf: d.Leaf}
-	if raw {
-		r := string(d.Raw)
-		out.Raw = &r
-	}
-	return out
 }
 
 // parseWhen reads --from/--to: RFC 3339, or a UTC date.
@@ -146,9 +117,9 @@ func runDeadLettersList(ctx context.Context, st *store.Store, p deadLettersParam
 	}
 	switch p.Format {
 	case "json":
-		docs := make([]deadLetterJSON, len(ds))
+		docs := make([]httpapi.DeadLetterView, len(ds))
 		for i, d := range ds {
-			docs[i] = toDeadLetterJSON(d, false)
+			docs[i] = httpapi.NewDeadLetterView(d, false)
 		}
 		return writeJSONDoc(out, map[string]any{"dead_letters": docs})
 	case "csv":

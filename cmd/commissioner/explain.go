@@ -95,7 +95,7 @@ type explainJSON struct {
 	Reproduced bool                   `json:"reproduced"`
 	Decisions  []httpapi.DecisionView `json:"decisions"`
 	// DeadLetters are the order's events that got no decision, with their reasons.
-	DeadLetters []deadLetterJSON `json:"dead_letters"`
+	DeadLetters []httpapi.DeadLetterView `json:"dead_letters"`
 }
 
 // runExplain explains every decision of an order. It returns exitCode(1) after printing when any
@@ -136,13 +136,13 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, cps []aud
 	}
 	if p.JSON {
 		doc := explainJSON{OrderID: p.OrderID, Program: p.Program, Reproduced: ok, Decisions: make([]httpapi.DecisionView, len(xs)),
-			DeadLetters: make([]deadLetterJSON, len(dead))}
+			DeadLetters: make([]httpapi.DeadLetterView, len(dead))}
 		for i, x := range xs {
 			doc.Decisions[i] = httpapi.NewExplainedView(x)
 			doc.Decisions[i].Current = new(current[x.Decision.ID])
 		}
 		for i, d := range dead {
-			doc.DeadLetters[i] = toDeadLetterJSON(d, true)
+			doc.DeadLetters[i] = httpapi.NewDeadLetterView(d, true)
 		}
 		if err := writeJSONDoc(out, doc); err != nil {
 			return err

@@ -130,7 +130,11 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 	}
 	if cfg.HTTP.Addr != "" {
 		s.http = httpapi.New(cfg.HTTP, s.metrics.Registry, s.ready)
-		mountAuditAPI(s.http, s.store, cfg.HTTP, s.checkpointKey, log) // the read-only audit API (/v1/…): audit.go
+		rd, err := newRedriver(cfg, s.store, s.js)
+		if err != nil {
+			return nil, err
+		}
+		mountAuditAPI(s.http, s.store, cfg.HTTP, s.checkpointKey, rd, log) // the audit API (/v1/…): audit.go
 		addr, err := s.http.Listen()
 		if err != nil {
 			return nil, err
