@@ -1,6 +1,3 @@
-// Package checkpointlog keeps signed checkpoints in an append-only file: one JSON line each
-// (audit.AppendLogRecord). Point it at a volume the database's administrator cannot write, and
-// it holds the partitions' heads where rewriting the database cannot reach them.
 package checkpointlog
 
 import (

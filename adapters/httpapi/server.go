@@ -1,6 +1,3 @@
-// Package httpapi serves Commissioner over HTTP: health (/healthz, /readyz), Prometheus
-// metrics (/metrics) and the read-only audit API under /v1 (audit.go: bearer tokens, an OpenAPI
-// document at /v1/openapi.json). Handlers only read; nothing here decides or writes commissions.
 package httpapi
 
 import (

@@ -1,16 +1,3 @@
-// Package store persists Commissioner's order events, policy versions, decisions and dead letters
-// with bun, on SQLite (the embedded default, through the pure-Go modernc.org/sqlite driver) or
-// PostgreSQL (through bun's pgdriver). One code path serves both; the few dialect differences
-// (column types, row locks, JSON and exact decimal aggregation) are handled inside.
-//
-// The write side is WriteBatch (write.go): one transaction per batch, writing the rows the engine
-// computed (engine.BatchWrite) as they are, fenced by the partition's owner epoch and chain head.
-// Rows go in with prepared multi-row INSERTs on SQLite and with COPY on PostgreSQL (see bulk.go).
-// The read side serves replay, explain, audit and the demo summary.
-//
-// A *Store is safe for concurrent use by several goroutines, and several processes (several
-// *Store values) may write to one database at once: each partition has one owner, and a batch
-// of a partition's stale owner is refused.
 package store
 
 import (

@@ -1,30 +1,3 @@
-// Package stream is Commissioner's NATS JetStream adapter: an embedded nats-server for the
-// zero-configuration default, the partitioned ORDERS stream, a publisher that follows the subject
-// convention and gives every order event a Nats-Msg-Id so the stream drops re-published copies,
-// and a Consumer that owns partitions through leases in a KV bucket and hands each owned
-// partition's events, in stream order, a batch at a time, to a Processor, acknowledging them
-// only after it returned.
-//
-// Subjects, with the default prefix "orders" (subjects.go has the details):
-//
-//	orders.<program token>.<affiliate token>        an order event as published (Token escapes ids)
-//	orders.p.<n>.<program token>.<affiliate token>  the same event as the stream stores it, in partition n
-//	orders.dead.<program token>.<affiliate token>   a dead letter, in the stream <Stream>_DEAD, never read back
-//
-// Partitions are keyed by (program, affiliate) and computed by the server (a stream subject
-// transform with partition()), which needs nats-server 2.10 or later: EnsureStream and
-// NewConsumer refuse an older server. The partition count is fixed once the stream exists.
-//
-// Each partition has one owner at a time: the process holding its lease (a key in the KV bucket
-// OwnersBucket, created with kv.Create and renewed with kv.Update before it expires). Processes
-// sharing the stream register as members in the same bucket and each takes a fair share of the
-// partitions; a dead owner's leases expire after Config.LeaseTTL and the others take its
-// partitions over. The KV revision of an acquisition is its epoch, the fencing token a store uses
-// to refuse a stale owner's writes.
-//
-// Delivery is at least once: an event can be processed again after a crash or a lost ack,
-// always with the same engine.Event.ID, so a Processor must be idempotent on that identity (the
-// store's unique keys make it so).
 package stream
 
 import (

@@ -1,6 +1,3 @@
-// Command commissioner decides affiliate commissions with versioned CEL policies: it evaluates
-// order events (from files or NATS JetStream), stores every decision with the policy version
-// that made it, and checks, tests and replays policies.
 package main
 
 import (
