@@ -1,7 +1,3 @@
-// Package engine decides affiliate commissions: it validates order events, picks the policy
-// version in force at the order's time, evaluates its qualification and rate rules, and computes
-// the commission exactly. It is pure: no I/O, no clock, no globals that change. The same order and
-// policy version always give the same Decision, byte for byte.
 package engine
 
 import (
@@ -21,6 +17,31 @@ var ErrNoRateRule = errors.New("no rate rule matched")
 
 // ErrNoFlatAmount: the matching rate rule has flat amounts, but none in the order's currency.
 var ErrNoFlatAmount = errors.New("no flat amount for the order's currency")
+
+// Error kinds: why an event could not be decided. They are a dead letter's kind (Pass) and a
+// replay error's (ReplayError); the consumer and the reports branch on them, never on the text.
+const (
+	ErrorKindInvalid        = "invalid"         // the event is not a valid order
+	ErrorKindUnknownProgram = "unknown_program" // no version of its program is loaded (in a replay: the candidate has none)
+	ErrorKindNoPolicy       = "no_policy"       // no version of its program was in force at its time
+	ErrorKindPinMissing     = "pin_missing"     // its order is pinned to a version that is not loaded
+	ErrorKindRule           = "rule_error"      // a rule failed to evaluate, no rate rule matched…
+)
+
+// ErrorKind classifies why an event could not be decided: one of the ErrorKind… constants.
+func ErrorKind(err error) string {
+	switch {
+	case errors.Is(err, ErrInvalidOrder):
+		return ErrorKindInvalid
+	case errors.Is(err, rules.ErrUnknownProgram):
+		return ErrorKindUnknownProgram
+	case errors.Is(err, rules.ErrNoPolicyInForce):
+		return ErrorKindNoPolicy
+	case errors.Is(err, ErrPinnedPolicyMissing):
+		return ErrorKindPinMissing
+	}
+	return ErrorKindRule
+}
 
 // Engine decides orders against an immutable policy set. It is safe for concurrent use.
 type Engine struct {

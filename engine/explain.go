@@ -2,15 +2,9 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
-	"time"
-
-	"cel.dev/cel-go/common/types"
-	"cel.dev/cel-go/common/types/ref"
-	"cel.dev/cel-go/common/types/traits"
 
 	"github.com/commissioner/commissioner/rules"
 )
@@ -70,7 +64,7 @@ func (e *Engine) Explain(ctx context.Context, p *rules.Policy, o *Order) (*Expla
 		var in []Input
 		for _, n := range names {
 			v, _ := rules.ResolveName(vars, n)
-			in = append(in, Input{Name: n, Value: FormatValue(v)})
+			in = append(in, Input{Name: n, Value: rules.FormatValue(v)})
 		}
 		for _, n := range constants {
 			in = append(in, Input{Name: n, Value: consts[n].Text})
@@ -110,42 +104,4 @@ func Terms(r *rules.RateRule) string {
 		parts = append(parts, strings.Join(flats, " / "))
 	}
 	return strings.Join(parts, " + ")
-}
-
-// FormatValue renders a CEL value the way an auditor reads it: strings quoted, timestamps in
-// RFC 3339, decimals exact, items as {sku, category, quantity}.
-func FormatValue(v ref.Val) string {
-	switch x := v.(type) {
-	case nil:
-		return "null"
-	case types.String:
-		return fmt.Sprintf("%q", string(x))
-	case types.Bool:
-		return fmt.Sprint(bool(x))
-	case types.Int:
-		return fmt.Sprint(int64(x))
-	case types.Timestamp:
-		if x.Time.Equal(time.Unix(0, 0)) || x.Time.IsZero() {
-			return "(absent)"
-		}
-		return x.Time.UTC().Format(time.RFC3339Nano)
-	case types.Duration:
-		return x.Duration.String()
-	case rules.Decimal:
-		return x.D.Text('f')
-	}
-	if l, ok := v.(traits.Lister); ok {
-		var parts []string
-		it := l.Iterator()
-		for it.HasNext() == types.True {
-			e := it.Next()
-			if item, ok := e.Value().(*rules.Item); ok { // order.items' elements (rules.ResolveName)
-				parts = append(parts, fmt.Sprintf("{sku: %q, category: %q, quantity: %d}", item.SKU, item.Category, item.Quantity))
-				continue
-			}
-			parts = append(parts, FormatValue(e))
-		}
-		return "[" + strings.Join(parts, ", ") + "]"
-	}
-	return fmt.Sprint(v.Value())
 }

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/cockroachdb/apd/v3"
 
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/rules"
@@ -58,11 +61,14 @@ func FuzzDecodeOrder(f *testing.F) {
 }
 
 // checkAgainstEncodingJSON decodes the same bytes with encoding/json and compares the strings
-// the order holds (keys matched exactly, as DecodeOrder does; the last of duplicate keys wins in both).
+// and the amounts the order holds (keys matched exactly, as DecodeOrder does; the last of
+// duplicate keys wins in both). encoding/json keeps numbers as json.Number, never float64.
 func checkAgainstEncodingJSON(t *testing.T, data []byte, o *engine.Order) {
 	t.Helper()
 	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
 		t.Fatalf("encoding/json cannot read what DecodeOrder accepted: %v", err)
 	}
 	str := func(m map[string]any, k string) string { s, _ := m[k].(string); return s }
@@ -81,6 +87,8 @@ func checkAgainstEncodingJSON(t *testing.T, data []byte, o *engine.Order) {
 			t.Fatalf("%s: DecodeOrder read %q, encoding/json %q, from %q", c.field, c.got, c.want, data)
 		}
 	}
+	checkAmount(t, data, "amount", &o.Amount, m["amount"])
+	checkAmount(t, data, "refunded_amount", &o.RefundedAmount, m["refunded_amount"])
 	items, _ := m["items"].([]any)
 	if len(items) != len(o.Items) {
 		t.Fatalf("items: DecodeOrder read %d, encoding/json %d", len(o.Items), len(items))
@@ -90,6 +98,30 @@ func checkAgainstEncodingJSON(t *testing.T, data []byte, o *engine.Order) {
 		if o.Items[i].SKU != str(im, "sku") || o.Items[i].Category != str(im, "category") {
 			t.Fatalf("items[%d]: DecodeOrder read %q/%q, encoding/json %q/%q", i, o.Items[i].SKU, o.Items[i].Category, str(im, "sku"), str(im, "category"))
 		}
+		checkAmount(t, data, fmt.Sprintf("items[%d].amount", i), &o.Items[i].Amount, im["amount"])
+	}
+}
+
+// checkAmount compares an amount DecodeOrder read with the value encoding/json read for it (a
+// string or a json.Number): the same number, whatever its notation. An absent or null amount is
+// not compared.
+func checkAmount(t *testing.T, data []byte, field string, got *apd.Decimal, v any) {
+	t.Helper()
+	var text string
+	switch x := v.(type) {
+	case string:
+		text = x
+	case json.Number:
+		text = x.String()
+	default:
+		return
+	}
+	var want apd.Decimal
+	if _, _, err := want.SetString(text); err != nil {
+		t.Fatalf("%s: DecodeOrder read %s, encoding/json %q, which is not a decimal, from %q", field, got.Text('f'), text, data)
+	}
+	if got.Cmp(&want) != 0 {
+		t.Fatalf("%s: DecodeOrder read %s, encoding/json %s, from %q", field, got.Text('f'), want.Text('f'), data)
 	}
 }
 

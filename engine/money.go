@@ -7,7 +7,10 @@ import (
 	"github.com/cockroachdb/apd/v3"
 )
 
-// exact is the context for money arithmetic: wide enough that multiplying any accepted amount
+// The engine owns money, and with it the two exact contexts the project computes money with,
+// one per need; no other package declares its own. Neither is ever changed.
+
+// exact is the context for a commission: wide enough that multiplying any accepted amount
 // (at most 40 digits) by any rate (at most 100%, a few digits) is exact; only Quantize rounds,
 // with the policy's mode.
 var exact = apd.Context{
@@ -16,6 +19,17 @@ var exact = apd.Context{
 	MinExponent: apd.MinExponent,
 	Traps:       apd.DefaultTraps,
 	Rounding:    apd.RoundHalfEven,
+}
+
+// SumContext adds up money without ever rounding: Inexact and Rounded trap, so a total that
+// would not be exact (far beyond any money amount) is an error, never a silently rounded one;
+// a Quantize that would have to round is an error too. Replay totals, bank files' control sums
+// and the store's SQL sums use it. Use it as it is: never change it.
+var SumContext = apd.Context{
+	Precision:   2000,
+	MaxExponent: apd.MaxExponent,
+	MinExponent: apd.MinExponent,
+	Traps:       apd.DefaultTraps | apd.Inexact | apd.Rounded,
 }
 
 // Commission computes base × rate% + flat, rounded once to the currency's minor unit with the

@@ -6,19 +6,12 @@ import (
 
 	"github.com/cockroachdb/apd/v3"
 	"modernc.org/sqlite"
+
+	"github.com/commissioner/commissioner/engine"
 )
 
 // decimalSumFunc is the SQLite aggregate that sums decimal TEXT exactly.
 const decimalSumFunc = "commissioner_decimal_sum"
-
-// exactSum adds decimals without ever rounding: Inexact and Rounded trap, so a sum that would not
-// fit (far beyond any money amount) is an error, never a silently rounded total.
-var exactSum = apd.Context{
-	Precision:   2000,
-	MaxExponent: apd.MaxExponent,
-	MinExponent: apd.MinExponent,
-	Traps:       apd.DefaultTraps | apd.Inexact | apd.Rounded,
-}
 
 // decimalSum is one evaluation of commissioner_decimal_sum(x): the exact sum of the non-NULL
 // decimal strings x, as a decimal string; NULL when there are none.
@@ -45,7 +38,7 @@ func (a *decimalSum) Step(_ *sqlite.FunctionContext, args []driver.Value) error 
 	if _, _, err := d.SetString(s); err != nil {
 		return fmt.Errorf("%s: %q is not a decimal: %w", decimalSumFunc, s, err)
 	}
-	if _, err := exactSum.Add(&a.sum, &a.sum, &d); err != nil {
+	if _, err := engine.SumContext.Add(&a.sum, &a.sum, &d); err != nil {
 		return fmt.Errorf("%s: adding %s: %w", decimalSumFunc, s, err)
 	}
 	a.n++

@@ -155,7 +155,7 @@ func currentOwed(t *testing.T, s *Store) map[string]string {
 		if sums[c.key] == nil {
 			sums[c.key] = new(apd.Decimal)
 		}
-		exactSum.Add(sums[c.key], sums[c.key], d)
+		engine.SumContext.Add(sums[c.key], sums[c.key], d)
 	}
 	out := map[string]string{}
 	for k, d := range sums {
@@ -478,7 +478,7 @@ func runPayoutSuite(t *testing.T, b backend) {
 		bs, _ := stores[0].Balances(ctx, "shop")
 		var ledgerTotal, payoutTotal apd.Decimal
 		for _, b := range bs {
-			exactSum.Add(&ledgerTotal, &ledgerTotal, &b.Total)
+			engine.SumContext.Add(&ledgerTotal, &ledgerTotal, &b.Total)
 		}
 		var amounts []string
 		amount := "amount"
@@ -490,7 +490,7 @@ func runPayoutSuite(t *testing.T, b backend) {
 		}
 		for _, a := range amounts {
 			d, _, _ := apd.NewFromString(a)
-			exactSum.Add(&payoutTotal, &payoutTotal, d)
+			engine.SumContext.Add(&payoutTotal, &payoutTotal, d)
 		}
 		if ledgerTotal.Cmp(&payoutTotal) != 0 {
 			t.Errorf("payouts total %s, want the ledger's %s", payoutTotal.Text('f'), ledgerTotal.Text('f'))

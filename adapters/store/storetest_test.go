@@ -391,7 +391,7 @@ func runSuite(t *testing.T, b backend) {
 			if want[d.Currency.Code] == nil {
 				want[d.Currency.Code] = new(apd.Decimal)
 			}
-			if _, err := exactSum.Add(want[d.Currency.Code], want[d.Currency.Code], &d.Commission); err != nil {
+			if _, err := engine.SumContext.Add(want[d.Currency.Code], want[d.Currency.Code], &d.Commission); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -812,7 +812,7 @@ func checkStatsBreakdown(t *testing.T, st Stats, results []engine.Result) {
 			if totals[d.Currency.Code] == nil {
 				totals[d.Currency.Code] = new(apd.Decimal)
 			}
-			exactSum.Add(totals[d.Currency.Code], totals[d.Currency.Code], &d.Commission)
+			engine.SumContext.Add(totals[d.Currency.Code], totals[d.Currency.Code], &d.Commission)
 		}
 		for _, f := range d.FailedRules {
 			byFailed[f]++

@@ -1,8 +1,3 @@
-// Package audit checks what the store holds against the sources of truth: it decides stored
-// order events again with their stored policy versions, books each order's decisions again,
-// recomputes the Merkle leaves and roots of the partitions' chains of batches (engine/chain.go),
-// and names every row that differs. It reads through the small ports it declares (Source,
-// VerifySource); adapters/store implements them and never decides, books or chains itself.
 package audit
 
 // What a leaf proves. Each decision is stored with the hash of its Merkle leaf

@@ -13,7 +13,7 @@ type DeadLetter struct {
 	OrderID     string
 	AffiliateID string
 	PlacedAt    *time.Time // nil when the event did not decode
-	Kind        string     // engine.ErrorKind: invalid, unknown_program, no_policy, runtime, …
+	Kind        string     // engine.ErrorKind: invalid, unknown_program, no_policy, pin_missing, rule_error
 	Reason      string
 	ReceivedAt  time.Time
 	Partition   int

@@ -114,14 +114,6 @@ func Files(run Run, payments []Payment, debtor Party, exec time.Time) ([]File, [
 	return files, others, nil
 }
 
-// sumContext adds amounts exactly: a sum that would round is an error.
-var sumContext = apd.Context{
-	Precision:   100,
-	MaxExponent: apd.MaxExponent,
-	MinExponent: apd.MinExponent,
-	Traps:       apd.DefaultTraps | apd.Inexact | apd.Rounded,
-}
-
 // MsgID is the message identification of a run's file in a currency (at most 35 characters).
 func MsgID(run Run, currency string) string {
 	return fmt.Sprintf("COMM-%d-%s-%s", run.ID, strings.ReplaceAll(run.Month, "-", ""), currency)
@@ -151,7 +143,7 @@ func buildFile(run Run, currency string, ps []Payment, debtor Party, exec time.T
 		if err != nil {
 			return File{}, fmt.Errorf("payout %d to %s: %w", p.ID, p.AffiliateID, err)
 		}
-		if _, err := sumContext.Add(&f.ControlSum, &f.ControlSum, &p.Amount); err != nil {
+		if _, err := engine.SumContext.Add(&f.ControlSum, &f.ControlSum, &p.Amount); err != nil {
 			return File{}, fmt.Errorf("summing the amounts: %w", err)
 		}
 		tx := creditTransfer{
@@ -201,7 +193,7 @@ func amountText(d *apd.Decimal, cur engine.Currency) (string, error) {
 		return "", fmt.Errorf("amount %s %s is not positive: only a positive balance is paid", d.Text('f'), cur.Code)
 	}
 	var q apd.Decimal
-	if _, err := sumContext.Quantize(&q, d, -cur.MinorUnits); err != nil {
+	if _, err := engine.SumContext.Quantize(&q, d, -cur.MinorUnits); err != nil {
 		return "", fmt.Errorf("amount %s %s has more decimals than the currency's %d", d.Text('f'), cur.Code, cur.MinorUnits)
 	}
 	return q.Text('f'), nil
