@@ -38,6 +38,23 @@ func problemLines(ps rules.Problems) []string {
 	return out
 }
 
+// knownCodes is every code a Problem may carry: the closed set rules documents.
+var knownCodes = map[string]bool{
+	rules.CodeYAML: true, rules.CodeUnknownKey: true, rules.CodeMissing: true, rules.CodeType: true,
+	rules.CodeInvalid: true, rules.CodeDuplicate: true, rules.CodeCELSyntax: true, rules.CodeCELType: true,
+	rules.CodeCEL: true, rules.CodeCost: true, rules.CodeNoRateMatch: true, rules.CodeUnreachable: true,
+	rules.CodeOverlap: true, rules.CodeLintSkipped: true, rules.CodeLayout: true,
+}
+
+// problemCodes lists the problems' codes, in order.
+func problemCodes(ps rules.Problems) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.Code
+	}
+	return out
+}
+
 // TestCompileReportsEveryProblem compiles a policy with many problems and expects every one of
 // them, at once, each at its exact line and column and with its rule id.
 func TestCompileReportsEveryProblem(t *testing.T) {
@@ -80,40 +97,41 @@ rates:
     rate: "150%"
 `
 	// Every position worked out by hand from the text above (columns count from 1; a problem with
-	// a value points at the value, e.g. a flat amount's currency at its amount):
-	want := []struct{ pos, rule, msg string }{
-		{"2:1", "", `missing key "program"`},                                                                          // the document's mapping starts at line 2
-		{"4:11", "", `rounding "half_sideways" is not one of half_up`},                                                // the value after "rounding: "
-		{"5:9", "", `unknown key "colour"`},                                                                           // the value after "colour: "
-		{"8:26", "syntax", "Syntax error: mismatched input '<EOF>'"},                                                  // col 11 + len("order.status ==")
-		{"11:24", "type_error", "found no matching overload for '_>_' applied to '(commissioner.Decimal, string)'"},   // the '>' at 11 + 13
-		{"14:22", "undeclared", "undeclared reference to 'order.buyer.countr' (did you mean 'order.buyer.country'?)"}, // the last '.' at 11 + 11
-		{"17:11", "not_bool", "the expression must be a bool, it is string"},
-		{"19:9", "syntax", `rule id "syntax" is used already at line 7`},
-		{"22:15", "syntax", `unknown key "severity" (known: id, expr, reason)`},
-		{"23:9", "qualify", `rule id "Bad-Id" must be lower-case letters`},
-		{"24:24", "Bad-Id", "found no matching overload for '_==_' applied to '(commissioner.Decimal, int)'"}, // '==' at 11 + 13
-		{"29:11", "bad_rate", `rate "10" must be a percentage such as "10%"`},
-		{"30:5", "no_terms", "a rate rule needs a rate"}, // the rule's mapping starts at "id"
-		{"34:17", "bad_flat", `flat: "usd" is not an ISO 4217 currency code`},
-		{"34:30", "bad_flat", `flat.EUR: "-1" is not a non-negative decimal amount`},
-		{"37:11", "too_much", `rate "150%" must be a percentage from 0% to 100%`},
+	// a value points at the value, e.g. a flat amount's currency at its amount). The code says
+	// what kind of problem it is; msg, where given, is wording that matters to the reader (the
+	// hint, the names it offers), checked as a substring.
+	want := []struct{ pos, code, rule, msg string }{
+		{"2:1", rules.CodeMissing, "", `missing key "program"`},                                      // the document's mapping starts at line 2
+		{"4:11", rules.CodeInvalid, "", `rounding "half_sideways" is not one of half_up, half_even`}, // the value after "rounding: "
+		{"5:9", rules.CodeUnknownKey, "", `unknown key "colour" (known: program, version`},           // the value after "colour: "
+		{"8:26", rules.CodeCELSyntax, "syntax", ""},                                                  // col 11 + len("order.status ==")
+		{"11:24", rules.CodeCELType, "type_error", ""},                                               // the '>' at 11 + 13
+		{"14:22", rules.CodeCELType, "undeclared", "(did you mean 'order.buyer.country'?)"},          // the last '.' at 11 + 11
+		{"17:11", rules.CodeCELType, "not_bool", "the expression must be a bool, it is string"},
+		{"19:9", rules.CodeDuplicate, "syntax", "used already at line 7"},
+		{"22:15", rules.CodeUnknownKey, "syntax", `unknown key "severity" (known: id, expr, reason)`},
+		{"23:9", rules.CodeInvalid, "qualify", ""},
+		{"24:24", rules.CodeCELType, "Bad-Id", "amounts are exact decimals, compare with decimal(0)"}, // '==' at 11 + 13
+		{"29:11", rules.CodeInvalid, "bad_rate", `must be a percentage such as "10%"`},
+		{"30:5", rules.CodeMissing, "no_terms", ""}, // the rule's mapping starts at "id"
+		{"34:17", rules.CodeInvalid, "bad_flat", ""},
+		{"34:30", rules.CodeInvalid, "bad_flat", ""},
+		{"37:11", rules.CodeInvalid, "too_much", "from 0% to 100%"},
 	}
 	p, ps := rules.Compile("broken.yaml", []byte(src))
 	if p != nil {
 		t.Errorf("got a policy, want nil for a file with errors")
 	}
-	got := problemLines(ps)
-	for i := 0; i < len(got) || i < len(want); i++ {
+	for i := 0; i < len(ps) || i < len(want); i++ {
 		switch {
-		case i >= len(got):
-			t.Errorf("problem %d: got none, want %s: %s: %s", i, want[i].pos, want[i].rule, want[i].msg)
+		case i >= len(ps):
+			t.Errorf("problem %d: got none, want %s %s at %s", i, want[i].code, want[i].rule, want[i].pos)
 		case i >= len(want):
-			t.Errorf("problem %d: got %s, want none", i, got[i])
+			t.Errorf("problem %d: got %s, want none", i, problemLines(ps[i : i+1])[0])
 		default:
-			prefix := want[i].pos + ": " + want[i].rule + ": "
-			if !strings.HasPrefix(got[i], prefix) || !strings.Contains(got[i], want[i].msg) {
-				t.Errorf("problem %d: got %s\n  want %s%s", i, got[i], prefix, want[i].msg)
+			got, w := ps[i], want[i]
+			if pos := fmt.Sprintf("%d:%d", got.Line, got.Column); pos != w.pos || got.Code != w.code || got.Rule != w.rule || !strings.Contains(got.Message, w.msg) {
+				t.Errorf("problem %d: got %s %s at %s: %s\n  want %s %s at %s: …%s…", i, got.Code, got.Rule, pos, got.Message, w.code, w.rule, w.pos, w.msg)
 			}
 		}
 	}
@@ -139,23 +157,24 @@ func TestExpressionPositions(t *testing.T) {
 		name string
 		rule string
 		want string // line:col of the undeclared 'order.placed_att' (CEL points at its last '.')
+		code string
 	}{
-		{"plain", "  - id: a\n    expr: order.placed_att == order.click_at\n", "8:16"},
-		{"single-quoted", "  - id: a\n    expr: 'order.placed_att == order.click_at'\n", "8:17"},
-		{"double-quoted", "  - id: a\n    expr: \"order.placed_att == order.click_at\"\n", "8:17"},
-		{"plain, later on the line", "  - id: a\n    expr: order.has_click && order.placed_att == order.click_at\n", "8:35"},
-		{"folded block, first line", "  - id: a\n    expr: >-\n      order.placed_att == order.click_at\n", "9:12"},
-		{"folded block, second line", "  - id: a\n    expr: >-\n      order.has_click &&\n      order.click_at <= order.placed_att\n", "10:30"},
-		{"folded block, third line", "  - id: a\n    expr: >-\n      order.has_click\n      && order.click_at <= order.placed_at\n      && order.placed_att - order.click_at <= duration('1h')\n", "11:15"},
-		{"folded block, deeper indent", "  - id: a\n    expr: >\n            order.has_click &&\n            order.placed_att == order.click_at\n", "10:18"},
-		{"folded block after a blank line", "  - id: a\n    expr: >-\n      order.has_click &&\n\n      order.placed_att == order.click_at\n", "11:12"},
-		{"literal block, second line", "  - id: a\n    expr: |\n      order.has_click &&\n      order.click_at <= order.placed_att\n", "10:30"},
-		{"literal block, keep", "  - id: a\n    expr: |+\n      order.has_click &&\n        order.placed_att == order.click_at\n\n", "10:14"},
-		{"multi-line plain", "  - id: a\n    expr: order.has_click &&\n      order.placed_att == order.click_at\n", "9:12"},
-		{"multi-line double-quoted", "  - id: a\n    expr: \"order.has_click &&\n      order.placed_att == order.click_at\"\n", "9:12"},
-		{"flow mapping", "  - {id: a, expr: order.placed_att == order.click_at, reason: r}\n", "7:24"},
-		{"after non-ASCII text", "  - id: a\n    expr: 'order.buyer.id != \"Zoë—\" && order.placed_att == order.click_at'\n", "8:45"},
-		{"syntax error at the end of a block", "  - id: a\n    expr: >-\n      order.has_click &&\n      order.status ==\n", "10:22"},
+		{"plain", "  - id: a\n    expr: order.placed_att == order.click_at\n", "8:16", rules.CodeCELType},
+		{"single-quoted", "  - id: a\n    expr: 'order.placed_att == order.click_at'\n", "8:17", rules.CodeCELType},
+		{"double-quoted", "  - id: a\n    expr: \"order.placed_att == order.click_at\"\n", "8:17", rules.CodeCELType},
+		{"plain, later on the line", "  - id: a\n    expr: order.has_click && order.placed_att == order.click_at\n", "8:35", rules.CodeCELType},
+		{"folded block, first line", "  - id: a\n    expr: >-\n      order.placed_att == order.click_at\n", "9:12", rules.CodeCELType},
+		{"folded block, second line", "  - id: a\n    expr: >-\n      order.has_click &&\n      order.click_at <= order.placed_att\n", "10:30", rules.CodeCELType},
+		{"folded block, third line", "  - id: a\n    expr: >-\n      order.has_click\n      && order.click_at <= order.placed_at\n      && order.placed_att - order.click_at <= duration('1h')\n", "11:15", rules.CodeCELType},
+		{"folded block, deeper indent", "  - id: a\n    expr: >\n            order.has_click &&\n            order.placed_att == order.click_at\n", "10:18", rules.CodeCELType},
+		{"folded block after a blank line", "  - id: a\n    expr: >-\n      order.has_click &&\n\n      order.placed_att == order.click_at\n", "11:12", rules.CodeCELType},
+		{"literal block, second line", "  - id: a\n    expr: |\n      order.has_click &&\n      order.click_at <= order.placed_att\n", "10:30", rules.CodeCELType},
+		{"literal block, keep", "  - id: a\n    expr: |+\n      order.has_click &&\n        order.placed_att == order.click_at\n\n", "10:14", rules.CodeCELType},
+		{"multi-line plain", "  - id: a\n    expr: order.has_click &&\n      order.placed_att == order.click_at\n", "9:12", rules.CodeCELType},
+		{"multi-line double-quoted", "  - id: a\n    expr: \"order.has_click &&\n      order.placed_att == order.click_at\"\n", "9:12", rules.CodeCELType},
+		{"flow mapping", "  - {id: a, expr: order.placed_att == order.click_at, reason: r}\n", "7:24", rules.CodeCELType},
+		{"after non-ASCII text", "  - id: a\n    expr: 'order.buyer.id != \"Zoë—\" && order.placed_att == order.click_at'\n", "8:45", rules.CodeCELType},
+		{"syntax error at the end of a block", "  - id: a\n    expr: >-\n      order.has_click &&\n      order.status ==\n", "10:22", rules.CodeCELSyntax},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -167,8 +186,8 @@ func TestExpressionPositions(t *testing.T) {
 			if len(ps) != 1 {
 				t.Fatalf("got problems %v, want exactly one", problemLines(ps))
 			}
-			if got := fmt.Sprintf("%d:%d", ps[0].Line, ps[0].Column); got != c.want || ps[0].Rule != "a" {
-				t.Errorf("got %s (rule %q: %s), want %s (rule a)", got, ps[0].Rule, ps[0].Message, c.want)
+			if got := fmt.Sprintf("%d:%d", ps[0].Line, ps[0].Column); got != c.want || ps[0].Rule != "a" || ps[0].Code != c.code {
+				t.Errorf("got %s %s (rule %q: %s), want %s %s (rule a)", ps[0].Code, got, ps[0].Rule, ps[0].Message, c.code, c.want)
 			}
 		})
 	}
@@ -296,7 +315,7 @@ func TestLoadDir(t *testing.T) {
 		if !errors.As(err, &ps) || len(ps) != 1 {
 			t.Fatalf("got %v, want one problem", err)
 		}
-		if !strings.Contains(ps[0].Message, "program alibaba version 1 is defined twice") ||
+		if ps[0].Code != rules.CodeDuplicate || !strings.Contains(ps[0].Message, "program alibaba version 1 is defined twice") ||
 			!strings.Contains(err.Error(), "v1-copy.yaml") || !strings.Contains(err.Error(), filepath.Join("alibaba", "v1.yaml")) {
 			t.Errorf("got %v, want both files named as defining alibaba version 1", err)
 		}

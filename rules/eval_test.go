@@ -163,21 +163,21 @@ func TestConstants(t *testing.T) {
 	}
 
 	bad := []struct {
-		name, constants, want string
+		name, constants, code, want string
 	}{
-		{"a float", "  rate: 0.1\n", `rate: write a decimal as {decimal: "0.1"}`},
-		{"a mixed list", "  l: [a, 1]\n", "l: a list mixes strings and numbers"},
-		{"a list of floats", "  l: [1.5]\n", "l: list items must be strings or whole numbers"},
-		{"a nested list", "  l: [[a]]\n", "l: a list constant holds strings or whole numbers"},
-		{"a bad duration", "  w: {duration: 30 days}\n", `w: "30 days" is not a duration`},
-		{"a bad decimal", "  d: {decimal: ten}\n", `d: "ten" is not a decimal number`},
-		{"a bad timestamp", "  ts: {timestamp: 2025-13-01}\n", `ts: "2025-13-01" is not an RFC 3339 timestamp`},
-		{"an unknown type", "  x: {money: 5}\n", `x: unknown constant type "money"`},
-		{"two types", "  x: {duration: 1h, decimal: \"1\"}\n", "x: a typed constant is one of"},
-		{"a bad name", "  Bad-Name: 1\n", `constant name "Bad-Name" must be lower-case`},
-		{"the order's name", "  order: 1\n", `constant name "order" clashes with the order schema`},
-		{"an int beyond int64", "  n: 99999999999999999999\n", `n: write a decimal as {decimal: "99999999999999999999"}`},
-		{"a null", "  n: null\n", "n: !!null values are not supported"},
+		{"a float", "  rate: 0.1\n", rules.CodeInvalid, `rate: write a decimal as {decimal: "0.1"}`},
+		{"a mixed list", "  l: [a, 1]\n", rules.CodeInvalid, "l: a list mixes strings and numbers"},
+		{"a list of floats", "  l: [1.5]\n", rules.CodeInvalid, "l: list items must be strings or whole numbers"},
+		{"a nested list", "  l: [[a]]\n", rules.CodeType, "l: a list constant holds strings or whole numbers"},
+		{"a bad duration", "  w: {duration: 30 days}\n", rules.CodeInvalid, `w: "30 days" is not a duration`},
+		{"a bad decimal", "  d: {decimal: ten}\n", rules.CodeInvalid, `d: "ten" is not a decimal number`},
+		{"a bad timestamp", "  ts: {timestamp: 2025-13-01}\n", rules.CodeInvalid, `ts: "2025-13-01" is not an RFC 3339 timestamp`},
+		{"an unknown type", "  x: {money: 5}\n", rules.CodeUnknownKey, `x: unknown constant type "money"`},
+		{"two types", "  x: {duration: 1h, decimal: \"1\"}\n", rules.CodeType, "x: a typed constant is one of"},
+		{"a bad name", "  Bad-Name: 1\n", rules.CodeInvalid, `constant name "Bad-Name" must be lower-case`},
+		{"the order's name", "  order: 1\n", rules.CodeInvalid, `constant name "order" clashes with the order schema`},
+		{"an int beyond int64", "  n: 99999999999999999999\n", rules.CodeInvalid, `n: write a decimal as {decimal: "99999999999999999999"}`},
+		{"a null", "  n: null\n", rules.CodeInvalid, "n: !!null values are not supported"},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
@@ -185,8 +185,8 @@ func TestConstants(t *testing.T) {
 			if p != nil {
 				t.Errorf("got a policy, want problems")
 			}
-			if len(ps) != 1 || ps[0].Rule != "constants" || !strings.Contains(ps[0].Message, c.want) || ps[0].Line != 6 {
-				t.Errorf("got %v, want one problem at line 6 in constants containing %q", problemLines(ps), c.want)
+			if len(ps) != 1 || ps[0].Code != c.code || ps[0].Rule != "constants" || !strings.Contains(ps[0].Message, c.want) || ps[0].Line != 6 {
+				t.Errorf("got %v (code %v), want one %s problem at line 6 in constants containing %q", problemLines(ps), problemCodes(ps), c.code, c.want)
 			}
 		})
 	}
@@ -194,16 +194,16 @@ func TestConstants(t *testing.T) {
 
 // TestDecimalTypeChecks checks that rules cannot mix decimals with floats, strings or == on ints.
 func TestDecimalTypeChecks(t *testing.T) {
-	cases := []struct{ expr, want string }{
-		{"order.amount > 1.5", "found no matching overload for '_>_' applied to '(commissioner.Decimal, double)'"},
-		{`order.amount < "10"`, "found no matching overload for '_<_' applied to '(commissioner.Decimal, string)'"},
-		{"order.amount == 0", "amounts are exact decimals, compare with decimal(0)"},
-		{"order.amount + order.refunded_amount > decimal(0)", "found no matching overload for '_+_'"},
-		{"order.amount", "the expression must be a bool, it is commissioner.Decimal"},
-		{"decimal(1.5) > order.amount", "found no matching overload for 'decimal' applied to '(double)'"},
-		{"order.items[0].amount > decimal(0)", "undefined field 'amount'"},
-		{"order.buyer.new == 1", "found no matching overload for '_==_' applied to '(bool, int)'"},
-		{"now() > order.placed_at", "undeclared reference to 'now'"},
+	cases := []struct{ expr, code, want string }{
+		{"order.amount > 1.5", rules.CodeCELType, "found no matching overload for '_>_' applied to '(commissioner.Decimal, double)'"},
+		{`order.amount < "10"`, rules.CodeCELType, "found no matching overload for '_<_' applied to '(commissioner.Decimal, string)'"},
+		{"order.amount == 0", rules.CodeCELType, "amounts are exact decimals, compare with decimal(0)"},
+		{"order.amount + order.refunded_amount > decimal(0)", rules.CodeCELType, "found no matching overload for '_+_'"},
+		{"order.amount", rules.CodeCELType, "the expression must be a bool, it is commissioner.Decimal"},
+		{"decimal(1.5) > order.amount", rules.CodeCELType, "found no matching overload for 'decimal' applied to '(double)'"},
+		{"order.items[0].amount > decimal(0)", rules.CodeCELType, "undefined field 'amount'"},
+		{"order.buyer.new == 1", rules.CodeCELType, "found no matching overload for '_==_' applied to '(bool, int)'"},
+		{"now() > order.placed_at", rules.CodeCELType, "undeclared reference to 'now'"},
 	}
 	for _, c := range cases {
 		t.Run(c.expr, func(t *testing.T) {
@@ -211,8 +211,8 @@ func TestDecimalTypeChecks(t *testing.T) {
 			if p != nil {
 				t.Fatalf("got a policy, want a type error")
 			}
-			if len(ps) == 0 || ps[0].Rule != "q0" || !strings.Contains(ps[0].Message, c.want) {
-				t.Errorf("got %v, want rule q0: …%s…", problemLines(ps), c.want)
+			if len(ps) == 0 || ps[0].Code != c.code || ps[0].Rule != "q0" || !strings.Contains(ps[0].Message, c.want) {
+				t.Errorf("got %v (code %v), want %s in rule q0: …%s…", problemLines(ps), problemCodes(ps), c.code, c.want)
 			}
 		})
 	}
@@ -249,8 +249,8 @@ func TestCostLimit(t *testing.T) {
 				if p != nil {
 					t.Fatalf("got the rule accepted, want it refused for its cost")
 				}
-				if len(ps) != 1 || !strings.Contains(ps[0].Message, fmt.Sprintf("exceeds the limit %d", rules.MaxEstimatedCost)) || ps[0].Rule != "q0" {
-					t.Errorf("got %v, want one problem saying the estimated cost exceeds the limit", problemLines(ps))
+				if len(ps) != 1 || ps[0].Code != rules.CodeCost || ps[0].Rule != "q0" {
+					t.Errorf("got %v (code %v), want one %s problem in rule q0", problemLines(ps), problemCodes(ps), rules.CodeCost)
 				}
 			}
 		})

@@ -9,8 +9,8 @@ import (
 )
 
 // FuzzCompilePolicy feeds arbitrary bytes to rules.Compile. It must never panic; it returns a
-// policy exactly when no problem is an error; every problem names the file; and the rules of a
-// policy it accepts evaluate (to a bool or an error) without panicking.
+// policy exactly when no problem is an error; every problem names the file and has a known code;
+// and the rules of a policy it accepts evaluate (to a bool or an error) without panicking.
 //
 //	go test ./rules -run '^$' -fuzz FuzzCompilePolicy -fuzztime 60s
 func FuzzCompilePolicy(f *testing.F) {
@@ -45,8 +45,8 @@ func FuzzCompilePolicy(f *testing.F) {
 			t.Fatalf("got policy %v with problems %v: want a policy exactly when there is no error", p != nil, ps)
 		}
 		for _, pr := range ps {
-			if pr.File != "f.yaml" || pr.Message == "" || pr.Line < 0 || pr.Column < 0 {
-				t.Fatalf("got problem %+v, want one naming f.yaml with a message and a position", pr)
+			if pr.File != "f.yaml" || pr.Message == "" || pr.Line < 0 || pr.Column < 0 || !knownCodes[pr.Code] {
+				t.Fatalf("got problem %+v, want one naming f.yaml with a known code, a message and a position", pr)
 			}
 		}
 		_ = ps.Error()

@@ -17,7 +17,7 @@ var versionFileRE = regexp.MustCompile(`^v([0-9]+)\.ya?ml$`)
 func LintLayout(p *Policy) Problems {
 	var out Problems
 	warn := func(format string, args ...any) {
-		out = append(out, Problem{File: p.File, Line: 1, Rule: "layout", Message: fmt.Sprintf(format, args...), Severity: SeverityWarning})
+		out = append(out, Problem{File: p.File, Line: 1, Rule: "layout", Code: CodeLayout, Message: fmt.Sprintf(format, args...), Severity: SeverityWarning})
 	}
 	base := filepath.Base(p.File)
 	if m := versionFileRE.FindStringSubmatch(base); m == nil {
@@ -41,7 +41,7 @@ func IgnoredFiles(dir string) (Problems, error) {
 	var out Problems
 	err := walkPolicyDir(dir, func(path string) {
 		if looksLikeVersionRE.MatchString(filepath.Base(path)) && !isPolicyFile(path) {
-			out = append(out, Problem{File: path, Line: 1, Rule: "layout", Severity: SeverityWarning,
+			out = append(out, Problem{File: path, Line: 1, Rule: "layout", Code: CodeLayout, Severity: SeverityWarning,
 				Message: "looks like a policy version but is not loaded: only .yaml and .yml files are"})
 		}
 	})

@@ -32,7 +32,7 @@ func Lint(p *Policy) Problems {
 
 	base, ok := space.findQualifying(p)
 	if !ok {
-		ps.warnAt(p.Rates[0].Line, 0, "lint", "could not build an order that passes qualification from the values the policy names; rate rule coverage not checked")
+		ps.warnAt(p.Rates[0].Line, 0, CodeLintSkipped, "lint", "could not build an order that passes qualification from the values the policy names; rate rule coverage not checked")
 		return ps.list
 	}
 	// Vary what the rate rules read, keep the rest of the qualifying base.
@@ -68,7 +68,7 @@ func Lint(p *Policy) Problems {
 		}
 		if len(matched) == 0 {
 			if !reportedGap {
-				ps.atPos(p.Rates[len(p.Rates)-1].Line, 0, "lint", "a qualified order matches no rate rule, e.g. %s: add a rule for it or a final catch-all (when: \"true\")", desc)
+				ps.atPos(p.Rates[len(p.Rates)-1].Line, 0, CodeNoRateMatch, "lint", "a qualified order matches no rate rule, e.g. %s: add a rule for it or a final catch-all (when: \"true\")", desc)
 				reportedGap = true
 			}
 			return true
@@ -78,7 +78,7 @@ func Lint(p *Policy) Problems {
 			a, b := p.Rates[matched[0]], p.Rates[j]
 			if key := [2]int{matched[0], j}; !overlaps[key] && !sameTerms(a, b) && b.When != "true" {
 				overlaps[key] = true
-				overlapWarnings = append(overlapWarnings, overlap{later: j, warn: Problem{File: p.File, Line: b.Line, Rule: b.ID, Severity: SeverityWarning,
+				overlapWarnings = append(overlapWarnings, overlap{later: j, warn: Problem{File: p.File, Line: b.Line, Rule: b.ID, Code: CodeOverlap, Severity: SeverityWarning,
 					Message: fmt.Sprintf("overlaps rule %s (line %d), which wins as the earlier match, e.g. %s", a.ID, a.Line, desc)}})
 			}
 		}
@@ -86,7 +86,7 @@ func Lint(p *Policy) Problems {
 	})
 	for i, r := range p.Rates {
 		if firstMatches[i] == 0 {
-			ps.atPos(r.Line, 0, r.ID, "unreachable: no qualified order reaches this rule as the first match (earlier rules take all its orders, or its condition never holds)")
+			ps.atPos(r.Line, 0, CodeUnreachable, r.ID, "unreachable: no qualified order reaches this rule as the first match (earlier rules take all its orders, or its condition never holds)")
 		}
 	}
 	// An unreachable rule is reported once, as unreachable, not also as overlapping.
@@ -132,7 +132,22 @@ type probeSpace struct {
 
 const maxProbes = 200_000
 
+// newProbeSpace gathers the candidate values for every schema name rules read: the values the
+// policy names (its constants and string literals, sorted into countries, currencies and other
+// strings), one value it does not name for each field, and the thresholds its constants set.
 func newProbeSpace(p *Policy) *probeSpace {
+	countries, currencies, others := probeStrings(p)
+	sp := &probeSpace{values: map[string][]func(*Vars) string{}}
+	sp.addStrings(countries, currencies)
+	sp.addTimes()
+	sp.addItems(others)
+	sp.addAffiliate(p, others)
+	return sp
+}
+
+// probeStrings sorts the strings the policy names (its constants and string literals) into
+// countries, currencies and others, each starting with a value the policy need not name.
+func probeStrings(p *Policy) (countries, currencies, others []string) {
 	var strs []string
 	for _, c := range p.Constants {
 		strs = append(strs, constantStrings(c)...)
@@ -143,7 +158,7 @@ func newProbeSpace(p *Policy) *probeSpace {
 	for _, r := range p.Rates {
 		strs = append(strs, r.literals...)
 	}
-	countries, currencies, others := []string{"ZZ"}, []string{"USD"}, []string{"other"}
+	countries, currencies, others = []string{"ZZ"}, []string{"USD"}, []string{"other"}
 	seen := map[string]bool{"ZZ": true, "USD": true, "other": true}
 	for _, s := range strs {
 		if seen[s] {
@@ -162,26 +177,34 @@ func newProbeSpace(p *Policy) *probeSpace {
 	sort.Strings(countries)
 	sort.Strings(currencies)
 	sort.Strings(others)
+	return countries, currencies, others
+}
 
-	sp := &probeSpace{values: map[string][]func(*Vars) string{}}
-	set := func(name string, fns ...func(*Vars) string) { sp.values[name] = fns }
+// set makes fns the candidate values of a schema name.
+func (sp *probeSpace) set(name string, fns ...func(*Vars) string) { sp.values[name] = fns }
+
+// addStrings adds the order's string and boolean fields: countries, currencies, statuses, a new
+// or returning buyer.
+func (sp *probeSpace) addStrings(countries, currencies []string) {
 	str := func(name string, vals []string, f func(*Vars, string)) {
 		var fns []func(*Vars) string
 		for _, x := range vals {
 			fns = append(fns, func(v *Vars) string { f(v, x); return fmt.Sprintf("%s=%q", name, x) })
 		}
-		set(name, fns...)
-	}
-	boolean := func(name string, f func(*Vars, bool)) {
-		set(name,
-			func(v *Vars) string { f(v, true); return name + "=true" },
-			func(v *Vars) string { f(v, false); return name + "=false" })
+		sp.set(name, fns...)
 	}
 	str("order.buyer.country", countries, func(v *Vars, s string) { v.BuyerCountry = s })
 	str("order.traffic_country", append([]string{""}, countries...), func(v *Vars, s string) { v.TrafficCountry = s })
 	str("order.currency", currencies, func(v *Vars, s string) { v.Currency = s })
 	str("order.status", []string{"completed", "pending", "cancelled", "refunded"}, func(v *Vars, s string) { v.Status = s })
-	boolean("order.buyer.new", func(v *Vars, b bool) { v.BuyerNew = b })
+	sp.set("order.buyer.new",
+		func(v *Vars) string { v.BuyerNew = true; return "order.buyer.new=true" },
+		func(v *Vars) string { v.BuyerNew = false; return "order.buyer.new=false" })
+}
+
+// addTimes adds the order's optional moments (a click, a completion, a buyer's signup), each
+// present or absent, and a refund or none.
+func (sp *probeSpace) addTimes() {
 	clicks := []func(*Vars) string{
 		func(v *Vars) string {
 			v.HasClick, v.ClickAt = true, v.PlacedAt.Add(-time.Hour)
@@ -189,8 +212,8 @@ func newProbeSpace(p *Policy) *probeSpace {
 		},
 		func(v *Vars) string { v.HasClick, v.ClickAt = false, time.Unix(0, 0).UTC(); return "no click" },
 	}
-	set("order.has_click", clicks...)
-	set("order.click_at", clicks...)
+	sp.set("order.has_click", clicks...)
+	sp.set("order.click_at", clicks...)
 	completions := []func(*Vars) string{
 		func(v *Vars) string {
 			v.HasCompletedAt, v.CompletedAt = true, v.PlacedAt.Add(time.Hour)
@@ -201,20 +224,11 @@ func newProbeSpace(p *Policy) *probeSpace {
 			return "no completed_at"
 		},
 	}
-	set("order.has_completed_at", completions...)
-	set("order.completed_at", completions...)
-	set("order.refunded_amount",
+	sp.set("order.has_completed_at", completions...)
+	sp.set("order.completed_at", completions...)
+	sp.set("order.refunded_amount",
 		func(v *Vars) string { v.RefundedAmount = apd.New(0, 0); return "refunded_amount=0" },
 		func(v *Vars) string { v.RefundedAmount = apd.New(10, 0); return "refunded_amount=10" })
-	var items []func(*Vars) string
-	items = append(items, func(v *Vars) string { v.Items = nil; return "no items" })
-	for _, c := range others {
-		items = append(items, func(v *Vars) string {
-			v.Items = []Item{{SKU: "sku-1", Category: c, Quantity: 1, Amount: apd.New(100, 0)}}
-			return fmt.Sprintf("an item of category %q", c)
-		})
-	}
-	set("order.items", items...)
 	signups := []func(*Vars) string{
 		func(v *Vars) string {
 			v.HasBuyerSignupAt, v.BuyerSignupAt = true, v.PlacedAt.Add(-time.Hour)
@@ -229,10 +243,26 @@ func newProbeSpace(p *Policy) *probeSpace {
 			return "no signup_at"
 		},
 	}
-	set("order.buyer.has_signup_at", signups...)
-	set("order.buyer.signup_at", signups...)
-	// The affiliate's month figures: 0 and every threshold the policy names (int and decimal
-	// constants, and decimal("…") literals), so that each tier is probed.
+	sp.set("order.buyer.has_signup_at", signups...)
+	sp.set("order.buyer.signup_at", signups...)
+}
+
+// addItems adds the order's items: none, or one item of each category (other string) named.
+func (sp *probeSpace) addItems(categories []string) {
+	var items []func(*Vars) string
+	items = append(items, func(v *Vars) string { v.Items = nil; return "no items" })
+	for _, c := range categories {
+		items = append(items, func(v *Vars) string {
+			v.Items = []Item{{SKU: "sku-1", Category: c, Quantity: 1, Amount: apd.New(100, 0)}}
+			return fmt.Sprintf("an item of category %q", c)
+		})
+	}
+	sp.set("order.items", items...)
+}
+
+// addAffiliate adds the affiliate's month figures: 0 and every threshold the policy names (int
+// and decimal constants, and decimal("…") literals among others), so that each tier is probed.
+func (sp *probeSpace) addAffiliate(p *Policy, others []string) {
 	ints, decs := []int64{0}, []*apd.Decimal{apd.New(0, 0)}
 	for _, c := range p.Constants {
 		switch x := c.Value.(type) {
@@ -260,9 +290,8 @@ func newProbeSpace(p *Policy) *probeSpace {
 			return fmt.Sprintf("affiliate.month_qualified_sales=%s", d.Text('f'))
 		})
 	}
-	set("affiliate.month_qualified_orders", orders...)
-	set("affiliate.month_qualified_sales", sales...)
-	return sp
+	sp.set("affiliate.month_qualified_orders", orders...)
+	sp.set("affiliate.month_qualified_sales", sales...)
 }
 
 func constantStrings(c Constant) []string {

@@ -355,3 +355,17 @@ func celVersion() string {
 	}
 	return "unknown"
 }
+
+// ResolveName resolves a schema name (order.buyer.country) against vars, for explanations.
+func ResolveName(v *Vars, name string) (ref.Val, bool) {
+	i, ok := schemaIndex(name)
+	if !ok {
+		return nil, false
+	}
+	if schema[i].get == nil {
+		l := &itemList{}
+		l.reset(v.Items)
+		return l, true
+	}
+	return schema[i].get(v), true
+}

@@ -27,7 +27,7 @@ func NewSet(policies []*Policy) (*Set, Problems) {
 	for _, p := range policies {
 		key := fmt.Sprintf("%s\x00%d", p.Program, p.Version)
 		if prev, dup := byVersion[key]; dup {
-			ps = append(ps, Problem{File: p.File, Line: 1, Message: fmt.Sprintf("program %s version %d is defined twice: here and in %s (give each file its own version)", p.Program, p.Version, prev.File)})
+			ps = append(ps, Problem{File: p.File, Line: 1, Code: CodeDuplicate, Message: fmt.Sprintf("program %s version %d is defined twice: here and in %s (give each file its own version)", p.Program, p.Version, prev.File)})
 			continue
 		}
 		byVersion[key] = p

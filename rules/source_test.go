@@ -20,34 +20,34 @@ func TestPolicyDocumentProblems(t *testing.T) {
 	// head is 6 lines; tests start on line 7.
 	cases := []struct {
 		name, src string
-		want      []string // "line:col: rule: message" prefixes, in order
+		want      []string // "code line:col: rule: message" prefixes, in order
 	}{
-		{"empty file", "", []string{"1:1: : the policy file is empty"}},
-		{"only a comment", "# nothing here\n", []string{"1:1: : the policy file is empty"}},
-		{"not a mapping", "- program: p\n", []string{"1:1: : the policy must be a mapping of keys"}},
-		{"a scalar", "hello\n", []string{"1:1: : the policy must be a mapping of keys"}},
+		{"empty file", "", []string{"yaml 1:1: : the policy file is empty"}},
+		{"only a comment", "# nothing here\n", []string{"yaml 1:1: : the policy file is empty"}},
+		{"not a mapping", "- program: p\n", []string{"yaml 1:1: : the policy must be a mapping of keys"}},
+		{"a scalar", "hello\n", []string{"yaml 1:1: : the policy must be a mapping of keys"}},
 		// yaml.v3 names the line where the unclosed sequence's context starts, counted from 0.
-		{"YAML syntax error", "program: p\nversion: [1\nrounding: half_up\n", []string{"1:0: : did not find expected ',' or ']'"}},
-		{"bad indentation", "program: p\n  version: 1\n", []string{"2:0: : mapping values are not allowed in this context"}},
-		{"a key twice", "program: p\nversion: 1\nprogram: q\n", []string{`3:1: : key "program" appears twice`}},
-		{"a complex key", "? [a]\n: b\n", []string{"1:3: : mapping keys must be plain names"}},
+		{"YAML syntax error", "program: p\nversion: [1\nrounding: half_up\n", []string{"yaml 1:0: : did not find expected ',' or ']'"}},
+		{"bad indentation", "program: p\n  version: 1\n", []string{"yaml 2:0: : mapping values are not allowed in this context"}},
+		{"a key twice", "program: p\nversion: 1\nprogram: q\n", []string{`yaml 3:1: : key "program" appears twice`}},
+		{"a complex key", "? [a]\n: b\n", []string{"yaml 1:3: : mapping keys must be plain names"}},
 		// the budget runs out while expanding *a, whose values are at line 1
-		{"aliases expanding too far", laughs, []string{"1:23: : the document expands to too many values through aliases"}},
+		{"aliases expanding too far", laughs, []string{"yaml 1:23: : the document expands to too many values through aliases"}},
 		// found by FuzzCompilePolicy: an alias inside its own anchor recursed until the budget ran out (1.4 s)
-		{"an alias inside its own anchor", "a: &a [x, x]\nb: &b [\na, *b]\n", []string{"3:4: : alias *b is used inside the value it names"}},
-		{"an alias inside its own anchor, deeper", "a: &a {b: [1, {c: *a}]}\n", []string{"1:19: : alias *a is used inside the value it names"}},
-		{"merging a scalar", head + "tests:\n  - name: x\n    order: {<<: 5}\n    expect: {}\n", []string{"9:17: : << merges a mapping, not a !!int"}},
+		{"an alias inside its own anchor", "a: &a [x, x]\nb: &b [\na, *b]\n", []string{"yaml 3:4: : alias *b is used inside the value it names"}},
+		{"an alias inside its own anchor, deeper", "a: &a {b: [1, {c: *a}]}\n", []string{"yaml 1:19: : alias *a is used inside the value it names"}},
+		{"merging a scalar", head + "tests:\n  - name: x\n    order: {<<: 5}\n    expect: {}\n", []string{"yaml 9:17: : << merges a mapping, not a !!int"}},
 		{"a test order with a non-JSON number", head + "tests:\n  - name: x\n    order: {amount: .inf}\n    expect: {qualified: true}\n",
-			[]string{`9:21: test x: order: ".inf" is not a JSON number; quote it`}},
-		{"a test without order and expect", head + "tests:\n  - name: x\n", []string{`8:5: test x: missing key "order"`}},
-		{"a test without expect", head + "tests:\n  - name: x\n    order: {}\n", []string{`8:5: test x: missing key "expect"`}},
+			[]string{`invalid 9:21: test x: order: ".inf" is not a JSON number; quote it`}},
+		{"a test without order and expect", head + "tests:\n  - name: x\n", []string{`missing 8:5: test x: missing key "order"`}},
+		{"a test without expect", head + "tests:\n  - name: x\n    order: {}\n", []string{`missing 8:5: test x: missing key "expect"`}},
 		{"a test name used twice", head + "tests:\n  - {name: x, order: {}, expect: {}}\n  - {name: x, order: {}, expect: {}}\n",
-			[]string{`9:12: tests: test name "x" is used twice`}},
+			[]string{`duplicate 9:12: tests: test name "x" is used twice`}},
 		{"an unknown expectation", head + "tests:\n  - name: x\n    order: {}\n    expect: {commision: \"1.00\", qualified: maybe}\n",
-			[]string{`10:25: test x: unknown key "commision"`, `10:44: test x: qualified must be true or false`}},
-		{"tests not a list", head + "tests: {name: x}\n", []string{"7:8: tests: tests must be a list"}},
+			[]string{`unknown_key 10:25: test x: unknown key "commision"`, `invalid 10:44: test x: qualified must be true or false`}},
+		{"tests not a list", head + "tests: {name: x}\n", []string{"type 7:8: tests: tests must be a list"}},
 		{"failed_rules not a list", head + "tests:\n  - name: x\n    order: {}\n    expect: {failed_rules: completed}\n",
-			[]string{"10:28: test x: failed_rules must be a list of rule ids"}},
+			[]string{"type 10:28: test x: failed_rules must be a list of rule ids"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -56,6 +56,9 @@ func TestPolicyDocumentProblems(t *testing.T) {
 				t.Errorf("got a policy, want problems")
 			}
 			got := problemLines(ps)
+			for i, p := range ps {
+				got[i] = p.Code + " " + got[i]
+			}
 			if len(got) != len(c.want) {
 				t.Fatalf("got problems\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(c.want, "\n  "))
 			}
