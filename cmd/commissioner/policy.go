@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -46,10 +45,10 @@ func newPolicyCmd(s streams) *cobra.Command {
 	return cmd
 }
 
-// runPolicyCheck compiles and lints; it prints every problem and fails on any error (or, with
-// --strict, any warning).
+// runPolicyCheck compiles and lints (rules.Check, the gate serve uses); it prints every problem
+// and fails on any error (or, with --strict, any warning).
 func runPolicyCheck(p policyParams, out io.Writer) error {
-	set, err := rules.LoadFile(p.Policies)
+	set, problems, err := rules.Check(p.Policies)
 	if err != nil {
 		if ps, ok := err.(rules.Problems); ok {
 			fmt.Fprintln(out, ps.Error())
@@ -58,23 +57,12 @@ func runPolicyCheck(p policyParams, out io.Writer) error {
 		}
 		return err
 	}
-	problems := append(rules.Problems(nil), set.Warnings()...)
-	if info, err := os.Stat(p.Policies); err == nil && info.IsDir() {
-		ignored, err := rules.IgnoredFiles(p.Policies)
-		if err != nil {
-			return err
-		}
-		problems = append(problems, ignored...)
-	}
 	var versions, qualify, rates int
 	for _, pol := range set.All() {
-		problems = append(problems, rules.Lint(pol)...)
-		problems = append(problems, rules.LintLayout(pol)...)
 		versions++
 		qualify += len(pol.Qualify)
 		rates += len(pol.Rates)
 	}
-	problems.Sort()
 	for _, pr := range problems {
 		fmt.Fprintln(out, pr.String())
 	}
@@ -92,9 +80,9 @@ func runPolicyCheck(p policyParams, out io.Writer) error {
 	return nil
 }
 
-// runPolicyTest runs every in-file example; it prints PASS/FAIL per case with what differed.
+// runPolicyTest runs every in-file example (engine.CheckPolicies, the gate serve uses); it prints PASS/FAIL per case with what differed.
 func runPolicyTest(cmd *cobra.Command, p policyParams, out io.Writer) error {
-	set, err := rules.LoadFile(p.Policies)
+	c, err := engine.CheckPolicies(cmd.Context(), p.Policies)
 	if err != nil {
 		if ps, ok := err.(rules.Problems); ok {
 			fmt.Fprintln(out, ps.Error())
@@ -102,7 +90,7 @@ func runPolicyTest(cmd *cobra.Command, p policyParams, out io.Writer) error {
 		}
 		return err
 	}
-	results := engine.New(set).RunPolicyTests(cmd.Context())
+	results := c.Tests
 	failed := 0
 	for _, r := range results {
 		if r.Passed() {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -223,30 +222,17 @@ func (s *service) ready(ctx context.Context) error {
 	return nil
 }
 
-// verifiedPolicies loads a policy directory and refuses it unless it passes `policy check`
-// (compile and lint) and `policy test` (the in-file examples); a file over maxBytes is refused.
+// verifiedPolicies loads the policies in dir through the gate (engine.CheckPolicies): a set that
+// does not compile, has a lint error or fails a test is refused.
 func verifiedPolicies(ctx context.Context, dir string, maxBytes int64) (*rules.Set, error) {
-	set, err := rules.LoadDir(dir, rules.MaxFileBytes(maxBytes))
+	c, err := engine.CheckPolicies(ctx, dir, rules.MaxFileBytes(maxBytes))
 	if err != nil {
 		return nil, fmt.Errorf("loading policies from %s:\n%w", dir, err)
 	}
-	var lint rules.Problems
-	for _, p := range set.All() {
-		lint = append(lint, rules.Lint(p)...)
+	if err := c.Err(); err != nil {
+		return nil, fmt.Errorf("policies in %s %w", dir, err)
 	}
-	if lint.HasErrors() {
-		return nil, fmt.Errorf("policies in %s fail the check:\n%w", dir, lint)
-	}
-	var failed []string
-	for _, r := range engine.New(set).RunPolicyTests(ctx) {
-		if !r.Passed() {
-			failed = append(failed, fmt.Sprintf("%s: %v", r.Name(), r.Diffs))
-		}
-	}
-	if len(failed) > 0 {
-		return nil, fmt.Errorf("policies in %s fail their tests:\n%s", dir, strings.Join(failed, "\n"))
-	}
-	return set, nil
+	return c.Set, nil
 }
 
 // reload loads the policies again; a set that fails its check or tests, or changes a version
