@@ -19,7 +19,9 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/apd/v3"
@@ -274,4 +276,39 @@ func MonthBounds(month string) (string, time.Time, error) {
 		return "", time.Time{}, fmt.Errorf("month %q is not a month such as 2026-10", month)
 	}
 	return t.Format("2006-01"), t.AddDate(0, 1, 0).UTC(), nil
+}
+
+// StatementTotal is statements' sum in one currency: what they pay (or would pay: the payable
+// ones) and what they carry forward.
+type StatementTotal struct {
+	Currency      string
+	Paid, Carried apd.Decimal // with the currency's minor units
+}
+
+// StatementTotals sums statements per currency, in currency order. The sums are exact: an
+// error means an amount could not be added exactly (it cannot happen for amounts the engine
+// accepts), never a rounded total.
+func StatementTotals(sts []Statement) ([]StatementTotal, error) {
+	var out []StatementTotal
+	at := map[string]int{}
+	for _, s := range sts {
+		i, ok := at[s.Currency]
+		if !ok {
+			i = len(out)
+			at[s.Currency] = i
+			out = append(out, StatementTotal{Currency: s.Currency})
+			// Zero with the currency's minor units, so an empty total prints "0.00", not "0".
+			out[i].Paid.SetFinite(0, s.Total.Exponent)
+			out[i].Carried.SetFinite(0, s.Total.Exponent)
+		}
+		sum := &out[i].Carried
+		if s.Payable {
+			sum = &out[i].Paid
+		}
+		if _, err := SumContext.Add(sum, sum, &s.Total); err != nil {
+			return nil, fmt.Errorf("adding the %s statement of %s/%s: %w", s.Currency, s.Program, s.AffiliateID, err)
+		}
+	}
+	slices.SortFunc(out, func(a, b StatementTotal) int { return strings.Compare(a.Currency, b.Currency) })
+	return out, nil
 }

@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cockroachdb/apd/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/commissioner/commissioner/adapters/store"
@@ -317,27 +316,6 @@ func writePayouts(out io.Writer, rep payoutReport, p payoutsParams) error {
 	return writePayoutsTable(out, rep, p.Lines)
 }
 
-// currencyTotals sums the statements per currency: what is paid (or payable) and carried forward.
-func currencyTotals(sts []engine.Statement) (currencies []string, paid, carried map[string]*apd.Decimal) {
-	paid, carried = map[string]*apd.Decimal{}, map[string]*apd.Decimal{}
-	ctx := apd.BaseContext.WithPrecision(100)
-	for _, s := range sts {
-		if paid[s.Currency] == nil {
-			paid[s.Currency], carried[s.Currency] = new(apd.Decimal), new(apd.Decimal)
-			currencies = append(currencies, s.Currency)
-			ctx.Quantize(paid[s.Currency], paid[s.Currency], s.Total.Exponent)
-			ctx.Quantize(carried[s.Currency], carried[s.Currency], s.Total.Exponent)
-		}
-		sum := carried[s.Currency]
-		if s.Payable {
-			sum = paid[s.Currency]
-		}
-		ctx.Add(sum, sum, &s.Total)
-	}
-	slices.Sort(currencies)
-	return currencies, paid, carried
-}
-
 func (r payoutReport) status() string {
 	var closedNow, before []string
 	for _, run := range r.Runs {
@@ -367,13 +345,16 @@ func writePayoutsTable(out io.Writer, r payoutReport, lines bool) error {
 	if err := writeStatementsTable(out, r.Statements, lines); err != nil {
 		return err
 	}
-	currencies, paid, carried := currencyTotals(r.Statements)
+	totals, err := engine.StatementTotals(r.Statements)
+	if err != nil {
+		return err
+	}
 	verb := "payable"
 	if r.Close {
 		verb = "paid"
 	}
-	for _, c := range currencies {
-		fmt.Fprintf(out, "total %s: %s %s, %s carried forward\n", c, verb, paid[c].Text('f'), carried[c].Text('f'))
+	for _, t := range totals {
+		fmt.Fprintf(out, "total %s: %s %s, %s carried forward\n", t.Currency, verb, t.Paid.Text('f'), t.Carried.Text('f'))
 	}
 	if hs := held(r.Statements); len(hs) > 0 {
 		fmt.Fprintf(out, "\nheld: %d statement(s) of affiliates without payee details, not paid, carried forward "+
@@ -392,9 +373,12 @@ func writePayoutsTable(out io.Writer, r payoutReport, lines bool) error {
 		if err := writeStatementsTable(out, run.Paid, lines); err != nil {
 			return err
 		}
-		currencies, paid, _ := currencyTotals(run.Paid)
-		for _, c := range currencies {
-			fmt.Fprintf(out, "total %s: paid %s by run %d\n", c, paid[c].Text('f'), run.Run.ID)
+		totals, err := engine.StatementTotals(run.Paid)
+		if err != nil {
+			return err
+		}
+		for _, t := range totals {
+			fmt.Fprintf(out, "total %s: paid %s by run %d\n", t.Currency, t.Paid.Text('f'), run.Run.ID)
 		}
 	}
 	if len(r.Files) > 0 || len(r.OtherMethods) > 0 {
@@ -548,9 +532,12 @@ func writePayoutsJSON(out io.Writer, r payoutReport) error {
 		doc.Runs = append(doc.Runs, j)
 	}
 	doc.Statements = statementsJSON(r.Statements)
-	currencies, paid, carried := currencyTotals(r.Statements)
-	for _, c := range currencies {
-		doc.Totals = append(doc.Totals, totalJSON{Currency: c, Paid: paid[c].Text('f'), CarriedForward: carried[c].Text('f')})
+	totals, err := engine.StatementTotals(r.Statements)
+	if err != nil {
+		return err
+	}
+	for _, t := range totals {
+		doc.Totals = append(doc.Totals, totalJSON{Currency: t.Currency, Paid: t.Paid.Text('f'), CarriedForward: t.Carried.Text('f')})
 	}
 	for _, f := range r.Files {
 		doc.BankFiles = append(doc.BankFiles, bankFileJSON{Path: f.Path, Program: f.Program, Currency: f.Currency, MsgID: f.MsgID,
