@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"net/url"
 	"os"
 	"sync"
@@ -56,27 +54,17 @@ func postgresAdmin(tb testing.TB) *sql.DB {
 // connections use it (search_path) and are named after it (application_name).
 func freshSchema(tb testing.TB) Config {
 	tb.Helper()
-	admin := postgresAdmin(tb)
-	var b [6]byte
-	rand.Read(b[:])
-	schema := "storetest_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
-		tb.Fatalf("creating schema %s: %v", schema, err)
-	}
-	tb.Cleanup(func() {
-		if _, err := admin.Exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
-			tb.Errorf("dropping schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(postgresURL())
+	postgresAdmin(tb) // skips (or fails) the test when PostgreSQL does not answer
+	s, err := NewScratch(context.Background(), postgresURL(), "storetest", false)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	q.Set("application_name", schema)
-	u.RawQuery = q.Encode()
-	return Config{DSN: u.String()}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return Config{DSN: s.DSN}
 }
 
 func postgresBackend() backend {

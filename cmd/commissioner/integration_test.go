@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/uptrace/bun/driver/pgdriver"
 
+	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
 )
 
@@ -66,29 +67,23 @@ func postgresSchema(t *testing.T, host string) (dsn, schema string, admin *sql.D
 	if err := admin.PingContext(ctx); err != nil {
 		skipUnlessIntegration(t, fmt.Sprintf("PostgreSQL at %s is not reachable: %v", testPostgresURL(), err))
 	}
-	var b [6]byte
-	rand.Read(b[:])
-	schema = "pipetest_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("creating schema %s: %v", schema, err)
+	scratch, err := store.NewScratch(ctx, testPostgresURL(), "pipetest", false)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if _, err := admin.Exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
-			t.Errorf("dropping schema %s: %v", schema, err)
+		if err := scratch.Close(); err != nil {
+			t.Error(err)
 		}
 	})
-	u, err := url.Parse(testPostgresURL())
+	u, err := url.Parse(scratch.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if host != "" {
 		u.Host = host
 	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	q.Set("application_name", schema)
-	u.RawQuery = q.Encode()
-	return u.String(), schema, admin
+	return u.String(), scratch.Schema, admin
 }
 
 // externalNATS returns the URL of the external NATS server, skipping (or failing) the test

@@ -5,13 +5,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -24,7 +22,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"github.com/uptrace/bun/driver/pgdriver"
 
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
@@ -136,13 +133,18 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 			err = errors.Join(err, cleanups[i]())
 		}
 	}()
-	var pg *loadSchema // nil with SQLite
+	var pg *store.Scratch // nil with SQLite
 	if cfg.storeConfig().Kind() == store.Postgres {
-		if pg, err = freshLoadSchema(ctx, cfg.Store.DSN, p.Keep, errOut); err != nil {
-			return err
+		// A schema of the run's own (unless the DSN names one), its connections named so that the
+		// server's CPU can be read.
+		if pg, err = store.NewScratch(ctx, cfg.Store.DSN, "commissioner_load", p.Keep); err != nil {
+			return fmt.Errorf("load: %w", err)
 		}
-		cfg.Store.DSN = pg.dsn
-		cleanups = append(cleanups, pg.close)
+		if p.Keep && pg.Schema != "" {
+			fmt.Fprintf(errOut, "load: PostgreSQL schema %s (kept)\n", pg.Schema)
+		}
+		cfg.Store.DSN = pg.DSN
+		cleanups = append(cleanups, pg.Close)
 	}
 	if cfg.NATS.URL != "" {
 		suffix := randomHex(4)
@@ -289,7 +291,7 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 		}
 		defer pprof.StopCPUProfile()
 	}
-	pgBefore := pg.backendCPU(ctx)
+	pgBefore := backendCPU(ctx, pg)
 	start, cpu0 := time.Now(), processCPU()
 	phaseStart.Store(start.UnixNano())
 	started = true
@@ -372,7 +374,7 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	if p.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
-	pgCPU := pg.backendCPU(ctx) - pgBefore
+	pgCPU := backendCPU(ctx, pg) - pgBefore
 	if p.MemProfile != "" {
 		if err := writeHeapProfile(p.MemProfile + ".consume"); err != nil {
 			return err
@@ -425,71 +427,19 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	return nil
 }
 
-// loadSchema is the PostgreSQL schema of a load run.
-type loadSchema struct {
-	dsn     string  // the store's DSN: search_path and application_name set
-	schema  string  // "" when the DSN named its own search_path
-	appName string  // the application_name of the store's connections
-	admin   *sql.DB // a connection beside the store's
-	keep    bool
-}
-
-// freshLoadSchema gives a PostgreSQL DSN without a search_path a schema of its own, created now
-// and dropped by close (unless keep). A DSN with a search_path is used as it is. The store's
-// connections are named (application_name), so their server processes can be found.
-func freshLoadSchema(ctx context.Context, dsn string, keep bool, errOut io.Writer) (*loadSchema, error) {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("load: store dsn: %w", err)
-	}
-	l := &loadSchema{appName: "commissioner_load_" + randomHex(4), keep: keep}
-	l.admin = sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn)))
-	q := u.Query()
-	if q.Get("search_path") == "" {
-		l.schema = l.appName
-		if _, err := l.admin.ExecContext(ctx, "CREATE SCHEMA "+l.schema); err != nil {
-			l.admin.Close()
-			return nil, fmt.Errorf("load: creating schema %s: %w", l.schema, err)
-		}
-		q.Set("search_path", l.schema)
-		if keep {
-			fmt.Fprintf(errOut, "load: PostgreSQL schema %s (kept)\n", l.schema)
-		}
-	}
-	q.Set("application_name", l.appName)
-	u.RawQuery = q.Encode()
-	l.dsn = u.String()
-	return l, nil
-}
-
-func (l *loadSchema) close() error {
-	defer l.admin.Close()
-	if l.schema == "" || l.keep {
-		return nil
-	}
-	if _, err := l.admin.ExecContext(context.Background(), "DROP SCHEMA "+l.schema+" CASCADE"); err != nil {
-		return fmt.Errorf("load: dropping schema %s: %w", l.schema, err)
-	}
-	return nil
-}
-
 // backendCPU sums the user and system CPU time of the server processes serving the store's
 // connections, when the server runs on this machine (read from /proc); 0 otherwise.
-func (l *loadSchema) backendCPU(ctx context.Context) time.Duration {
-	if l == nil {
+func backendCPU(ctx context.Context, pg *store.Scratch) time.Duration {
+	if pg == nil {
 		return 0
 	}
-	rows, err := l.admin.QueryContext(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", l.appName)
+	pids, err := pg.ServerPIDs(ctx)
 	if err != nil {
 		return 0
 	}
-	defer rows.Close()
 	var total time.Duration
-	for rows.Next() {
-		var pid int
-		if rows.Scan(&pid) == nil {
-			total += procCPU(pid)
-		}
+	for _, pid := range pids {
+		total += procCPU(pid)
 	}
 	return total
 }
