@@ -71,13 +71,18 @@ const redrivePrefix = "redrive:"
 // IsRedrive reports whether an event identity is a RedriveIdentity.
 func IsRedrive(eventID string) bool { return strings.HasPrefix(eventID, redrivePrefix) }
 
-// identify gives a decoded event its identity: EventIdentity when the order carries an event_id
-// (a redriven event keeps its RedriveIdentity).
-func (r *Result) identify() {
-	if r.Order != nil && r.Order.EventID != "" && !IsRedrive(r.Event.ID) {
-		r.Event.ID = EventIdentity(r.Order.Program, r.Order.OrderID, r.Order.EventID)
+// IdentityOf is the identity of an event that arrived as id (its Nats-Msg-Id, or its stream
+// sequence) and decoded to o (nil: it did not decode): EventIdentity when the order carries an
+// event_id, else id. A redriven event keeps its RedriveIdentity.
+func IdentityOf(id string, o *Order) string {
+	if o != nil && o.EventID != "" && !IsRedrive(id) {
+		return EventIdentity(o.Program, o.OrderID, o.EventID)
 	}
+	return id
 }
+
+// identify gives a decoded event its identity (IdentityOf).
+func (r *Result) identify() { r.Event.ID = IdentityOf(r.Event.ID, r.Order) }
 
 // Result is the engine's answer for one event: a decision, or the error that kept it from one.
 type Result struct {

@@ -301,11 +301,7 @@ func (w *worker) handle(msgs []jetstream.Msg) (goOn bool, out runOutcome, err er
 	now := time.Now()
 	for i, m := range batch {
 		seq := streamSeq(m)
-		id := m.Headers().Get(jetstream.MsgIDHeader)
-		if id == "" {
-			id = "seq:" + strconv.FormatUint(seq, 10)
-		}
-		events[i] = engine.Event{ID: id, Subject: m.Subject(), StreamSeq: seq, Raw: m.Data(), ReceivedAt: now}
+		events[i] = engine.Event{ID: messageEventID(m, seq), Subject: m.Subject(), StreamSeq: seq, Raw: m.Data(), ReceivedAt: now}
 	}
 	n := len(batch)
 	c.consumed.Add(uint64(n))
@@ -583,4 +579,13 @@ func oneLine(s string, max int) string {
 		s = strings.ToValidUTF8(s[:max], "")
 	}
 	return s
+}
+
+// messageEventID is the identity a message gives its event before decoding: its Nats-Msg-Id, or
+// its stream sequence (the engine then prefers the order's event_id: engine.Event).
+func messageEventID(m jetstream.Msg, seq uint64) string {
+	if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
+		return id
+	}
+	return "seq:" + strconv.FormatUint(seq, 10)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/adapters/stream"
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/rules"
 )
@@ -202,7 +203,7 @@ func runReplay(ctx context.Context, cfg Config, p replayParams, out, errOut io.W
 	run.Filter = store.EventFilter{Program: p.Program, From: p.From, To: p.To, Affiliate: p.Affiliate, LatestPerOrder: !p.AllEvents}
 
 	var h engine.History
-	var fromStream *streamHistory
+	var fromStream *stream.History
 	if p.Source == "stream" {
 		sh, closeStream, err := openStreamHistory(ctx, cfg, st, run.Filter)
 		if err != nil {
