@@ -458,6 +458,13 @@ func (a *auditAPI) replay(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
-	writeJSON(w, http.StatusOK, NewReplayView(rep, req))
+	params := ReplayParamsDoc{Program: p.Program, Affiliate: req.Affiliate, LatestPerOrder: !req.AllEvents, Source: "store"}
+	if req.From != nil {
+		params.From = req.From.UTC().Format(time.RFC3339Nano)
+	}
+	if req.To != nil {
+		params.To = req.To.UTC().Format(time.RFC3339Nano)
+	}
+	writeJSON(w, http.StatusOK, NewReplayDocument(rep, "request", params, rep.Changes, nil))
 	return nil
 }

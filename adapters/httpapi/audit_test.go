@@ -414,36 +414,42 @@ func testReplay(t *testing.T, ts *httptest.Server) {
 		}
 		r := call(t, ts, "POST", "/v1/replay", testToken, body(ReplayRequest{Policy: candidatePolicy(t), Program: "alibaba"}))
 		wantStatus(t, r, 200, "replay")
-		v := decode[ReplayView](t, r)
-		if !v.DryRun || v.Evaluated != 120 || v.CommissionChanged == 0 || v.NewlyQualified != 0 || v.NewlyDisqualified != 0 {
-			t.Fatalf("replay: dry_run %t evaluated %d commission_changed %d newly %d/%d; want true, 120 (latest per order), some, 0/0",
-				v.DryRun, v.Evaluated, v.CommissionChanged, v.NewlyQualified, v.NewlyDisqualified)
+		// The same document as `commissioner replay --format json`.
+		v := decode[ReplayDocument](t, r)
+		sum := v.Summary
+		if v.Candidate.Source != "request" || sum.Evaluated != 120 || sum.CommissionChanged == 0 || sum.NewlyQualified != 0 || sum.NewlyDisqualified != 0 {
+			t.Fatalf("replay: candidate from %q, evaluated %d commission_changed %d newly %d/%d; want the request, 120 (latest per order), some, 0/0",
+				v.Candidate.Source, sum.Evaluated, sum.CommissionChanged, sum.NewlyQualified, sum.NewlyDisqualified)
+		}
+		if v.Parameters.Program != "alibaba" || !v.Parameters.LatestPerOrder || v.Parameters.Source != "store" {
+			t.Errorf("parameters %+v, want alibaba, latest per order, from the store", v.Parameters)
 		}
 		for _, c := range v.Changes {
-			if c.Old == nil || c.Old.RateRule != "selected_returning" || c.Old.Terms != "6%" || c.New.Terms != "5%" {
-				t.Errorf("change %s: %+v → %+v, want selected_returning 6%% → 5%%", c.OrderID, c.Old, c.New)
+			if c.Old == nil || c.Old.RateRule != "selected_returning" || c.Old.Rate != "6" || c.New.Rate != "5" ||
+				!strings.HasPrefix(c.Diff, "-") || c.Cause.Rule != "selected_returning" {
+				t.Errorf("change %s: %+v → %+v (%s, cause %+v), want selected_returning 6%% → 5%%, less paid", c.OrderID, c.Old, c.New, c.Diff, c.Cause)
 			}
 		}
 		for _, g := range v.ByRateRule {
-			if g.Key != ruleName(g.Old)+" → "+ruleName(g.New) || strings.HasPrefix(g.Key, " ") || strings.HasSuffix(g.Key, " ") {
-				t.Errorf("by_rate_rule key %q (old %q, new %q), want both sides named", g.Key, g.Old, g.New)
+			if g.Old == "" && g.New == "" && g.Changed != 0 {
+				t.Errorf("by_rate_rule %+v: orders not qualified before or after cannot change commission", g)
 			}
 		}
-		var usd *ReplayGroupView
-		for i := range v.Totals {
-			if v.Totals[i].Currency == "GBP" {
-				usd = &v.Totals[i]
+		var gbp *ReplayGroupDoc
+		for i := range sum.Totals {
+			if sum.Totals[i].Currency == "GBP" {
+				gbp = &sum.Totals[i]
 			}
 		}
-		if usd == nil || !regexp.MustCompile(`^-[0-9]+\.[0-9]{2}$`).MatchString(usd.Diff) {
-			t.Errorf("GBP total %+v, want a negative exact difference", usd)
+		if gbp == nil || !regexp.MustCompile(`^-[0-9]+\.[0-9]{2}$`).MatchString(gbp.Diff) {
+			t.Errorf("GBP total %+v, want a negative exact difference", gbp)
 		}
 
 		r = call(t, ts, "POST", "/v1/replay", testToken, body(ReplayRequest{Policy: candidatePolicy(t),
 			From: ptr(time.Date(2025, 10, 2, 0, 0, 0, 0, time.UTC)), To: ptr(time.Date(2025, 10, 3, 0, 0, 0, 0, time.UTC))}))
 		wantStatus(t, r, 200, "replay of one day")
-		if v := decode[ReplayView](t, r); v.Evaluated == 0 || v.Evaluated >= 120 {
-			t.Errorf("one day: evaluated %d, want a few", v.Evaluated)
+		if v := decode[ReplayDocument](t, r); v.Summary.Evaluated == 0 || v.Summary.Evaluated >= 120 || v.Parameters.From != "2025-10-02T00:00:00Z" {
+			t.Errorf("one day: evaluated %d (from %q), want a few", v.Summary.Evaluated, v.Parameters.From)
 		}
 
 		big := `{"policy":"` + strings.Repeat("x", DefaultMaxBodyBytes) + `"}`

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
 	"github.com/commissioner/commissioner/engine"
@@ -433,7 +434,7 @@ func recordReplay(ctx context.Context, st *store.Store, set *rules.Set, run *rep
 	if err != nil {
 		return 0, err
 	}
-	summary, err := json.Marshal(replaySummaryDoc(rep))
+	summary, err := json.Marshal(httpapi.NewReplaySummaryDoc(rep))
 	if err != nil {
 		return 0, err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cockroachdb/apd/v3"
 
+	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/rules"
@@ -59,7 +60,7 @@ func writeCandidate(t testing.TB, dir, rate string) string {
 }
 
 // replayReport runs replay and decodes its JSON report; it returns the exit error too.
-func replayReport(t *testing.T, cfg Config, p replayParams) (replayDoc, string, error) {
+func replayReport(t *testing.T, cfg Config, p replayParams) (httpapi.ReplayDocument, string, error) {
 	t.Helper()
 	if p.Format == "" {
 		p.Format = "json"
@@ -75,7 +76,7 @@ func replayReport(t *testing.T, cfg Config, p replayParams) (replayDoc, string, 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	err := runReplay(ctx, cfg, p, &out, &errOut)
-	var doc replayDoc
+	var doc httpapi.ReplayDocument
 	if p.Format == "json" && p.Out == "" && out.Len() > 0 {
 		if jerr := json.Unmarshal(out.Bytes(), &doc); jerr != nil {
 			t.Fatalf("the JSON report does not decode: %v\n%s", jerr, out.String())
@@ -363,8 +364,8 @@ func testReplay(t *testing.T, dsn string) {
 			runs[0].CandidateSource != string(v2.Source) {
 			t.Fatalf("replay runs = %+v, want one of alibaba v2 %s", runs, v2.Digest)
 		}
-		var summary replaySummaryJSON
-		var params replayParamsJSON
+		var summary httpapi.ReplaySummaryDoc
+		var params httpapi.ReplayParamsDoc
 		if err := json.Unmarshal(runs[0].Summary, &summary); err != nil {
 			t.Fatal(err)
 		}

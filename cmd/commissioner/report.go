@@ -15,8 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cockroachdb/apd/v3"
-
+	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/engine"
 )
 
@@ -56,147 +55,11 @@ func writeReplayReport(run *replayRun, format, path string, stdout io.Writer) er
 	return nil
 }
 
-// --- the document: the report as JSON, and the parts --record stores ---
+// --- the document (httpapi.ReplayDocument): the report as JSON, and the parts --record stores ---
 
-type replayDoc struct {
-	Candidate     candidateDoc      `json:"candidate"`
-	Recorded      []recordedDoc     `json:"recorded_versions"`
-	Parameters    replayParamsJSON  `json:"parameters"`
-	Summary       replaySummaryJSON `json:"summary"`
-	ByRateRule    []rateRuleDoc     `json:"by_rate_rule"`
-	ByMarket      []groupDoc        `json:"by_market"`
-	ByBuyer       []groupDoc        `json:"by_buyer"`
-	TopAffiliates []groupDoc        `json:"top_affiliates"`
-	ChangesTotal  int64             `json:"changes_total"`
-	Changes       []changeDoc       `json:"changes"`
-	Drifted       []changeDoc       `json:"drifted"`
-	ErrorSamples  []errorDoc        `json:"error_samples"`
-	Warnings      []string          `json:"warnings"`
-}
-
-type candidateDoc struct {
-	Source   string                `json:"source"`
-	Versions []candidateVersionDoc `json:"versions"`
-}
-
-type candidateVersionDoc struct {
-	Program       string `json:"program"`
-	Version       int    `json:"version"`
-	Digest        string `json:"digest"`
-	EffectiveFrom string `json:"effective_from"`
-	File          string `json:"file"`
-	Pinned        bool   `json:"applied_to_every_order"`
-	Orders        int64  `json:"orders"`
-}
-
-type recordedDoc struct {
-	Program string `json:"program"`
-	Version int    `json:"version"`
-	Digest  string `json:"digest"`
-	Orders  int64  `json:"orders"`
-}
-
-type replayParamsJSON struct {
-	Policy         string                `json:"policy,omitempty"`
-	Version        int                   `json:"version,omitempty"`
-	Program        string                `json:"program,omitempty"`
-	From           string                `json:"from,omitempty"`
-	To             string                `json:"to,omitempty"`
-	Affiliate      string                `json:"affiliate,omitempty"`
-	LatestPerOrder bool                  `json:"latest_per_order"`
-	Source         string                `json:"source"`
-	Candidates     []candidateVersionDoc `json:"candidates,omitempty"`
-}
-
-type replaySummaryJSON struct {
-	Events            int64            `json:"events"`
-	Evaluated         int64            `json:"evaluated"`
-	Unrecorded        int64            `json:"without_recorded_decision"`
-	Errors            map[string]int64 `json:"not_decidable"`
-	NewlyQualified    int64            `json:"newly_qualified"`
-	NewlyDisqualified int64            `json:"newly_disqualified"`
-	Changed           int64            `json:"decision_changed"`
-	CommissionChanged int64            `json:"commission_changed"`
-	SameVersion       int64            `json:"same_version"`
-	Drift             int64            `json:"drift"`
-	DigestMismatch    int64            `json:"digest_mismatch"`
-	AffiliateAssumed  int64            `json:"affiliate_month_assumed"`
-	Totals            []groupDoc       `json:"totals"`
-}
-
-type groupDoc struct {
-	Key      string `json:"key,omitempty"`
-	Currency string `json:"currency"`
-	Orders   int64  `json:"orders"`
-	Changed  int64  `json:"commission_changed"`
-	Before   string `json:"before"`
-	After    string `json:"after"`
-	Diff     string `json:"difference"`
-}
-
-type rateRuleDoc struct {
-	Old string `json:"recorded_rule"`
-	New string `json:"candidate_rule"`
-	groupDoc
-}
-
-type changeDoc struct {
-	OrderID     string   `json:"order_id"`
-	EventID     string   `json:"event_id"`
-	Program     string   `json:"program"`
-	AffiliateID string   `json:"affiliate_id"`
-	PlacedAt    string   `json:"placed_at"`
-	Currency    string   `json:"currency"`
-	Market      string   `json:"market"`
-	Buyer       string   `json:"buyer"`
-	Old         *sideDoc `json:"recorded"`
-	New         sideDoc  `json:"candidate"`
-	Diff        string   `json:"difference"`
-	Cause       causeDoc `json:"cause"`
-	Drift       bool     `json:"drift,omitempty"`
-	DriftFields []string `json:"drift_fields,omitempty"`
-}
-
-type sideDoc struct {
-	PolicyVersion int      `json:"policy_version"`
-	PolicyDigest  string   `json:"policy_digest"`
-	Qualified     bool     `json:"qualified"`
-	FailedRules   []string `json:"failed_rules"`
-	RateRule      string   `json:"rate_rule"`
-	Rate          string   `json:"rate"`
-	Flat          string   `json:"flat,omitempty"`
-	Commission    string   `json:"commission"`
-}
-
-type causeDoc struct {
-	Kind  string `json:"kind"`
-	Stage string `json:"stage,omitempty"`
-	Rule  string `json:"rule,omitempty"`
-	Old   string `json:"recorded,omitempty"`
-	New   string `json:"candidate,omitempty"`
-	Text  string `json:"text"`
-}
-
-type errorDoc struct {
-	EventID string `json:"event_id"`
-	Program string `json:"program,omitempty"`
-	OrderID string `json:"order_id,omitempty"`
-	Kind    string `json:"kind"`
-	Reason  string `json:"reason"`
-}
-
-func candidateDocs(rep *engine.ReplayReport) []candidateVersionDoc {
-	out := make([]candidateVersionDoc, 0, len(rep.Candidates))
-	for _, c := range rep.Candidates {
-		out = append(out, candidateVersionDoc{Program: c.Program, Version: c.Version, Digest: c.Digest,
-			EffectiveFrom: c.EffectiveFrom.UTC().Format(time.RFC3339), File: c.File, Pinned: c.Pinned, Orders: c.Orders})
-	}
-	return out
-}
-
-func replayParamsDoc(run *replayRun) replayParamsJSON {
+func replayParamsDoc(run *replayRun) httpapi.ReplayParamsDoc {
 	p := run.Params
-	d := replayParamsJSON{Policy: p.Policy, Version: p.Version, Program: p.Program, Affiliate: p.Affiliate,
+	d := httpapi.ReplayParamsDoc{Policy: p.Policy, Version: p.Version, Program: p.Program, Affiliate: p.Affiliate,
 		LatestPerOrder: !p.AllEvents, Source: p.Source}
 	if !p.From.IsZero() {
 		d.From = p.From.Format(time.RFC3339Nano)
@@ -205,93 +68,9 @@ func replayParamsDoc(run *replayRun) replayParamsJSON {
 		d.To = p.To.Format(time.RFC3339Nano)
 	}
 	if run.Report != nil {
-		d.Candidates = candidateDocs(run.Report)
+		d.Candidates = httpapi.ReplayVersionDocs(run.Report)
 	}
 	return d
-}
-
-func replaySummaryDoc(rep *engine.ReplayReport) replaySummaryJSON {
-	s := replaySummaryJSON{Events: rep.Events, Evaluated: rep.Evaluated, Unrecorded: rep.Unrecorded, Errors: rep.Errors,
-		NewlyQualified: rep.NewlyQualified, NewlyDisqualified: rep.NewlyDisqualified, Changed: rep.Changed,
-		CommissionChanged: rep.CommissionChanged, SameVersion: rep.SameVersion, Drift: rep.Drift, DigestMismatch: rep.DigestMismatch,
-		AffiliateAssumed: rep.AffiliateAssumed,
-		Totals:           []groupDoc{}}
-	for _, t := range rep.Totals {
-		s.Totals = append(s.Totals, groupDoc{Currency: t.Currency, Orders: t.Orders, Changed: t.Changed,
-			Before: t.Before.Text('f'), After: t.After.Text('f'), Diff: signedDecimal(&t.Diff)})
-	}
-	return s
-}
-
-func groupDocs(gs []engine.ReplayGroup) []groupDoc {
-	out := make([]groupDoc, 0, len(gs))
-	for _, g := range gs {
-		out = append(out, groupDocOf(g))
-	}
-	return out
-}
-
-func groupDocOf(g engine.ReplayGroup) groupDoc {
-	return groupDoc{Key: g.Key, Currency: g.Currency, Orders: g.Orders, Changed: g.Changed,
-		Before: g.Before.Text('f'), After: g.After.Text('f'), Diff: signedDecimal(&g.Diff)}
-}
-
-func sideDocOf(s *engine.DecisionSummary) sideDoc {
-	d := sideDoc{PolicyVersion: s.PolicyVersion, PolicyDigest: s.PolicyDigest, Qualified: s.Qualified,
-		FailedRules: s.FailedRules, RateRule: s.RateRule, Rate: s.Rate.Text('f'), Commission: s.Commission.Text('f')}
-	if d.FailedRules == nil {
-		d.FailedRules = []string{}
-	}
-	if s.HasFlat {
-		d.Flat = s.Flat.Text('f')
-	}
-	return d
-}
-
-func changeDocOf(c *engine.OrderChange) changeDoc {
-	d := changeDoc{OrderID: c.OrderID, EventID: c.EventID, Program: c.Program, AffiliateID: c.AffiliateID,
-		PlacedAt: c.PlacedAt.UTC().Format(time.RFC3339), Currency: c.Currency, Market: c.Market, Buyer: buyerKind(c.NewBuyer),
-		New: sideDocOf(&c.New), Diff: changeDiff(c), Drift: c.Drift, DriftFields: c.DriftFields,
-		Cause: causeDoc{Kind: c.Cause.Kind, Rule: c.Cause.Rule, Old: c.Cause.Old, New: c.Cause.New, Text: c.Cause.String()}}
-	if c.Cause.Kind == engine.CauseOutcome || c.Cause.Kind == engine.CauseTerms {
-		d.Cause.Stage = c.Cause.Stage.String()
-	}
-	if c.Old != nil {
-		old := sideDocOf(c.Old)
-		d.Old = &old
-	}
-	return d
-}
-
-func buyerKind(isNew bool) string {
-	if isNew {
-		return "new"
-	}
-	return "returning"
-}
-
-// changeDiff is the candidate's commission less the recorded one (none recorded: 0).
-func changeDiff(c *engine.OrderChange) string {
-	var d apd.Decimal
-	if c.Old == nil {
-		d.Set(&c.New.Commission)
-	} else if _, err := reportMoneyCtx.Sub(&d, &c.New.Commission, &c.Old.Commission); err != nil {
-		return "?"
-	}
-	return signedDecimal(&d)
-}
-
-// reportMoneyCtx subtracts amounts exactly (commissions have at most a few dozen digits).
-var reportMoneyCtx = apd.Context{Precision: 1000, MaxExponent: apd.MaxExponent, MinExponent: apd.MinExponent,
-	Traps: apd.DefaultTraps | apd.Inexact | apd.Rounded}
-
-// signed prints a difference with its sign: +1.50, -0.25, 0.00.
-func signedDecimal(d *apd.Decimal) string {
-	s := d.Text('f')
-	if d.Sign() > 0 {
-		return "+" + s
-	}
-	return s
 }
 
 func (run *replayRun) listedChanges() []engine.OrderChange {
@@ -301,45 +80,8 @@ func (run *replayRun) listedChanges() []engine.OrderChange {
 	return run.Report.Changes
 }
 
-func buildReplayDoc(run *replayRun) replayDoc {
-	rep := run.Report
-	d := replayDoc{
-		Candidate:     candidateDoc{Source: run.Candidate, Versions: candidateDocs(rep)},
-		Recorded:      []recordedDoc{},
-		Parameters:    replayParamsDoc(run),
-		Summary:       replaySummaryDoc(rep),
-		ByMarket:      groupDocs(rep.ByMarket),
-		ByBuyer:       groupDocs(rep.ByBuyer),
-		TopAffiliates: groupDocs(rep.TopAffiliates),
-		ByRateRule:    []rateRuleDoc{},
-		ChangesTotal:  rep.ChangesTotal,
-		Changes:       []changeDoc{},
-		Drifted:       []changeDoc{},
-		ErrorSamples:  []errorDoc{},
-		Warnings:      append([]string{}, run.Warnings...),
-	}
-	d.Parameters.Candidates = nil // in candidate.versions
-	for _, r := range rep.Recorded {
-		d.Recorded = append(d.Recorded, recordedDoc{Program: r.Program, Version: r.Version, Digest: r.Digest, Orders: r.Orders})
-	}
-	for _, g := range rep.ByRateRule {
-		d.ByRateRule = append(d.ByRateRule, rateRuleDoc{Old: g.Old, New: g.New, groupDoc: groupDocOf(g.ReplayGroup)})
-	}
-	changes := run.listedChanges()
-	for i := range changes {
-		d.Changes = append(d.Changes, changeDocOf(&changes[i]))
-	}
-	for i := range rep.Drifted {
-		d.Drifted = append(d.Drifted, changeDocOf(&rep.Drifted[i]))
-	}
-	for _, e := range rep.ErrorSamples {
-		d.ErrorSamples = append(d.ErrorSamples, errorDoc{EventID: e.EventID, Program: e.Program, OrderID: e.OrderID, Kind: e.Kind, Reason: e.Reason})
-	}
-	return d
-}
-
 func writeReportJSON(w io.Writer, run *replayRun) error {
-	return writeJSONDoc(w, buildReplayDoc(run))
+	return writeJSONDoc(w, httpapi.NewReplayDocument(run.Report, run.Candidate, replayParamsDoc(run), run.listedChanges(), run.Warnings))
 }
 
 // --- csv ---
@@ -359,7 +101,7 @@ func writeReportCSV(w io.Writer, run *replayRun, path string) error {
 	changes := run.listedChanges()
 	for i := range changes {
 		c := &changes[i]
-		row := []string{c.OrderID, c.EventID, c.Program, c.AffiliateID, c.PlacedAt.UTC().Format(time.RFC3339), c.Currency, c.Market, buyerKind(c.NewBuyer)}
+		row := []string{c.OrderID, c.EventID, c.Program, c.AffiliateID, c.PlacedAt.UTC().Format(time.RFC3339), c.Currency, c.Market, httpapi.BuyerKind(c.NewBuyer)}
 		if c.Old == nil {
 			row = append(row, "", "", "", "", "", "")
 		} else {
@@ -367,7 +109,7 @@ func writeReportCSV(w io.Writer, run *replayRun, path string) error {
 				c.Old.RateRule, c.Old.Terms(c.Currency), c.Old.Commission.Text('f'))
 		}
 		row = append(row, strconv.Itoa(c.New.PolicyVersion), strconv.FormatBool(c.New.Qualified), strings.Join(c.New.FailedRules, " "),
-			c.New.RateRule, c.New.Terms(c.Currency), c.New.Commission.Text('f'), changeDiff(c), c.Cause.String(), strconv.FormatBool(c.Drift))
+			c.New.RateRule, c.New.Terms(c.Currency), c.New.Commission.Text('f'), httpapi.ChangeDifference(c), c.Cause.String(), strconv.FormatBool(c.Drift))
 		cw.Write(row)
 	}
 	cw.Flush()
@@ -397,7 +139,7 @@ func writeTotalsCSV(w io.Writer, run *replayRun) error {
 	cw.Write(csvTotalsHeader)
 	row := func(group, old string, g engine.ReplayGroup) {
 		cw.Write([]string{group, old, g.Key, g.Currency, strconv.FormatInt(g.Orders, 10), strconv.FormatInt(g.Changed, 10),
-			g.Before.Text('f'), g.After.Text('f'), signedDecimal(&g.Diff)})
+			g.Before.Text('f'), g.After.Text('f'), httpapi.SignedDecimal(&g.Diff)})
 	}
 	for _, t := range rep.Totals {
 		row("total", "", engine.ReplayGroup{Currency: t.Currency, Orders: t.Orders, Changed: t.Changed, Before: t.Before, After: t.After, Diff: t.Diff})
@@ -537,7 +279,7 @@ func writeReportTable(w io.Writer, run *replayRun) error {
 		tw.Flush()
 	}
 	money := func(g engine.ReplayGroup) []string {
-		return []string{g.Currency, n(g.Orders), n(g.Changed), g.Before.Text('f'), g.After.Text('f'), signedDecimal(&g.Diff)}
+		return []string{g.Currency, n(g.Orders), n(g.Changed), g.Before.Text('f'), g.After.Text('f'), httpapi.SignedDecimal(&g.Diff)}
 	}
 	moneyHead := []string{"CURRENCY", "ORDERS", "CHANGED", "BEFORE", "AFTER", "DIFFERENCE"}
 	var rows [][]string
@@ -611,7 +353,7 @@ func changeRows(changes []engine.OrderChange) [][]string {
 	for i := range changes {
 		c := &changes[i]
 		rows = append(rows, []string{c.OrderID, c.PlacedAt.UTC().Format(time.RFC3339), c.Currency, sideLabel(c.Old, c.Currency),
-			sideLabel(&c.New, c.Currency), commissionLabel(c), changeDiff(c), c.Cause.String()})
+			sideLabel(&c.New, c.Currency), commissionLabel(c), httpapi.ChangeDifference(c), c.Cause.String()})
 	}
 	return rows
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/apd/v3"
 
+	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/engine"
 )
 
@@ -124,7 +125,7 @@ func percentBars(gs []engine.ReplayGroup, label func(engine.ReplayGroup) string)
 			}
 			text, v = "new: "+g.Currency+" "+g.After.Text('f'), 0
 		}
-		out = append(out, chartBar{Label: label(g), Value: v, Text: text + " (" + signedDecimal(&g.Diff) + ")", Hot: !g.Diff.IsZero()})
+		out = append(out, chartBar{Label: label(g), Value: v, Text: text + " (" + httpapi.SignedDecimal(&g.Diff) + ")", Hot: !g.Diff.IsZero()})
 	}
 	return out
 }
@@ -236,7 +237,7 @@ func writeReportHTML(w io.Writer, run *replayRun) error {
 
 	moneyHead := []string{"Currency", "Orders", "Commission changed", "Before", "After", "Difference"}
 	money := func(g engine.ReplayGroup) []string {
-		return []string{g.Currency, n(g.Orders), n(g.Changed), g.Before.Text('f'), g.After.Text('f'), signedDecimal(&g.Diff)}
+		return []string{g.Currency, n(g.Orders), n(g.Changed), g.Before.Text('f'), g.After.Text('f'), httpapi.SignedDecimal(&g.Diff)}
 	}
 	var rows [][]string
 	for _, g := range totals {
