@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -192,4 +193,22 @@ func pinOf(p *engine.Pin) string {
 		return "none"
 	}
 	return fmt.Sprintf("v%d %s", p.Version, p.Digest)
+}
+
+// TestPassCutShortIsNotADeadLetter: a batch whose context ends while it is decided fails as a
+// whole (to be tried again); none of its events is dead-lettered for a rule "failing" on the
+// cancelled context.
+func TestPassCutShortIsNotADeadLetter(t *testing.T) {
+	eng := engine.New(mustSet(t, map[string]string{"shop/v1.yaml": shopPolicy(1, "2025-01-01T00:00:00Z", "10%", "")}))
+	results := engine.DecodeEvents([]engine.Event{shopEvent{id: "e1", order: "o", status: "completed", amount: "100.00", seq: 1}.event()}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	w, err := eng.Pass(ctx, engine.PartitionHead{}, results, engine.NewSnapshot(), nil)
+	if !errors.Is(err, context.Canceled) || w != nil {
+		t.Fatalf("Pass with a cancelled context: %v, %+v; want context.Canceled and no batch", err, w)
+	}
+	// The same batch on a live context is decided.
+	if w, err := eng.Pass(context.Background(), engine.PartitionHead{}, results, engine.NewSnapshot(), nil); err != nil || len(w.Dead) != 0 || len(w.Decisions) != 1 {
+		t.Fatalf("Pass again: %v; want one decision and no dead letter", err)
+	}
 }

@@ -119,6 +119,11 @@ func (e *Engine) Pass(ctx context.Context, head PartitionHead, results []Result,
 		seen[ev.ID] = true
 		if r.Order != nil {
 			e.decideOne(ctx, w, r)
+			if r.Err != nil && ctx.Err() != nil {
+				// Cut short, not undecidable: the batch fails (and is tried again); its events are
+				// never dead-lettered for it.
+				return nil, fmt.Errorf("deciding a batch of %d: %w", len(results), ctx.Err())
+			}
 		}
 		if r.Err != nil || r.Decision == nil {
 			if r.Err == nil {

@@ -19,6 +19,13 @@ var ErrFenced = errors.New("the partition is fenced: another owner claimed it")
 // leaving them out.
 var ErrEventsStored = errors.New("some of the batch's events are stored already")
 
+// ErrPermanent marks an error that retrying the same batch gives again until an operator acts
+// (errors.Is): a policy file changed under a version number that stored decisions used, say. The
+// stream consumer keeps the batch, retries it at its longest delay and alerts (ERROR) instead of
+// warning; it never dead-letters its events, which are not at fault. Errors of no kind are
+// transient (the store or the network failed for now).
+var ErrPermanent = errors.New("retrying does not help until an operator acts")
+
 // HistoryReader reads what deciding a batch needs to know about earlier events.
 type HistoryReader interface {
 	// LoadHistory reads the orders' states and the affiliate months (HistoryKeys) at once.

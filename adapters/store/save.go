@@ -9,6 +9,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/rules"
 )
 
@@ -33,6 +34,10 @@ func (e *PolicyChangedError) Error() string {
 }
 
 func (e *PolicyChangedError) Unwrap() error { return ErrPolicyChanged }
+
+// Is makes the error match engine.ErrPermanent: retrying the batch does not help until the
+// version's stored file is restored or the change gets a new version number.
+func (e *PolicyChangedError) Is(target error) bool { return target == engine.ErrPermanent }
 
 // Saved counts what one batch wrote (SavedOf).
 type Saved struct {

@@ -65,6 +65,13 @@ type Processor interface {
 // because a later owner of the partition (a larger epoch) has acquired it.
 var ErrNotOwner = errors.New("not the partition's owner any more: a later owner holds it")
 
+// ErrNeedsOperator is what a Processor returns (wrapped) when retrying the batch gives the same
+// error until an operator acts (a policy file changed under a used version number, say). The
+// consumer keeps the batch — its events are not at fault, so they are never dead-lettered —
+// retries it at the longest delay (NakMaxDelay), and logs ERROR, not WARN. Any other error is
+// transient: retried with a doubling delay.
+var ErrNeedsOperator = errors.New("the batch is refused until an operator acts")
+
 // BatchOutcome is what a successful Process reports back.
 type BatchOutcome struct {
 	// Dead lists the events that can never be processed — malformed or invalid, an unknown

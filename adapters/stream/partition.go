@@ -341,10 +341,19 @@ func (w *worker) handle(msgs []jetstream.Msg) (goOn bool, out runOutcome, err er
 			c.nak(batch, 0)
 			return false, outcomeFenced, fmt.Errorf("processing a batch: %w", err)
 		}
+		needsOperator := errors.Is(err, ErrNeedsOperator)
+		if needsOperator {
+			delay = c.cfg.NakMaxDelay // the same answer until someone acts: no point in hurrying
+		}
 		if lastWarn.IsZero() || time.Since(lastWarn) >= logEvery {
 			lastWarn = time.Now()
-			c.log.Warn("batch failed; retrying it", "partition", r.part.Index, "epoch", r.part.Epoch, "events", n,
-				"first_seq", events[0].StreamSeq, "last_seq", events[n-1].StreamSeq, "attempt", attempt, "retry_in", delay, "err", err)
+			args := []any{"partition", r.part.Index, "epoch", r.part.Epoch, "events", n,
+				"first_seq", events[0].StreamSeq, "last_seq", events[n-1].StreamSeq, "attempt", attempt, "retry_in", delay, "err", err}
+			if needsOperator {
+				c.log.Error("batch refused until an operator acts; the partition waits (its events are kept)", args...)
+			} else {
+				c.log.Warn("batch failed; retrying it", args...)
+			}
 		}
 		if !w.pause(delay, batch) {
 			c.nak(batch, 0)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/url"
 	"os"
@@ -639,6 +640,58 @@ func TestStoreDownTheBatchIsRetriedInOrder(t *testing.T) {
 	if st := c.Stats(); st.Acked != n || st.Naked != 0 || st.Lost != 0 {
 		t.Errorf("stats: got %+v, want %d acked, nothing naked or lost", st, n)
 	}
+}
+
+// TestNeedsOperatorKeepsTheBatchAndAlerts: a batch refused until an operator acts (a policy file
+// changed under a used version, say) is kept — nothing acked, termed or dead-lettered — retried at
+// the longest delay, and logged at ERROR; once the operator has acted, every event is stored.
+func TestNeedsOperatorKeepsTheBatchAndAlerts(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.NakMaxDelay = 300 * time.Millisecond
+	b := startBroker(t, cfg)
+	const n = 200
+	b.publish(t, genOrders(n, 5))
+
+	var refused atomic.Bool
+	refused.Store(true)
+	var attempts atomic.Int64
+	snk := newSink(b.cfg)
+	proc := &engineProcessor{eng: newEngine(t), sink: snk, fail: func(_ stream.Partition, batch []engine.Event) error {
+		if !refused.Load() {
+			return nil
+		}
+		attempts.Add(1)
+		return fmt.Errorf("%w: alibaba version 1 is stored with another digest", stream.ErrNeedsOperator)
+	}}
+	logs := &syncBuffer{}
+	c, err := stream.NewConsumer(context.Background(), b.js, b.cfg, proc, nil, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, c)
+	waitFor(t, 30*time.Second, "the refusal logged at ERROR", func() (bool, string) {
+		return strings.Contains(logs.String(), `level=ERROR msg="batch refused until an operator acts`), logs.String()
+	})
+	time.Sleep(time.Second)
+	// At the longest delay, a partition tries its batch at most every 300 ms: a few times a second
+	// in all, where a doubling delay from 20 ms would have tried it many more times.
+	if got, most := attempts.Load(), int64(b.cfg.Partitions)*(1000/300+2); got > most {
+		t.Errorf("%d attempts in about a second, want at most %d (one per partition per %v)", got, most, cfg.NakMaxDelay)
+	}
+	if st := c.Stats(); st.Acked != 0 || st.Termed != 0 || st.Naked != 0 || snk.count() != 0 {
+		t.Fatalf("while refused: got %+v and %d stored, want nothing acked, termed, naked or stored", st, snk.count())
+	}
+	if strings.Contains(logs.String(), "batch failed; retrying it") {
+		t.Errorf("a refusal that needs an operator was logged as a transient failure:\n%s", logs.String())
+	}
+	refused.Store(false)
+	waitFor(t, 30*time.Second, "every event stored once the operator acted", func() (bool, string) {
+		return snk.count() == n, fmt.Sprintf("%d of %d", snk.count(), n)
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run: got %v, want nil", err)
+	}
+	snk.check(t)
 }
 
 func TestMalformedEventsAreDeadLettered(t *testing.T) {

@@ -34,10 +34,15 @@ func newProcessor(svc *service) *processor {
 // the batch again, on a fresh connection.
 const storeTimeout = 30 * time.Second
 
-// notOwner marks a fenced error as the consumer's ErrNotOwner: give the partition up.
+// notOwner gives the store's and the engine's errors the kinds the consumer acts on: a fenced
+// error is its ErrNotOwner (give the partition up), a permanent one its ErrNeedsOperator (keep the
+// batch, alert); any other is transient (retry).
 func notOwner(err error) error {
-	if errors.Is(err, engine.ErrFenced) {
+	switch {
+	case errors.Is(err, engine.ErrFenced):
 		return fmt.Errorf("%w: %w", stream.ErrNotOwner, err)
+	case errors.Is(err, engine.ErrPermanent):
+		return fmt.Errorf("%w: %w", stream.ErrNeedsOperator, err)
 	}
 	return err
 }
