@@ -161,8 +161,18 @@ func (a *auditAPI) redrive(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// queryTime reads a from/to query parameter: RFC 3339 or a UTC date.
+// queryTime reads a from/to query parameter (ParseTimeOrDate).
 func queryTime(v, name string) (time.Time, error) {
+	t, err := ParseTimeOrDate(v)
+	if err != nil {
+		return t, badRequest("%s %q: %v", name, v, err)
+	}
+	return t, nil
+}
+
+// ParseTimeOrDate reads a bound of a range as the API and the CLI take it: RFC 3339, or a date
+// (YYYY-MM-DD, midnight UTC). "" is the zero time: unbounded.
+func ParseTimeOrDate(v string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
@@ -172,5 +182,5 @@ func queryTime(v, name string) (time.Time, error) {
 	if t, err := time.Parse("2006-01-02", v); err == nil {
 		return t, nil
 	}
-	return time.Time{}, badRequest("%s %q: want RFC 3339 (2025-11-01T00:00:00Z) or a date (2025-11-01)", name, v)
+	return time.Time{}, errors.New("want RFC 3339 (2025-11-01T00:00:00Z) or a date (2025-11-01)")
 }

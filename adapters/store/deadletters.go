@@ -110,14 +110,7 @@ type EventOutcome struct {
 // others are absent from the map).
 func (s *Store) EventOutcomes(ctx context.Context, ids []string) (map[string]EventOutcome, error) {
 	out := make(map[string]EventOutcome, len(ids))
-	for start := 0; start < len(ids); start += historyChunk {
-		chunk := ids[start:min(start+historyChunk, len(ids))]
-		safe := make([]string, len(chunk))
-		back := make(map[string]string, len(chunk))
-		for i, id := range chunk {
-			safe[i] = safeText(id)
-			back[safe[i]] = id
-		}
+	err := inChunks(ids, func(safe []string, back map[string]string) error {
 		var rows []struct {
 			EventID  string `bun:"event_id"`
 			Decision int64  `bun:"decision_id"`
@@ -127,11 +120,12 @@ func (s *Store) EventOutcomes(ctx context.Context, ids []string) (map[string]Eve
 		if err := s.db.NewRaw("SELECT event_id, id AS decision_id, 0 AS dead_letter_id, '' AS reason FROM decisions WHERE event_id IN (?) "+
 			"UNION ALL SELECT event_id, 0, id, reason FROM dead_letters WHERE event_id IN (?)",
 			bun.In(safe), bun.In(safe)).Scan(ctx, &rows); err != nil {
-			return nil, fmt.Errorf("reading the outcome of %d events: %w", len(ids), err)
+			return fmt.Errorf("reading the outcome of %d events: %w", len(ids), err)
 		}
 		for _, r := range rows {
 			out[back[r.EventID]] = EventOutcome{DecisionID: r.Decision, DeadLetterID: r.Dead, Reason: r.Reason}
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }

@@ -114,6 +114,23 @@ func (s *Store) PartitionHeads(ctx context.Context) ([]engine.PartitionHead, err
 // StoredEvents returns which of the event ids are stored: decided or dead-lettered.
 func (s *Store) StoredEvents(ctx context.Context, ids []string) (map[string]bool, error) {
 	out := map[string]bool{}
+	err := inChunks(ids, func(safe []string, back map[string]string) error {
+		var got []string
+		if err := s.db.NewRaw("SELECT event_id FROM decisions WHERE event_id IN (?) UNION SELECT event_id FROM dead_letters WHERE event_id IN (?)",
+			bun.In(safe), bun.In(safe)).Scan(ctx, &got); err != nil {
+			return fmt.Errorf("reading which of %d events are stored: %w", len(ids), err)
+		}
+		for _, id := range got {
+			out[back[id]] = true
+		}
+		return nil
+	})
+	return out, err
+}
+
+// inChunks calls fn with the event ids historyChunk at a time, as the database holds them
+// (safeText), and a map from those back to the ids given.
+func inChunks(ids []string, fn func(safe []string, back map[string]string) error) error {
 	for start := 0; start < len(ids); start += historyChunk {
 		chunk := ids[start:min(start+historyChunk, len(ids))]
 		safe := make([]string, len(chunk))
@@ -122,16 +139,11 @@ func (s *Store) StoredEvents(ctx context.Context, ids []string) (map[string]bool
 			safe[i] = safeText(id)
 			back[safe[i]] = id
 		}
-		var got []string
-		if err := s.db.NewRaw("SELECT event_id FROM decisions WHERE event_id IN (?) UNION SELECT event_id FROM dead_letters WHERE event_id IN (?)",
-			bun.In(safe), bun.In(safe)).Scan(ctx, &got); err != nil {
-			return nil, fmt.Errorf("reading which of %d events are stored: %w", len(ids), err)
-		}
-		for _, id := range got {
-			out[back[id]] = true
+		if err := fn(safe, back); err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // SavedOf counts what WriteBatch stored of b.

@@ -88,18 +88,13 @@ unknown_program, no_policy, runtime, …), --program, --order and the time they 
 	return cmd
 }
 
-// parseWhen reads --from/--to: RFC 3339, or a UTC date.
+// parseWhen reads --from/--to: RFC 3339, or a UTC date (httpapi.ParseTimeOrDate).
 func parseWhen(flag, v string) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
+	t, err := httpapi.ParseTimeOrDate(v)
+	if err != nil {
+		return t, usageError{fmt.Errorf("--%s %q: %w", flag, v, err)}
 	}
-	if t, err := time.Parse(time.RFC3339, v); err == nil {
-		return t, nil
-	}
-	if t, err := time.Parse("2006-01-02", v); err == nil {
-		return t, nil
-	}
-	return time.Time{}, usageError{fmt.Errorf("--%s %q: want RFC 3339 (2025-11-01T00:00:00Z) or a date (2025-11-01)", flag, v)}
+	return t, nil
 }
 
 func runDeadLettersList(ctx context.Context, st *store.Store, p deadLettersParams, out io.Writer) error {

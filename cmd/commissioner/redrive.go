@@ -81,18 +81,11 @@ redriven event is not decided (still bad, or not decided yet). The same is POST
 			return err
 		}
 		defer st.Close()
-		nc, err := stream.Connect(cmd.Context(), cfg.NATS)
+		nc, js, err := connectRunning(cmd.Context(), cfg)
 		if err != nil {
-			if cfg.NATS.URL == "" {
-				return fmt.Errorf("%w\n(no NATS URL is configured and no embedded server is running on %s: start 'commissioner serve' first, or pass --nats-url)", err, cfg.NATS.DataDir)
-			}
 			return err
 		}
 		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return fmt.Errorf("opening JetStream: %w", err)
-		}
 		rd, err := newRedriver(cfg, st, js)
 		if err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
@@ -98,18 +99,11 @@ func runPublish(ctx context.Context, cfg Config, p publishParams, stdin io.Reade
 		defer f.Close()
 		in = f
 	}
-	nc, err := stream.Connect(ctx, cfg.NATS)
+	nc, js, err := connectRunning(ctx, cfg)
 	if err != nil {
-		if cfg.NATS.URL == "" {
-			return fmt.Errorf("%w\n(no NATS URL is configured and no embedded server is running on %s: start 'commissioner serve' first, or pass --nats-url)", err, cfg.NATS.DataDir)
-		}
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("opening JetStream: %w", err)
-	}
 	if _, err := stream.EnsureStream(ctx, js, cfg.NATS); err != nil {
 		return err
 	}
@@ -136,6 +130,24 @@ func runPublish(ctx context.Context, cfg Config, p publishParams, stdin io.Reade
 		return exitCode(1)
 	}
 	return err
+}
+
+// connectRunning connects to the configured NATS server, or to the embedded server of a running
+// serve on the data directory (saying so when there is none), and opens JetStream.
+func connectRunning(ctx context.Context, cfg Config) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := stream.Connect(ctx, cfg.NATS)
+	if err != nil {
+		if cfg.NATS.URL == "" {
+			return nil, nil, fmt.Errorf("%w\n(no NATS URL is configured and no embedded server is running on %s: start 'commissioner serve' first, or pass --nats-url)", err, cfg.NATS.DataDir)
+		}
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	return nc, js, nil
 }
 
 type demoParams struct {
