@@ -145,8 +145,25 @@ const historyChunk = 500
 // pgHistoryChunk is the most order ids of one PostgreSQL history read (one array parameter).
 const pgHistoryChunk = 5000
 
+// loadHistory reads, through db, the stored decisions of these orders and the month figures of
+// these affiliate months into a snapshot.
 func (s *Store) loadHistory(ctx context.Context, db bun.IDB, orders []engine.OrderKey, months []engine.MonthKey) (*engine.Snapshot, error) {
 	snap := engine.NewSnapshot()
+	if err := s.loadPastDecisions(ctx, db, snap, orders); err != nil {
+		return nil, err
+	}
+	if len(months) == 0 {
+		return snap, nil
+	}
+	if err := s.loadMonthTotals(ctx, db, snap, months); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// loadPastDecisions adds to snap the stored decisions of these orders, each order's in the order
+// they were stored (its state: AddDecision), read by program in chunks of ids.
+func (s *Store) loadPastDecisions(ctx context.Context, db bun.IDB, snap *engine.Snapshot, orders []engine.OrderKey) error {
 	// Ids are stored as safeText (storable text); an order is looked up by its stored key and
 	// known by its own.
 	byProgram := map[string][]string{}
@@ -158,11 +175,30 @@ func (s *Store) loadHistory(ctx context.Context, db bun.IDB, orders []engine.Ord
 		}
 		keysOf[sk] = append(keysOf[sk], k)
 	}
-	// An order's decisions in the order they were stored: its state (AddDecision).
+	query, chunkLen, args := s.pastDecisionsQuery()
+	for _, program := range sortedProgramKeys(byProgram) {
+		ids := byProgram[program]
+		for start := 0; start < len(ids); start += chunkLen {
+			chunk := ids[start:min(start+chunkLen, len(ids))]
+			rows, err := db.QueryContext(ctx, query, args(program, chunk)...)
+			if err != nil {
+				return err
+			}
+			err = scanPastDecisions(rows, program, keysOf, snap)
+			rows.Close()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// pastDecisionsQuery returns the query that reads a program's decisions of a chunk of order ids
+// (ordered by order id, then id), the most ids of a chunk, and the query's arguments for a
+// program and a chunk.
+func (s *Store) pastDecisionsQuery() (query string, chunkLen int, args func(program string, ids []string) []any) {
 	const cols = "order_id, id, event_id, stream_seq, affiliate_id, currency, month, qualified, base, commission, is_current, pin_version, pin_digest"
-	query := "SELECT " + cols + " FROM decisions WHERE program = ? AND order_id IN (?) ORDER BY order_id, id"
-	chunkLen := historyChunk
-	args := func(program string, ids []string) []any { return []any{program, bun.In(ids)} }
 	if s.kind == Postgres {
 		// The ids as one array parameter (one literal rather than an IN list of 500), in
 		// chunks of pgHistoryChunk, each looked up on its own (LATERAL; OFFSET 0 keeps the
@@ -170,57 +206,50 @@ func (s *Store) loadHistory(ctx context.Context, db bun.IDB, orders []engine.Ord
 		// was empty a minute before (autovacuum had not analysed it yet), the plain = ANY read
 		// took an index for program alone and filtered every row of the program (measured:
 		// 180 ms instead of 7 per batch of 1 000).
-		chunkLen = pgHistoryChunk
-		args = func(program string, ids []string) []any { return []any{pgdialect.Array(ids), program} }
 		query = "SELECT d.order_id, d.id, d.event_id, d.stream_seq, d.affiliate_id, d.currency, d.month, d.qualified, d.base::text, d.commission::text, " +
 			"d.is_current, d.pin_version, d.pin_digest FROM unnest(?::text[]) AS k(order_id) CROSS JOIN LATERAL (SELECT " + cols +
 			" FROM decisions x WHERE x.program = ? AND x.order_id = k.order_id OFFSET 0) AS d ORDER BY 1, 2"
+		return query, pgHistoryChunk, func(program string, ids []string) []any { return []any{pgdialect.Array(ids), program} }
 	}
-	for _, program := range sortedProgramKeys(byProgram) {
-		ids := byProgram[program]
-		for start := 0; start < len(ids); start += chunkLen {
-			chunk := ids[start:min(start+chunkLen, len(ids))]
-			rows, err := db.QueryContext(ctx, query, args(program, chunk)...)
-			if err != nil {
-				return nil, err
-			}
-			for rows.Next() {
-				var (
-					id, b, c string
-					seq      int64
-					pv       sql.NullInt64
-					pd       sql.NullString
-					d        engine.PastDecision
-				)
-				if err := rows.Scan(&id, &d.ID, &d.EventID, &seq, &d.AffiliateID, &d.Currency, &d.Month, &d.Qualified, &b, &c, &d.Current, &pv, &pd); err != nil {
-					rows.Close()
-					return nil, err
-				}
-				d.StreamSeq = uint64(seq)
-				if d.Base, err = parseDecimal(b, "decisions.base"); err == nil {
-					d.Commission, err = parseDecimal(c, "decisions.commission")
-				}
-				if err != nil {
-					rows.Close()
-					return nil, err
-				}
-				if pv.Valid {
-					d.Pin = &engine.Pin{Version: int(pv.Int64), Digest: pd.String}
-				}
-				for _, k := range keysOf[engine.OrderKey{Program: program, OrderID: id}] {
-					snap.AddDecision(k, &d)
-				}
-			}
-			err = rows.Err()
-			rows.Close()
-			if err != nil {
-				return nil, err
-			}
+	query = "SELECT " + cols + " FROM decisions WHERE program = ? AND order_id IN (?) ORDER BY order_id, id"
+	return query, historyChunk, func(program string, ids []string) []any { return []any{program, bun.In(ids)} }
+}
+
+// scanPastDecisions adds each decision rows holds (pastDecisionsQuery's columns) to snap, under
+// every key its order was asked for by (keysOf). The caller closes rows.
+func scanPastDecisions(rows *sql.Rows, program string, keysOf map[engine.OrderKey][]engine.OrderKey, snap *engine.Snapshot) error {
+	for rows.Next() {
+		var (
+			id, b, c string
+			seq      int64
+			pv       sql.NullInt64
+			pd       sql.NullString
+			d        engine.PastDecision
+		)
+		if err := rows.Scan(&id, &d.ID, &d.EventID, &seq, &d.AffiliateID, &d.Currency, &d.Month, &d.Qualified, &b, &c, &d.Current, &pv, &pd); err != nil {
+			return err
+		}
+		d.StreamSeq = uint64(seq)
+		var err error
+		if d.Base, err = parseDecimal(b, "decisions.base"); err == nil {
+			d.Commission, err = parseDecimal(c, "decisions.commission")
+		}
+		if err != nil {
+			return err
+		}
+		if pv.Valid {
+			d.Pin = &engine.Pin{Version: int(pv.Int64), Digest: pd.String}
+		}
+		for _, k := range keysOf[engine.OrderKey{Program: program, OrderID: id}] {
+			snap.AddDecision(k, &d)
 		}
 	}
-	if len(months) == 0 {
-		return snap, nil
-	}
+	return rows.Err()
+}
+
+// loadMonthTotals sets in snap the figures of these affiliate months: the count and sales of
+// the orders whose current decision qualifies, read by program in chunks of affiliates.
+func (s *Store) loadMonthTotals(ctx context.Context, db bun.IDB, snap *engine.Snapshot, months []engine.MonthKey) error {
 	want := make(map[engine.MonthKey][]engine.MonthKey, len(months))
 	type group struct{ affiliates, months map[string]bool }
 	groups := map[string]*group{}
@@ -255,14 +284,14 @@ func (s *Store) loadHistory(ctx context.Context, db bun.IDB, orders []engine.Ord
 				"AND NOT EXISTS (SELECT 1 FROM decisions n WHERE n.program = d.program AND n.order_id = d.order_id AND n.is_current AND n.id > d.id) "+
 				"GROUP BY affiliate_id, month, currency",
 				program, bun.In(chunk), bun.In(ms)).Scan(ctx, &rows); err != nil {
-				return nil, err
+				return err
 			}
 			for _, r := range rows {
 				sk := engine.MonthKey{Program: program, AffiliateID: r.AffiliateID, Month: r.Month, Currency: r.Currency}
 				t := engine.MonthTotals{Orders: r.N}
 				var err error
 				if t.Sales, err = parseDecimal(r.Sales, "month sales"); err != nil {
-					return nil, err
+					return err
 				}
 				for _, k := range want[sk] {
 					snap.Months[k] = t
@@ -270,7 +299,7 @@ func (s *Store) loadHistory(ctx context.Context, db bun.IDB, orders []engine.Ord
 			}
 		}
 	}
-	return snap, nil
+	return nil
 }
 
 func sortedProgramKeys(m map[string][]string) []string {
@@ -570,78 +599,9 @@ func (s *Store) ClosePayouts(ctx context.Context, program, month string, asOf ti
 		statements []engine.Statement
 	)
 	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
-		if s.kind == Postgres {
-			if _, err := w.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?, hashtext(?))", migrationLockKey, "payouts:"+program); err != nil {
-				return fmt.Errorf("locking the payouts of %s: %w", program, err)
-			}
-		}
-		var prev payoutRunRow
-		err := w.NewSelect().Model(&prev).Where("program = ? AND month = ?", program, month).Scan(ctx)
-		if err == nil {
-			run = prev.run()
-			return ErrAlreadyClosed
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("reading the payout runs: %w", err)
-		}
-		entries, err := s.queryLedger(ctx, w.Tx, "SELECT "+s.ledgerColumns()+" FROM ledger_entries WHERE program = ? AND payout_id IS NULL AND approve_at < ? ORDER BY id",
-			program, asOf.UTC())
-		if err != nil {
-			return fmt.Errorf("reading the payable entries: %w", err)
-		}
-		if statements, err = build(entries); err != nil {
-			return err
-		}
-		row := payoutRunRow{Program: program, Month: month, AsOf: asOf.UTC(), ClosedAt: now.UTC()}
-		if _, err := w.NewInsert().Model(&row).Returning("id").Exec(ctx); err != nil {
-			return fmt.Errorf("recording the payout run: %w", err)
-		}
-		var approved []int64
-		for _, st := range statements {
-			for _, e := range st.Lines {
-				approved = append(approved, e.ID)
-			}
-			if !st.Payable {
-				continue
-			}
-			p := payoutRow{RunID: row.ID, Program: st.Program, AffiliateID: st.AffiliateID, Currency: st.Currency,
-				Amount: st.Total.Text('f'), Entries: int64(len(st.Lines)), Method: st.Method}
-			if _, err := w.NewInsert().Model(&p).Returning("id").Exec(ctx); err != nil {
-				return fmt.Errorf("recording the payout of %s %s: %w", st.AffiliateID, st.Currency, err)
-			}
-			if err := recordPayee(ctx, w, p.ID, st.Program, st.AffiliateID); err != nil {
-				return fmt.Errorf("recording the payee details of the payout of %s %s: %w", st.AffiliateID, st.Currency, err)
-			}
-			ids := make([]int64, len(st.Lines))
-			for i, e := range st.Lines {
-				ids[i] = e.ID
-			}
-			for start := 0; start < len(ids); start += historyChunk {
-				chunk := ids[start:min(start+historyChunk, len(ids))]
-				res, err := w.NewUpdate().Table("ledger_entries").Set("payout_id = ?", p.ID).Set("status = ?", StatusApproved).
-					Where("id IN (?) AND payout_id IS NULL", bun.In(chunk)).Exec(ctx)
-				if err != nil {
-					return fmt.Errorf("marking the entries of %s %s paid: %w", st.AffiliateID, st.Currency, err)
-				}
-				if n, err := res.RowsAffected(); err != nil || n != int64(len(chunk)) {
-					return fmt.Errorf("marking the entries of %s %s paid: %d of %d were unpaid (%v): another run paid them", st.AffiliateID, st.Currency, n, len(chunk), err)
-				}
-			}
-			row.Payouts++
-			row.Entries += int64(len(ids))
-		}
-		for start := 0; start < len(approved); start += historyChunk {
-			chunk := approved[start:min(start+historyChunk, len(approved))]
-			if _, err := w.NewUpdate().Table("ledger_entries").Set("status = ?", StatusApproved).
-				Where("id IN (?) AND status = ?", bun.In(chunk), StatusPending).Exec(ctx); err != nil {
-				return fmt.Errorf("marking entries approved: %w", err)
-			}
-		}
-		if _, err := w.NewUpdate().Model(&row).Column("payouts", "entries").WherePK().Exec(ctx); err != nil {
-			return fmt.Errorf("recording the payout run: %w", err)
-		}
-		run = row.run()
-		return nil
+		var err error
+		run, statements, err = s.closeMonth(ctx, w, program, month, asOf, now, build)
+		return err
 	})
 	if errors.Is(err, ErrAlreadyClosed) {
 		return run, nil, fmt.Errorf("%s %s was closed by payout run %d at %s: %w", program, month, run.ID, run.ClosedAt.Format(time.RFC3339), ErrAlreadyClosed)
@@ -653,6 +613,94 @@ func (s *Store) ClosePayouts(ctx context.Context, program, month string, asOf ti
 		return PayoutRun{}, nil, fmt.Errorf("closing the payouts of %s %s: %w", program, month, err)
 	}
 	return run, statements, nil
+}
+
+// closeMonth is ClosePayouts' transaction w: it returns the run recorded and the statements
+// built, or the earlier run with ErrAlreadyClosed.
+func (s *Store) closeMonth(ctx context.Context, w *wtx, program, month string, asOf time.Time, now time.Time,
+	build func([]engine.LedgerEntry) ([]engine.Statement, error)) (PayoutRun, []engine.Statement, error) {
+	if s.kind == Postgres {
+		if _, err := w.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?, hashtext(?))", migrationLockKey, "payouts:"+program); err != nil {
+			return PayoutRun{}, nil, fmt.Errorf("locking the payouts of %s: %w", program, err)
+		}
+	}
+	var prev payoutRunRow
+	err := w.NewSelect().Model(&prev).Where("program = ? AND month = ?", program, month).Scan(ctx)
+	if err == nil {
+		return prev.run(), nil, ErrAlreadyClosed
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return PayoutRun{}, nil, fmt.Errorf("reading the payout runs: %w", err)
+	}
+	entries, err := s.queryLedger(ctx, w.Tx, "SELECT "+s.ledgerColumns()+" FROM ledger_entries WHERE program = ? AND payout_id IS NULL AND approve_at < ? ORDER BY id",
+		program, asOf.UTC())
+	if err != nil {
+		return PayoutRun{}, nil, fmt.Errorf("reading the payable entries: %w", err)
+	}
+	statements, err := build(entries)
+	if err != nil {
+		return PayoutRun{}, nil, err
+	}
+	row := payoutRunRow{Program: program, Month: month, AsOf: asOf.UTC(), ClosedAt: now.UTC()}
+	if _, err := w.NewInsert().Model(&row).Returning("id").Exec(ctx); err != nil {
+		return PayoutRun{}, nil, fmt.Errorf("recording the payout run: %w", err)
+	}
+	var approved []int64
+	for i := range statements {
+		st := &statements[i]
+		for _, e := range st.Lines {
+			approved = append(approved, e.ID)
+		}
+		if !st.Payable {
+			continue
+		}
+		if err := payStatement(ctx, w, &row, st); err != nil {
+			return PayoutRun{}, nil, err
+		}
+	}
+	for start := 0; start < len(approved); start += historyChunk {
+		chunk := approved[start:min(start+historyChunk, len(approved))]
+		if _, err := w.NewUpdate().Table("ledger_entries").Set("status = ?", StatusApproved).
+			Where("id IN (?) AND status = ?", bun.In(chunk), StatusPending).Exec(ctx); err != nil {
+			return PayoutRun{}, nil, fmt.Errorf("marking entries approved: %w", err)
+		}
+	}
+	if _, err := w.NewUpdate().Model(&row).Column("payouts", "entries").WherePK().Exec(ctx); err != nil {
+		return PayoutRun{}, nil, fmt.Errorf("recording the payout run: %w", err)
+	}
+	return row.run(), statements, nil
+}
+
+// payStatement records the payout of payable statement st in run row (with the payee details
+// the affiliate has now) and marks its entries paid by it; an entry that is no longer unpaid
+// fails the run.
+func payStatement(ctx context.Context, w *wtx, row *payoutRunRow, st *engine.Statement) error {
+	p := payoutRow{RunID: row.ID, Program: st.Program, AffiliateID: st.AffiliateID, Currency: st.Currency,
+		Amount: st.Total.Text('f'), Entries: int64(len(st.Lines)), Method: st.Method}
+	if _, err := w.NewInsert().Model(&p).Returning("id").Exec(ctx); err != nil {
+		return fmt.Errorf("recording the payout of %s %s: %w", st.AffiliateID, st.Currency, err)
+	}
+	if err := recordPayee(ctx, w, p.ID, st.Program, st.AffiliateID); err != nil {
+		return fmt.Errorf("recording the payee details of the payout of %s %s: %w", st.AffiliateID, st.Currency, err)
+	}
+	ids := make([]int64, len(st.Lines))
+	for i, e := range st.Lines {
+		ids[i] = e.ID
+	}
+	for start := 0; start < len(ids); start += historyChunk {
+		chunk := ids[start:min(start+historyChunk, len(ids))]
+		res, err := w.NewUpdate().Table("ledger_entries").Set("payout_id = ?", p.ID).Set("status = ?", StatusApproved).
+			Where("id IN (?) AND payout_id IS NULL", bun.In(chunk)).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("marking the entries of %s %s paid: %w", st.AffiliateID, st.Currency, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != int64(len(chunk)) {
+			return fmt.Errorf("marking the entries of %s %s paid: %d of %d were unpaid (%v): another run paid them", st.AffiliateID, st.Currency, n, len(chunk), err)
+		}
+	}
+	row.Payouts++
+	row.Entries += int64(len(ids))
+	return nil
 }
 
 // isUniqueViolation reports whether err is PostgreSQL's unique-key violation (23505). (On SQLite

@@ -365,7 +365,6 @@ func (h *History) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error)
 		}
 		return nil
 	}
-	superseded := h.prep.superseded
 	query, args := h.historyQuery(h.src)
 	var db interface {
 		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
@@ -390,6 +389,15 @@ func (h *History) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error)
 		return fmt.Errorf("reading events to replay: %w", err)
 	}
 	defer rows.Close()
+	return h.walkRows(rows, fn)
+}
+
+// walkRows reads the history query's rows (an event, and its decision as recordColumns gives
+// it) into batches of BatchSize and calls fn with each, keeping each event once (with its
+// latest decision) unless it is superseded. The caller closes rows.
+func (h *History) walkRows(rows *sql.Rows, fn func([]engine.ReplayEvent) error) error {
+	superseded := h.prep.superseded
+	var err error
 	size := max(h.BatchSize, 1)
 	sc := newRecordScanner()
 	batch := make([]engine.ReplayEvent, 0, size)

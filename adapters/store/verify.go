@@ -43,86 +43,15 @@ func (s *Store) OrderGroups(ctx context.Context, program string, fn func(*audit.
 	}
 	defer lrows.Close()
 
-	// The ledger cursor, one row ahead.
-	var (
-		nextL    *audit.StoredLedgerEntry
-		nextLOrd string
-	)
-	advanceL := func() error {
-		nextL = nil
-		if !lrows.Next() {
-			return lrows.Err()
-		}
-		l := &audit.StoredLedgerEntry{}
-		if err := lrows.Scan(&l.ID, &nextLOrd, &l.DecisionID, &l.Kind, &l.AffiliateID, &l.Currency, &l.Amount, timeScanner{&l.ApproveAt}); err != nil {
-			return fmt.Errorf("reading the ledger of %s: %w", program, err)
-		}
-		nextL = l
-		return nil
-	}
-	if err := advanceL(); err != nil {
+	lc := &ledgerCursor{rows: lrows, program: program}
+	if err := lc.advance(); err != nil {
 		return err
-	}
-	// take fills og with its order's ledger entries.
-	take := func(og *audit.OrderGroup) error {
-		for nextL != nil && nextLOrd == og.OrderID {
-			og.Ledger = append(og.Ledger, *nextL)
-			if err := advanceL(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	// orphansBefore makes groups of the ledger entries of orders before orderID (every one left
-	// when last) that have no decision: checkOrder reports them.
-	orphansBefore := func(orderID string, last bool) error {
-		for nextL != nil {
-			if !last && nextLOrd >= orderID {
-				return nil
-			}
-			og := &audit.OrderGroup{Program: program, OrderID: nextLOrd}
-			if err := take(og); err != nil {
-				return err
-			}
-			if err := fn(og); err != nil {
-				return err
-			}
-		}
-		return nil
 	}
 	var og *audit.OrderGroup
 	for drows.Next() {
-		r := &audit.Row{}
-		var (
-			rate, base, commission string
-			flat, month, sales     sql.NullString
-			qualified, current     any
-			orders, pinVersion     sql.NullInt64
-			pinDigest              sql.NullString
-			raw                    []byte
-			version, seq, bseq     int64
-		)
-		d := &r.Decision
-		var orderID string
-		if err := drows.Scan(&d.ID, &d.EventID, &orderID, &d.AffiliateID, &version, &d.PolicyDigest, &qualified, &r.Text.FailedRules, &d.RateRule,
-			&rate, &flat, &base, &commission, &d.Currency, &d.Rounding, &r.Text.Trace, &d.Env, &seq, &d.Partition, &bseq, &d.Leaf, &d.LeafHash,
-			&raw, &current, &pinVersion, &pinDigest, &r.State.Prev, &r.State.Month, &month, &orders, &sales); err != nil {
-			return fmt.Errorf("reading the decisions of %s: %w", program, err)
-		}
-		d.Program, d.OrderID, d.PolicyVersion, d.StreamSeq, d.BatchSeq = program, orderID, int(version), uint64(seq), uint64(bseq)
-		r.Text.OrderID, r.Text.Program, r.Text.AffiliateID, r.Text.PolicyVersion = orderID, program, d.AffiliateID, strconv.FormatInt(version, 10)
-		r.Text.PolicyDigest, r.Text.RateRule, r.Text.Rate, r.Text.Base, r.Text.Commission = d.PolicyDigest, d.RateRule, rate, base, commission
-		r.Text.Flat, r.Text.Currency, r.Text.Rounding, r.Text.Env, r.Text.StreamSeq = audit.NoFlat, d.Currency, d.Rounding, d.Env, strconv.FormatInt(seq, 10)
-		if flat.Valid {
-			r.Text.Flat = flat.String
-		}
-		r.Text.Qualified = boolText(qualified)
-		r.State.Current = boolText(current) == "true"
-		r.State.HasPin, r.State.PinVersion, r.State.PinDigest = pinVersion.Valid, pinVersion.Int64, pinDigest.String
-		r.Event = &StoredEvent{ID: d.ID, EventID: d.EventID, Program: program, OrderID: orderID, StreamSeq: uint64(seq), Raw: raw}
-		if month.Valid {
-			r.Affiliate = &engine.AffiliateMonth{Month: month.String, QualifiedOrders: orders.Int64}
-			r.Affiliate.QualifiedSales.SetString(sales.String)
+		r, orderID, err := scanDecisionRow(drows, program)
+		if err != nil {
+			return err
 		}
 		if og == nil || og.OrderID != orderID {
 			if og != nil {
@@ -130,11 +59,11 @@ func (s *Store) OrderGroups(ctx context.Context, program string, fn func(*audit.
 					return err
 				}
 			}
-			if err := orphansBefore(orderID, false); err != nil {
+			if err := lc.orphansBefore(orderID, false, fn); err != nil {
 				return err
 			}
 			og = &audit.OrderGroup{Program: program, OrderID: orderID}
-			if err := take(og); err != nil {
+			if err := lc.take(og); err != nil {
 				return err
 			}
 		}
@@ -148,7 +77,97 @@ func (s *Store) OrderGroups(ctx context.Context, program string, fn func(*audit.
 			return err
 		}
 	}
-	return orphansBefore("", true)
+	return lc.orphansBefore("", true, fn)
+}
+
+// ledgerCursor reads a program's ledger entries, ordered by order id, one row ahead of the
+// decisions OrderGroups walks.
+type ledgerCursor struct {
+	rows    *sql.Rows
+	program string
+	next    *audit.StoredLedgerEntry // nil at the end
+	nextOrd string                   // next's order id
+}
+
+// advance reads the next entry into c.next (nil at the end).
+func (c *ledgerCursor) advance() error {
+	c.next = nil
+	if !c.rows.Next() {
+		return c.rows.Err()
+	}
+	l := &audit.StoredLedgerEntry{}
+	if err := c.rows.Scan(&l.ID, &c.nextOrd, &l.DecisionID, &l.Kind, &l.AffiliateID, &l.Currency, &l.Amount, timeScanner{&l.ApproveAt}); err != nil {
+		return fmt.Errorf("reading the ledger of %s: %w", c.program, err)
+	}
+	c.next = l
+	return nil
+}
+
+// take fills og with its order's ledger entries.
+func (c *ledgerCursor) take(og *audit.OrderGroup) error {
+	for c.next != nil && c.nextOrd == og.OrderID {
+		og.Ledger = append(og.Ledger, *c.next)
+		if err := c.advance(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// orphansBefore makes groups of the ledger entries of orders before orderID (every one left
+// when last) that have no decision, and calls fn with each: checkOrder reports them.
+func (c *ledgerCursor) orphansBefore(orderID string, last bool, fn func(*audit.OrderGroup) error) error {
+	for c.next != nil {
+		if !last && c.nextOrd >= orderID {
+			return nil
+		}
+		og := &audit.OrderGroup{Program: c.program, OrderID: c.nextOrd}
+		if err := c.take(og); err != nil {
+			return err
+		}
+		if err := fn(og); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanDecisionRow reads the decision drows is at (OrderGroups' columns) as audit verify checks
+// it, and its order id.
+func scanDecisionRow(drows *sql.Rows, program string) (*audit.Row, string, error) {
+	r := &audit.Row{}
+	var (
+		rate, base, commission string
+		flat, month, sales     sql.NullString
+		qualified, current     any
+		orders, pinVersion     sql.NullInt64
+		pinDigest              sql.NullString
+		raw                    []byte
+		version, seq, bseq     int64
+	)
+	d := &r.Decision
+	var orderID string
+	if err := drows.Scan(&d.ID, &d.EventID, &orderID, &d.AffiliateID, &version, &d.PolicyDigest, &qualified, &r.Text.FailedRules, &d.RateRule,
+		&rate, &flat, &base, &commission, &d.Currency, &d.Rounding, &r.Text.Trace, &d.Env, &seq, &d.Partition, &bseq, &d.Leaf, &d.LeafHash,
+		&raw, &current, &pinVersion, &pinDigest, &r.State.Prev, &r.State.Month, &month, &orders, &sales); err != nil {
+		return nil, "", fmt.Errorf("reading the decisions of %s: %w", program, err)
+	}
+	d.Program, d.OrderID, d.PolicyVersion, d.StreamSeq, d.BatchSeq = program, orderID, int(version), uint64(seq), uint64(bseq)
+	r.Text.OrderID, r.Text.Program, r.Text.AffiliateID, r.Text.PolicyVersion = orderID, program, d.AffiliateID, strconv.FormatInt(version, 10)
+	r.Text.PolicyDigest, r.Text.RateRule, r.Text.Rate, r.Text.Base, r.Text.Commission = d.PolicyDigest, d.RateRule, rate, base, commission
+	r.Text.Flat, r.Text.Currency, r.Text.Rounding, r.Text.Env, r.Text.StreamSeq = audit.NoFlat, d.Currency, d.Rounding, d.Env, strconv.FormatInt(seq, 10)
+	if flat.Valid {
+		r.Text.Flat = flat.String
+	}
+	r.Text.Qualified = boolText(qualified)
+	r.State.Current = boolText(current) == "true"
+	r.State.HasPin, r.State.PinVersion, r.State.PinDigest = pinVersion.Valid, pinVersion.Int64, pinDigest.String
+	r.Event = &StoredEvent{ID: d.ID, EventID: d.EventID, Program: program, OrderID: orderID, StreamSeq: uint64(seq), Raw: raw}
+	if month.Valid {
+		r.Affiliate = &engine.AffiliateMonth{Month: month.String, QualifiedOrders: orders.Int64}
+		r.Affiliate.QualifiedSales.SetString(sales.String)
+	}
+	return r, orderID, nil
 }
 
 func boolText(q any) string {
@@ -166,8 +185,6 @@ func boolText(q any) string {
 	return fmt.Sprint(q)
 }
 
-// checkOrder re-runs an order's decisions in the order they were made, books them again, and
-// compares each decision's columns and leaf, its ledger entries, and the order's final state.
 // Partitions returns the partitions with a head, a batch or a leaf.
 func (s *Store) Partitions(ctx context.Context) ([]int, error) {
 	var out []int

@@ -330,6 +330,10 @@ func (c *Consumer) leaseMargin() time.Duration { return c.cfg.LeaseTTL / 10 }
 // counted (Stats.SettleErrors, Observer.SettleFailed) and the server redelivers that event after
 // AckWait. Run returns an error when consuming cannot go on: the connection closed, or the
 // Processor broke its contract. Run may be called once.
+//
+// It is long on purpose: joining, the select loop that alone owns c.runs and stopping, and the
+// shutdown that follows it are one lifecycle whose steps must run in this order, on this
+// goroutine; read top to bottom it is the sequence above.
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("consumer: Run called twice")

@@ -278,6 +278,10 @@ func pull(cons jetstream.Consumer, n int, opt jetstream.FetchOpt) ([]jetstream.M
 // handle processes one fetched batch: events at or below lastDone (delivered again after they
 // were processed: a lost ack) are acked and skipped; the rest go to Process, again and again
 // while it fails and the lease is held. goOn false: the run ends with out and err.
+//
+// It is long on purpose: the retry loop's exits (lease lost, fenced, paused out, stored) each
+// settle every message of the batch exactly once, and keeping them in one function keeps all of
+// them, and the order of the lease check, the in-progress acks and Process, in view at once.
 func (w *worker) handle(msgs []jetstream.Msg) (goOn bool, out runOutcome, err error) {
 	c, r := w.c, w.r
 	batch := msgs[:0:0]

@@ -145,64 +145,102 @@ func (p *Publisher) PublishLines(ctx context.Context, r io.Reader, concurrency i
 	if concurrency <= 0 {
 		concurrency = 1024
 	}
-	type inflight struct {
-		fut  jetstream.PubAckFuture
-		line int
-	}
 	window := make(chan inflight, concurrency-1)
-	var acked PublishStats // owned by the collector until done is closed
-	var ackErr error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var timer *time.Timer
-		for f := range window {
-			var (
-				ack *jetstream.PubAck
-				err error
-			)
-			select {
-			case ack = <-f.fut.Ok():
-			case err = <-f.fut.Err():
-			default:
-				if timer == nil {
-					timer = time.NewTimer(asyncAckTimeout)
-				} else {
-					timer.Reset(asyncAckTimeout)
-				}
-				select {
-				case ack = <-f.fut.Ok():
-				case err = <-f.fut.Err():
-				case <-timer.C:
-					err = fmt.Errorf("no ack after %v", asyncAckTimeout)
-				case <-ctx.Done():
-					err = ctx.Err()
-				}
-				timer.Stop()
-			}
-			switch {
-			case err != nil:
-				acked.Failed++
-				if ackErr == nil {
-					ackErr = fmt.Errorf("publishing line %d: %w", f.line, err)
-				}
-			case ack.Duplicate:
-				acked.Duplicates++
-			default:
-				acked.Accepted++
-				acked.LastSeq = max(acked.LastSeq, ack.Sequence)
-			}
-		}
-	}()
-
+	acks := collectAcks(ctx, window)
 	var st PublishStats
-	var firstErr error
-	reject := func(line int, reason string) {
-		st.Rejected++
-		if len(st.Rejections) < maxRejections {
-			st.Rejections = append(st.Rejections, Rejection{Line: line, Reason: reason})
+	firstErr := p.publishEach(ctx, r, window, &st)
+	close(window)
+	<-acks.done
+	st.Accepted, st.Duplicates, st.LastSeq = acks.acked.Accepted, acks.acked.Duplicates, acks.acked.LastSeq
+	st.Failed += acks.acked.Failed
+	if firstErr == nil {
+		firstErr = acks.err
+	}
+	if err := ctx.Err(); err != nil && firstErr == nil {
+		firstErr = fmt.Errorf("publishing order lines: %w", err)
+	}
+	return st, firstErr
+}
+
+// inflight is a publish awaiting its ack, and the line it published.
+type inflight struct {
+	fut  jetstream.PubAckFuture
+	line int
+}
+
+// ackCollector awaits the acks of the publishes sent to its window, in order, on its own
+// goroutine, and counts them.
+type ackCollector struct {
+	acked PublishStats // Accepted, Duplicates, Failed and LastSeq; owned by the collector until done is closed
+	err   error        // the first failed ack
+	done  chan struct{}
+}
+
+// collectAcks starts a collector over window; it is done once window is closed and drained.
+func collectAcks(ctx context.Context, window <-chan inflight) *ackCollector {
+	c := &ackCollector{done: make(chan struct{})}
+	go c.run(ctx, window)
+	return c
+}
+
+func (c *ackCollector) run(ctx context.Context, window <-chan inflight) {
+	defer close(c.done)
+	var timer *time.Timer
+	for f := range window {
+		ack, err := awaitAck(ctx, f.fut, &timer)
+		switch {
+		case err != nil:
+			c.acked.Failed++
+			if c.err == nil {
+				c.err = fmt.Errorf("publishing line %d: %w", f.line, err)
+			}
+		case ack.Duplicate:
+			c.acked.Duplicates++
+		default:
+			c.acked.Accepted++
+			c.acked.LastSeq = max(c.acked.LastSeq, ack.Sequence)
 		}
 	}
+}
+
+// awaitAck waits up to asyncAckTimeout for fut's ack, or until ctx is done, reusing *timer
+// (made on the first wait that needs one).
+func awaitAck(ctx context.Context, fut jetstream.PubAckFuture, timer **time.Timer) (ack *jetstream.PubAck, err error) {
+	select {
+	case ack = <-fut.Ok():
+	case err = <-fut.Err():
+	default:
+		if *timer == nil {
+			*timer = time.NewTimer(asyncAckTimeout)
+		} else {
+			(*timer).Reset(asyncAckTimeout)
+		}
+		select {
+		case ack = <-fut.Ok():
+		case err = <-fut.Err():
+		case <-(*timer).C:
+			err = fmt.Errorf("no ack after %v", asyncAckTimeout)
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		(*timer).Stop()
+	}
+	return ack, err
+}
+
+// reject counts a line refused before publishing, listing the first maxRejections.
+func (st *PublishStats) reject(line int, reason string) {
+	st.Rejected++
+	if len(st.Rejections) < maxRejections {
+		st.Rejections = append(st.Rejections, Rejection{Line: line, Reason: reason})
+	}
+}
+
+// publishEach reads r's lines and publishes each non-blank one asynchronously into window,
+// counting in st what it read, rejected or failed to publish, until the end of r or ctx is
+// done. It returns the first publish or read failure.
+func (p *Publisher) publishEach(ctx context.Context, r io.Reader, window chan<- inflight, st *PublishStats) error {
+	var firstErr error
 	limit := min(int64(MaxLine), p.js.Conn().MaxPayload())
 	br := bufio.NewReaderSize(r, 64<<10)
 	lineNo := 0
@@ -220,7 +258,7 @@ read:
 		line := bytes.TrimSpace(raw)
 		if size > limit {
 			st.Lines++
-			reject(lineNo, fmt.Sprintf("%d bytes, over the server's max payload of %d", size, limit))
+			st.reject(lineNo, fmt.Sprintf("%d bytes, over the server's max payload of %d", size, limit))
 			continue
 		}
 		if len(line) == 0 {
@@ -232,7 +270,7 @@ read:
 		st.Lines++
 		if p.Check != nil {
 			if err := p.Check(line); err != nil {
-				reject(lineNo, err.Error())
+				st.reject(lineNo, err.Error())
 				continue
 			}
 		}
@@ -256,17 +294,7 @@ read:
 	if readErr != nil && firstErr == nil {
 		firstErr = fmt.Errorf("reading order lines after line %d: %w", lineNo, readErr)
 	}
-	close(window)
-	<-done
-	st.Accepted, st.Duplicates, st.LastSeq = acked.Accepted, acked.Duplicates, acked.LastSeq
-	st.Failed += acked.Failed
-	if firstErr == nil {
-		firstErr = ackErr
-	}
-	if err := ctx.Err(); err != nil && firstErr == nil {
-		firstErr = fmt.Errorf("publishing order lines: %w", err)
-	}
-	return st, firstErr
+	return firstErr
 }
 
 // readLine reads the next line (without its newline) of at most limit bytes; a longer line is

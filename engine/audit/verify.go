@@ -198,39 +198,16 @@ func Verify(ctx context.Context, s VerifySource, opts VerifyOptions) (*VerifyRep
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
 	rep := &VerifyReport{ByKind: map[string]int{}}
-	var part *PartitionReport
-	emit := func(f Finding) {
-		rep.Findings++
-		rep.ByKind[f.Kind]++
-		if part != nil {
-			part.Findings++
-			if part.First == nil {
-				ff := f
-				part.First = &ff
-			}
-		}
-		if opts.OnFinding != nil {
-			opts.OnFinding(f)
-		}
-	}
+	sink := &findingSink{rep: rep, on: opts.OnFinding}
+	emit := sink.emit
 	a := NewAuditor(s)
-	policies, err := s.PolicyVersions(ctx, opts.Program)
-	if err != nil {
+	if err := verifyPolicies(ctx, s, a, opts.Program, rep, emit); err != nil {
 		return nil, err
-	}
-	for _, sp := range policies {
-		rep.Policies++
-		if _, _, err := a.Policy(ctx, sp.Program, sp.Version); err != nil {
-			var re *RecheckError
-			if !errors.As(err, &re) {
-				return nil, err
-			}
-			emit(Finding{Kind: FindingPolicy, Reason: re.Reason, Program: sp.Program, Leaf: -1, Detail: re.Msg})
-		}
 	}
 
 	programs := []string{opts.Program}
 	if opts.Program == "" {
+		var err error
 		if programs, err = s.DecisionPrograms(ctx); err != nil {
 			return nil, err
 		}
@@ -241,13 +218,66 @@ func Verify(ctx context.Context, s VerifySource, opts VerifyOptions) (*VerifyRep
 		}
 	}
 
-	signed, err := openCheckpoints(opts, rep, emit)
-	if err != nil {
+	if err := verifyPartitions(ctx, s, opts, sink); err != nil {
 		return nil, err
+	}
+	return rep, nil
+}
+
+// findingSink counts each finding in the report (and in the partition being walked, if any)
+// and hands it on.
+type findingSink struct {
+	rep  *VerifyReport
+	part *PartitionReport // the partition being walked; nil outside the partition walk
+	on   func(Finding)    // nil: counted only
+}
+
+func (k *findingSink) emit(f Finding) {
+	k.rep.Findings++
+	k.rep.ByKind[f.Kind]++
+	if k.part != nil {
+		k.part.Findings++
+		if k.part.First == nil {
+			ff := f
+			k.part.First = &ff
+		}
+	}
+	if k.on != nil {
+		k.on(f)
+	}
+}
+
+// verifyPolicies checks every stored policy version of program ("" for all) against its digest
+// and that it still compiles.
+func verifyPolicies(ctx context.Context, s VerifySource, a *Auditor, program string, rep *VerifyReport, emit func(Finding)) error {
+	policies, err := s.PolicyVersions(ctx, program)
+	if err != nil {
+		return err
+	}
+	for _, sp := range policies {
+		rep.Policies++
+		if _, _, err := a.Policy(ctx, sp.Program, sp.Version); err != nil {
+			var re *RecheckError
+			if !errors.As(err, &re) {
+				return err
+			}
+			emit(Finding{Kind: FindingPolicy, Reason: re.Reason, Program: sp.Program, Leaf: -1, Detail: re.Msg})
+		}
+	}
+	return nil
+}
+
+// verifyPartitions walks every partition's chain, in partition order, against the signed
+// checkpoints in opts: the partitions with a row, and those only a checkpoint names.
+func verifyPartitions(ctx context.Context, s VerifySource, opts VerifyOptions, sink *findingSink) error {
+	rep := sink.rep
+	signed, err := openCheckpoints(opts, rep, sink.emit)
+	if err != nil {
+		return err
 	}
 	parts, err := s.Partitions(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for p := range signed { // a partition only checkpoints name: every row of it is gone
 		if !slices.Contains(parts, p) {
@@ -257,24 +287,24 @@ func Verify(ctx context.Context, s VerifySource, opts VerifyOptions) (*VerifyRep
 	sort.Ints(parts)
 	heads, err := s.PartitionHeads(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	defer func() { sink.part = nil }()
 	for _, p := range parts {
 		rep.Partitions = append(rep.Partitions, PartitionReport{Partition: p})
-		part = &rep.Partitions[len(rep.Partitions)-1]
+		part := &rep.Partitions[len(rep.Partitions)-1]
+		sink.part = part
 		for _, h := range heads {
 			if h.Partition == p {
 				part.Head, part.HasHead = h, true
 			}
 		}
-		if err := verifyPartition(ctx, s, part, signed[p], emit); err != nil {
-			return nil, err
+		if err := verifyPartition(ctx, s, part, signed[p], sink.emit); err != nil {
+			return err
 		}
 		rep.Checkpointed += part.checked
 	}
-	part = nil
-
-	return rep, nil
+	return nil
 }
 
 // VerifySource is what Verify reads: Source, and the store's rows in the orders Verify walks them.
@@ -416,8 +446,10 @@ func verifyOrders(ctx context.Context, s VerifySource, a *Auditor, program strin
 	return g.Wait()
 }
 
-// readOrderGroups streams a program's decisions (with events and inputs), ledger entries and
-// order states, each ordered by order id, and calls fn with each order's group.
+// checkOrder decides the order's decisions again, in the order they were made, and books them
+// again (until one cannot be decided again), recording in og.findings what differs from the
+// stored rows: columns, leaf hash, order state and ledger entries, and ledger entries that
+// name none of the order's decisions.
 func checkOrder(ctx context.Context, a *Auditor, og *checkedGroup) error {
 	book := engine.NewOrderBook()
 	bookable := true
@@ -426,14 +458,10 @@ func checkOrder(ctx context.Context, a *Auditor, og *checkedGroup) error {
 	for _, l := range og.Ledger {
 		ledgerOf[l.DecisionID] = append(ledgerOf[l.DecisionID], l)
 	}
-	place := func(r *Row) Finding {
-		d := &r.Decision
-		return Finding{Program: og.Program, Partition: d.Partition, BatchSeq: d.BatchSeq, Leaf: d.Leaf, DecisionID: d.ID, EventID: d.EventID, OrderID: og.OrderID}
-	}
 	for i := range og.Rows {
 		r := &og.Rows[i]
 		d := &r.Decision
-		f := place(r)
+		f := og.place(r)
 		o, again, _, rcErr, err := a.rerun(ctx, d, r.Event, r.Affiliate, false)
 		if err != nil {
 			return err
@@ -451,44 +479,17 @@ func checkOrder(ctx context.Context, a *Auditor, og *checkedGroup) error {
 		var booked []engine.LedgerEntry
 		leafOK := false
 		if bookable {
-			res := engine.Result{Event: engine.Event{ID: r.Event.EventID, StreamSeq: r.Event.StreamSeq}, Order: o, Decision: again}
-			entries, st, err := book.Book(&res)
-			if err != nil {
+			if booked, leafOK, err = og.bookAgain(book, r, o, again, prev); err != nil {
 				return err
-			}
-			booked = entries
-			leafOK = engine.LeafHash(engine.AppendDecisionLeaf(nil, r.Event.EventID, r.Event.StreamSeq, r.Event.Raw, again, entries, st)).String() == d.LeafHash
-			if sd := stateDiffs(&r.State, st, prev, engine.MonthOf(o.PlacedAt)); len(sd) > 0 {
-				g := place(r)
-				g.Kind, g.Diffs = FindingOrderState, sd
-				g.Detail = fmt.Sprintf("decision %d's order-state columns are not what the order's decisions leave: they were changed after it was stored", d.ID)
-				og.findings = append(og.findings, g)
 			}
 		}
 		prev = d.ID
-		switch {
-		case len(diffs) > 0 && leafOK:
-			f.Kind = FindingAltered
-			f.Detail = fmt.Sprintf("the stored row differs from the re-run with %s v%d, whose content its leaf hash covers: the row was changed after it was stored",
-				og.Program, d.PolicyVersion)
-		case len(diffs) > 0:
-			f.Kind = FindingNotReproduced
-			f.Detail = fmt.Sprintf("deciding event %s again with %s v%d gives another decision, and the row's leaf hash covers neither: policy or engine drift, or a forged row",
-				d.EventID, og.Program, d.PolicyVersion)
-		case bookable && !leafOK:
-			f.Kind = FindingLeafMismatch
-			f.Detail = fmt.Sprintf("the row reproduces, but its leaf hash %s is not the leaf of its event, its decision and what it books: the hash was changed, or the row was forged or moved",
-				short(d.LeafHash))
-		}
-		if f.Kind != "" {
-			f.Diffs = diffs
-			og.findings = append(og.findings, f)
-		} else if bookable {
+		if og.judge(f, d, diffs, leafOK, bookable) {
 			og.reproduced++
 		}
 		if bookable {
 			if lf := ledgerDiffs(booked, ledgerOf[d.ID]); len(lf) > 0 {
-				g := place(r)
+				g := og.place(r)
 				g.Kind, g.Diffs = FindingLedger, lf
 				g.Detail = fmt.Sprintf("the ledger entries stored for decision %d are not what it books: they were changed, deleted or added after it was stored", d.ID)
 				og.findings = append(og.findings, g)
@@ -502,6 +503,58 @@ func checkOrder(ctx context.Context, a *Auditor, og *checkedGroup) error {
 				ledgerIDs(ls), id)})
 	}
 	return nil
+}
+
+// place is a finding placed at row r of the order.
+func (og *checkedGroup) place(r *Row) Finding {
+	d := &r.Decision
+	return Finding{Program: og.Program, Partition: d.Partition, BatchSeq: d.BatchSeq, Leaf: d.Leaf, DecisionID: d.ID, EventID: d.EventID, OrderID: og.OrderID}
+}
+
+// bookAgain books row r's decision decided again (again, for order o) on the order's book and
+// returns the ledger entries it books and whether the row's leaf hash covers them; a row whose
+// order-state columns are not what booking leaves (prev: the decision before it) is a finding.
+func (og *checkedGroup) bookAgain(book *engine.OrderBook, r *Row, o *engine.Order, again *engine.Decision, prev int64) ([]engine.LedgerEntry, bool, error) {
+	d := &r.Decision
+	res := engine.Result{Event: engine.Event{ID: r.Event.EventID, StreamSeq: r.Event.StreamSeq}, Order: o, Decision: again}
+	entries, st, err := book.Book(&res)
+	if err != nil {
+		return nil, false, err
+	}
+	leafOK := engine.LeafHash(engine.AppendDecisionLeaf(nil, r.Event.EventID, r.Event.StreamSeq, r.Event.Raw, again, entries, st)).String() == d.LeafHash
+	if sd := stateDiffs(&r.State, st, prev, engine.MonthOf(o.PlacedAt)); len(sd) > 0 {
+		g := og.place(r)
+		g.Kind, g.Diffs = FindingOrderState, sd
+		g.Detail = fmt.Sprintf("decision %d's order-state columns are not what the order's decisions leave: they were changed after it was stored", d.ID)
+		og.findings = append(og.findings, g)
+	}
+	return entries, leafOK, nil
+}
+
+// judge records f, placed at decision d, when the re-run's column diffs and the leaf hash
+// (leafOK, known when bookable) show the row altered, not reproduced or its hash mismatched,
+// and reports whether the row was reproduced exactly.
+func (og *checkedGroup) judge(f Finding, d *StoredDecision, diffs []FieldDiff, leafOK, bookable bool) bool {
+	switch {
+	case len(diffs) > 0 && leafOK:
+		f.Kind = FindingAltered
+		f.Detail = fmt.Sprintf("the stored row differs from the re-run with %s v%d, whose content its leaf hash covers: the row was changed after it was stored",
+			og.Program, d.PolicyVersion)
+	case len(diffs) > 0:
+		f.Kind = FindingNotReproduced
+		f.Detail = fmt.Sprintf("deciding event %s again with %s v%d gives another decision, and the row's leaf hash covers neither: policy or engine drift, or a forged row",
+			d.EventID, og.Program, d.PolicyVersion)
+	case bookable && !leafOK:
+		f.Kind = FindingLeafMismatch
+		f.Detail = fmt.Sprintf("the row reproduces, but its leaf hash %s is not the leaf of its event, its decision and what it books: the hash was changed, or the row was forged or moved",
+			short(d.LeafHash))
+	}
+	if f.Kind != "" {
+		f.Diffs = diffs
+		og.findings = append(og.findings, f)
+		return false
+	}
+	return bookable
 }
 
 func ledgerIDs(ls []StoredLedgerEntry) string {
@@ -564,53 +617,18 @@ func stateDiffs(got *StoredState, want engine.StateChange, prev int64, month str
 
 // --- partition by partition ---
 
+// verifyPartition walks one partition's batches by sequence and its leaves by batch and index
+// together: each batch row's place in the sequence, its link and its hash, then its leaves and
+// root, then the signed checkpoints up to it; at the end the leaves in no batch, the signed
+// batches beyond the last and the partition's head.
 func verifyPartition(ctx context.Context, s VerifySource, rep *PartitionReport, signed []signedHead, emit func(Finding)) error {
 	p := rep.Partition
 	check := newSignedCheck(rep, signed, emit)
 	nextLeaf, stopLeaves := iter.Pull2(s.Leaves(ctx, p))
 	defer stopLeaves()
-	var next *LeafRow
-	advance := func() error {
-		next = nil
-		l, err, ok := nextLeaf()
-		if !ok {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reading the leaves of partition %d: %w", p, err)
-		}
-		next = &l
-		return nil
-	}
-	if err := advance(); err != nil {
+	w := &partitionWalk{p: p, rep: rep, emit: emit, nextLeaf: nextLeaf}
+	if err := w.advance(); err != nil {
 		return err
-	}
-	at := func(l *LeafRow) Finding {
-		f := Finding{Program: l.Program, Partition: p, BatchSeq: uint64(l.BatchSeq), Leaf: int(l.Leaf), EventID: l.EventID, OrderID: l.OrderID}
-		if !l.Dead {
-			f.DecisionID = l.ID
-		}
-		return f
-	}
-	what := func(l *LeafRow) string {
-		if l.Dead {
-			return fmt.Sprintf("dead letter %d", l.ID)
-		}
-		return fmt.Sprintf("decision %d", l.ID)
-	}
-	// strays reports leaves before batch seq that belong to no batch row.
-	strays := func(seq int64) error {
-		for next != nil && next.BatchSeq < seq {
-			f := at(next)
-			f.Kind = FindingInserted
-			f.Detail = fmt.Sprintf("%s names batch %d of partition %d, which has no batch row: the row was put in, or its batch deleted", what(next), next.BatchSeq, p)
-			emit(f)
-			rep.Leaves++
-			if err := advance(); err != nil {
-				return err
-			}
-		}
-		return nil
 	}
 	expect, prevHash := int64(1), engine.GenesisHash.String()
 	for b, err := range s.Batches(ctx, p) {
@@ -618,84 +636,12 @@ func verifyPartition(ctx context.Context, s VerifySource, rep *PartitionReport, 
 			return fmt.Errorf("reading the batches of partition %d: %w", p, err)
 		}
 		rep.Batches++
-		batch := Finding{Partition: p, BatchSeq: uint64(b.Seq), Leaf: -1}
-		if err := strays(b.Seq); err != nil {
+		if err := w.strays(b.Seq); err != nil {
 			return err
 		}
-		switch {
-		case b.Seq > expect:
-			f := batch
-			f.Kind, f.BatchSeq = FindingMissing, uint64(expect)
-			f.Detail = fmt.Sprintf("batches %d–%d of partition %d are missing before batch %d: they were deleted", expect, b.Seq-1, p, b.Seq)
-			emit(f)
-		case b.Seq < expect:
-			f := batch
-			f.Kind = FindingInserted
-			f.Detail = fmt.Sprintf("batch %d is out of sequence (the next is %d)", b.Seq, expect)
-			emit(f)
-		}
-		if b.Seq == expect && b.Prev != prevHash {
-			f := batch
-			f.Kind = FindingBrokenLink
-			f.Detail = fmt.Sprintf("prev_hash %s is not the hash %s of batch %d: batches were swapped, replaced or put in", short(b.Prev), short(prevHash), b.Seq-1)
-			emit(f)
-		}
-		hdr := engine.BatchHeader{Partition: p, Seq: uint64(b.Seq), Epoch: uint64(b.Epoch), Leaves: int(b.Leaves),
-			FirstStreamSeq: uint64(b.FirstStreamSeq), LastStreamSeq: uint64(b.LastStreamSeq)}
-		var err1, err2 error
-		hdr.Prev, err1 = engine.ParseHash(b.Prev)
-		hdr.Root, err2 = engine.ParseHash(b.Root)
-		if h := hdr.Hash(); err1 != nil || err2 != nil || h.String() != b.Hash {
-			f := batch
-			f.Kind = FindingBatchHash
-			f.Detail = fmt.Sprintf("the batch's hash %s is not the hash of its header: the batch row was edited", short(b.Hash))
-			emit(f)
-		}
-		// Its leaves.
-		var leaves []engine.Hash
-		want := int64(0)
-		for next != nil && next.BatchSeq == b.Seq {
-			l := next
-			rep.Leaves++
-			f := at(l)
-			switch {
-			case l.Leaf >= b.Leaves:
-				f.Kind = FindingInserted
-				f.Detail = fmt.Sprintf("%s is leaf %d of a batch of %d leaves: the row was put in", what(l), l.Leaf, b.Leaves)
-				emit(f)
-			case l.Leaf > want:
-				f.Kind, f.Leaf, f.DecisionID, f.EventID, f.OrderID = FindingMissing, int(want), 0, "", ""
-				f.Detail = leafRange(want, l.Leaf-1, b.Seq, b.Leaves)
-				emit(f)
-			}
-			if l.Dead {
-				got := engine.LeafHash(engine.AppendDeadLetterLeaf(nil, l.EventID, uint64(l.StreamSeq), l.Raw, l.Kind, l.Reason)).String()
-				if got != l.Hash {
-					f := at(l)
-					f.Kind = FindingLeafMismatch
-					f.Detail = fmt.Sprintf("dead letter %d's leaf hash %s is not the leaf of its stored columns: the row was changed", l.ID, short(l.Hash))
-					emit(f)
-				}
-			}
-			if h, err := engine.ParseHash(l.Hash); err == nil {
-				leaves = append(leaves, h)
-			}
-			want = l.Leaf + 1
-			if err := advance(); err != nil {
-				return err
-			}
-		}
-		if want < b.Leaves {
-			f := batch
-			f.Kind, f.Leaf = FindingMissing, int(want)
-			f.Detail = leafRange(want, b.Leaves-1, b.Seq, b.Leaves)
-			emit(f)
-		}
-		if root := engine.MerkleRoot(leaves); root.String() != b.Root {
-			f := batch
-			f.Kind = FindingRootMismatch
-			f.Detail = fmt.Sprintf("the batch's %d stored leaves hash to %s, not to its root %s: a leaf was removed, added, replaced or moved", len(leaves), short(root.String()), short(b.Root))
-			emit(f)
+		w.checkBatchRow(b, expect, prevHash)
+		if err := w.checkLeaves(b); err != nil {
+			return err
 		}
 		check.batch(b)
 		if b.Seq >= expect {
@@ -704,10 +650,166 @@ func verifyPartition(ctx context.Context, s VerifySource, rep *PartitionReport, 
 		prevHash = b.Hash
 		rep.LastSeq, rep.LastHash = uint64(b.Seq), b.Hash
 	}
-	if err := strays(1 << 62); err != nil {
+	if err := w.strays(1 << 62); err != nil {
 		return err
 	}
 	check.end()
+	w.checkHead()
+	return nil
+}
+
+// partitionWalk is what verifyPartition's steps share: the partition, its report, where
+// findings go and the leaves, pulled one at a time in batch and leaf order.
+type partitionWalk struct {
+	p        int
+	rep      *PartitionReport
+	emit     func(Finding)
+	nextLeaf func() (LeafRow, error, bool)
+	next     *LeafRow // the next leaf not yet taken; nil when there are no more
+}
+
+// advance takes the next leaf into w.next (nil at the end).
+func (w *partitionWalk) advance() error {
+	w.next = nil
+	l, err, ok := w.nextLeaf()
+	if !ok {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the leaves of partition %d: %w", w.p, err)
+	}
+	w.next = &l
+	return nil
+}
+
+// at is a finding placed at leaf l.
+func (w *partitionWalk) at(l *LeafRow) Finding {
+	f := Finding{Program: l.Program, Partition: w.p, BatchSeq: uint64(l.BatchSeq), Leaf: int(l.Leaf), EventID: l.EventID, OrderID: l.OrderID}
+	if !l.Dead {
+		f.DecisionID = l.ID
+	}
+	return f
+}
+
+// leafName names leaf l's row for messages.
+func leafName(l *LeafRow) string {
+	if l.Dead {
+		return fmt.Sprintf("dead letter %d", l.ID)
+	}
+	return fmt.Sprintf("decision %d", l.ID)
+}
+
+// strays reports leaves before batch seq that belong to no batch row.
+func (w *partitionWalk) strays(seq int64) error {
+	for w.next != nil && w.next.BatchSeq < seq {
+		f := w.at(w.next)
+		f.Kind = FindingInserted
+		f.Detail = fmt.Sprintf("%s names batch %d of partition %d, which has no batch row: the row was put in, or its batch deleted", leafName(w.next), w.next.BatchSeq, w.p)
+		w.emit(f)
+		w.rep.Leaves++
+		if err := w.advance(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkBatchRow checks batch row b's place in the sequence (expect is the next sequence),
+// its link to the batch before (whose hash is prevHash) and its hash over its header.
+func (w *partitionWalk) checkBatchRow(b BatchRow, expect int64, prevHash string) {
+	p := w.p
+	batch := Finding{Partition: p, BatchSeq: uint64(b.Seq), Leaf: -1}
+	switch {
+	case b.Seq > expect:
+		f := batch
+		f.Kind, f.BatchSeq = FindingMissing, uint64(expect)
+		f.Detail = fmt.Sprintf("batches %d–%d of partition %d are missing before batch %d: they were deleted", expect, b.Seq-1, p, b.Seq)
+		w.emit(f)
+	case b.Seq < expect:
+		f := batch
+		f.Kind = FindingInserted
+		f.Detail = fmt.Sprintf("batch %d is out of sequence (the next is %d)", b.Seq, expect)
+		w.emit(f)
+	}
+	if b.Seq == expect && b.Prev != prevHash {
+		f := batch
+		f.Kind = FindingBrokenLink
+		f.Detail = fmt.Sprintf("prev_hash %s is not the hash %s of batch %d: batches were swapped, replaced or put in", short(b.Prev), short(prevHash), b.Seq-1)
+		w.emit(f)
+	}
+	hdr := engine.BatchHeader{Partition: p, Seq: uint64(b.Seq), Epoch: uint64(b.Epoch), Leaves: int(b.Leaves),
+		FirstStreamSeq: uint64(b.FirstStreamSeq), LastStreamSeq: uint64(b.LastStreamSeq)}
+	var err1, err2 error
+	hdr.Prev, err1 = engine.ParseHash(b.Prev)
+	hdr.Root, err2 = engine.ParseHash(b.Root)
+	if h := hdr.Hash(); err1 != nil || err2 != nil || h.String() != b.Hash {
+		f := batch
+		f.Kind = FindingBatchHash
+		f.Detail = fmt.Sprintf("the batch's hash %s is not the hash of its header: the batch row was edited", short(b.Hash))
+		w.emit(f)
+	}
+}
+
+// checkLeaves takes batch b's leaves: each in range and none missing, each dead letter's hash
+// over its columns, and the batch's root over their stored hashes.
+func (w *partitionWalk) checkLeaves(b BatchRow) error {
+	var leaves []engine.Hash
+	want := int64(0)
+	for w.next != nil && w.next.BatchSeq == b.Seq {
+		l := w.next
+		w.rep.Leaves++
+		f := w.at(l)
+		switch {
+		case l.Leaf >= b.Leaves:
+			f.Kind = FindingInserted
+			f.Detail = fmt.Sprintf("%s is leaf %d of a batch of %d leaves: the row was put in", leafName(l), l.Leaf, b.Leaves)
+			w.emit(f)
+		case l.Leaf > want:
+			f.Kind, f.Leaf, f.DecisionID, f.EventID, f.OrderID = FindingMissing, int(want), 0, "", ""
+			f.Detail = leafRange(want, l.Leaf-1, b.Seq, b.Leaves)
+			w.emit(f)
+		}
+		if l.Dead {
+			w.checkDeadLetter(l)
+		}
+		if h, err := engine.ParseHash(l.Hash); err == nil {
+			leaves = append(leaves, h)
+		}
+		want = l.Leaf + 1
+		if err := w.advance(); err != nil {
+			return err
+		}
+	}
+	batch := Finding{Partition: w.p, BatchSeq: uint64(b.Seq), Leaf: -1}
+	if want < b.Leaves {
+		f := batch
+		f.Kind, f.Leaf = FindingMissing, int(want)
+		f.Detail = leafRange(want, b.Leaves-1, b.Seq, b.Leaves)
+		w.emit(f)
+	}
+	if root := engine.MerkleRoot(leaves); root.String() != b.Root {
+		f := batch
+		f.Kind = FindingRootMismatch
+		f.Detail = fmt.Sprintf("the batch's %d stored leaves hash to %s, not to its root %s: a leaf was removed, added, replaced or moved", len(leaves), short(root.String()), short(b.Root))
+		w.emit(f)
+	}
+	return nil
+}
+
+// checkDeadLetter checks dead letter l's leaf hash against the columns it covers.
+func (w *partitionWalk) checkDeadLetter(l *LeafRow) {
+	got := engine.LeafHash(engine.AppendDeadLetterLeaf(nil, l.EventID, uint64(l.StreamSeq), l.Raw, l.Kind, l.Reason)).String()
+	if got != l.Hash {
+		f := w.at(l)
+		f.Kind = FindingLeafMismatch
+		f.Detail = fmt.Sprintf("dead letter %d's leaf hash %s is not the leaf of its stored columns: the row was changed", l.ID, short(l.Hash))
+		w.emit(f)
+	}
+}
+
+// checkHead holds the partition's stored head against its last stored batch.
+func (w *partitionWalk) checkHead() {
+	p, rep, emit := w.p, w.rep, w.emit
 	switch {
 	case !rep.HasHead && rep.Batches > 0:
 		emit(Finding{Kind: FindingInserted, Partition: p, Leaf: -1, Detail: fmt.Sprintf("%d batches of partition %d, but no partition row: they were added outside the pipeline", rep.Batches, p)})
@@ -725,7 +827,6 @@ func verifyPartition(ctx context.Context, s VerifySource, rep *PartitionReport, 
 		emit(Finding{Kind: FindingHeadMismatch, Partition: p, BatchSeq: rep.LastSeq, Leaf: -1,
 			Detail: fmt.Sprintf("the partition's head hash %s is not the last batch's hash %s", short(rep.Head.Hash.String()), short(rep.LastHash))})
 	}
-	return nil
 }
 
 // leafRange says which leaves of a batch are missing.
