@@ -285,6 +285,59 @@ its line number and nothing is imported.`,
 func readPayeesCSV(in io.Reader, name string) ([]payout.Payee, []string, error) {
 	r := csv.NewReader(in)
 	r.FieldsPerRecord = -1
+	header, col, err := readPayeesHeader(r, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		payees   []payout.Payee
+		problems []string
+		lineOf   = map[[2]string]int{}
+	)
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		line, _ := r.FieldPos(0)
+		if err != nil {
+			var pe *csv.ParseError
+			if errors.As(err, &pe) {
+				problems = append(problems, fmt.Sprintf("%s:%d: %v", name, pe.Line, pe.Err))
+				continue
+			}
+			return nil, nil, fmt.Errorf("affiliates import: %s: %w", name, err)
+		}
+		if len(rec) != len(header) {
+			problems = append(problems, fmt.Sprintf("%s:%d: %d fields, the header has %d", name, line, len(rec), len(header)))
+			continue
+		}
+		p, err := payeeOfRecord(rec, col)
+		if err != nil {
+			var why []string
+			for _, fe := range fieldErrors(err) {
+				why = append(why, fmt.Sprintf("%s: %v", fe.Field, fe.Err))
+			}
+			problems = append(problems, fmt.Sprintf("%s:%d: %s", name, line, strings.Join(why, "; ")))
+			continue
+		}
+		k := [2]string{p.Program, p.AffiliateID}
+		if first, dup := lineOf[k]; dup {
+			problems = append(problems, fmt.Sprintf("%s:%d: affiliate_id: %s of %s is on line %d already", name, line, p.AffiliateID, p.Program, first))
+			continue
+		}
+		lineOf[k] = line
+		payees = append(payees, p)
+	}
+	if len(payees) == 0 && len(problems) == 0 {
+		return nil, nil, fmt.Errorf("affiliates import: %s has a header but no rows", name)
+	}
+	return payees, problems, nil
+}
+
+// readPayeesHeader reads the header of a payees CSV and checks its columns: each known, none
+// twice, none of the required missing. It returns the header and the index of each column.
+func readPayeesHeader(r *csv.Reader, name string) ([]string, map[string]int, error) {
 	header, err := r.Read()
 	if err == io.EOF {
 		return nil, nil, fmt.Errorf("affiliates import: %s is empty: want a header program,affiliate_id,name,iban,bic", name)
@@ -319,55 +372,18 @@ func readPayeesCSV(in io.Reader, name string) ([]payout.Payee, []string, error) 
 	if len(missing) > 0 {
 		return nil, nil, fmt.Errorf("affiliates import: %s:1: the header has no column %s: want program,affiliate_id,name,iban,bic", name, strings.Join(missing, ", "))
 	}
-	var (
-		payees   []payout.Payee
-		problems []string
-		lineOf   = map[[2]string]int{}
-	)
-	for {
-		rec, err := r.Read()
-		if err == io.EOF {
-			break
+	return header, col, nil
+}
+
+// payeeOfRecord is the normalized payee of a CSV row whose columns col indexes; an error of
+// field errors when a field is invalid.
+func payeeOfRecord(rec []string, col map[string]int) (payout.Payee, error) {
+	field := func(c string) string {
+		if i, ok := col[c]; ok {
+			return rec[i]
 		}
-		line, _ := r.FieldPos(0)
-		if err != nil {
-			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				problems = append(problems, fmt.Sprintf("%s:%d: %v", name, pe.Line, pe.Err))
-				continue
-			}
-			return nil, nil, fmt.Errorf("affiliates import: %s: %w", name, err)
-		}
-		if len(rec) != len(header) {
-			problems = append(problems, fmt.Sprintf("%s:%d: %d fields, the header has %d", name, line, len(rec), len(header)))
-			continue
-		}
-		field := func(c string) string {
-			if i, ok := col[c]; ok {
-				return rec[i]
-			}
-			return ""
-		}
-		p, err := payout.Payee{Program: field("program"), AffiliateID: field("affiliate_id"),
-			Party: payout.Party{Name: field("name"), IBAN: field("iban"), Account: field("account"), BIC: field("bic")}}.Normalize()
-		if err != nil {
-			var why []string
-			for _, fe := range fieldErrors(err) {
-				why = append(why, fmt.Sprintf("%s: %v", fe.Field, fe.Err))
-			}
-			problems = append(problems, fmt.Sprintf("%s:%d: %s", name, line, strings.Join(why, "; ")))
-			continue
-		}
-		k := [2]string{p.Program, p.AffiliateID}
-		if first, dup := lineOf[k]; dup {
-			problems = append(problems, fmt.Sprintf("%s:%d: affiliate_id: %s of %s is on line %d already", name, line, p.AffiliateID, p.Program, first))
-			continue
-		}
-		lineOf[k] = line
-		payees = append(payees, p)
+		return ""
 	}
-	if len(payees) == 0 && len(problems) == 0 {
-		return nil, nil, fmt.Errorf("affiliates import: %s has a header but no rows", name)
-	}
-	return payees, problems, nil
+	return payout.Payee{Program: field("program"), AffiliateID: field("affiliate_id"),
+		Party: payout.Party{Name: field("name"), IBAN: field("iban"), Account: field("account"), BIC: field("bic")}}.Normalize()
 }

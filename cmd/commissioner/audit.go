@@ -47,12 +47,21 @@ type auditVerifyParams struct {
 	Reconcile bool
 }
 
+// newAuditCmd registers audit and its subcommands, verify and pubkey.
 func newAuditCmd(s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Audit stored decisions",
 		Args:  cobra.NoArgs,
 	}
+	cmd.AddCommand(newAuditVerifyCmd(s))
+	cmd.AddCommand(newAuditPubkeyCmd(s))
+	return cmd
+}
+
+// newAuditVerifyCmd registers audit verify; most of its length is the help text, which lists
+// every check and finding kind.
+func newAuditVerifyCmd(s streams) *cobra.Command {
 	p := auditVerifyParams{Workers: runtime.GOMAXPROCS(0), MaxFindings: 50}
 	verify := &cobra.Command{
 		Use:   "verify [--program P] [--json]",
@@ -105,34 +114,43 @@ when anything is found.`,
 		if err != nil {
 			return err
 		}
-		st, err := store.Open(cmd.Context(), cfg.storeConfig())
+		return auditVerifyStore(cmd.Context(), cfg, p, s.out, s.err)
+	}
+	return verify
+}
+
+// auditVerifyStore opens the configured store, reads the checkpoints (--checkpoints) and
+// reconciles the order stream (--reconcile) as p asks, then verifies the store (runAuditVerify).
+func auditVerifyStore(ctx context.Context, cfg Config, p auditVerifyParams, out, errOut io.Writer) error {
+	st, err := store.Open(ctx, cfg.storeConfig())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var opts audit.VerifyOptions
+	if p.Checkpoints != "" {
+		if opts.CheckpointKey, err = checkpointVerifier(cfg, p.Key); err != nil {
+			return err
+		}
+		if opts.Checkpoints, err = readCheckpoints(ctx, cfg, p.Checkpoints, st); err != nil {
+			return err
+		}
+		if len(opts.Checkpoints) == 0 {
+			return fmt.Errorf("--checkpoints %s: no checkpoint there", p.Checkpoints)
+		}
+	}
+	if p.Reconcile {
+		rec, err := reconcile(ctx, cfg, st)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
-		var opts audit.VerifyOptions
-		if p.Checkpoints != "" {
-			if opts.CheckpointKey, err = checkpointVerifier(cfg, p.Key); err != nil {
-				return err
-			}
-			if opts.Checkpoints, err = readCheckpoints(cmd.Context(), cfg, p.Checkpoints, st); err != nil {
-				return err
-			}
-			if len(opts.Checkpoints) == 0 {
-				return fmt.Errorf("--checkpoints %s: no checkpoint there", p.Checkpoints)
-			}
-		}
-		if p.Reconcile {
-			rec, err := reconcile(cmd.Context(), cfg, st)
-			if err != nil {
-				return err
-			}
-			opts.Reconciled = &rec
-		}
-		return runAuditVerify(cmd.Context(), st, p, opts, s.out, s.err)
+		opts.Reconciled = &rec
 	}
-	cmd.AddCommand(verify)
+	return runAuditVerify(ctx, st, p, opts, out, errOut)
+}
 
+// newAuditPubkeyCmd registers audit pubkey.
+func newAuditPubkeyCmd(s streams) *cobra.Command {
 	pubkey := &cobra.Command{
 		Use:   "pubkey",
 		Short: "Print the public key the service signs its checkpoints with",
@@ -155,8 +173,7 @@ verified with a key read from the same host proves only as much as that host.`,
 		fmt.Fprintln(s.out, vkey)
 		return nil
 	}
-	cmd.AddCommand(pubkey)
-	return cmd
+	return pubkey
 }
 
 // findingJSON is one finding in `audit verify --json`.
@@ -260,107 +277,136 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 		return fmt.Errorf("verifying %s: %w", st, err)
 	}
 	took := time.Since(start)
-	rows := rep.Decisions
 	if p.JSON {
-		doc.OK, doc.Policies, doc.FindingsTotal, doc.ByKind, doc.Seconds = rep.OK(), rep.Policies, rep.Findings, rep.ByKind, took.Seconds()
-		doc.Decisions, doc.Reproduced, doc.Orders = rep.Decisions, rep.Reproduced, rep.Orders
-		doc.Checkpoints, doc.Checkpointed = rep.Checkpoints, rep.Checkpointed
-		for _, c := range rep.Partitions {
-			pj := partitionJSON{Partition: c.Partition, Batches: c.Batches, Leaves: c.Leaves, LastSeq: c.LastSeq, LastHash: c.LastHash, Findings: c.Findings}
-			if c.HasHead {
-				seq := c.Head.Seq
-				pj.HeadSeq, pj.HeadHash = &seq, c.Head.Hash.String()
-			}
-			if c.First != nil {
-				f := toFindingJSON(*c.First)
-				pj.First = &f
-			}
-			doc.Partitions = append(doc.Partitions, pj)
-		}
-		if err := writeJSONDoc(out, doc); err != nil {
+		if err := writeAuditJSON(out, doc, rep, took); err != nil {
 			return err
 		}
 	} else {
 		if rep.Findings > shown {
 			fmt.Fprintf(out, "… and %s more not shown (--max-findings %d)\n", plural(rep.Findings-shown, "finding"), p.MaxFindings)
 		}
-		if rep.Findings > 0 {
-			fmt.Fprintln(out)
-		}
-		policyFindings := rep.ByKind[audit.FindingPolicy]
-		if policyFindings == 0 {
-			fmt.Fprintf(out, "policy versions: %d checked; every stored source has the digest recorded when it was first used\n", rep.Policies)
-		} else {
-			fmt.Fprintf(out, "policy versions: %d checked; %d cannot be used (altered or no longer compiling): see the findings\n", rep.Policies, policyFindings)
-		}
-		if rep.Decisions == 0 {
-			fmt.Fprintln(out, "no decisions are stored")
-		} else {
-			fmt.Fprintf(out, "decisions: %d of %d (%d orders) re-run with their recorded policy versions reproduce exactly, "+
-				"leaf hash, ledger entries and order state included\n", rep.Reproduced, rep.Decisions, rep.Orders)
-		}
-		clean := len(rep.Partitions) > 0
-		for _, c := range rep.Partitions {
-			fmt.Fprintf(out, "partition %d: %d batches, %d leaves", c.Partition, c.Batches, c.Leaves)
-			if c.HasHead {
-				fmt.Fprintf(out, ", head %d %s\n", c.Head.Seq, c.Head.Hash)
-			} else {
-				fmt.Fprintf(out, ", no head row\n")
-			}
-			if c.First == nil {
-				continue
-			}
-			clean = false
-			fmt.Fprintf(out, "  %s; the first: %s", plural(c.Findings, "finding"), c.First.Kind)
-			if p := c.First.Place(); p != "" {
-				fmt.Fprintf(out, " at %s", p)
-			}
-			fmt.Fprintln(out)
-		}
-		if clean {
-			fmt.Fprintf(out, "chains: in every partition each batch links to the one before, its leaves hash to its root, nothing beyond the head\n")
-		}
-		if r := opts.Reconciled; r != nil {
-			if r.Skipped != "" {
-				fmt.Fprintf(out, "stream: not reconciled: %s\n", r.Skipped)
-			} else {
-				fmt.Fprintf(out, "stream: %d sequences have an outcome stored (%d of them no longer in the stream, which is fine: the store keeps the event), "+
-					"%d are not decided yet, %d were lost\n", r.Consumed, r.Gone, r.Pending, r.Lost)
-			}
-		}
-		if len(opts.Checkpoints) > 0 {
-			bad := rep.ByKind[audit.FindingCheckpointSignature]
-			held := rep.ByKind[audit.FindingCheckpointMismatch] + rep.ByKind[audit.FindingCheckpointCut]
-			fmt.Fprintf(out, "checkpoints: %d of %d signed by %s verify; the %d batches they name are ", rep.Checkpoints, len(opts.Checkpoints), opts.CheckpointKey.Name(), rep.Checkpointed)
-			if held == 0 {
-				fmt.Fprintf(out, "stored as signed")
-			} else {
-				fmt.Fprintf(out, "not all stored as signed: see the findings")
-			}
-			if bad > 0 {
-				fmt.Fprintf(out, "; %d refused", bad)
-			}
-			fmt.Fprintln(out)
-		}
-		rate := ""
-		if took > 0 && rows > 0 {
-			rate = fmt.Sprintf(", %.0f decisions/s", float64(rows)/took.Seconds())
-		}
-		if rep.OK() {
-			fmt.Fprintf(out, "OK: %d decisions verified in %s%s; nothing found\n", rows, took.Round(time.Millisecond), rate)
-		} else {
-			var kinds []string
-			for _, k := range slices.Sorted(maps.Keys(rep.ByKind)) {
-				kinds = append(kinds, fmt.Sprintf("%d %s", rep.ByKind[k], k))
-			}
-			fmt.Fprintf(out, "FAILED: %s (%s); %d decisions verified in %s%s\n", plural(rep.Findings, "finding"), strings.Join(kinds, ", "),
-				rows, took.Round(time.Millisecond), rate)
-		}
+		writeAuditText(out, rep, opts, took)
 	}
 	if !rep.OK() {
 		return exitCode(1)
 	}
 	return nil
+}
+
+// writeAuditJSON completes doc, which holds the findings shown, with the report and writes it.
+func writeAuditJSON(out io.Writer, doc auditJSON, rep *audit.VerifyReport, took time.Duration) error {
+	doc.OK, doc.Policies, doc.FindingsTotal, doc.ByKind, doc.Seconds = rep.OK(), rep.Policies, rep.Findings, rep.ByKind, took.Seconds()
+	doc.Decisions, doc.Reproduced, doc.Orders = rep.Decisions, rep.Reproduced, rep.Orders
+	doc.Checkpoints, doc.Checkpointed = rep.Checkpoints, rep.Checkpointed
+	for _, c := range rep.Partitions {
+		pj := partitionJSON{Partition: c.Partition, Batches: c.Batches, Leaves: c.Leaves, LastSeq: c.LastSeq, LastHash: c.LastHash, Findings: c.Findings}
+		if c.HasHead {
+			seq := c.Head.Seq
+			pj.HeadSeq, pj.HeadHash = &seq, c.Head.Hash.String()
+		}
+		if c.First != nil {
+			f := toFindingJSON(*c.First)
+			pj.First = &f
+		}
+		doc.Partitions = append(doc.Partitions, pj)
+	}
+	return writeJSONDoc(out, doc)
+}
+
+// writeAuditText writes the report's summary after the findings: the policy versions, the
+// decisions, the chains, the stream and the checkpoints, then the verdict.
+func writeAuditText(out io.Writer, rep *audit.VerifyReport, opts audit.VerifyOptions, took time.Duration) {
+	if rep.Findings > 0 {
+		fmt.Fprintln(out)
+	}
+	policyFindings := rep.ByKind[audit.FindingPolicy]
+	if policyFindings == 0 {
+		fmt.Fprintf(out, "policy versions: %d checked; every stored source has the digest recorded when it was first used\n", rep.Policies)
+	} else {
+		fmt.Fprintf(out, "policy versions: %d checked; %d cannot be used (altered or no longer compiling): see the findings\n", rep.Policies, policyFindings)
+	}
+	if rep.Decisions == 0 {
+		fmt.Fprintln(out, "no decisions are stored")
+	} else {
+		fmt.Fprintf(out, "decisions: %d of %d (%d orders) re-run with their recorded policy versions reproduce exactly, "+
+			"leaf hash, ledger entries and order state included\n", rep.Reproduced, rep.Decisions, rep.Orders)
+	}
+	writeAuditChains(out, rep)
+	if r := opts.Reconciled; r != nil {
+		if r.Skipped != "" {
+			fmt.Fprintf(out, "stream: not reconciled: %s\n", r.Skipped)
+		} else {
+			fmt.Fprintf(out, "stream: %d sequences have an outcome stored (%d of them no longer in the stream, which is fine: the store keeps the event), "+
+				"%d are not decided yet, %d were lost\n", r.Consumed, r.Gone, r.Pending, r.Lost)
+		}
+	}
+	if len(opts.Checkpoints) > 0 {
+		writeAuditCheckpoints(out, rep, opts)
+	}
+	writeAuditVerdict(out, rep, took)
+}
+
+// writeAuditChains writes a line per partition's chain, with its findings' count and the first
+// of them, and a line saying every chain is sound when none has a finding.
+func writeAuditChains(out io.Writer, rep *audit.VerifyReport) {
+	clean := len(rep.Partitions) > 0
+	for _, c := range rep.Partitions {
+		fmt.Fprintf(out, "partition %d: %d batches, %d leaves", c.Partition, c.Batches, c.Leaves)
+		if c.HasHead {
+			fmt.Fprintf(out, ", head %d %s\n", c.Head.Seq, c.Head.Hash)
+		} else {
+			fmt.Fprintf(out, ", no head row\n")
+		}
+		if c.First == nil {
+			continue
+		}
+		clean = false
+		fmt.Fprintf(out, "  %s; the first: %s", plural(c.Findings, "finding"), c.First.Kind)
+		if p := c.First.Place(); p != "" {
+			fmt.Fprintf(out, " at %s", p)
+		}
+		fmt.Fprintln(out)
+	}
+	if clean {
+		fmt.Fprintf(out, "chains: in every partition each batch links to the one before, its leaves hash to its root, nothing beyond the head\n")
+	}
+}
+
+// writeAuditCheckpoints writes how many checkpoints verified and whether the batches they name
+// are stored as signed.
+func writeAuditCheckpoints(out io.Writer, rep *audit.VerifyReport, opts audit.VerifyOptions) {
+	bad := rep.ByKind[audit.FindingCheckpointSignature]
+	held := rep.ByKind[audit.FindingCheckpointMismatch] + rep.ByKind[audit.FindingCheckpointCut]
+	fmt.Fprintf(out, "checkpoints: %d of %d signed by %s verify; the %d batches they name are ", rep.Checkpoints, len(opts.Checkpoints), opts.CheckpointKey.Name(), rep.Checkpointed)
+	if held == 0 {
+		fmt.Fprintf(out, "stored as signed")
+	} else {
+		fmt.Fprintf(out, "not all stored as signed: see the findings")
+	}
+	if bad > 0 {
+		fmt.Fprintf(out, "; %d refused", bad)
+	}
+	fmt.Fprintln(out)
+}
+
+// writeAuditVerdict writes the last line: OK, or FAILED with the findings by kind; either with
+// the decisions verified and the rate.
+func writeAuditVerdict(out io.Writer, rep *audit.VerifyReport, took time.Duration) {
+	rows := rep.Decisions
+	rate := ""
+	if took > 0 && rows > 0 {
+		rate = fmt.Sprintf(", %.0f decisions/s", float64(rows)/took.Seconds())
+	}
+	if rep.OK() {
+		fmt.Fprintf(out, "OK: %d decisions verified in %s%s; nothing found\n", rows, took.Round(time.Millisecond), rate)
+		return
+	}
+	var kinds []string
+	for _, k := range slices.Sorted(maps.Keys(rep.ByKind)) {
+		kinds = append(kinds, fmt.Sprintf("%d %s", rep.ByKind[k], k))
+	}
+	fmt.Fprintf(out, "FAILED: %s (%s); %d decisions verified in %s%s\n", plural(rep.Findings, "finding"), strings.Join(kinds, ", "),
+		rows, took.Round(time.Millisecond), rate)
 }
 
 // plural writes "1 finding", "2 findings".

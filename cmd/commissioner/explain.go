@@ -203,15 +203,31 @@ func inStreamOrder(ds []audit.StoredDecision) ([]audit.StoredDecision, map[int64
 // writeExplained prints one decision for an auditor: a header of aligned fields, the check, then
 // one block per rule.
 func writeExplained(w io.Writer, x audit.Explained, current bool) {
-	d := &x.Decision
-	title := fmt.Sprint(d.ID)
+	title := fmt.Sprint(x.Decision.ID)
 	if current {
 		title += " (current)"
 	}
 	fmt.Fprintf(w, "\n== decision %s %s\n", title, strings.Repeat("=", max(0, 60-len(title))))
-	field := func(name, format string, args ...any) {
+	writeExplainedDecision(w, x)
+	writeExplainedProof(w, x)
+	if !writeExplainedCheck(w, x) || x.Explanation == nil {
+		return
+	}
+	writeRules(w, x.Explanation.Rules)
+}
+
+// explainFields returns the writer of the aligned "name value" lines of a decision's header.
+func explainFields(w io.Writer) func(name, format string, args ...any) {
+	return func(name, format string, args ...any) {
 		fmt.Fprintf(w, "  %-15s %s\n", name, fmt.Sprintf(format, args...))
 	}
+}
+
+// writeExplainedDecision writes the header fields of what was decided: the order and event, the
+// policy version, its inputs, and whether and how the order qualified.
+func writeExplainedDecision(w io.Writer, x audit.Explained) {
+	d := &x.Decision
+	field := explainFields(w)
 	field("order", "%s (affiliate %s)", d.OrderID, d.AffiliateID)
 	field("event", "%s (stream seq %d)", d.EventID, d.StreamSeq)
 	field("decided at", "%s", d.DecidedAt.Format("2006-01-02T15:04:05Z07:00"))
@@ -244,6 +260,13 @@ func writeExplained(w io.Writer, x audit.Explained, current bool) {
 		field("qualified", "no: failed %s", strings.Join(d.FailedRules, ", "))
 		field("commission", "%s %s (rounding %s)", d.Currency, d.Commission.Text('f'), d.Rounding)
 	}
+}
+
+// writeExplainedProof writes where the decision is in its partition's chain and what proves it
+// is there: its batch's inclusion proof and the signed checkpoint covering it.
+func writeExplainedProof(w io.Writer, x audit.Explained) {
+	d := &x.Decision
+	field := explainFields(w)
 	field("chain", "partition %d batch %d leaf %d, leaf hash %s", d.Partition, d.BatchSeq, d.Leaf, d.LeafHash)
 	if in := x.Inclusion; in != nil && in.Batch.Hash != "" {
 		prev := in.Batch.Prev
@@ -267,6 +290,14 @@ func writeExplained(w io.Writer, x audit.Explained, current bool) {
 	default:
 		fmt.Fprintf(w, "\n  !! NOT PROVEN against the checkpoint at %s: %s\n", cp.Where, cp.Err)
 	}
+}
+
+// writeExplainedCheck writes whether deciding the stored event again reproduces the decision and
+// its leaf hash; false when the decision cannot be explained (its stored outcomes are listed
+// instead of its rules).
+func writeExplainedCheck(w io.Writer, x audit.Explained) bool {
+	d := &x.Decision
+	field := explainFields(w)
 	rc := &x.Recheck
 	switch {
 	case rc.Err != nil:
@@ -278,7 +309,7 @@ func writeExplained(w io.Writer, x audit.Explained, current bool) {
 		for _, t := range d.Trace {
 			fmt.Fprintf(w, "    %-8s %-24s %s\n", t.Stage, t.Rule, t.Outcome)
 		}
-		return
+		return false
 	case len(rc.Diffs) > 0:
 		fmt.Fprintf(w, "\n  !! DRIFT: deciding the stored event again with %s v%d does not give the stored decision\n", d.Program, d.PolicyVersion)
 		width := 0
@@ -309,10 +340,7 @@ func writeExplained(w io.Writer, x audit.Explained, current bool) {
 		field("check", "reproduced: deciding the stored event again with v%d gives exactly this decision; its leaf hash covers it and %s",
 			d.PolicyVersion, booked)
 	}
-	if x.Explanation == nil {
-		return
-	}
-	writeRules(w, x.Explanation.Rules)
+	return true
 }
 
 func writeRules(w io.Writer, rs []engine.RuleExplanation) {

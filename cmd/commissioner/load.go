@@ -112,296 +112,410 @@ deleted afterwards unless --keep.`,
 	return cmd
 }
 
+// loadRun is the state of one run of the load command, shared by its phases: the configuration
+// as adjusted for the run, the scratch resources to clean up, the service under measurement and
+// what the phases have measured so far.
+type loadRun struct {
+	cfg         Config
+	p           loadParams
+	out, errOut io.Writer
+	cleanups    []func() error // run in reverse order when the run ends
+	pg          *store.Scratch // nil with SQLite
+	prog        *progress
+	svc         *service
+	pub         *stream.Publisher
+	done        chan error // the service's result, once started
+	started     bool       // the service runs (or ran) and its result is yet to be read from done
+
+	running    atomic.Pointer[service]
+	want0      atomic.Int64 // the orders to settle, once known (0: publishing)
+	sent       *lineCounter
+	phaseStart atomic.Int64 // UnixNano
+
+	// want is how many events the consumer must settle, and lastSeq the stream sequence of the
+	// last: known once publishing is done.
+	want, lastSeq uint64
+	publishPeak   int64
+
+	// With Rate: memory and backlog sampled while consuming.
+	samples         []memSample
+	backlog         uint64
+	halfwayProfiled bool // the heap profile is written once half the orders are settled
+}
+
+// publishResult is the result of publishing the sample: its statistics, how long it took and the
+// error that ended it, if any.
+type publishResult struct {
+	st   stream.PublishStats
+	took time.Duration
+	err  error
+}
+
+// consumeResult is what the consume phase measured: its wall and CPU time, the CPU time of the
+// PostgreSQL backends (0 with SQLite or a remote server) and the peak RSS.
+type consumeResult struct {
+	took, cpu, pgCPU time.Duration
+	peak             int64
+}
+
+// runLoad measures the pipeline as the load command's help describes: it isolates the run's
+// store and stream, starts the service, publishes the sample (phase 1, or alongside phase 2 with
+// --rate), consumes it (phase 2) and reports what it measured.
 func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Writer) (err error) {
 	cfg.WatchPolicies = false
-	if p.BatchSize > 0 || p.Partitions > 0 {
-		if p.BatchSize > 0 {
-			cfg.NATS.BatchSize = p.BatchSize
-		}
-		if p.Partitions > 0 {
-			cfg.NATS.Partitions = p.Partitions
-		}
-		cfg.NATS.MaxAckPending = 0 // derived again from the batch size
-		cfg.NATS = cfg.NATS.WithDefaults()
-		if err := cfg.NATS.Validate(); err != nil {
-			return usageError{err}
-		}
+	if err := applyLoadBatching(&cfg, p); err != nil {
+		return err
 	}
-	var cleanups []func() error
+	r := &loadRun{cfg: cfg, p: p, sent: &lineCounter{}}
 	defer func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			err = errors.Join(err, cleanups[i]())
+		for i := len(r.cleanups) - 1; i >= 0; i-- {
+			err = errors.Join(err, r.cleanups[i]())
 		}
 	}()
-	var pg *store.Scratch // nil with SQLite
-	if cfg.storeConfig().Kind() == store.Postgres {
+	if err := r.isolate(ctx, errOut); err != nil {
+		return err
+	}
+	r.startProgress(out, errOut)
+	defer r.prog.Stop()
+
+	log := slog.New(slog.NewTextHandler(r.errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	svc, err := startService(ctx, r.cfg, log)
+	if err != nil {
+		return err
+	}
+	r.svc = svc
+	r.running.Store(svc)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	r.done = make(chan error, 1)
+	defer func() {
+		if !r.started {
+			svc.close()
+			return
+		}
+		stop()
+		err = errors.Join(err, <-r.done)
+	}()
+	r.printSetup()
+	if r.pub, err = stream.NewPublisher(svc.js, r.cfg.NATS); err != nil {
+		return err
+	}
+	var publishing chan publishResult // steady state: the publisher's result
+	if p.Rate == 0 {
+		if err := r.publishAll(ctx); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(r.out, "steady state: publishing at %d orders/s while consuming\n", p.Rate)
+		publishing = make(chan publishResult, 1)
+	}
+	c, err := r.consume(ctx, runCtx, publishing)
+	if err != nil {
+		return err
+	}
+	return r.report(ctx, c)
+}
+
+// applyLoadBatching applies --batch-size and --partitions to the NATS configuration, deriving
+// the rest again from them.
+func applyLoadBatching(cfg *Config, p loadParams) error {
+	if p.BatchSize <= 0 && p.Partitions <= 0 {
+		return nil
+	}
+	if p.BatchSize > 0 {
+		cfg.NATS.BatchSize = p.BatchSize
+	}
+	if p.Partitions > 0 {
+		cfg.NATS.Partitions = p.Partitions
+	}
+	cfg.NATS.MaxAckPending = 0 // derived again from the batch size
+	cfg.NATS = cfg.NATS.WithDefaults()
+	if err := cfg.NATS.Validate(); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+// isolate gives the run a PostgreSQL schema and a NATS stream of its own where the store or the
+// server is shared, and registers their removal (unless --keep).
+func (r *loadRun) isolate(ctx context.Context, errOut io.Writer) error {
+	if r.cfg.storeConfig().Kind() == store.Postgres {
 		// A schema of the run's own (unless the DSN names one), its connections named so that the
 		// server's CPU can be read.
-		if pg, err = store.NewScratch(ctx, cfg.Store.DSN, "commissioner_load", p.Keep); err != nil {
+		pg, err := store.NewScratch(ctx, r.cfg.Store.DSN, "commissioner_load", r.p.Keep)
+		if err != nil {
 			return fmt.Errorf("load: %w", err)
 		}
-		if p.Keep && pg.Schema != "" {
+		r.pg = pg
+		if r.p.Keep && pg.Schema != "" {
 			fmt.Fprintf(errOut, "load: PostgreSQL schema %s (kept)\n", pg.Schema)
 		}
-		cfg.Store.DSN = pg.DSN
-		cleanups = append(cleanups, pg.Close)
+		r.cfg.Store.DSN = pg.DSN
+		r.cleanups = append(r.cleanups, pg.Close)
 	}
-	if cfg.NATS.URL != "" {
-		suffix := randomHex(4)
-		cfg.NATS.Stream, cfg.NATS.Subjects, cfg.NATS.Durable = "LOAD_"+suffix, "load"+suffix+".>", "load_"+suffix
-		if p.Keep {
-			fmt.Fprintf(errOut, "load: NATS stream %s on %s (kept)\n", cfg.NATS.Stream, cfg.NATS.Subjects)
+	if r.cfg.NATS.URL == "" {
+		return nil
+	}
+	nats := &r.cfg.NATS
+	suffix := randomHex(4)
+	nats.Stream, nats.Subjects, nats.Durable = "LOAD_"+suffix, "load"+suffix+".>", "load_"+suffix
+	if r.p.Keep {
+		fmt.Fprintf(errOut, "load: NATS stream %s on %s (kept)\n", nats.Stream, nats.Subjects)
+		return nil
+	}
+	cfg := *nats
+	r.cleanups = append(r.cleanups, func() error {
+		nc, err := stream.Connect(context.Background(), cfg)
+		if err != nil {
+			return fmt.Errorf("deleting stream %s: %w", cfg.Stream, err)
 		}
-	}
-	if cfg.NATS.URL != "" && !p.Keep {
-		cleanups = append(cleanups, func() error {
-			nc, err := stream.Connect(context.Background(), cfg.NATS)
-			if err != nil {
-				return fmt.Errorf("deleting stream %s: %w", cfg.NATS.Stream, err)
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				return fmt.Errorf("deleting stream %s: %w", cfg.NATS.Stream, err)
-			}
-			return stream.DeleteStream(context.Background(), js, cfg.NATS) // and its owners bucket
-		})
-	}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("deleting stream %s: %w", cfg.Stream, err)
+		}
+		return stream.DeleteStream(context.Background(), js, cfg) // and its owners bucket
+	})
+	return nil
+}
 
-	// On a terminal, a progress line: the orders published, then the orders settled (instead of
-	// a line every 5 s). The log and the report are written through it.
-	var running atomic.Pointer[service]
-	var want0 atomic.Int64 // the orders to settle, once known (0: publishing)
-	sent := &lineCounter{}
-	var phaseStart atomic.Int64 // UnixNano
-	phaseStart.Store(time.Now().UnixNano())
-	prog := startProgress(errOut, func() string {
-		svc := running.Load()
+// startProgress starts the progress line: on a terminal, the orders published, then the orders
+// settled (instead of a line every 5 s). The log and the report are written through it.
+func (r *loadRun) startProgress(out, errOut io.Writer) {
+	r.phaseStart.Store(time.Now().UnixNano())
+	r.prog = startProgress(errOut, func() string {
+		svc := r.running.Load()
 		if svc == nil {
 			return "load: starting the service"
 		}
 		st := svc.consumer.Stats()
 		settled := int64(st.Acked + st.Termed)
-		if n := want0.Load(); n > 0 || p.Rate > 0 {
-			return fmt.Sprintf("load: %d of %d settled, %s", settled, max(n, int64(p.Orders)), perSecond(settled, time.Unix(0, phaseStart.Load())))
+		since := time.Unix(0, r.phaseStart.Load())
+		if n := r.want0.Load(); n > 0 || r.p.Rate > 0 {
+			return fmt.Sprintf("load: %d of %d settled, %s", settled, max(n, int64(r.p.Orders)), perSecond(settled, since))
 		}
-		return fmt.Sprintf("load: published %d of %d orders, %s", sent.lines.Load(), p.Orders, perSecond(sent.lines.Load(), time.Unix(0, phaseStart.Load())))
+		return fmt.Sprintf("load: published %d of %d orders, %s", r.sent.lines.Load(), r.p.Orders, perSecond(r.sent.lines.Load(), since))
 	})
-	defer prog.Stop()
-	out, errOut = prog.Through(out), prog
+	r.out, r.errOut = r.prog.Through(out), r.prog
+}
 
-	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	svc, err := startService(ctx, cfg, log)
-	if err != nil {
-		return err
+// printSetup prints what the run measures and on what: the orders, the batching, the machine,
+// the store and the NATS server.
+func (r *loadRun) printSetup() {
+	natsAt := "embedded, " + r.cfg.NATS.DataDir
+	if r.cfg.NATS.URL != "" {
+		natsAt = "external server, stream " + r.cfg.NATS.Stream
 	}
-	running.Store(svc)
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	done := make(chan error, 1)
-	started := false
-	defer func() {
-		if !started {
-			svc.close()
-			return
+	fmt.Fprintf(r.out, "load: %d orders (%d‰ bad), batches of %d, %d partitions, GOMAXPROCS %d, load average %s\n",
+		r.p.Orders, r.p.BadPerMille, r.cfg.NATS.BatchSize, r.cfg.NATS.Partitions, runtime.GOMAXPROCS(0), loadAverage())
+	fmt.Fprintf(r.out, "store: %s\nnats:  %s\n", r.svc.store, natsAt)
+}
+
+// sample writes the generated orders to a pipe for the publisher, paced at p.Rate when set.
+func (r *loadRun) sample() *io.PipeReader {
+	pr, pw := io.Pipe()
+	go func() {
+		var dst io.Writer = pw
+		if r.p.Rate > 0 {
+			dst = &pacedWriter{w: pw, rate: r.p.Rate, start: time.Now()}
 		}
-		stop()
-		err = errors.Join(err, <-done)
+		w := bufio.NewWriterSize(dst, 1<<16)
+		err := writeSample(w, sampleParams{N: r.p.Orders, Seed: r.p.Seed, Program: "alibaba", Month: "2025-10", Bad: r.p.BadPerMille})
+		if err == nil {
+			err = w.Flush()
+		}
+		pw.CloseWithError(err)
 	}()
-	natsAt := "embedded, " + cfg.NATS.DataDir
-	if cfg.NATS.URL != "" {
-		natsAt = "external server, stream " + cfg.NATS.Stream
-	}
-	fmt.Fprintf(out, "load: %d orders (%d‰ bad), batches of %d, %d partitions, GOMAXPROCS %d, load average %s\n",
-		p.Orders, p.BadPerMille, cfg.NATS.BatchSize, cfg.NATS.Partitions, runtime.GOMAXPROCS(0), loadAverage())
-	fmt.Fprintf(out, "store: %s\nnats:  %s\n", svc.store, natsAt)
+	return pr
+}
 
-	pub, err := stream.NewPublisher(svc.js, cfg.NATS)
+// publishAll is phase 1 without --rate: it publishes every order before anything is consumed
+// and reports the publish rate, its CPU time and peak RSS.
+func (r *loadRun) publishAll(ctx context.Context) error {
+	resetPeakRSS()
+	pr := r.sample()
+	start, cpu0 := time.Now(), processCPU()
+	r.sent.r = pr
+	r.phaseStart.Store(start.UnixNano())
+	pst, err := r.pub.PublishLines(ctx, r.sent, r.p.Concurrency)
+	pr.Close()
 	if err != nil {
+		return fmt.Errorf("load: publishing: %w", err)
+	}
+	took, cpu := time.Since(start), processCPU()-cpu0
+	r.publishPeak = peakRSS()
+	fmt.Fprintf(r.out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream), %.1f µs CPU per order, peak RSS %s\n",
+		pst.Lines, took.Round(time.Millisecond), float64(pst.Lines)/took.Seconds(), pst.Accepted, pst.Duplicates,
+		float64(cpu.Microseconds())/float64(max(pst.Lines, 1)), mib(r.publishPeak))
+	if err := writeHeapProfile(r.p.MemProfile); err != nil {
 		return err
 	}
-	// sample writes the generated orders to a pipe for the publisher, paced at p.Rate when set.
-	sample := func() *io.PipeReader {
-		pr, pw := io.Pipe()
-		go func() {
-			var dst io.Writer = pw
-			if p.Rate > 0 {
-				dst = &pacedWriter{w: pw, rate: p.Rate, start: time.Now()}
-			}
-			w := bufio.NewWriterSize(dst, 1<<16)
-			err := writeSample(w, sampleParams{N: p.Orders, Seed: p.Seed, Program: "alibaba", Month: "2025-10", Bad: p.BadPerMille})
-			if err == nil {
-				err = w.Flush()
-			}
-			pw.CloseWithError(err)
-		}()
-		return pr
-	}
+	return r.expect(pst)
+}
 
-	// want is how many events the consumer must settle, and lastSeq the stream sequence of the
-	// last: known once publishing is done.
-	var want, lastSeq uint64
-	var publishPeak int64
-	type published struct {
-		st   stream.PublishStats
-		took time.Duration
-		err  error
-	}
-	var publishing chan published // steady state: the publisher's result
-	if p.Rate == 0 {
-		// Phase 1: publish everything before anything is consumed.
-		resetPeakRSS()
-		pr := sample()
-		start, cpu0 := time.Now(), processCPU()
-		sent.r = pr
-		phaseStart.Store(start.UnixNano())
-		pst, err := pub.PublishLines(ctx, sent, p.Concurrency)
-		pr.Close()
-		if err != nil {
-			return fmt.Errorf("load: publishing: %w", err)
-		}
-		took, cpu := time.Since(start), processCPU()-cpu0
-		publishPeak = peakRSS()
-		fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream), %.1f µs CPU per order, peak RSS %s\n",
-			pst.Lines, took.Round(time.Millisecond), float64(pst.Lines)/took.Seconds(), pst.Accepted, pst.Duplicates,
-			float64(cpu.Microseconds())/float64(max(pst.Lines, 1)), mib(publishPeak))
-		if err := writeHeapProfile(p.MemProfile); err != nil {
-			return err
-		}
-		if want, lastSeq = uint64(pst.Accepted), pst.LastSeq; want == 0 {
-			return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
-		}
-		want0.Store(int64(want))
-	} else {
-		fmt.Fprintf(out, "steady state: publishing at %d orders/s while consuming\n", p.Rate)
-		publishing = make(chan published, 1)
-	}
+// publishPaced publishes the sample at --rate while the service consumes it, and sends the
+// result to publishing.
+func (r *loadRun) publishPaced(ctx context.Context, publishing chan<- publishResult) {
+	pr := r.sample()
+	start := time.Now()
+	pst, err := r.pub.PublishLines(ctx, pr, r.p.Concurrency)
+	pr.Close()
+	publishing <- publishResult{st: pst, took: time.Since(start), err: err}
+}
 
-	// Phase 2: consume until everything published is settled (in the steady state, while it is
-	// being published).
+// expect records how many events the consumer must settle, and the last one's sequence, from
+// the publisher's statistics; it fails when the stream already held every order.
+func (r *loadRun) expect(st stream.PublishStats) error {
+	if r.want, r.lastSeq = uint64(st.Accepted), st.LastSeq; r.want == 0 {
+		return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
+	}
+	r.want0.Store(int64(r.want))
+	return nil
+}
+
+// consume is phase 2: it runs the service until everything published is settled (in the steady
+// state, while it is being published) and measures the time, CPU and memory that took.
+func (r *loadRun) consume(ctx, runCtx context.Context, publishing chan publishResult) (consumeResult, error) {
 	resetPeakRSS()
-	if p.CPUProfile != "" {
-		f, err := os.Create(p.CPUProfile)
+	if r.p.CPUProfile != "" {
+		f, err := os.Create(r.p.CPUProfile)
 		if err != nil {
-			return fmt.Errorf("load: %w", err)
+			return consumeResult{}, fmt.Errorf("load: %w", err)
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("load: %w", err)
+			return consumeResult{}, fmt.Errorf("load: %w", err)
 		}
 		defer pprof.StopCPUProfile()
 	}
-	pgBefore := backendCPU(ctx, pg)
+	pgBefore := backendCPU(ctx, r.pg)
 	start, cpu0 := time.Now(), processCPU()
-	phaseStart.Store(start.UnixNano())
-	started = true
-	go func() { done <- svc.Run(runCtx) }()
+	r.phaseStart.Store(start.UnixNano())
+	r.started = true
+	go func() { r.done <- r.svc.Run(runCtx) }()
 	if publishing != nil {
-		go func() {
-			pr := sample()
-			start := time.Now()
-			pst, err := pub.PublishLines(runCtx, pr, p.Concurrency)
-			pr.Close()
-			publishing <- published{st: pst, took: time.Since(start), err: err}
-		}()
+		go r.publishPaced(runCtx, publishing)
 	}
+	if err := r.waitUntilSettled(ctx, start, publishing); err != nil {
+		return consumeResult{}, err
+	}
+	c := consumeResult{took: time.Since(start), cpu: processCPU() - cpu0}
+	r.prog.Stop()
+	if r.p.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	c.pgCPU = backendCPU(ctx, r.pg) - pgBefore
+	if r.p.MemProfile != "" {
+		if err := writeHeapProfile(r.p.MemProfile + ".consume"); err != nil {
+			return c, err
+		}
+	}
+	c.peak = peakRSS()
+	return c, nil
+}
+
+// waitUntilSettled polls the consumer until every published event is settled and the stream agrees,
+// reporting (and with --rate sampling) every 5 s; it fails when ctx ends, the service stops or
+// publishing fails.
+func (r *loadRun) waitUntilSettled(ctx context.Context, start time.Time, publishing chan publishResult) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	lastReport := start
-	var samples []memSample
-	var backlog uint64
-	halfwayProfiled := false // with Rate: the heap profile is written once half the orders are settled
 	for {
-		st := svc.consumer.Stats()
-		if publishing == nil && st.Acked+st.Termed >= want {
-			if ok, err := stream.Settled(ctx, svc.js, cfg.NATS, lastSeq); err == nil && ok {
-				break
+		st := r.svc.consumer.Stats()
+		if publishing == nil && st.Acked+st.Termed >= r.want {
+			if ok, err := stream.Settled(ctx, r.svc.js, r.cfg.NATS, r.lastSeq); err == nil && ok {
+				return nil
 			}
 		}
 		if time.Since(lastReport) >= 5*time.Second {
 			lastReport = time.Now()
 			settled := st.Acked + st.Termed
-			if p.Rate > 0 {
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				samples = append(samples, memSample{settled: settled, rss: currentRSS(), heap: int64(ms.HeapInuse)})
-				if p.MemProfile != "" && !halfwayProfiled && settled >= uint64(p.Orders)/2 {
-					halfwayProfiled = true
-					if err := writeHeapProfile(p.MemProfile); err != nil {
-						return err
-					}
-				}
-				if infos, err := stream.PartitionConsumers(ctx, svc.js, cfg.NATS); err == nil {
-					var pending uint64
-					for _, ci := range infos {
-						if ci != nil {
-							pending += ci.NumPending + uint64(ci.NumAckPending)
-						}
-					}
-					backlog = max(backlog, pending)
+			if r.p.Rate > 0 {
+				if err := r.sampleMemory(ctx, settled); err != nil {
+					return err
 				}
 			}
-			if !prog.on { // on a terminal, the progress line says it
-				fmt.Fprintf(errOut, "load: %d of %d settled after %v\n", settled, max(want, uint64(p.Orders)), time.Since(start).Round(time.Second))
+			if !r.prog.on { // on a terminal, the progress line says it
+				fmt.Fprintf(r.errOut, "load: %d of %d settled after %v\n", settled, max(r.want, uint64(r.p.Orders)), time.Since(start).Round(time.Second))
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-done:
-			started = false
+		case err := <-r.done:
+			r.started = false
 			if err == nil {
 				err = errors.New("the service stopped")
 			}
 			return fmt.Errorf("load: consuming: %w", err)
-		case r := <-publishing:
+		case res := <-publishing:
 			publishing = nil
-			if r.err != nil {
-				return fmt.Errorf("load: publishing: %w", r.err)
+			if res.err != nil {
+				return fmt.Errorf("load: publishing: %w", res.err)
 			}
 			// The publisher's CPU is not told apart from the consumer's: both run in this process.
-			fmt.Fprintf(out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream)\n",
-				r.st.Lines, r.took.Round(time.Millisecond), float64(r.st.Lines)/r.took.Seconds(), r.st.Accepted, r.st.Duplicates)
-			if want, lastSeq = uint64(r.st.Accepted), r.st.LastSeq; want == 0 {
-				return errors.New("load: the stream already held every order (a data directory of an earlier run?): nothing to decide")
+			fmt.Fprintf(r.out, "published %d orders in %v: %.0f orders/s (%d accepted, %d already in the stream)\n",
+				res.st.Lines, res.took.Round(time.Millisecond), float64(res.st.Lines)/res.took.Seconds(), res.st.Accepted, res.st.Duplicates)
+			if err := r.expect(res.st); err != nil {
+				return err
 			}
-			want0.Store(int64(want))
 		case <-tick.C:
 		}
 	}
-	took, cpu := time.Since(start), processCPU()-cpu0
-	prog.Stop()
-	if p.CPUProfile != "" {
-		pprof.StopCPUProfile()
-	}
-	pgCPU := backendCPU(ctx, pg) - pgBefore
-	if p.MemProfile != "" {
-		if err := writeHeapProfile(p.MemProfile + ".consume"); err != nil {
+}
+
+// sampleMemory records, in the steady state, the resident size and Go heap with settled events
+// settled and the stream's backlog, and writes the half-way heap profile once half the orders
+// are settled.
+func (r *loadRun) sampleMemory(ctx context.Context, settled uint64) error {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.samples = append(r.samples, memSample{settled: settled, rss: currentRSS(), heap: int64(ms.HeapInuse)})
+	if r.p.MemProfile != "" && !r.halfwayProfiled && settled >= uint64(r.p.Orders)/2 {
+		r.halfwayProfiled = true
+		if err := writeHeapProfile(r.p.MemProfile); err != nil {
 			return err
 		}
 	}
-	consumePeak := peakRSS()
-	st := svc.consumer.Stats()
+	if infos, err := stream.PartitionConsumers(ctx, r.svc.js, r.cfg.NATS); err == nil {
+		var pending uint64
+		for _, ci := range infos {
+			if ci != nil {
+				pending += ci.NumPending + uint64(ci.NumAckPending)
+			}
+		}
+		r.backlog = max(r.backlog, pending)
+	}
+	return nil
+}
+
+// report prints what the consume phase measured: the throughput, the CPU per order, where the
+// time went per batch, the rows stored and the memory; it fails when fewer rows were stored than
+// events published.
+func (r *loadRun) report(ctx context.Context, c consumeResult) error {
+	out, want := r.out, r.want
+	st := r.svc.consumer.Stats()
 	fmt.Fprintf(out, "decided %d orders in %v: %.0f orders/s end to end (%d batches, %d failed, %d events redelivered or naked)\n",
-		want, took.Round(time.Millisecond), float64(want)/took.Seconds(), st.Batches, st.FailedBatches, st.Naked)
+		want, c.took.Round(time.Millisecond), float64(want)/c.took.Seconds(), st.Batches, st.FailedBatches, st.Naked)
 	perOrder := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(want) }
-	fmt.Fprintf(out, "CPU while deciding: this process %.1f µs per order (%.0f%% of one core)", perOrder(cpu), 100*cpu.Seconds()/took.Seconds())
-	if pgCPU > 0 {
-		fmt.Fprintf(out, ", PostgreSQL backends %.1f µs per order (%.0f%% of one core)", perOrder(pgCPU), 100*pgCPU.Seconds()/took.Seconds())
+	fmt.Fprintf(out, "CPU while deciding: this process %.1f µs per order (%.0f%% of one core)", perOrder(c.cpu), 100*c.cpu.Seconds()/c.took.Seconds())
+	if c.pgCPU > 0 {
+		fmt.Fprintf(out, ", PostgreSQL backends %.1f µs per order (%.0f%% of one core)", perOrder(c.pgCPU), 100*c.pgCPU.Seconds()/c.took.Seconds())
 	}
 	fmt.Fprintln(out)
 
 	// Where the time went, from the service's own histograms (summed over the partitions, each
 	// processed by its own worker).
-	sums := metricSums(svc)
+	sums := metricSums(r.svc)
 	if n := sums["commissioner_batch_seconds_count"]; n > 0 {
 		fmt.Fprintf(out, "per batch (mean of %.0f): %.1f ms in all, %.1f ms decode+evaluate, %.1f ms store; busy %.0f%% of the wall time per partition\n",
 			n, 1000*sums["commissioner_batch_seconds_sum"]/n,
 			1000*sums["commissioner_batch_evaluation_seconds_sum"]/n, 1000*sums["commissioner_batch_store_seconds_sum"]/n,
-			100*sums["commissioner_batch_seconds_sum"]/float64(cfg.NATS.Partitions)/took.Seconds())
+			100*sums["commissioner_batch_seconds_sum"]/float64(r.cfg.NATS.Partitions)/c.took.Seconds())
 	}
 	var decisions, dead int64
-	db := svc.store.DB()
+	db := r.svc.store.DB()
 	if err := db.NewRaw("SELECT count(*) FROM decisions").Scan(ctx, &decisions); err != nil {
 		return fmt.Errorf("load: counting decisions: %w", err)
 	}
@@ -412,13 +526,13 @@ func runLoad(ctx context.Context, cfg Config, p loadParams, out, errOut io.Write
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Fprintf(out, "stored: %d decisions, %d dead letters\n", decisions, dead)
-	if p.Rate == 0 {
+	if r.p.Rate == 0 {
 		fmt.Fprintf(out, "memory: peak RSS %s publishing, %s consuming; after the run Go heap %s in use, %s from the OS\n",
-			mib(publishPeak), mib(consumePeak), mib(int64(ms.HeapInuse)), mib(int64(ms.Sys)))
+			mib(r.publishPeak), mib(c.peak), mib(int64(ms.HeapInuse)), mib(int64(ms.Sys)))
 	} else {
 		fmt.Fprintf(out, "memory: peak RSS %s; after the run Go heap %s in use, %s from the OS; the stream's backlog peaked at %d orders\n",
-			mib(consumePeak), mib(int64(ms.HeapInuse)), mib(int64(ms.Sys)), backlog)
-		fmt.Fprintf(out, "memory while running, by orders settled: %s\n", quarterSamples(samples, want))
+			mib(c.peak), mib(int64(ms.HeapInuse)), mib(int64(ms.Sys)), r.backlog)
+		fmt.Fprintf(out, "memory while running, by orders settled: %s\n", quarterSamples(r.samples, want))
 	}
 	fmt.Fprintf(out, "load average at the end: %s\n", loadAverage())
 	if uint64(decisions+dead) < want {

@@ -124,27 +124,30 @@ func held(sts []engine.Statement) []engine.Statement {
 
 func isHeld(s engine.Statement) bool { return !s.Payable && s.CarriedForward == payout.HeldReason }
 
-// runPayouts builds (and with Close, pays) the month's statements.
+// payoutsRun is the state of one payouts invocation shared by its steps: the parameters, the
+// month's bounds, the open store and how statements are built from ledger entries.
+type payoutsRun struct {
+	p        payoutsParams
+	month    string
+	asOf     time.Time
+	st       *store.Store
+	programs []string // the programs the run covers, sorted
+	// build makes statements of ledger entries under each program's payout terms; buildPayable
+	// also holds those of affiliates without payee details.
+	build, buildPayable func([]engine.LedgerEntry) ([]engine.Statement, error)
+}
+
+// runPayouts builds the month's statements, closes (pays) the month with --close, writes the
+// bank files with --export and prints the report; see newPayoutsCmd for the whole contract.
 func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out, errOut io.Writer) error {
 	month, asOf, err := engine.MonthBounds(p.Month)
 	if err != nil {
 		return usageError{fmt.Errorf("payouts: %w", err)}
 	}
 	// What the bank file needs is checked before anything is paid.
-	var ex bankExport
-	if p.Export != "" {
-		if ex.debtor, err = cfg.Payouts.debtor(); err != nil {
-			return fmt.Errorf("payouts: --export: %w", err)
-		}
-		ex.path = p.Export
-		if p.ExecutionDate != "" {
-			if ex.exec, err = time.Parse(time.DateOnly, p.ExecutionDate); err != nil {
-				return usageError{fmt.Errorf("payouts: --execution-date %q is not a date such as 2026-11-03", p.ExecutionDate)}
-			}
-		}
-		if fi, err := os.Stat(filepath.Dir(p.Export)); err != nil || !fi.IsDir() {
-			return fmt.Errorf("payouts: --export %s: the directory %s does not exist", p.Export, filepath.Dir(p.Export))
-		}
+	ex, err := payoutsBankExport(cfg, p)
+	if err != nil {
+		return err
 	}
 	set, err := rules.LoadDir(cfg.Policies)
 	if err != nil {
@@ -155,119 +158,24 @@ func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out, errOut io
 		return err
 	}
 	defer st.Close()
-
-	terms := func(program string) (rules.Payout, bool) {
-		vs := set.Versions(program)
-		if len(vs) == 0 {
-			return rules.Payout{}, false
-		}
-		if pol, err := set.InForce(program, asOf.Add(-time.Nanosecond)); err == nil {
-			return pol.Payout, true
-		}
-		return vs[0].Payout, true
+	r := &payoutsRun{p: p, month: month, asOf: asOf, st: st}
+	if err := r.prepare(ctx, set); err != nil {
+		return err
 	}
-	build := func(entries []engine.LedgerEntry) ([]engine.Statement, error) {
-		return engine.Statements(entries, terms)
+	rep := payoutReport{Month: month, AsOf: asOf, Close: p.Close}
+	if !p.Close {
+		err = r.preview(ctx, &rep)
+	} else {
+		err = r.closeMonth(ctx, &rep)
 	}
-	// The statements payable now: those of affiliates without payee details are held.
-	payees, err := st.Payees(ctx, p.Program)
 	if err != nil {
 		return err
 	}
-	known := make(map[[2]string]bool, len(payees))
-	for _, pe := range payees {
-		known[[2]string{pe.Program, pe.AffiliateID}] = true
+	closedBefore, err := r.reprintClosedBefore(ctx, &rep)
+	if err != nil {
+		return err
 	}
-	buildPayable := func(entries []engine.LedgerEntry) ([]engine.Statement, error) {
-		sts, err := build(entries)
-		if err == nil {
-			payout.Hold(sts, func(program, affiliate string) bool { return known[[2]string{program, affiliate}] })
-		}
-		return sts, err
-	}
-	programs := []string{p.Program}
-	if p.Program == "" {
-		inLedger, err := st.LedgerPrograms(ctx)
-		if err != nil {
-			return err
-		}
-		programs = slices.Compact(slices.Sorted(slices.Values(append(set.Programs(), inLedger...))))
-	}
-
-	rep := payoutReport{Month: month, AsOf: asOf, Close: p.Close}
-	if !p.Close {
-		entries, err := st.Payable(ctx, p.Program, asOf)
-		if err != nil {
-			return err
-		}
-		if rep.Statements, err = buildPayable(entries); err != nil {
-			return err
-		}
-		for _, prog := range programs {
-			r := payoutRunReport{Program: prog}
-			run, err := st.PayoutRun(ctx, prog, month)
-			switch {
-			case err == nil:
-				r.Run, r.Before = run, true
-			case !errors.Is(err, store.ErrNotFound):
-				return err
-			}
-			rep.Runs = append(rep.Runs, r)
-		}
-		if p.Export != "" && !slices.ContainsFunc(rep.Runs, func(r payoutRunReport) bool { return r.Before }) {
-			return fmt.Errorf("payouts: --export: %s is not closed (%s): nothing was paid, so there is no bank file; "+
-				"--close --export FILE pays it and writes the file", month, strings.Join(programs, ", "))
-		}
-	} else {
-		now := time.Now
-		if p.Now != nil {
-			now = p.Now
-		}
-		for _, prog := range programs {
-			run, sts, err := st.ClosePayouts(ctx, prog, month, asOf, now(), buildPayable)
-			r := payoutRunReport{Program: prog, Run: run}
-			switch {
-			case errors.Is(err, store.ErrAlreadyClosed):
-				r.Before = true
-			case err != nil:
-				return err
-			default:
-				r.Closed = true
-			}
-			rep.Runs = append(rep.Runs, r)
-			rep.Statements = append(rep.Statements, sts...)
-		}
-	}
-	// A month closed before: what its run paid, to reprint.
-	var closedBefore []string
-	for i := range rep.Runs {
-		r := &rep.Runs[i]
-		if !r.Before {
-			continue
-		}
-		entries, err := st.PaidEntries(ctx, r.Run.ID)
-		if err != nil {
-			return err
-		}
-		if r.Paid, err = build(entries); err != nil {
-			return err
-		}
-		closedBefore = append(closedBefore, fmt.Sprintf("%s %s was closed by run %d at %s", r.Program, month, r.Run.ID, r.Run.ClosedAt.Format(time.RFC3339)))
-	}
-	// The bank files: of the runs closed now (--close), or before (a reprint).
-	var exportErr error
-	if p.Export != "" {
-		for _, r := range rep.Runs {
-			if r.Closed || (!p.Close && r.Before) {
-				files, others, err := exportRun(ctx, st, r.Run, ex)
-				rep.Files, rep.OtherMethods = append(rep.Files, files...), append(rep.OtherMethods, others...)
-				if err != nil {
-					exportErr = err
-					break
-				}
-			}
-		}
-	}
+	exportErr := r.export(ctx, &rep, ex)
 	if err := writePayouts(out, rep, p); err != nil {
 		return err
 	}
@@ -277,7 +185,170 @@ func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out, errOut io
 		}
 		return exportErr
 	}
-	if p.Format != "table" {
+	return r.notify(errOut, rep, closedBefore)
+}
+
+// payoutsBankExport checks what --export needs (the debtor's account, the execution date and
+// the file's directory) before anything is paid; the zero bankExport without --export.
+func payoutsBankExport(cfg Config, p payoutsParams) (bankExport, error) {
+	var ex bankExport
+	if p.Export == "" {
+		return ex, nil
+	}
+	var err error
+	if ex.debtor, err = cfg.Payouts.debtor(); err != nil {
+		return ex, fmt.Errorf("payouts: --export: %w", err)
+	}
+	ex.path = p.Export
+	if p.ExecutionDate != "" {
+		if ex.exec, err = time.Parse(time.DateOnly, p.ExecutionDate); err != nil {
+			return ex, usageError{fmt.Errorf("payouts: --execution-date %q is not a date such as 2026-11-03", p.ExecutionDate)}
+		}
+	}
+	if fi, err := os.Stat(filepath.Dir(p.Export)); err != nil || !fi.IsDir() {
+		return ex, fmt.Errorf("payouts: --export %s: the directory %s does not exist", p.Export, filepath.Dir(p.Export))
+	}
+	return ex, nil
+}
+
+// prepare sets how statements are built (under the payout terms in force at the end of the
+// month, or else the program's first version) and which programs the run covers.
+func (r *payoutsRun) prepare(ctx context.Context, set *rules.Set) error {
+	terms := func(program string) (rules.Payout, bool) {
+		vs := set.Versions(program)
+		if len(vs) == 0 {
+			return rules.Payout{}, false
+		}
+		if pol, err := set.InForce(program, r.asOf.Add(-time.Nanosecond)); err == nil {
+			return pol.Payout, true
+		}
+		return vs[0].Payout, true
+	}
+	r.build = func(entries []engine.LedgerEntry) ([]engine.Statement, error) {
+		return engine.Statements(entries, terms)
+	}
+	// The statements payable now: those of affiliates without payee details are held.
+	payees, err := r.st.Payees(ctx, r.p.Program)
+	if err != nil {
+		return err
+	}
+	known := make(map[[2]string]bool, len(payees))
+	for _, pe := range payees {
+		known[[2]string{pe.Program, pe.AffiliateID}] = true
+	}
+	r.buildPayable = func(entries []engine.LedgerEntry) ([]engine.Statement, error) {
+		sts, err := r.build(entries)
+		if err == nil {
+			payout.Hold(sts, func(program, affiliate string) bool { return known[[2]string{program, affiliate}] })
+		}
+		return sts, err
+	}
+	r.programs = []string{r.p.Program}
+	if r.p.Program == "" {
+		inLedger, err := r.st.LedgerPrograms(ctx)
+		if err != nil {
+			return err
+		}
+		r.programs = slices.Compact(slices.Sorted(slices.Values(append(set.Programs(), inLedger...))))
+	}
+	return nil
+}
+
+// preview fills rep without --close: the statements payable now and, per program, the run that
+// closed the month before, if any. --export then needs such a run.
+func (r *payoutsRun) preview(ctx context.Context, rep *payoutReport) error {
+	entries, err := r.st.Payable(ctx, r.p.Program, r.asOf)
+	if err != nil {
+		return err
+	}
+	if rep.Statements, err = r.buildPayable(entries); err != nil {
+		return err
+	}
+	for _, prog := range r.programs {
+		rr := payoutRunReport{Program: prog}
+		run, err := r.st.PayoutRun(ctx, prog, r.month)
+		switch {
+		case err == nil:
+			rr.Run, rr.Before = run, true
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		rep.Runs = append(rep.Runs, rr)
+	}
+	if r.p.Export != "" && !slices.ContainsFunc(rep.Runs, func(r payoutRunReport) bool { return r.Before }) {
+		return fmt.Errorf("payouts: --export: %s is not closed (%s): nothing was paid, so there is no bank file; "+
+			"--close --export FILE pays it and writes the file", r.month, strings.Join(r.programs, ", "))
+	}
+	return nil
+}
+
+// closeMonth fills rep with --close: it closes the month of each program, paying its statements, or
+// finds it closed before.
+func (r *payoutsRun) closeMonth(ctx context.Context, rep *payoutReport) error {
+	now := time.Now
+	if r.p.Now != nil {
+		now = r.p.Now
+	}
+	for _, prog := range r.programs {
+		run, sts, err := r.st.ClosePayouts(ctx, prog, r.month, r.asOf, now(), r.buildPayable)
+		rr := payoutRunReport{Program: prog, Run: run}
+		switch {
+		case errors.Is(err, store.ErrAlreadyClosed):
+			rr.Before = true
+		case err != nil:
+			return err
+		default:
+			rr.Closed = true
+		}
+		rep.Runs = append(rep.Runs, rr)
+		rep.Statements = append(rep.Statements, sts...)
+	}
+	return nil
+}
+
+// reprintClosedBefore adds to each run of a month closed before what it paid, to reprint, and
+// returns a line per such run saying when it closed the month.
+func (r *payoutsRun) reprintClosedBefore(ctx context.Context, rep *payoutReport) ([]string, error) {
+	var closedBefore []string
+	for i := range rep.Runs {
+		rr := &rep.Runs[i]
+		if !rr.Before {
+			continue
+		}
+		entries, err := r.st.PaidEntries(ctx, rr.Run.ID)
+		if err != nil {
+			return nil, err
+		}
+		if rr.Paid, err = r.build(entries); err != nil {
+			return nil, err
+		}
+		closedBefore = append(closedBefore, fmt.Sprintf("%s %s was closed by run %d at %s", rr.Program, r.month, rr.Run.ID, rr.Run.ClosedAt.Format(time.RFC3339)))
+	}
+	return closedBefore, nil
+}
+
+// export writes the bank files with --export: of the runs closed now (--close), or before (a
+// reprint). It adds the files written to rep, also when it fails part way.
+func (r *payoutsRun) export(ctx context.Context, rep *payoutReport, ex bankExport) error {
+	if r.p.Export == "" {
+		return nil
+	}
+	for _, rr := range rep.Runs {
+		if rr.Closed || (!r.p.Close && rr.Before) {
+			files, others, err := exportRun(ctx, r.st, rr.Run, ex)
+			rep.Files, rep.OtherMethods = append(rep.Files, files...), append(rep.OtherMethods, others...)
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// notify writes to errOut what JSON and CSV output leave out (held statements, files written)
+// and fails with exit code 1 when --close paid nothing because the month was closed before.
+func (r *payoutsRun) notify(errOut io.Writer, rep payoutReport, closedBefore []string) error {
+	if r.p.Format != "table" {
 		// Table output says these itself; JSON and CSV keep standard output to the data.
 		if hs := held(rep.Statements); len(hs) > 0 {
 			fmt.Fprintf(errOut, "payouts: held %d statement(s) of affiliates without payee details: not paid, carried forward (commissioner affiliates set)\n", len(hs))
@@ -289,10 +360,10 @@ func runPayouts(ctx context.Context, cfg Config, p payoutsParams, out, errOut io
 	// --close that closed nothing, because another run had closed the month, says so and fails:
 	// whatever the format, a script must not take it for a payment.
 	closedNow := slices.ContainsFunc(rep.Runs, func(r payoutRunReport) bool { return r.Closed })
-	if p.Close && !closedNow && len(closedBefore) > 0 {
+	if r.p.Close && !closedNow && len(closedBefore) > 0 {
 		hint := ""
-		if p.Export != "" {
-			hint = fmt.Sprintf(" (no bank file written: `payouts --month %s --export FILE` writes the closed run's again)", month)
+		if r.p.Export != "" {
+			hint = fmt.Sprintf(" (no bank file written: `payouts --month %s --export FILE` writes the closed run's again)", r.month)
 		}
 		fmt.Fprintf(errOut, "payouts: nothing paid: %s%s\n", strings.Join(closedBefore, "; "), hint)
 		return exitCode(1)

@@ -49,62 +49,78 @@ redriven event is not decided (still bad, or not decided yet). The same is POST
 	wait := f.Duration("wait", 30*time.Second, "how long to wait for serve to decide the redriven events (0: do not wait)")
 	f.BoolVar(&asJSON, "json", false, "JSON for machines (as POST /v1/dead-letters/redrive answers)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		for _, a := range args {
-			id, err := strconv.ParseInt(a, 10, 64)
-			if err != nil || id < 1 {
-				return usageError{fmt.Errorf("dead letter id %q is not a positive whole number", a)}
-			}
-			req.IDs = append(req.IDs, id)
-		}
-		for _, w := range []struct {
-			flag, v string
-			dst     **time.Time
-		}{{"from", from, &req.From}, {"to", to, &req.To}} {
-			t, err := parseWhen(w.flag, w.v)
-			if err != nil {
-				return err
-			}
-			if !t.IsZero() {
-				*w.dst = &t
-			}
-		}
-		if _, ok := req.Filter(); !ok && len(req.IDs) == 0 {
-			return usageError{errors.New("name the dead letters to redrive: their ids, or --kind, --program, --order, --from or --to")}
-		}
-		req.WaitSeconds = int((*wait + time.Second - 1) / time.Second)
-		cfg, err := cf.load()
-		if err != nil {
+		if err := completeRedriveRequest(&req, args, from, to, *wait); err != nil {
 			return err
 		}
-		st, err := cf.openStore(cmd.Context())
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		nc, js, err := connectRunning(cmd.Context(), cfg)
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		rd, err := newRedriver(cfg, st, js)
-		if err != nil {
-			return err
-		}
-		view, err := rd.Redrive(cmd.Context(), req)
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			err = writeJSONDoc(s.out, view)
-		} else {
-			writeRedrive(s.out, view)
-		}
-		if err == nil && (view.StillBad > 0 || view.Pending > 0) {
-			return exitCode(1)
-		}
-		return err
+		return runRedrive(cmd.Context(), cf, req, asJSON, s.out)
 	}
 	return cmd
+}
+
+// completeRedriveRequest completes req from the command line: the dead letter ids in args, the
+// --from and --to times and the --wait duration (rounded up to whole seconds). It fails when
+// nothing selects a dead letter.
+func completeRedriveRequest(req *httpapi.RedriveRequest, args []string, from, to string, wait time.Duration) error {
+	for _, a := range args {
+		id, err := strconv.ParseInt(a, 10, 64)
+		if err != nil || id < 1 {
+			return usageError{fmt.Errorf("dead letter id %q is not a positive whole number", a)}
+		}
+		req.IDs = append(req.IDs, id)
+	}
+	for _, w := range []struct {
+		flag, v string
+		dst     **time.Time
+	}{{"from", from, &req.From}, {"to", to, &req.To}} {
+		t, err := parseWhen(w.flag, w.v)
+		if err != nil {
+			return err
+		}
+		if !t.IsZero() {
+			*w.dst = &t
+		}
+	}
+	if _, ok := req.Filter(); !ok && len(req.IDs) == 0 {
+		return usageError{errors.New("name the dead letters to redrive: their ids, or --kind, --program, --order, --from or --to")}
+	}
+	req.WaitSeconds = int((wait + time.Second - 1) / time.Second)
+	return nil
+}
+
+// runRedrive redrives what req selects through the configured store and NATS server and prints
+// the outcomes (as JSON with asJSON); exitCode(1) when any redriven event is not decided.
+func runRedrive(ctx context.Context, cf *configFlags, req httpapi.RedriveRequest, asJSON bool, out io.Writer) error {
+	cfg, err := cf.load()
+	if err != nil {
+		return err
+	}
+	st, err := cf.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	nc, js, err := connectRunning(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	rd, err := newRedriver(cfg, st, js)
+	if err != nil {
+		return err
+	}
+	view, err := rd.Redrive(ctx, req)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		err = writeJSONDoc(out, view)
+	} else {
+		writeRedrive(out, view)
+	}
+	if err == nil && (view.StillBad > 0 || view.Pending > 0) {
+		return exitCode(1)
+	}
+	return err
 }
 
 // redriver publishes dead letters' events again on the order stream and follows their outcomes
@@ -126,20 +142,9 @@ func newRedriver(cfg Config, st *store.Store, js jetstream.JetStream) (*redriver
 // reports, after waiting up to req.WaitSeconds, what the store holds for each.
 func (r *redriver) Redrive(ctx context.Context, req httpapi.RedriveRequest) (httpapi.RedriveView, error) {
 	var view httpapi.RedriveView
-	var dls []store.DeadLetter
-	for _, id := range req.IDs {
-		d, err := r.st.DeadLetter(ctx, id)
-		if err != nil {
-			return view, err
-		}
-		dls = append(dls, d)
-	}
-	if f, ok := req.Filter(); ok {
-		ds, err := r.st.DeadLetters(ctx, f)
-		if err != nil {
-			return view, err
-		}
-		dls = append(dls, ds...)
+	dls, err := r.selected(ctx, req)
+	if err != nil {
+		return view, err
 	}
 	view.DeadLetters = make([]httpapi.RedrivenView, 0, len(dls))
 	seen := map[int64]bool{}
@@ -157,6 +162,49 @@ func (r *redriver) Redrive(ctx context.Context, req httpapi.RedriveRequest) (htt
 	if err != nil {
 		return view, err
 	}
+	published, err := r.publish(ctx, &view, dls, outcomes)
+	if err != nil {
+		return view, err
+	}
+	deadline := time.Now().Add(time.Duration(req.WaitSeconds) * time.Second)
+	for published > 0 && len(outcomes) < len(ids) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return view, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if outcomes, err = r.st.EventOutcomes(ctx, ids); err != nil {
+			return view, err
+		}
+	}
+	err = r.settle(ctx, &view, outcomes) // before view is copied out
+	return view, err
+}
+
+// selected are the dead letters req names by id, then those its filter selects (a dead letter
+// may be both).
+func (r *redriver) selected(ctx context.Context, req httpapi.RedriveRequest) ([]store.DeadLetter, error) {
+	var dls []store.DeadLetter
+	for _, id := range req.IDs {
+		d, err := r.st.DeadLetter(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		dls = append(dls, d)
+	}
+	if f, ok := req.Filter(); ok {
+		ds, err := r.st.DeadLetters(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		dls = append(dls, ds...)
+	}
+	return dls, nil
+}
+
+// publish publishes again the events of the dead letters in view without an outcome stored
+// (those redriven before are counted instead) and returns how many it published.
+func (r *redriver) publish(ctx context.Context, view *httpapi.RedriveView, dls []store.DeadLetter, outcomes map[string]store.EventOutcome) (int, error) {
 	byID := make(map[int64]store.DeadLetter, len(dls))
 	for _, d := range dls {
 		byID[d.ID] = d
@@ -171,28 +219,24 @@ func (r *redriver) Redrive(ctx context.Context, req httpapi.RedriveRequest) (htt
 		d := byID[v.ID]
 		seq, _, err := r.pub.Redrive(ctx, d.Subject, d.Raw, v.RedriveEventID)
 		if err != nil {
-			return view, fmt.Errorf("dead letter %d: %w", d.ID, err)
+			return published, fmt.Errorf("dead letter %d: %w", d.ID, err)
 		}
 		v.Published, v.StreamSeq = true, seq
 		published++
 	}
-	deadline := time.Now().Add(time.Duration(req.WaitSeconds) * time.Second)
-	for published > 0 && len(outcomes) < len(ids) && time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return view, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-		if outcomes, err = r.st.EventOutcomes(ctx, ids); err != nil {
-			return view, err
-		}
-	}
+	return published, nil
+}
+
+// settle sets each dead letter's outcome in view from the outcomes stored, following redrives
+// dead-lettered again to their latest, and counts them.
+func (r *redriver) settle(ctx context.Context, view *httpapi.RedriveView, outcomes map[string]store.EventOutcome) error {
+	var err error
 	for i := range view.DeadLetters {
 		v := &view.DeadLetters[i]
 		o, ok := outcomes[v.RedriveEventID]
 		if ok {
 			if o, v.Via, err = followRedrives(ctx, r.st, v.RedriveEventID, o); err != nil {
-				return view, err
+				return err
 			}
 		}
 		switch {
@@ -207,7 +251,7 @@ func (r *redriver) Redrive(ctx context.Context, req httpapi.RedriveRequest) (htt
 			view.StillBad++
 		}
 	}
-	return view, nil
+	return nil
 }
 
 // writeRedrive prints a redrive for a person: one line per dead letter, then the counts.

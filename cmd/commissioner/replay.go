@@ -221,32 +221,16 @@ func runReplay(ctx context.Context, cfg Config, p replayParams, out, errOut io.W
 	// A replay allocates fast and keeps little (batches in flight, the aggregates): collecting
 	// a quarter as often saves a good share of the CPU for a few tens of MB more.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	start := time.Now()
 	maxChanges := limit
 	if limit < 0 {
 		maxChanges = 1 // none are listed; the engine keeps at least one
 	}
-	var read atomic.Int64
-	prog := startProgress(errOut, func() string {
-		return "replay: events read " + perSecond(read.Load(), start)
-	})
-	defer prog.Stop()
-	rep, err := engine.Replay(ctx, set, countEvents(h, &read), engine.ReplayOptions{Workers: p.Workers, MaxChanges: maxChanges, AsDeployed: !run.Pinned})
-	prog.Stop()
+	rep, elapsed, err := replayShowingProgress(ctx, set, h, engine.ReplayOptions{Workers: p.Workers, MaxChanges: maxChanges, AsDeployed: !run.Pinned}, errOut)
 	if err != nil {
 		return err
 	}
-	elapsed := time.Since(start)
 	run.Report = rep
-	if fromStream != nil && fromStream.Skipped > 0 {
-		run.Warnings = append(run.Warnings, fmt.Sprintf("skipped %d stream messages that are not valid orders (the service dead-lettered them)", fromStream.Skipped))
-	}
-	if rep.AffiliateAssumed > 0 {
-		run.Warnings = append(run.Warnings, fmt.Sprintf("%d orders were decided by a candidate version that reads the affiliate's month (affiliate.*) with none recorded for them: their month counted as empty", rep.AffiliateAssumed))
-	}
-	if rep.DigestMismatch > 0 {
-		run.Warnings = append(run.Warnings, fmt.Sprintf("%d orders were recorded by a version with the candidate's number but another digest: that policy text changed without a new version", rep.DigestMismatch))
-	}
+	run.Warnings = append(run.Warnings, replayWarnings(rep, fromStream)...)
 
 	if err := writeReplayReport(run, p.Format, p.Out, out); err != nil {
 		return err
@@ -272,6 +256,36 @@ func runReplay(ctx context.Context, cfg Config, p replayParams, out, errOut io.W
 		return exitCode(exitDrift)
 	}
 	return nil
+}
+
+// replayShowingProgress replays h with the candidate set, showing on a terminal errOut how many
+// events were read; it returns the report and how long the replay took.
+func replayShowingProgress(ctx context.Context, set *rules.Set, h engine.History, opts engine.ReplayOptions, errOut io.Writer) (*engine.ReplayReport, time.Duration, error) {
+	start := time.Now()
+	var read atomic.Int64
+	prog := startProgress(errOut, func() string {
+		return "replay: events read " + perSecond(read.Load(), start)
+	})
+	defer prog.Stop()
+	rep, err := engine.Replay(ctx, set, countEvents(h, &read), opts)
+	prog.Stop()
+	return rep, time.Since(start), err
+}
+
+// replayWarnings are what the reader of the report must know about how it was made: stream
+// messages skipped, affiliate months assumed empty, versions whose text changed.
+func replayWarnings(rep *engine.ReplayReport, fromStream *stream.History) []string {
+	var warnings []string
+	if fromStream != nil && fromStream.Skipped > 0 {
+		warnings = append(warnings, fmt.Sprintf("skipped %d stream messages that are not valid orders (the service dead-lettered them)", fromStream.Skipped))
+	}
+	if rep.AffiliateAssumed > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d orders were decided by a candidate version that reads the affiliate's month (affiliate.*) with none recorded for them: their month counted as empty", rep.AffiliateAssumed))
+	}
+	if rep.DigestMismatch > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d orders were recorded by a version with the candidate's number but another digest: that policy text changed without a new version", rep.DigestMismatch))
+	}
+	return warnings
 }
 
 // countEvents counts in n the events walked from h (for the progress line); a partitioned

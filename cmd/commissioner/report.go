@@ -232,19 +232,50 @@ func candidateLines(rep *engine.ReplayReport) []string {
 	return out
 }
 
+// writeReportTable writes the replay report as text: the header, the counts, the money tables
+// and the changes, drift and errors listed.
 func writeReportTable(w io.Writer, run *replayRun) error {
 	rep := run.Report
-	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
-	p("Replay of %s\n", run.Candidate)
+	fmt.Fprintf(w, "Replay of %s\n", run.Candidate)
 	for _, l := range candidateLines(rep) {
-		p("  candidate  %s\n", l)
+		fmt.Fprintf(w, "  candidate  %s\n", l)
 	}
 	for _, r := range rep.Recorded {
-		p("  recorded   %s v%d %s: %d orders\n", r.Program, r.Version, r.Digest, r.Orders)
+		fmt.Fprintf(w, "  recorded   %s v%d %s: %d orders\n", r.Program, r.Version, r.Digest, r.Orders)
 	}
-	p("  orders     %s\n", rangeLabel(run))
-	p("  dry run: nothing was written to decisions\n\n")
+	fmt.Fprintf(w, "  orders     %s\n", rangeLabel(run))
+	fmt.Fprintf(w, "  dry run: nothing was written to decisions\n\n")
+	writeReportCounts(w, rep)
 
+	moneyHead := []string{"CURRENCY", "ORDERS", "CHANGED", "BEFORE", "AFTER", "DIFFERENCE"}
+	writeMoneyTable(w, "Commission by currency", moneyHead, groupRows(currencyGroups(rep), false))
+	writeRateRuleTable(w, rep.ByRateRule, moneyHead, run.Params.All)
+	writeMoneyTable(w, "By buyer market", append([]string{"MARKET"}, moneyHead...), groupRows(rep.ByMarket, true))
+	writeMoneyTable(w, "By new vs returning buyer", append([]string{"BUYER"}, moneyHead...), groupRows(rep.ByBuyer, true))
+	writeMoneyTable(w, "Affiliates with the largest changes (top 10 per currency)", append([]string{"AFFILIATE"}, moneyHead...), groupRows(rep.TopAffiliates, true))
+
+	changes := run.listedChanges()
+	title := fmt.Sprintf("Per-order changes (%d)", rep.ChangesTotal)
+	if int64(len(changes)) < rep.ChangesTotal {
+		title = fmt.Sprintf("Per-order changes (the first %d of %d by placed_at; --changes N or --format csv for more)", len(changes), rep.ChangesTotal)
+	}
+	writeMoneyTable(w, title, []string{"ORDER", "PLACED", "CURRENCY", "RECORDED", "CANDIDATE", "COMMISSION", "DIFFERENCE", "WHAT MADE THE DIFFERENCE"}, changeRows(changes))
+	if rep.SameVersion > 0 || rep.Drift > 0 {
+		title := fmt.Sprintf("Drift: %d of %d orders replayed with their recorded version did not reproduce", rep.Drift, rep.SameVersion)
+		writeMoneyTable(w, title, []string{"ORDER", "EVENT", "RECORDED", "REPLAYED", "COMMISSION", "DIFFERS IN"}, driftRows(rep))
+	}
+	if len(rep.ErrorSamples) > 0 {
+		rows := errorSampleRows(rep)
+		writeMoneyTable(w, fmt.Sprintf("Not decidable by the candidate (%d; the first %d)", countTotal(rep.Errors), len(rows)), []string{"ORDER", "EVENT", "KIND", "REASON"}, rows)
+	}
+	for _, warn := range run.Warnings {
+		fmt.Fprintf(w, "\nwarning: %s\n", warn)
+	}
+	return nil
+}
+
+// writeReportCounts writes the table of the orders evaluated and how their decisions changed.
+func writeReportCounts(w io.Writer, rep *engine.ReplayReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	line := func(cells ...string) {
 		for len(cells) > 0 && cells[len(cells)-1] == "" {
@@ -264,88 +295,101 @@ func writeReportTable(w io.Writer, run *replayRun) error {
 		line("Replayed with their recorded version", n(rep.SameVersion), fmt.Sprintf("drift: %d", rep.Drift))
 	}
 	tw.Flush()
+}
 
-	moneyTable := func(title string, head []string, rows [][]string) {
-		p("\n%s\n", title)
-		if len(rows) == 0 {
-			p("  (none)\n")
-			return
-		}
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  "+strings.Join(head, "\t"))
-		for _, r := range rows {
-			fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
-		}
-		tw.Flush()
+// writeMoneyTable writes a titled, aligned table of the report, or "(none)" under the title when
+// it has no rows.
+func writeMoneyTable(w io.Writer, title string, head []string, rows [][]string) {
+	fmt.Fprintf(w, "\n%s\n", title)
+	if len(rows) == 0 {
+		fmt.Fprintf(w, "  (none)\n")
+		return
 	}
-	money := func(g engine.ReplayGroup) []string {
-		return []string{g.Currency, n(g.Orders), n(g.Changed), g.Before.Text('f'), g.After.Text('f'), httpapi.SignedDecimal(&g.Diff)}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  "+strings.Join(head, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
 	}
-	moneyHead := []string{"CURRENCY", "ORDERS", "CHANGED", "BEFORE", "AFTER", "DIFFERENCE"}
+	tw.Flush()
+}
+
+// writeRateRuleTable writes the money by recorded and candidate rate rule. Unless all, the rows
+// of orders not qualified before or after, with nothing to pay, are folded into one line.
+func writeRateRuleTable(w io.Writer, groups []engine.RateRuleGroup, moneyHead []string, all bool) {
 	var rows [][]string
-	for _, t := range rep.Totals {
-		rows = append(rows, money(engine.ReplayGroup{Currency: t.Currency, Orders: t.Orders, Changed: t.Changed, Before: t.Before, After: t.After, Diff: t.Diff}))
-	}
-	moneyTable("Commission by currency", moneyHead, rows)
-
-	rows = nil
 	var folded, foldedOrders int64
-	for _, g := range rep.ByRateRule {
-		if !run.Params.All && g.Old == "" && g.New == "" && g.Changed == 0 {
+	for _, g := range groups {
+		if !all && g.Old == "" && g.New == "" && g.Changed == 0 {
 			folded++
 			foldedOrders += g.Orders
 			continue
 		}
-		rows = append(rows, append([]string{ruleLabel(g.Old), ruleLabel(g.New)}, money(g.ReplayGroup)...))
+		rows = append(rows, rateRuleRow(g))
 	}
 	rateTitle := "By rate rule (recorded → candidate)"
 	if folded > 0 && len(rows) == 0 {
-		p("\n%s\n", rateTitle)
+		fmt.Fprintf(w, "\n%s\n", rateTitle)
 	} else {
-		moneyTable(rateTitle, append([]string{"RECORDED", "CANDIDATE"}, moneyHead...), rows)
+		writeMoneyTable(w, rateTitle, append([]string{"RECORDED", "CANDIDATE"}, moneyHead...), rows)
 	}
 	if folded > 0 {
-		p("  (%d rows not shown: (not qualified) → (not qualified), %d orders, nothing to pay before or after; --all lists them)\n",
+		fmt.Fprintf(w, "  (%d rows not shown: (not qualified) → (not qualified), %d orders, nothing to pay before or after; --all lists them)\n",
 			folded, foldedOrders)
 	}
-	groupTable := func(title, key string, gs []engine.ReplayGroup) {
-		var rows [][]string
-		for _, g := range gs {
-			rows = append(rows, append([]string{g.Key}, money(g)...))
-		}
-		moneyTable(title, append([]string{key}, moneyHead...), rows)
-	}
-	groupTable("By buyer market", "MARKET", rep.ByMarket)
-	groupTable("By new vs returning buyer", "BUYER", rep.ByBuyer)
-	groupTable("Affiliates with the largest changes (top 10 per currency)", "AFFILIATE", rep.TopAffiliates)
+}
 
-	changes := run.listedChanges()
-	title := fmt.Sprintf("Per-order changes (%d)", rep.ChangesTotal)
-	if int64(len(changes)) < rep.ChangesTotal {
-		title = fmt.Sprintf("Per-order changes (the first %d of %d by placed_at; --changes N or --format csv for more)", len(changes), rep.ChangesTotal)
-	}
-	moneyTable(title, []string{"ORDER", "PLACED", "CURRENCY", "RECORDED", "CANDIDATE", "COMMISSION", "DIFFERENCE", "WHAT MADE THE DIFFERENCE"}, changeRows(changes))
+// moneyCells are a group's money columns: currency, orders, orders changed, the commission
+// before and after, and the difference.
+func moneyCells(g engine.ReplayGroup) []string {
+	n := func(v int64) string { return strconv.FormatInt(v, 10) }
+	return []string{g.Currency, n(g.Orders), n(g.Changed), g.Before.Text('f'), g.After.Text('f'), httpapi.SignedDecimal(&g.Diff)}
+}
 
-	if rep.SameVersion > 0 || rep.Drift > 0 {
-		title := fmt.Sprintf("Drift: %d of %d orders replayed with their recorded version did not reproduce", rep.Drift, rep.SameVersion)
-		var rows [][]string
-		for i := range rep.Drifted {
-			c := &rep.Drifted[i]
-			rows = append(rows, []string{c.OrderID, c.EventID, sideLabel(c.Old, c.Currency), sideLabel(&c.New, c.Currency), commissionLabel(c), strings.Join(c.DriftFields, ", ")})
+// groupRows are the rows of groups' money columns, led by each group's key when keyed.
+func groupRows(gs []engine.ReplayGroup, keyed bool) [][]string {
+	var rows [][]string
+	for _, g := range gs {
+		if keyed {
+			rows = append(rows, append([]string{g.Key}, moneyCells(g)...))
+		} else {
+			rows = append(rows, moneyCells(g))
 		}
-		moneyTable(title, []string{"ORDER", "EVENT", "RECORDED", "REPLAYED", "COMMISSION", "DIFFERS IN"}, rows)
 	}
-	if len(rep.ErrorSamples) > 0 {
-		var rows [][]string
-		for _, e := range rep.ErrorSamples {
-			rows = append(rows, []string{e.OrderID, e.EventID, e.Kind, e.Reason})
-		}
-		moneyTable(fmt.Sprintf("Not decidable by the candidate (%d; the first %d)", countTotal(rep.Errors), len(rows)), []string{"ORDER", "EVENT", "KIND", "REASON"}, rows)
+	return rows
+}
+
+// rateRuleRow is a rate-rule group's row: the recorded and candidate rule, then its money.
+func rateRuleRow(g engine.RateRuleGroup) []string {
+	return append([]string{ruleLabel(g.Old), ruleLabel(g.New)}, moneyCells(g.ReplayGroup)...)
+}
+
+// currencyGroups are the report's totals per currency as groups keyed by the currency.
+func currencyGroups(rep *engine.ReplayReport) []engine.ReplayGroup {
+	var totals []engine.ReplayGroup
+	for _, t := range rep.Totals {
+		totals = append(totals, engine.ReplayGroup{Key: t.Currency, Currency: t.Currency, Orders: t.Orders, Changed: t.Changed, Before: t.Before, After: t.After, Diff: t.Diff})
 	}
-	for _, warn := range run.Warnings {
-		p("\nwarning: %s\n", warn)
+	return totals
+}
+
+// driftRows are the rows of the orders replayed with their recorded version that did not
+// reproduce.
+func driftRows(rep *engine.ReplayReport) [][]string {
+	var rows [][]string
+	for i := range rep.Drifted {
+		c := &rep.Drifted[i]
+		rows = append(rows, []string{c.OrderID, c.EventID, sideLabel(c.Old, c.Currency), sideLabel(&c.New, c.Currency), commissionLabel(c), strings.Join(c.DriftFields, ", ")})
 	}
-	return nil
+	return rows
+}
+
+// errorSampleRows are the rows of the sampled orders the candidate could not decide.
+func errorSampleRows(rep *engine.ReplayReport) [][]string {
+	var rows [][]string
+	for _, e := range rep.ErrorSamples {
+		rows = append(rows, []string{e.OrderID, e.EventID, e.Kind, e.Reason})
+	}
+	return rows
 }
 
 func changeRows(changes []engine.OrderChange) [][]string {

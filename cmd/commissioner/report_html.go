@@ -183,6 +183,8 @@ code{font-size:12px}
 </body></html>
 `))
 
+// writeReportHTML writes the replay report as an HTML page: the header, the summary, the charts
+// and the tables.
 func writeReportHTML(w io.Writer, run *replayRun) error {
 	rep := run.Report
 	n := func(v int64) string { return strconv.FormatInt(v, 10) }
@@ -207,14 +209,24 @@ func writeReportHTML(w io.Writer, run *replayRun) error {
 		{"Replayed with their recorded version", n(rep.SameVersion)},
 		{"Drift", n(rep.Drift)},
 	}
-
-	// Charts: the change in % per currency (comparable across currencies), the orders moving
-	// between rate rules, and the change in % per buyer market and per kind of buyer.
+	// The totals per currency leave Changed 0: the page's table shows 0 orders changed per
+	// currency, as it always has.
 	var totals []engine.ReplayGroup
 	for _, t := range rep.Totals {
 		totals = append(totals, engine.ReplayGroup{Key: t.Currency, Currency: t.Currency, Orders: t.Orders, Before: t.Before, After: t.After, Diff: t.Diff})
 	}
-	page.Charts = append(page.Charts, svgBars("Change in commission by currency (%)", percentBars(totals, func(g engine.ReplayGroup) string { return g.Currency })))
+	page.Charts = replayCharts(rep, totals)
+	page.Sections = replayHTMLSections(run, totals)
+	return replayTemplate.Execute(w, page)
+}
+
+// replayCharts are the page's charts: the change in % per currency (comparable across
+// currencies), the orders moving between rate rules, the change in % per buyer market and per
+// kind of buyer, and the changes in qualification.
+func replayCharts(rep *engine.ReplayReport, totals []engine.ReplayGroup) []template.HTML {
+	n := func(v int64) string { return strconv.FormatInt(v, 10) }
+	var charts []template.HTML
+	charts = append(charts, svgBars("Change in commission by currency (%)", percentBars(totals, func(g engine.ReplayGroup) string { return g.Currency })))
 	moves := map[string]int64{}
 	hot := map[string]bool{}
 	for _, g := range rep.ByRateRule {
@@ -226,67 +238,53 @@ func writeReportHTML(w io.Writer, run *replayRun) error {
 	for _, k := range replaySortedKeys(moves) {
 		moveBars = append(moveBars, chartBar{Label: k, Value: float64(moves[k]), Text: n(moves[k]) + " orders", Hot: hot[k]})
 	}
-	page.Charts = append(page.Charts, svgBars("Orders by rate rule, recorded → candidate", moveBars))
-	page.Charts = append(page.Charts, svgBars("Change by buyer market (%)", percentBars(rep.ByMarket, func(g engine.ReplayGroup) string { return g.Key + " · " + g.Currency })))
-	page.Charts = append(page.Charts, svgBars("Change by new vs returning buyer (%)", percentBars(rep.ByBuyer, func(g engine.ReplayGroup) string { return g.Key + " · " + g.Currency })))
+	charts = append(charts, svgBars("Orders by rate rule, recorded → candidate", moveBars))
+	charts = append(charts, svgBars("Change by buyer market (%)", percentBars(rep.ByMarket, func(g engine.ReplayGroup) string { return g.Key + " · " + g.Currency })))
+	charts = append(charts, svgBars("Change by new vs returning buyer (%)", percentBars(rep.ByBuyer, func(g engine.ReplayGroup) string { return g.Key + " · " + g.Currency })))
 	qual := []chartBar{
 		{Label: "newly qualified", Value: float64(rep.NewlyQualified), Text: n(rep.NewlyQualified), Hot: true},
 		{Label: "newly disqualified", Value: -float64(rep.NewlyDisqualified), Text: n(rep.NewlyDisqualified), Hot: true},
 	}
-	page.Charts = append(page.Charts, svgBars("Qualification changes", qual))
+	return append(charts, svgBars("Qualification changes", qual))
+}
 
+// replayHTMLSections are the page's tables: the money by currency, rate rule, market, buyer and
+// affiliate, then the changes, drift and errors listed.
+func replayHTMLSections(run *replayRun, totals []engine.ReplayGroup) []replayHTMLSection {
+	rep := run.Report
 	moneyHead := []string{"Currency", "Orders", "Commission changed", "Before", "After", "Difference"}
-	money := func(g engine.ReplayGroup) []string {
-		return []string{g.Currency, n(g.Orders), n(g.Changed), g.Before.Text('f'), g.After.Text('f'), httpapi.SignedDecimal(&g.Diff)}
-	}
-	var rows [][]string
-	for _, g := range totals {
-		rows = append(rows, money(g))
-	}
-	page.Sections = append(page.Sections, replayHTMLSection{Title: "Commission by currency", Head: moneyHead, Rows: rows})
-	rows = nil
+	var rateRows [][]string
 	for _, g := range rep.ByRateRule {
-		rows = append(rows, append([]string{ruleLabel(g.Old), ruleLabel(g.New)}, money(g.ReplayGroup)...))
+		rateRows = append(rateRows, rateRuleRow(g))
 	}
-	page.Sections = append(page.Sections, replayHTMLSection{Title: "By rate rule (recorded → candidate)", Head: append([]string{"Recorded", "Candidate"}, moneyHead...), Rows: rows})
-	group := func(title, key string, gs []engine.ReplayGroup) {
-		var rows [][]string
-		for _, g := range gs {
-			rows = append(rows, append([]string{g.Key}, money(g)...))
-		}
-		page.Sections = append(page.Sections, replayHTMLSection{Title: title, Head: append([]string{key}, moneyHead...), Rows: rows})
+	keyed := func(title, key string, gs []engine.ReplayGroup) replayHTMLSection {
+		return replayHTMLSection{Title: title, Head: append([]string{key}, moneyHead...), Rows: groupRows(gs, true)}
 	}
-	group("By buyer market", "Market", rep.ByMarket)
-	group("By new vs returning buyer", "Buyer", rep.ByBuyer)
-	group("Affiliates with the largest changes (top 10 per currency)", "Affiliate", rep.TopAffiliates)
-
+	sections := []replayHTMLSection{
+		{Title: "Commission by currency", Head: moneyHead, Rows: groupRows(totals, false)},
+		{Title: "By rate rule (recorded → candidate)", Head: append([]string{"Recorded", "Candidate"}, moneyHead...), Rows: rateRows},
+		keyed("By buyer market", "Market", rep.ByMarket),
+		keyed("By new vs returning buyer", "Buyer", rep.ByBuyer),
+		keyed("Affiliates with the largest changes (top 10 per currency)", "Affiliate", rep.TopAffiliates),
+	}
 	changes := run.listedChanges()
 	note := ""
 	if int64(len(changes)) < rep.ChangesTotal {
 		note = fmt.Sprintf("The first %d of %d by placed_at; --changes N or --format csv for more.", len(changes), rep.ChangesTotal)
 	}
-	page.Sections = append(page.Sections, replayHTMLSection{Title: fmt.Sprintf("Per-order changes (%d)", rep.ChangesTotal), Note: note,
+	sections = append(sections, replayHTMLSection{Title: fmt.Sprintf("Per-order changes (%d)", rep.ChangesTotal), Note: note,
 		Head: []string{"Order", "Placed", "Currency", "Recorded", "Candidate", "Commission", "Difference", "What made the difference"},
 		Rows: changeRows(changes)})
 	if rep.SameVersion > 0 || rep.Drift > 0 {
-		var rows [][]string
-		for i := range rep.Drifted {
-			c := &rep.Drifted[i]
-			rows = append(rows, []string{c.OrderID, c.EventID, sideLabel(c.Old, c.Currency), sideLabel(&c.New, c.Currency), commissionLabel(c), strings.Join(c.DriftFields, ", ")})
-		}
-		page.Sections = append(page.Sections, replayHTMLSection{
+		sections = append(sections, replayHTMLSection{
 			Title: fmt.Sprintf("Drift: %d of %d orders replayed with their recorded version did not reproduce", rep.Drift, rep.SameVersion),
-			Head:  []string{"Order", "Event", "Recorded", "Replayed", "Commission", "Differs in"}, Rows: rows})
+			Head:  []string{"Order", "Event", "Recorded", "Replayed", "Commission", "Differs in"}, Rows: driftRows(rep)})
 	}
 	if len(rep.ErrorSamples) > 0 {
-		var rows [][]string
-		for _, e := range rep.ErrorSamples {
-			rows = append(rows, []string{e.OrderID, e.EventID, e.Kind, e.Reason})
-		}
-		page.Sections = append(page.Sections, replayHTMLSection{Title: fmt.Sprintf("Not decidable by the candidate (%d)", countTotal(rep.Errors)),
-			Head: []string{"Order", "Event", "Kind", "Reason"}, Rows: rows})
+		sections = append(sections, replayHTMLSection{Title: fmt.Sprintf("Not decidable by the candidate (%d)", countTotal(rep.Errors)),
+			Head: []string{"Order", "Event", "Kind", "Reason"}, Rows: errorSampleRows(rep)})
 	}
-	return replayTemplate.Execute(w, page)
+	return sections
 }
 
 func replaySortedKeys[V any](m map[string]V) []string {

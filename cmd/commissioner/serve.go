@@ -180,32 +180,72 @@ dead-lettered, prints a summary, and keeps serving until interrupted.`,
 	return cmd
 }
 
+// demoRun is what the demo's progress line reads while the demo runs: the service once started,
+// the orders sent and, once published, how many the stream accepted.
+type demoRun struct {
+	p        demoParams
+	running  atomic.Pointer[service]
+	accepted atomic.Int64 // -1 until published
+	sent     *lineCounter
+	began    atomic.Int64 // UnixNano: the start, then the start of publishing
+}
+
+// runDemo starts the service, publishes a generated sample, waits until every order is settled,
+// prints a summary and, unless p.Exit, serves on until ctx ends.
 func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Writer) error {
 	// On a terminal, a progress line: the orders sent, then the orders settled. The service's
 	// log and the summary are written through it.
-	var running atomic.Pointer[service]
-	var accepted atomic.Int64 // -1 until published
-	accepted.Store(-1)
-	sent := &lineCounter{}
-	var began atomic.Int64 // UnixNano: the start, then the start of publishing
-	began.Store(time.Now().UnixNano())
-	since := func() time.Duration { return roughly(time.Since(time.Unix(0, began.Load()))) }
-	prog := startProgress(errOut, func() string {
-		svc, n, lines := running.Load(), accepted.Load(), sent.lines.Load()
-		switch {
-		case svc == nil:
-			return "demo: starting the service"
-		case n >= 0:
-			st := svc.consumer.Stats()
-			return fmt.Sprintf("demo: %d of %d orders decided or dead-lettered, %v", st.Acked+st.Termed, n, since())
-		case lines > 0:
-			return fmt.Sprintf("demo: published %d of %d orders, %v", lines, p.Orders, since())
-		default:
-			return fmt.Sprintf("demo: generating %d sample orders", p.Orders)
-		}
-	})
+	d := &demoRun{p: p, sent: &lineCounter{}}
+	d.accepted.Store(-1)
+	d.began.Store(time.Now().UnixNano())
+	prog := startProgress(errOut, d.status)
 	defer prog.Stop()
 	out, errOut = prog.Through(out), prog
+	svc, err := startDemoService(ctx, cfg, errOut)
+	if err != nil {
+		return err
+	}
+	d.running.Store(svc)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+	if err := d.publishAndSummarise(ctx, cfg, svc, done, prog, out); err != nil {
+		stop()
+		<-done
+		return err
+	}
+	if !p.Exit {
+		if svc.httpAddr != "" {
+			fmt.Fprintf(out, "\nmetrics: http://%s/metrics   health: http://%s/readyz\n", svc.httpAddr, svc.httpAddr)
+		}
+		fmt.Fprintln(out, "serving; publish more with 'commissioner publish FILE' from another terminal; Ctrl-C stops")
+		return <-done
+	}
+	stop()
+	return <-done
+}
+
+// status is the progress line's text.
+func (d *demoRun) status() string {
+	since := roughly(time.Since(time.Unix(0, d.began.Load())))
+	svc, n, lines := d.running.Load(), d.accepted.Load(), d.sent.lines.Load()
+	switch {
+	case svc == nil:
+		return "demo: starting the service"
+	case n >= 0:
+		st := svc.consumer.Stats()
+		return fmt.Sprintf("demo: %d of %d orders decided or dead-lettered, %v", st.Acked+st.Termed, n, since)
+	case lines > 0:
+		return fmt.Sprintf("demo: published %d of %d orders, %v", lines, d.p.Orders, since)
+	default:
+		return fmt.Sprintf("demo: generating %d sample orders", d.p.Orders)
+	}
+}
+
+// startDemoService starts the service; when the default HTTP address is taken, on a free port
+// instead.
+func startDemoService(ctx context.Context, cfg Config, errOut io.Writer) (*service, error) {
 	svc, err := startService(ctx, cfg, newLogger(errOut))
 	if err != nil && cfg.HTTP.Addr == defaultConfig().HTTP.Addr && errors.Is(err, syscall.EADDRINUSE) {
 		// The demo must run on a fresh machine whatever already listens on 8080: take a free port
@@ -213,55 +253,40 @@ func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Write
 		cfg.HTTP.Addr = "127.0.0.1:0"
 		svc, err = startService(ctx, cfg, newLogger(errOut))
 	}
-	if err != nil {
-		return err
-	}
-	running.Store(svc)
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(runCtx) }()
+	return svc, err
+}
 
+// publishAndSummarise publishes the sample to the running service (done delivers its result),
+// waits until every order is settled, stops the progress line and prints what was stored.
+func (d *demoRun) publishAndSummarise(ctx context.Context, cfg Config, svc *service, done <-chan error, prog *progress, out io.Writer) error {
 	var sample bytes.Buffer
-	if err := writeSample(&sample, sampleParams{N: p.Orders, Seed: p.Seed, Program: "alibaba", Month: "2025-10", Bad: 4}); err != nil {
-		stop()
-		<-done
+	if err := writeSample(&sample, sampleParams{N: d.p.Orders, Seed: d.p.Seed, Program: "alibaba", Month: "2025-10", Bad: 4}); err != nil {
 		return err
 	}
 	pub, err := stream.NewPublisher(svc.js, cfg.NATS)
 	if err != nil {
-		stop()
-		<-done
 		return err
 	}
 	before, err := svc.store.Stats(ctx)
 	if err != nil {
-		stop()
-		<-done
 		return err
 	}
 	start := time.Now()
-	began.Store(start.UnixNano())
-	sent.r = &sample
-	st, err := pub.PublishLines(ctx, sent, 1024)
+	d.began.Store(start.UnixNano())
+	d.sent.r = &sample
+	st, err := pub.PublishLines(ctx, d.sent, 1024)
 	if err != nil {
-		stop()
-		<-done
 		return err
 	}
-	accepted.Store(int64(st.Accepted))
+	d.accepted.Store(int64(st.Accepted))
 	fmt.Fprintf(out, "published %d sample orders: %d accepted, %d already published before\n", st.Lines, st.Accepted, st.Duplicates)
 	if err := waitSettled(ctx, svc, done, st.LastSeq); err != nil {
-		stop()
-		<-done
 		return err
 	}
 	prog.Stop()
 	fmt.Fprintf(out, "all decided in %v\n\n", time.Since(start).Round(time.Millisecond))
 	stats, err := svc.store.Stats(ctx)
 	if err != nil {
-		stop()
-		<-done
 		return err
 	}
 	// What the store did: after the stream's duplicate window, re-published orders reach the
@@ -273,15 +298,7 @@ func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Write
 	}
 	fmt.Fprintln(out)
 	printSummary(out, stats)
-	if !p.Exit {
-		if svc.httpAddr != "" {
-			fmt.Fprintf(out, "\nmetrics: http://%s/metrics   health: http://%s/readyz\n", svc.httpAddr, svc.httpAddr)
-		}
-		fmt.Fprintln(out, "serving; publish more with 'commissioner publish FILE' from another terminal; Ctrl-C stops")
-		return <-done
-	}
-	stop()
-	return <-done
+	return nil
 }
 
 // waitSettled waits until the partition consumers have settled every event up to stream
