@@ -209,11 +209,10 @@ func writeReportHTML(w io.Writer, run *replayRun) error {
 		{"Replayed with their recorded version", n(rep.SameVersion)},
 		{"Drift", n(rep.Drift)},
 	}
-	// The totals per currency leave Changed 0: the page's table shows 0 orders changed per
-	// currency, as it always has.
 	var totals []engine.ReplayGroup
 	for _, t := range rep.Totals {
-		totals = append(totals, engine.ReplayGroup{Key: t.Currency, Currency: t.Currency, Orders: t.Orders, Before: t.Before, After: t.After, Diff: t.Diff})
+		totals = append(totals, engine.ReplayGroup{Key: t.Currency, Currency: t.Currency, Orders: t.Orders, Changed: t.Changed,
+			Before: t.Before, After: t.After, Diff: t.Diff})
 	}
 	page.Charts = replayCharts(rep, totals)
 	page.Sections = replayHTMLSections(run, totals)
