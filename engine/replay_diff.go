@@ -34,18 +34,7 @@ type RuleOutcome struct {
 // RecordedDecision is a decision as it was stored: what a replay compares the candidate's
 // decision with. Replay only reads it: its slices may be shared between decisions.
 type RecordedDecision struct {
-	PolicyVersion int
-	PolicyDigest  string
-	Qualified     bool
-	FailedRules   []string
-	RateRule      string
-	Rate          apd.Decimal
-	Flat          apd.Decimal // meaningful only when HasFlat
-	HasFlat       bool
-	Base          apd.Decimal
-	Commission    apd.Decimal
-	Currency      string
-	Rounding      string
+	Verdict
 	// Trace is what every rule of the recorded version said, in policy order (qualification
 	// rules, then rate rules).
 	Trace []RuleOutcome
@@ -95,51 +84,17 @@ func (d *Decision) outcome(stage Stage, i int) string {
 	return OutcomeNotEvaluated
 }
 
-// DecisionSummary is one side of an order change.
-type DecisionSummary struct {
-	PolicyVersion int
-	PolicyDigest  string
-	Qualified     bool
-	FailedRules   []string
-	RateRule      string
-	Rate          apd.Decimal
-	Flat          apd.Decimal
-	HasFlat       bool
-	Commission    apd.Decimal
-}
-
-// Terms describes what the decision's rate rule paid: "6%", "USD 1.00", "6% + USD 1.00"; "" when
-// not qualified.
-func (s *DecisionSummary) Terms(currency string) string {
-	if !s.Qualified {
-		return ""
-	}
-	return terms(&s.Rate, &s.Flat, s.HasFlat, currency)
-}
-
-// summary is the candidate's side of an order change.
-func (d *Decision) summary() DecisionSummary {
-	return newSummary(d.PolicyVersion, d.PolicyDigest, d.Qualified, d.FailedRules, d.RateRule, &d.Rate, &d.Flat, d.hasFlat, &d.Commission)
-}
+// summary is the candidate's side of an order change: its verdict, amounts copied (a decision
+// may be reused once the change is kept).
+func (d *Decision) summary() Verdict { return d.Verdict() }
 
 // summary is the recorded side of an order change.
-func (r *RecordedDecision) summary() *DecisionSummary {
-	s := newSummary(r.PolicyVersion, r.PolicyDigest, r.Qualified, r.FailedRules, r.RateRule, &r.Rate, &r.Flat, r.HasFlat, &r.Commission)
-	return &s
+func (r *RecordedDecision) summary() *Verdict {
+	v := r.Verdict.clone()
+	return &v
 }
 
-// newSummary copies a decision's amounts into a summary; its slices are shared.
-func newSummary(version int, digest string, qualified bool, failed []string, rateRule string,
-	rate, flat *apd.Decimal, hasFlat bool, commission *apd.Decimal) DecisionSummary {
-	s := DecisionSummary{PolicyVersion: version, PolicyDigest: digest, Qualified: qualified,
-		FailedRules: failed, RateRule: rateRule, HasFlat: hasFlat}
-	s.Rate.Set(rate)
-	s.Flat.Set(flat)
-	s.Commission.Set(commission)
-	return s
-}
-
-// terms describes what a rate paid (see DecisionSummary.Terms).
+// terms describes what a rate paid (see Verdict.Terms).
 func terms(rate, flat *apd.Decimal, hasFlat bool, currency string) string {
 	var parts []string
 	if !rate.IsZero() || !hasFlat {
@@ -161,8 +116,8 @@ type OrderChange struct {
 	Currency    string
 	Market      string // the buyer's country
 	NewBuyer    bool
-	Old         *DecisionSummary // nil when no decision was recorded
-	New         DecisionSummary
+	Old         *Verdict // nil when no decision was recorded
+	New         Verdict
 	// Cause is what made the difference: the first rule whose outcome differs between the two
 	// traces, or the matching rate rule whose terms changed.
 	Cause Cause

@@ -33,11 +33,7 @@ func ExampleReplay() {
 			`"traffic_country":%[2]q,"currency":"USD","amount":"250.00"}`, i, country)
 		o, _ := engine.DecodeOrder([]byte(raw))
 		d, _ := engine.New(recorded).DecideWith(context.Background(), v1, o)
-		rec := &engine.RecordedDecision{PolicyVersion: d.PolicyVersion, PolicyDigest: d.PolicyDigest, Qualified: d.Qualified,
-			FailedRules: d.FailedRules, RateRule: d.RateRule, Currency: d.Currency.Code, Rounding: string(d.Rounding), Trace: d.Outcomes()}
-		rec.Rate.Set(&d.Rate)
-		rec.Base.Set(&d.Base)
-		rec.Commission.Set(&d.Commission)
+		rec := &engine.RecordedDecision{Verdict: d.Verdict(), Trace: d.Outcomes()}
 		h = append(h, engine.ReplayEvent{Event: engine.Event{ID: fmt.Sprintf("ev-%d", i), Raw: []byte(raw)}, Recorded: rec})
 	}
 

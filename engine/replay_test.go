@@ -51,16 +51,7 @@ func (h *partedHistory) Partitions(_ context.Context, n int) ([]engine.History, 
 
 // recordOf is what a store records for a decision.
 func recordOf(d *engine.Decision) *engine.RecordedDecision {
-	r := &engine.RecordedDecision{
-		PolicyVersion: d.PolicyVersion, PolicyDigest: d.PolicyDigest, Qualified: d.Qualified,
-		FailedRules: d.FailedRules, RateRule: d.RateRule, HasFlat: d.HasFlat(),
-		Currency: d.Currency.Code, Rounding: string(d.Rounding), Trace: d.Outcomes(),
-	}
-	r.Rate.Set(&d.Rate)
-	r.Flat.Set(&d.Flat)
-	r.Base.Set(&d.Base)
-	r.Commission.Set(&d.Commission)
-	return r
+	return &engine.RecordedDecision{Verdict: d.Verdict(), Trace: d.Outcomes()}
 }
 
 var replayCountries = []struct {

@@ -192,7 +192,7 @@ func replayGroupDocOf(g engine.ReplayGroup) ReplayGroupDoc {
 		Before: g.Before.Text('f'), After: g.After.Text('f'), Diff: SignedDecimal(&g.Diff)}
 }
 
-func replaySideDocOf(s *engine.DecisionSummary) ReplaySideDoc {
+func replaySideDocOf(s *engine.Verdict) ReplaySideDoc {
 	d := ReplaySideDoc{PolicyVersion: s.PolicyVersion, PolicyDigest: s.PolicyDigest, Qualified: s.Qualified,
 		FailedRules: s.FailedRules, RateRule: s.RateRule, Rate: s.Rate.Text('f'), Commission: s.Commission.Text('f')}
 	if d.FailedRules == nil {

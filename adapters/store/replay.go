@@ -596,11 +596,11 @@ func (sc *recordScanner) record(eventID string) (*engine.RecordedDecision, error
 	default:
 		return nil, fmt.Errorf("decision of event %s: qualified %q", eventID, f[3])
 	}
-	r := &engine.RecordedDecision{
+	r := &engine.RecordedDecision{Verdict: engine.Verdict{
 		PolicyVersion: version, PolicyDigest: sc.internField(2), Qualified: qualified,
 		RateRule: sc.internField(5), Currency: sc.internField(10), Rounding: sc.internField(11),
 		HasFlat: len(f[7]) > 0,
-	}
+	}}
 	if err = setDecimal(&r.Rate, f[6], "rate"); err == nil {
 		if err = setDecimal(&r.Base, f[8], "base"); err == nil {
 			err = setDecimal(&r.Commission, f[9], "commission")

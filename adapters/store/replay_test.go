@@ -39,16 +39,7 @@ func walkAll(t *testing.T, h *History) []engine.ReplayEvent {
 
 // recordOf is what the store must read back for a decision.
 func recordOf(d *engine.Decision) *engine.RecordedDecision {
-	r := &engine.RecordedDecision{
-		PolicyVersion: d.PolicyVersion, PolicyDigest: d.PolicyDigest, Qualified: d.Qualified,
-		FailedRules: d.FailedRules, RateRule: d.RateRule, HasFlat: d.HasFlat(),
-		Currency: d.Currency.Code, Rounding: string(d.Rounding), Trace: d.Outcomes(),
-	}
-	r.Rate.Set(&d.Rate)
-	r.Flat.Set(&d.Flat)
-	r.Base.Set(&d.Base)
-	r.Commission.Set(&d.Commission)
-	return r
+	return &engine.RecordedDecision{Verdict: d.Verdict(), Trace: d.Outcomes()}
 }
 
 // sameRecord compares decimals by their text, exactly as written.

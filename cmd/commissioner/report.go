@@ -106,10 +106,10 @@ func writeReportCSV(w io.Writer, run *replayRun, path string) error {
 			row = append(row, "", "", "", "", "", "")
 		} else {
 			row = append(row, strconv.Itoa(c.Old.PolicyVersion), strconv.FormatBool(c.Old.Qualified), strings.Join(c.Old.FailedRules, " "),
-				c.Old.RateRule, c.Old.Terms(c.Currency), c.Old.Commission.Text('f'))
+				c.Old.RateRule, c.Old.Terms(), c.Old.Commission.Text('f'))
 		}
 		row = append(row, strconv.Itoa(c.New.PolicyVersion), strconv.FormatBool(c.New.Qualified), strings.Join(c.New.FailedRules, " "),
-			c.New.RateRule, c.New.Terms(c.Currency), c.New.Commission.Text('f'), httpapi.ChangeDifference(c), c.Cause.String(), strconv.FormatBool(c.Drift))
+			c.New.RateRule, c.New.Terms(), c.New.Commission.Text('f'), httpapi.ChangeDifference(c), c.Cause.String(), strconv.FormatBool(c.Drift))
 		cw.Write(row)
 	}
 	cw.Flush()
@@ -173,14 +173,14 @@ func ruleLabel(id string) string {
 
 // sideLabel summarises one side of a change: "v1 selected_returning 6%", "v1 not qualified
 // (completed, click_in_window)", "(none)".
-func sideLabel(s *engine.DecisionSummary, currency string) string {
+func sideLabel(s *engine.Verdict) string {
 	if s == nil {
 		return "(no decision)"
 	}
 	if !s.Qualified {
 		return fmt.Sprintf("v%d not qualified (%s)", s.PolicyVersion, strings.Join(s.FailedRules, ", "))
 	}
-	return fmt.Sprintf("v%d %s %s", s.PolicyVersion, s.RateRule, s.Terms(currency))
+	return fmt.Sprintf("v%d %s %s", s.PolicyVersion, s.RateRule, s.Terms())
 }
 
 func commissionLabel(c *engine.OrderChange) string {
@@ -378,7 +378,7 @@ func driftRows(rep *engine.ReplayReport) [][]string {
 	var rows [][]string
 	for i := range rep.Drifted {
 		c := &rep.Drifted[i]
-		rows = append(rows, []string{c.OrderID, c.EventID, sideLabel(c.Old, c.Currency), sideLabel(&c.New, c.Currency), commissionLabel(c), strings.Join(c.DriftFields, ", ")})
+		rows = append(rows, []string{c.OrderID, c.EventID, sideLabel(c.Old), sideLabel(&c.New), commissionLabel(c), strings.Join(c.DriftFields, ", ")})
 	}
 	return rows
 }
@@ -396,8 +396,8 @@ func changeRows(changes []engine.OrderChange) [][]string {
 	var rows [][]string
 	for i := range changes {
 		c := &changes[i]
-		rows = append(rows, []string{c.OrderID, c.PlacedAt.UTC().Format(time.RFC3339), c.Currency, sideLabel(c.Old, c.Currency),
-			sideLabel(&c.New, c.Currency), commissionLabel(c), httpapi.ChangeDifference(c), c.Cause.String()})
+		rows = append(rows, []string{c.OrderID, c.PlacedAt.UTC().Format(time.RFC3339), c.Currency, sideLabel(c.Old),
+			sideLabel(&c.New), commissionLabel(c), httpapi.ChangeDifference(c), c.Cause.String()})
 	}
 	return rows
 }

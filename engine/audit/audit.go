@@ -112,32 +112,21 @@ type TraceEntry struct {
 
 // StoredDecision is one stored decision, with its place in its partition's chain of batches.
 type StoredDecision struct {
-	ID            int64
-	EventID       string
-	OrderID       string
-	Program       string
-	AffiliateID   string
-	PolicyVersion int
-	PolicyDigest  string
-	Qualified     bool
-	FailedRules   []string
-	RateRule      string
-	Rate          apd.Decimal
-	Flat          apd.Decimal // meaningful only when HasFlat
-	HasFlat       bool
-	Base          apd.Decimal
-	Commission    apd.Decimal
-	Currency      string
-	Rounding      string
-	Trace         []TraceEntry
-	Env           string
-	StreamSeq     uint64
-	DecidedAt     time.Time
-	Partition     int
-	BatchSeq      uint64
-	Leaf          int    // its index in the batch's Merkle tree
-	LeafHash      string // engine.LeafHash of its leaf bytes, hex
-	Current       bool   // the order's current decision: the one its state (and payouts) follow
+	ID             int64
+	EventID        string
+	OrderID        string
+	Program        string
+	AffiliateID    string
+	engine.Verdict // what it said: version, outcome, money
+	Trace          []TraceEntry
+	Env            string
+	StreamSeq      uint64
+	DecidedAt      time.Time
+	Partition      int
+	BatchSeq       uint64
+	Leaf           int    // its index in the batch's Merkle tree
+	LeafHash       string // engine.LeafHash of its leaf bytes, hex
+	Current        bool   // the order's current decision: the one its state (and payouts) follow
 }
 
 // StoredPolicy is a policy version as first used.
