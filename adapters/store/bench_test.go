@@ -62,7 +62,7 @@ func BenchmarkSaveBatch(b *testing.B) {
 // server's own background processes (WAL writer, checkpointer) are shared with other clients
 // and not counted.
 func serverCPU(b *testing.B, s *Store, cfg Config) func() time.Duration {
-	if s.Kind() != Postgres {
+	if s.Backend() != Postgres {
 		return nil
 	}
 	u, err := url.Parse(cfg.DSN)

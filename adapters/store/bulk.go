@@ -133,7 +133,7 @@ func (s *Store) insertRows(ctx context.Context, w *wtx, t bulkTable, n int, row 
 	if n == 0 {
 		return nil
 	}
-	if s.kind == SQLite {
+	if s.backend == SQLite {
 		// OR IGNORE needs no statement journal (see eventsInsert); a row it skipped fails the
 		// batch through sqliteExecRows' count, as the INSERT's constraint error would.
 		ins := sqliteInsert{name: "insert " + t.name, head: "INSERT OR IGNORE INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") VALUES ",
@@ -178,7 +178,7 @@ func (s *Store) upsertRows(ctx context.Context, w *wtx, t bulkTable, conflict st
 	}
 	head := "INSERT INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") VALUES "
 	tail := " ON CONFLICT (" + conflict + ") DO UPDATE SET " + strings.Join(set, ", ")
-	if s.kind == SQLite {
+	if s.backend == SQLite {
 		// OR IGNORE for the constraints other than the conflict key, as in insertRows.
 		return s.sqliteExecRows(ctx, w, sqliteInsert{name: "upsert " + t.name, head: "INSERT OR IGNORE" + strings.TrimPrefix(head, "INSERT"),
 			cols: len(t.cols), tail: tail}, n, row)

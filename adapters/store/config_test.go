@@ -10,7 +10,7 @@ import (
 func TestConfig(t *testing.T) {
 	for _, tc := range []struct {
 		dsn      string
-		kind     Kind
+		kind     Backend
 		err      string // a substring of the Validate error; "" for valid
 		redacted string // String(); "" for the DSN itself
 	}{
@@ -41,7 +41,7 @@ func TestConfig(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("Validate(%q) error %q shows the password", tc.dsn, err)
 		}
-		if got := cfg.Kind(); got != tc.kind {
+		if got := cfg.Backend(); got != tc.kind {
 			t.Errorf("Kind(%q) = %q, want %q", tc.dsn, got, tc.kind)
 		}
 		want := tc.redacted

@@ -199,7 +199,7 @@ func (s *Store) loadPastDecisions(ctx context.Context, db bun.IDB, snap *engine.
 // program and a chunk.
 func (s *Store) pastDecisionsQuery() (query string, chunkLen int, args func(program string, ids []string) []any) {
 	const cols = "order_id, id, event_id, stream_seq, affiliate_id, currency, month, qualified, base, commission, is_current, pin_version, pin_digest"
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		// The ids as one array parameter (one literal rather than an IN list of 500), in
 		// chunks of pgHistoryChunk, each looked up on its own (LATERAL; OFFSET 0 keeps the
 		// planner from flattening it into a join): planned with the statistics of a table that
@@ -264,7 +264,7 @@ func (s *Store) loadMonthTotals(ctx context.Context, db bun.IDB, snap *engine.Sn
 		g.affiliates[sk.AffiliateID], g.months[sk.Month] = true, true
 	}
 	sum := "SUM(base)::text"
-	if s.kind == SQLite {
+	if s.backend == SQLite {
 		sum = decimalSumFunc + "(d.base)"
 	}
 	for program, g := range groups {
@@ -373,7 +373,7 @@ func (s *Store) DecisionInputs(ctx context.Context, decisionID int64) (DecisionI
 	out := DecisionInputs{DecisionID: decisionID}
 	var r decisionInputRow
 	sales := "month_qualified_sales"
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		sales += "::text"
 	}
 	err := s.db.NewSelect().Model(&r).Column("decision_id", "program", "event_id", "pin_version", "pin_digest", "pinned", "month", "month_qualified_orders").
@@ -414,7 +414,7 @@ type LedgerFilter struct {
 const ledgerColumns = "id, program, affiliate_id, order_id, currency, amount, kind, decision_id, event_id, status, approve_at, payout_id, created_at"
 
 func (s *Store) ledgerColumns() string {
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		return strings.Replace(ledgerColumns, " amount,", " amount::text,", 1)
 	}
 	return strings.NewReplacer(" approve_at,", " "+s.timeCol("approve_at")+",", " created_at", " "+s.timeCol("created_at")).Replace(ledgerColumns)
@@ -492,7 +492,7 @@ type Balance struct {
 // that order; an empty program selects every program.
 func (s *Store) Balances(ctx context.Context, program string) ([]Balance, error) {
 	sum := "SUM(amount)::text"
-	if s.kind == SQLite {
+	if s.backend == SQLite {
 		sum = decimalSumFunc + "(amount)"
 	}
 	where, args := ledgerWhere(LedgerFilter{Program: program})
@@ -619,7 +619,7 @@ func (s *Store) ClosePayouts(ctx context.Context, program, month string, asOf ti
 // built, or the earlier run with ErrAlreadyClosed.
 func (s *Store) closeMonth(ctx context.Context, w *wtx, program, month string, asOf time.Time, now time.Time,
 	build func([]engine.LedgerEntry) ([]engine.Statement, error)) (PayoutRun, []engine.Statement, error) {
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		if _, err := w.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?, hashtext(?))", migrationLockKey, "payouts:"+program); err != nil {
 			return PayoutRun{}, nil, fmt.Errorf("locking the payouts of %s: %w", program, err)
 		}

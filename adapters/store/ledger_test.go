@@ -124,7 +124,7 @@ func currentOwed(t *testing.T, s *Store) map[string]string {
 		StreamSeq   int64  `bun:"stream_seq"`
 	}
 	commission := "commission"
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		commission = "commission::text AS commission"
 	}
 	if err := s.DB().NewRaw("SELECT order_id, affiliate_id, currency, qualified, "+commission+", stream_seq FROM decisions WHERE program = 'shop'").Scan(ctx, &rows); err != nil {
@@ -482,7 +482,7 @@ func runPayoutSuite(t *testing.T, b backend) {
 		}
 		var amounts []string
 		amount := "amount"
-		if stores[0].kind == Postgres {
+		if stores[0].backend == Postgres {
 			amount = "amount::text"
 		}
 		if err := stores[0].DB().NewRaw("SELECT "+amount+" FROM payouts").Scan(ctx, &amounts); err != nil {

@@ -128,7 +128,7 @@ func (s *Store) Payees(ctx context.Context, program string) ([]payout.Payee, err
 // each with the payee details it was paid to (nil when the affiliate had none at the close).
 func (s *Store) RunPayments(ctx context.Context, runID int64) ([]payout.Payment, error) {
 	amount := "p.amount"
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		amount += "::text"
 	}
 	var rows []struct {

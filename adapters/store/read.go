@@ -50,7 +50,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 
 	sum := "SUM(commission)::text"
 	failed := "SELECT r.value AS k, count(*) AS n FROM decisions, jsonb_array_elements_text(failed_rules::jsonb) AS r(value) WHERE NOT qualified GROUP BY r.value"
-	if s.kind == SQLite {
+	if s.backend == SQLite {
 		sum = decimalSumFunc + "(commission)"
 		failed = "SELECT j.value AS k, count(*) AS n FROM decisions, json_each(decisions.failed_rules) AS j WHERE NOT qualified GROUP BY j.value"
 	}
@@ -98,7 +98,7 @@ const decisionColumns = "id, event_id, order_id, program, affiliate_id, policy_v
 // decisionColumns casts the decimal columns to text in PostgreSQL, so they scan as exact strings.
 // In SQLite decided_at is read as text, for timeScanner.
 func (s *Store) decisionColumns() string {
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		return strings.NewReplacer(" rate,", " rate::text,", " flat,", " flat::text,", " base,", " base::text,",
 			" commission,", " commission::text,").Replace(decisionColumns)
 	}

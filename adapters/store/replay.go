@@ -272,7 +272,7 @@ func (h *History) historyQuery(src historySource) (string, []any) {
 	// random read per event); a straight scan of the table is several times faster when the
 	// filter selects much of it.
 	col := func(c string) string {
-		if s.kind == SQLite {
+		if s.backend == SQLite {
 			return "+" + alias + c
 		}
 		return alias + c
@@ -305,7 +305,7 @@ func (h *History) historyQuery(src historySource) (string, []any) {
 	inputs := h.prep.inputs
 	// The scan is in id order (SQLite: the table's; PostgreSQL leaves the order to the plan).
 	order := " ORDER BY d.id"
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		order = ""
 	}
 	return "SELECT d.id, d.event_id, d.stream_seq, d.raw, " + s.recordColumns(inputs) + " FROM decisions d" + inputsJoin(inputs) + cond + order, args
@@ -322,7 +322,7 @@ func (s *Store) recordColumns(inputs bool) string {
 		"coalesce(d.flat, '')", "d.base", "d.commission", "d.currency", "d.rounding", "d.trace",
 		"coalesce(i.pinned, '')", "coalesce(i.pin_version, '')", "coalesce(i.pin_digest, '')", "coalesce(i.month, '')",
 		"coalesce(i.month_qualified_orders, '')", "coalesce(i.month_qualified_sales, '')"}
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		for k, f := range fields {
 			if c, ok := strings.CutPrefix(f, "coalesce("); ok {
 				fields[k] = "coalesce(" + strings.TrimSuffix(c, ", '')") + "::text, '')"
@@ -334,7 +334,7 @@ func (s *Store) recordColumns(inputs bool) string {
 			fields[k] = "''"
 		}
 	}
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		return "CASE WHEN d.id IS NULL THEN NULL ELSE concat_ws(chr(31), " + strings.Join(fields, ", ") + ") END"
 	}
 	return strings.Join(fields, " || char(31) || ")
@@ -369,7 +369,7 @@ func (h *History) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error)
 	var db interface {
 		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 	} = h.s.db
-	if h.s.kind == SQLite {
+	if h.s.backend == SQLite {
 		conn, err := h.s.db.Conn(ctx)
 		if err != nil {
 			return fmt.Errorf("reading events to replay: %w", err)

@@ -274,7 +274,7 @@ var ErrOldSchema = errors.New("the store was made by an earlier Commissioner")
 func (s *Store) refuseOldSchema(ctx context.Context) error {
 	var names []string
 	q := "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('chain_heads', 'order_events') ORDER BY name"
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		q = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name IN ('chain_heads', 'order_events') ORDER BY 1"
 	}
 	if err := s.db.NewRaw(q).Scan(ctx, &names); err != nil {
@@ -294,7 +294,7 @@ func (s *Store) refuseOldSchema(ctx context.Context) error {
 // from several processes at once (PostgreSQL: under an advisory lock; SQLite: every statement
 // is idempotent and DDL takes the write lock).
 func (s *Store) Migrate(ctx context.Context) error {
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		conn, err := s.db.Conn(ctx)
 		if err != nil {
 			return fmt.Errorf("migrating: %w", err)

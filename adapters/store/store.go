@@ -32,13 +32,13 @@ type Config struct {
 	DSN string
 }
 
-// Kind is the database behind a DSN.
-type Kind string
+// Backend is the database behind a DSN: SQLite or PostgreSQL.
+type Backend string
 
-// The database kinds.
+// The backends.
 const (
-	SQLite   Kind = "sqlite"
-	Postgres Kind = "postgres"
+	SQLite   Backend = "sqlite"
+	Postgres Backend = "postgres"
 )
 
 // ErrConfig is matched (errors.Is) by every configuration error.
@@ -46,9 +46,9 @@ var ErrConfig = errors.New("invalid store configuration")
 
 // parsed is a validated DSN.
 type parsed struct {
-	kind Kind
-	path string // SQLite file
-	url  string // PostgreSQL URL
+	backend Backend
+	path    string // SQLite file
+	url     string // PostgreSQL URL
 }
 
 func (c Config) parse() (parsed, error) {
@@ -64,7 +64,7 @@ func (c Config) parse() (parsed, error) {
 		if u.Host == "" {
 			return parsed{}, fmt.Errorf("%w: store.dsn %s names no host", ErrConfig, c.String())
 		}
-		return parsed{kind: Postgres, url: dsn}, nil
+		return parsed{backend: Postgres, url: dsn}, nil
 	case strings.HasPrefix(dsn, "sqlite://"):
 		return sqlitePath(strings.TrimPrefix(dsn, "sqlite://"), dsn)
 	case strings.Contains(dsn, "://"):
@@ -82,7 +82,7 @@ func sqlitePath(path, dsn string) (parsed, error) {
 	if strings.ContainsAny(path, "?#") || path == ":memory:" {
 		return parsed{}, fmt.Errorf("%w: store.dsn %q: a SQLite file path may not contain '?' or '#' and may not be :memory: (decisions must be durable)", ErrConfig, dsn)
 	}
-	return parsed{kind: SQLite, path: path}, nil
+	return parsed{backend: SQLite, path: path}, nil
 }
 
 // Validate reports whether the DSN names a database this package can open.
@@ -91,10 +91,10 @@ func (c Config) Validate() error {
 	return err
 }
 
-// Kind returns the database kind the DSN names ("" when it is invalid).
-func (c Config) Kind() Kind {
+// Backend returns the database the DSN names ("" when it is invalid).
+func (c Config) Backend() Backend {
 	p, _ := c.parse()
-	return p.kind
+	return p.backend
 }
 
 // String returns the DSN with any password masked, for logs and `commissioner config`.
@@ -212,9 +212,9 @@ func (s *Store) checkpointer(stop <-chan struct{}, done chan<- struct{}) {
 
 // Store is the bun persistence layer. Make one with Open; Close it when done.
 type Store struct {
-	db   *bun.DB
-	kind Kind
-	cfg  Config
+	db      *bun.DB
+	backend Backend
+	cfg     Config
 
 	// writeMu serialises this process's SQLite write transactions, so they queue in Go rather
 	// than polling SQLite's busy handler (other processes still wait through busy_timeout), and
@@ -255,8 +255,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{kind: p.kind, cfg: cfg, known: map[string]string{}}
-	switch p.kind {
+	s := &Store{backend: p.backend, cfg: cfg, known: map[string]string{}}
+	switch p.backend {
 	case SQLite:
 		if dir := filepath.Dir(p.path); dir != "" {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -303,8 +303,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Kind returns the database kind.
-func (s *Store) Kind() Kind { return s.kind }
+// Backend returns the database behind the store.
+func (s *Store) Backend() Backend { return s.backend }
 
 // firstPing checks that the database answers. On SQLite the first connection also turns a new
 // file to WAL mode, which needs the file to itself: when several processes open a new file at
@@ -316,7 +316,7 @@ func (s *Store) firstPing(ctx context.Context) error {
 	for {
 		err := s.db.PingContext(ctx)
 		var se *sqlite.Error
-		if err == nil || s.kind != SQLite || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+		if err == nil || s.backend != SQLite || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
 			return err
 		}
 		t := time.NewTimer(wait)
@@ -339,7 +339,7 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // String names the store with its password masked.
-func (s *Store) String() string { return string(s.kind) + " " + s.cfg.String() }
+func (s *Store) String() string { return string(s.backend) + " " + s.cfg.String() }
 
 // DB returns the underlying bun database, for tests and one-off tools. Writing through it
 // bypasses the hash chain.
@@ -383,7 +383,7 @@ func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, w *wtx
 }
 
 func (s *Store) runWriteTx(ctx context.Context, fn func(ctx context.Context, w *wtx) error) error {
-	if s.kind != SQLite {
+	if s.backend != SQLite {
 		conn, err := s.db.Conn(ctx)
 		if err != nil {
 			return err

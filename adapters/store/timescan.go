@@ -12,7 +12,7 @@ const sqliteTimeLayout = "2006-01-02 15:04:05.999999-07:00"
 // on every TIMESTAMP value (a third of the time of streaming events); as text, parseTime reads
 // bun's one layout directly.
 func (s *Store) timeCol(col string) string {
-	if s.kind == SQLite {
+	if s.backend == SQLite {
 		return "CAST(" + col + " AS TEXT)"
 	}
 	return col

@@ -17,7 +17,7 @@ import (
 var _ audit.VerifySource = (*Store)(nil)
 
 func (s *Store) num(col string) string {
-	if s.kind == Postgres {
+	if s.backend == Postgres {
 		return col + "::text"
 	}
 	return col
@@ -225,7 +225,7 @@ func (s *Store) Batches(ctx context.Context, partition int) iter.Seq2[audit.Batc
 func (s *Store) Leaves(ctx context.Context, partition int) iter.Seq2[audit.LeafRow, error] {
 	return func(yield func(audit.LeafRow, error) bool) {
 		noRaw := "NULL"
-		if s.kind == Postgres {
+		if s.backend == Postgres {
 			noRaw = "NULL::bytea"
 		}
 		rows, err := s.db.QueryContext(ctx, "SELECT batch_seq, leaf, id, leaf_hash, 0, event_id, program, order_id, 0, "+noRaw+", '', '' FROM decisions WHERE part = ? "+

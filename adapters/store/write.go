@@ -171,7 +171,7 @@ func (s *Store) WriteBatch(ctx context.Context, b *engine.BatchWrite) error {
 	if err != nil {
 		return err
 	}
-	if s.kind == SQLite {
+	if s.backend == SQLite {
 		err = s.writeGrouped(ctx, b, newPolicies, now)
 	} else {
 		err = s.writeTx(ctx, func(ctx context.Context, w *wtx) error { return s.writeBatchRows(ctx, w, b, newPolicies, now) })
@@ -355,7 +355,7 @@ func (s *Store) decisionIDs(ctx context.Context, w *wtx, n int) ([]int64, error)
 	if n == 0 {
 		return ids, nil
 	}
-	if s.kind == SQLite {
+	if s.backend == SQLite {
 		var last int64
 		if err := w.NewRaw("SELECT COALESCE(MAX(id), 0) FROM decisions").Scan(ctx, &last); err != nil {
 			return nil, fmt.Errorf("reserving %d decision ids: %w", n, err)

@@ -239,7 +239,7 @@ func applyLoadBatching(cfg *Config, p loadParams) error {
 // isolate gives the run a PostgreSQL schema and a NATS stream of its own where the store or the
 // server is shared, and registers their removal (unless --keep).
 func (r *loadRun) isolate(ctx context.Context, errOut io.Writer) error {
-	if r.cfg.storeConfig().Kind() == store.Postgres {
+	if r.cfg.storeConfig().Backend() == store.Postgres {
 		// A schema of the run's own (unless the DSN names one), its connections named so that the
 		// server's CPU can be read.
 		pg, err := store.NewScratch(ctx, r.cfg.Store.DSN, "commissioner_load", r.p.Keep)

@@ -336,7 +336,7 @@ var (
 // empty one, and the replay would find nothing.
 func requireStore(cfg Config) error {
 	dsn := cfg.Store.DSN
-	if cfg.storeConfig().Kind() != store.SQLite {
+	if cfg.storeConfig().Backend() != store.SQLite {
 		return nil
 	}
 	path := strings.TrimPrefix(dsn, "sqlite://")
