@@ -73,7 +73,7 @@ type variable struct {
 var itemType = cel.ObjectType("rules.Item")
 
 // schema is the order schema every rule is type-checked against. Its order is the order of the
-// README's reference table and of the environment fingerprint.
+// reference table in docs/program-manager.md and of the environment fingerprint.
 var schema = []variable{
 	{"order.id", cel.StringType, "the order id", func(v *Vars) ref.Val { return types.String(v.OrderID) }},
 	{"order.program", cel.StringType, "the program the order belongs to", func(v *Vars) ref.Val { return types.String(v.Program) }},

@@ -98,7 +98,7 @@ func TestPartitionsFailoverAndScaleOut(t *testing.T) {
 	ncA.Close()
 
 	// B takes every partition over, within the lease TTL plus the poll and the server's expiry
-	// check (the failover bound the README documents; generous slack for a loaded machine).
+	// check (the failover bound docs/operator.md documents; generous slack for a loaded machine).
 	waitFor(t, b.cfg.LeaseTTL+30*time.Second, "B to own every partition", func() (bool, string) {
 		return len(bc.Owned()) == b.cfg.Partitions, fmt.Sprintf("B owns %v", bc.Owned())
 	})

@@ -15,7 +15,7 @@ import (
 // → completed again is decided three times when its publisher gives each event an event_id, and a
 // re-sent event (same event_id, other bytes, no Nats-Msg-Id) is not decided twice. Without
 // event_id an event is its content: a third event byte for byte like the first is dropped as the
-// same event, and the order stays refunded (what the README documents). explain lists the
+// same event, and the order stays refunded (what docs/operator.md documents). explain lists the
 // decisions in stream order and marks the current one.
 func TestEventIDIsTheEventsIdentity(t *testing.T) {
 	ctx := context.Background()

@@ -34,7 +34,7 @@ import (
 //     open past its fence, and never a backend of either process waiting for a lock; the batches
 //     table shows both processes' batches interleaved in time;
 //   - SIGKILL of one mid-run: the survivor holds every lease within lease_ttl + 2.5 s of the kill
-//     (the README's bound, measured on the owners bucket's updates as they arrive) and settles
+//     (docs/operator.md's bound, measured on the owners bucket's updates as they arrive) and settles
 //     every published event;
 //   - every order decided exactly once, every bad one dead-lettered once (verifyStored), the
 //     ledger summing to the current decisions per affiliate and currency, audit verify passing;
@@ -44,7 +44,7 @@ func TestFailoverTwoServeProcesses(t *testing.T) {
 	const (
 		partitions = 8
 		leaseTTL   = 2 * time.Second
-		// failoverBound is the README's "a dead owner's partitions are processing again within
+		// failoverBound is docs/operator.md's "a dead owner's partitions are processing again within
 		// lease_ttl + 2.5 s at worst" (leases expire lease_ttl after the last renewal, which was at
 		// most lease_ttl/3 before the kill; the survivor looks every second), for the lease itself.
 		// The survivor usually holds them ~0.3 s after they could expire; now and then ~1.3 s (when

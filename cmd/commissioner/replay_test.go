@@ -52,8 +52,8 @@ func candidateFile(t testing.TB, dir, name string, version int, effectiveFrom st
 
 const returningRate6 = "when: order.buyer.country in selected_markets && !order.buyer.new\n    rate: \"6%\""
 
-// writeCandidate is the README's candidate: version 2, in force from November 2025, paying
-// returning buyers in the selected markets rate instead of 6%.
+// writeCandidate is the candidate of docs/program-manager.md and the README's tour: version 2,
+// in force from November 2025, paying returning buyers in the selected markets rate instead of 6%.
 func writeCandidate(t testing.TB, dir, rate string) string {
 	t.Helper()
 	return candidateFile(t, dir, "v2.yaml", 2, "2025-11-01T00:00:00Z", returningRate6, strings.Replace(returningRate6, `"6%"`, `"`+rate+`"`, 1))

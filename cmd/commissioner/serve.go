@@ -64,7 +64,7 @@ func newPublishCmd(s streams) *cobra.Command {
 		Use:   "publish FILE",
 		Short: "Publish order events (JSON lines; - for standard input) to the ORDERS stream",
 		Long: `Publishes each line as an order event on orders.<program>.<affiliate> (ids that are not plain
-tokens escaped: see the README) with a Nats-Msg-Id derived from the program, order id and
+tokens escaped: see docs/operator.md) with a Nats-Msg-Id derived from the program, order id and
 content, so re-publishing the same file is dropped by the stream. With no NATS URL it publishes
 to the embedded server of a running 'commissioner serve' on the same data directory.
 
