@@ -134,6 +134,7 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 			return nil, err
 		}
 		mountAuditAPI(s.http, s.store, cfg.HTTP, s.checkpointKey, rd, log) // the audit API (/v1/…): audit.go
+		mountConsole(s.http, s.store, cfg.HTTP, log)                       // the console (/ui/…): console.go
 		addr, err := s.http.Listen()
 		if err != nil {
 			return nil, err

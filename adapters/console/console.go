@@ -1,0 +1,315 @@
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/hex"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/commissioner/commissioner/engine/audit"
+)
+
+// Store is what the console reads (adapters/store implements it, wired in cmd). Every method must
+// be safe for concurrent use and give up when ctx ends; "not found" errors match audit.ErrNotFound.
+type Store interface {
+	audit.Source // re-running and proving a decision (audit.Auditor)
+	// Decision returns one stored decision by id.
+	Decision(ctx context.Context, id int64) (audit.StoredDecision, error)
+	// RecentDecisions returns up to limit decisions f selects, newest first (id descending), with
+	// ids below before (0: from the newest).
+	RecentDecisions(ctx context.Context, f DecisionFilter, before int64, limit int) ([]audit.StoredDecision, error)
+	// DeadLetters returns the dead letters a filter selects, oldest first (an order's).
+	DeadLetters(ctx context.Context, f audit.DeadLetterFilter) ([]audit.DeadLetter, error)
+	// RecentDeadLetters returns up to limit dead letters of a kind ("": all), newest first, with
+	// ids below before (0: from the newest).
+	RecentDeadLetters(ctx context.Context, kind string, before int64, limit int) ([]audit.DeadLetter, error)
+	// Counts returns how many decisions and dead letters are stored.
+	Counts(ctx context.Context) (decisions, deadLetters int64, err error)
+}
+
+// DecisionFilter selects recent decisions; zero fields select all.
+type DecisionFilter struct {
+	Program   string
+	Qualified *bool  // nil: both
+	RateRule  string // the rate rule that matched
+	// From and To bound the decision time: [From, To).
+	From, To time.Time
+}
+
+// Defaults of Options.
+const (
+	DefaultSessionTTL     = 8 * time.Hour
+	DefaultRequestTimeout = 10 * time.Second
+	PageSize              = 50 // rows of a list page
+	maxFormBytes          = 64 << 10
+)
+
+// Options configure the console.
+type Options struct {
+	// Tokens are the tokens that may sign in: the audit API's bearer tokens (http.tokens). With
+	// none, every sign-in is refused.
+	Tokens []string
+	// SessionTTL is how long a session lasts after sign-in (0: DefaultSessionTTL).
+	SessionTTL time.Duration
+	// RequestTimeout is each request's deadline (0: DefaultRequestTimeout).
+	RequestTimeout time.Duration
+	// Now is the clock of sessions (nil: time.Now).
+	Now func() time.Time
+	// Log receives one line per request that failed on the server's side (never a token); nil:
+	// discarded.
+	Log *slog.Logger
+}
+
+// The Content-Security-Policy of every response: only the console's own origin.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// Cookie names.
+const (
+	sessionCookie = "commissioner_session"
+	loginCookie   = "commissioner_login_csrf" // the sign-in form's CSRF value (double submit)
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed assets
+var assetFS embed.FS
+
+// Console serves /ui/. Build it with New; it is an http.Handler, safe for concurrent use.
+type Console struct {
+	st      Store
+	opts    Options
+	tokens  [][sha256.Size]byte
+	auditor *audit.Auditor
+	pages   map[string]*template.Template
+	handler http.Handler
+
+	mu       sync.Mutex
+	sessions map[[sha256.Size]byte]session // by the SHA-256 of the cookie's value
+}
+
+type session struct {
+	csrf    string
+	expires time.Time
+}
+
+// New returns the console reading st. Mount it at /ui/ (http.ServeMux.Handle("/ui/", c)).
+func New(st Store, opts Options) *Console {
+	if opts.SessionTTL <= 0 {
+		opts.SessionTTL = DefaultSessionTTL
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &Console{st: st, opts: opts, tokens: tokenDigests(opts.Tokens), auditor: audit.NewAuditor(st),
+		pages: parsePages(), sessions: map[[sha256.Size]byte]session{}}
+	mux := http.NewServeMux()
+	assets, _ := fs.Sub(assetFS, "assets")
+	mux.Handle("GET /ui/assets/", http.StripPrefix("/ui/assets/", http.FileServerFS(assets)))
+	mux.HandleFunc("GET /ui/login", c.loginForm)
+	mux.HandleFunc("POST /ui/login", c.login)
+	mux.Handle("POST /ui/logout", c.signedIn(c.logout))
+	mux.Handle("GET /ui/{$}", c.signedIn(c.search))
+	mux.Handle("GET /ui/orders/{order_id}", c.signedIn(c.order))
+	mux.Handle("GET /ui/health", c.signedIn(c.health))
+	mux.Handle("/ui/", c.signedIn(func(w http.ResponseWriter, r *http.Request, _ *session) error {
+		return pageError{http.StatusNotFound, "There is no page at " + r.URL.Path + "."}
+	}))
+	c.handler = securityHeaders(mux)
+	return c
+}
+
+// ServeHTTP serves the console's routes, every response with the security headers.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) { c.handler.ServeHTTP(w, r) }
+
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", contentSecurityPolicy)
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// pageError is an error shown to the user with its status (anything else is a 500 and logged).
+type pageError struct {
+	status int
+	msg    string
+}
+
+func (e pageError) Error() string { return e.msg }
+
+// signedIn wraps a page that needs a session: without one it redirects to the sign-in form;
+// a POST must carry the session's CSRF token. The page's error is rendered as an error page.
+func (c *Console) signedIn(h func(http.ResponseWriter, *http.Request, *session) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := c.session(r)
+		if !ok {
+			http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+			return
+		}
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+			if err := r.ParseForm(); err != nil || !equalSecret(r.PostForm.Get("csrf"), s.csrf) {
+				c.render(w, http.StatusForbidden, "error", page{Title: "Refused", CSRF: s.csrf, SignedIn: true,
+					Data: "The request was refused: its CSRF token is missing or wrong. Reload the page and try again."})
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), c.opts.RequestTimeout)
+		defer cancel()
+		if err := h(w, r.WithContext(ctx), &s); err != nil {
+			status, msg := http.StatusInternalServerError, "Something went wrong on the server's side; it has been logged."
+			if pe, ok := err.(pageError); ok {
+				status, msg = pe.status, pe.msg
+			} else {
+				c.opts.Log.Error("console", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			c.render(w, status, "error", page{Title: http.StatusText(status), CSRF: s.csrf, SignedIn: true, Data: msg})
+		}
+	})
+}
+
+// --- sessions ---
+
+// session returns the request's live session.
+func (c *Console) session(r *http.Request) (session, bool) {
+	ck, err := r.Cookie(sessionCookie)
+	if err != nil || ck.Value == "" {
+		return session{}, false
+	}
+	key := sha256.Sum256([]byte(ck.Value))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.sessions[key]
+	if !ok {
+		return session{}, false
+	}
+	if !c.opts.Now().Before(s.expires) {
+		delete(c.sessions, key)
+		return session{}, false
+	}
+	return s, true
+}
+
+// newSession starts a session and returns the cookie's value. Expired sessions are dropped.
+func (c *Console) newSession() (string, session) {
+	value, csrf := randomToken(), randomToken()
+	now := c.opts.Now()
+	s := session{csrf: csrf, expires: now.Add(c.opts.SessionTTL)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, old := range c.sessions {
+		if !now.Before(old.expires) {
+			delete(c.sessions, k)
+		}
+	}
+	c.sessions[sha256.Sum256([]byte(value))] = s
+	return value, s
+}
+
+func (c *Console) endSession(r *http.Request) {
+	if ck, err := r.Cookie(sessionCookie); err == nil {
+		c.mu.Lock()
+		delete(c.sessions, sha256.Sum256([]byte(ck.Value)))
+		c.mu.Unlock()
+	}
+}
+
+// tokenAccepted reports whether token is one of the configured tokens: SHA-256 digests compared
+// in constant time, every one of them, so neither which nor how long leaks.
+func (c *Console) tokenAccepted(token string) bool {
+	if token == "" {
+		return false
+	}
+	got := sha256.Sum256([]byte(token))
+	match := 0
+	for i := range c.tokens {
+		match |= subtle.ConstantTimeCompare(got[:], c.tokens[i][:])
+	}
+	return match == 1
+}
+
+func tokenDigests(tokens []string) [][sha256.Size]byte {
+	out := make([][sha256.Size]byte, len(tokens))
+	for i, t := range tokens {
+		out[i] = sha256.Sum256([]byte(t))
+	}
+	return out
+}
+
+// equalSecret compares two secrets in constant time; an empty one never matches.
+func equalSecret(got, want string) bool {
+	return got != "" && want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// randomToken is 32 random bytes, hex.
+func randomToken() string {
+	var b [32]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+// --- sign-in ---
+
+func (c *Console) loginForm(w http.ResponseWriter, r *http.Request) {
+	if _, ok := c.session(r); ok {
+		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+		return
+	}
+	c.showLogin(w, r, http.StatusOK, "")
+}
+
+// showLogin renders the sign-in form with a fresh CSRF value, also set as a cookie.
+func (c *Console) showLogin(w http.ResponseWriter, r *http.Request, status int, errMsg string) {
+	csrf := randomToken()
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: csrf, Path: "/ui/login", MaxAge: 3600,
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	c.render(w, status, "login", page{Title: "Sign in", CSRF: csrf, Data: errMsg})
+}
+
+func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	ck, err := r.Cookie(loginCookie)
+	if perr := r.ParseForm(); perr != nil || err != nil || !equalSecret(r.PostForm.Get("csrf"), ck.Value) {
+		c.render(w, http.StatusForbidden, "error", page{Title: "Refused",
+			Data: "The sign-in was refused: its CSRF token is missing or wrong. Open the sign-in page again."})
+		return
+	}
+	if !c.tokenAccepted(r.PostForm.Get("token")) {
+		c.showLogin(w, r, http.StatusUnauthorized, "the token is not valid")
+		return
+	}
+	value, _ := c.newSession()
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/ui/login", MaxAge: -1,
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: value, Path: "/ui/", MaxAge: int(c.opts.SessionTTL / time.Second),
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request, _ *session) error {
+	c.endSession(r)
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/ui/", MaxAge: -1,
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+	return nil
+}

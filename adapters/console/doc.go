@@ -1,0 +1,35 @@
+// Package console serves the Commissioner console: server-rendered HTML pages under /ui/ for
+// auditors, program managers and finance, mounted by serve (and so demo) beside the audit API on
+// the configured HTTP address. Every page and asset ships in the binary (html/template and
+// go:embed); the pages need no JavaScript.
+//
+// Routes:
+//
+//	GET  /ui/login              the sign-in form (a field named token)
+//	POST /ui/login              signs in: a session cookie, then 303 to /ui/
+//	POST /ui/logout             ends the session
+//	GET  /ui/                   search (?q= an order id, event id or decision id) and recent decisions
+//	GET  /ui/orders/{order_id}  every stored decision of an order, explained and proven, and its dead letters
+//	GET  /ui/health             dead letters (?kind=) and the store's counts
+//	GET  /ui/assets/…           the stylesheet (open: the sign-in page uses it)
+//
+// Sign-in. The browser posts one of the bearer tokens the audit API accepts (http.tokens) once;
+// it is compared in constant time as a SHA-256 digest, never logged, never put in a URL or a page.
+// A session is a random 32-byte cookie (HttpOnly, SameSite=Strict, Path=/ui/, Secure when the
+// request came over TLS) naming a server-side session that expires after 8 hours (SessionTTL);
+// sessions live in the process's memory, so a restart signs everyone out. Every page but the
+// sign-in form and the assets redirects (303) to /ui/login without a session.
+//
+// CSRF. Every POST carries a CSRF token in a hidden field named csrf: the session's for logout;
+// for the sign-in form (no session yet) a random value also set in a short-lived cookie on the
+// sign-in path (double submit). A POST without the right one is refused with 403.
+//
+// Security headers on every response: a Content-Security-Policy allowing only the console's own
+// origin (no inline script, no third-party origin, no framing), X-Content-Type-Options: nosniff,
+// Referrer-Policy: no-referrer and Cache-Control: no-store. Everything shown goes through
+// html/template, so stored text (an order id such as "<script>") renders as text.
+//
+// Role model (this step): every configured token reads everything, and the console changes
+// nothing — no payout close, no dead-letter redrive, no audit run. Roles that may change state
+// (and a read-only auditor token that may not) come with the first page that changes anything.
+package console
