@@ -217,7 +217,7 @@ func runDemo(ctx context.Context, cfg Config, p demoParams, out, errOut io.Write
 	}
 	if !p.Exit {
 		if svc.httpAddr != "" {
-			fmt.Fprintf(out, "\nmetrics: http://%s/metrics   health: http://%s/readyz\n", svc.httpAddr, svc.httpAddr)
+			fmt.Fprintf(out, "\nconsole: http://%s/ui/   metrics: http://%s/metrics   health: http://%s/readyz\n", svc.httpAddr, svc.httpAddr, svc.httpAddr)
 		}
 		fmt.Fprintln(out, "serving; publish more with 'commissioner publish FILE' from another terminal; Ctrl-C stops")
 		return <-done

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/commissioner/commissioner/adapters/stream"
+)
+
+// browserRequired reports whether the browser tests must run: in CI (.ci/run sets
+// COMMISSIONER_BROWSER=1 and installs Debian's chromium) they never skip.
+func browserRequired() bool { return os.Getenv("COMMISSIONER_BROWSER") != "" }
+
+// chromiumPath finds the browser: $COMMISSIONER_CHROMIUM, Debian's chromium, or one on PATH.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("COMMISSIONER_CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
+		if p == "" {
+			continue
+		}
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if browserRequired() {
+		t.Fatal("COMMISSIONER_BROWSER is set but no chromium was found (apt-get install chromium, or set COMMISSIONER_CHROMIUM)")
+	}
+	t.Skip("no chromium: set COMMISSIONER_BROWSER=1 with Debian's chromium installed to run the console's browser tests")
+	return ""
+}
+
+// browser starts a headless Chromium for the test; it fails the test on any JavaScript dialog
+// (an alert() that escaped escaping).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	if !browserRequired() {
+		t.Skip("set COMMISSIONER_BROWSER=1 to run the console's browser tests (CI does)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromiumPath(t)), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.WindowSize(1280, 1000))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	err := chromedp.Listen(ctx, func(ev any) {
+		if d, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			t.Errorf("the page opened a JavaScript dialog %q: something was not escaped", d.Message)
+			go chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}) // not from the listener: it must return fast
+		}
+	})
+	if err != nil {
+		t.Fatalf("listening to the page: %v", err)
+	}
+	return ctx
+}
+
+// TestConsoleInABrowser drives the console in a real headless Chromium against a running service
+// on demo-like data: a wrong token is refused, sign-in works, an order is found and its
+// decision page shows a failed rule's reason, an XSS-looking order id renders as text, and the
+// health page shows a dead letter's reason.
+func TestConsoleInABrowser(t *testing.T) {
+	bctx := browser(t)
+	const token = "console-browser-test-token-0123456789"
+	cfg := pipelineConfig(t)
+	cfg.HTTP.Addr, cfg.HTTP.Tokens = "127.0.0.1:0", []string{token}
+	cfg.Policies = filepath.Join("..", "..", "policies") // relative: the pages (and screenshots) show no path of this machine
+	svc := startRunning(t, cfg)
+
+	xssID := `<script>alert("x")</script>`
+	xss := `{"order_id":` + jsonString(xssID) + `,"program":"alibaba","affiliate_id":"aff-x","status":"completed",` +
+		`"placed_at":"2025-10-10T12:00:00Z","click_at":"2025-10-01T12:00:00Z","buyer":{"id":"b","country":"US","new":true},` +
+		`"traffic_country":"US","currency":"USD","amount":"100.00"}`
+	lines := append(sampleLines(t, 60, 7, "2025-10"), []byte(xss))
+	lines = append(lines, badOrderLines(6)...)
+	natsCfg := svc.cfg.NATS // the embedded server's, as the service started it
+	js := connectJS(t, natsCfg)
+	if _, err := stream.EnsureStream(context.Background(), js, natsCfg); err != nil {
+		t.Fatal(err)
+	}
+	last := publishAll(t, js, natsCfg, lines)
+	waitSettledService(t, svc, last, time.Minute)
+
+	// A disqualified order of the sample, and the rule it failed.
+	var disqualified, failedRule string
+	for i := 1; i <= 60 && disqualified == ""; i++ {
+		id := "alibaba-" + strconv.Itoa(i)
+		ds, err := svc.store.DecisionsByOrder(context.Background(), "alibaba", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) == 1 && !ds[0].Qualified && len(ds[0].FailedRules) > 0 {
+			disqualified, failedRule = id, ds[0].FailedRules[0]
+		}
+	}
+	if disqualified == "" {
+		t.Fatal("the sample has no disqualified order")
+	}
+
+	base := "http://" + svc.httpAddr
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	get := func(what string, a chromedp.Action[string]) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+		defer cancel()
+		v, err := chromedp.Run(ctx, a)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return v
+	}
+
+	// Not signed in: every page sends the browser to the sign-in form.
+	do("opening the console unsigned", chromedp.Navigate(base+"/ui/health"), chromedp.WaitVisible(chromedp.CSS(`#login`)))
+	if loc := get("reading the location", chromedp.Location()); !strings.HasSuffix(loc, "/ui/login") {
+		t.Errorf("unsigned, /ui/health went to %s, want /ui/login", loc)
+	}
+	// A wrong token is refused.
+	do("signing in with a wrong token", chromedp.SendKeys(chromedp.CSS(`#login input[name="token"]`), "not-the-token"),
+		chromedp.Submit(chromedp.CSS(`#login`)), chromedp.WaitVisible(chromedp.CSS(`#login-error`)))
+	if text := get("reading the error", chromedp.Text(chromedp.CSS(`#login-error`))); !strings.Contains(text, "not valid") {
+		t.Errorf("a wrong token: the page says %q", text)
+	}
+	// The right one signs in; the token is in no URL.
+	do("signing in", chromedp.SetValue(chromedp.CSS(`#login input[name="token"]`), token),
+		chromedp.Submit(chromedp.CSS(`#login`)), chromedp.WaitVisible(chromedp.CSS(`#recent`)))
+	if loc := get("reading the location", chromedp.Location()); strings.Contains(loc, token) {
+		t.Errorf("the token is in the URL %s", loc)
+	}
+	// Find the disqualified order and read why.
+	do("searching for an order", chromedp.SetValue(chromedp.CSS(`input[name="q"]`), disqualified),
+		chromedp.Submit(chromedp.CSS(`input[name="q"]`)), chromedp.WaitVisible(chromedp.CSS(`section.decision`)))
+	if loc := get("reading the location", chromedp.Location()); !strings.HasSuffix(loc, "/ui/orders/"+disqualified) {
+		t.Errorf("the search went to %s, want the order's page", loc)
+	}
+	reason := get("reading the failed rule's reason",
+		chromedp.Text(chromedp.CSS(`tr.rule[data-rule="`+failedRule+`"][data-outcome="fail"] td.reason`)))
+	if strings.TrimSpace(reason) == "" {
+		t.Errorf("the failed rule %s shows no reason", failedRule)
+	}
+	if verdict := get("reading the tamper evidence", chromedp.Text(chromedp.CSS(`p.verdict`))); !strings.Contains(verdict, "reproduced") {
+		t.Errorf("the decision's verdict says %q, want it reproduced", verdict)
+	}
+	screenshot(t, bctx, "console-decision.png")
+	// An order id that looks like a script is text.
+	do("opening the XSS-looking order", chromedp.Navigate(base+"/ui/orders/"+url.PathEscape(xssID)),
+		chromedp.WaitVisible(chromedp.CSS(`section.decision`)))
+	heading := get("reading the heading", chromedp.Text(chromedp.CSS(`h1`)))
+	scripts, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("script").length`))
+	if err != nil || !strings.Contains(heading, xssID) || scripts != 0 {
+		t.Errorf("the XSS-looking order: heading %q, %d script elements (%v); want the id as text and no script", heading, scripts, err)
+	}
+	// The health page lists the dead letters with their reasons.
+	do("opening the health page", chromedp.Navigate(base+"/ui/health"), chromedp.WaitVisible(chromedp.CSS(`#dead-letters`)))
+	if text := get("reading the dead letters", chromedp.Text(chromedp.CSS(`#dead-letters`))); !strings.Contains(text, "negative") {
+		t.Errorf("the dead letters table does not show the invalid amount's reason:\n%s", text)
+	}
+}
+
+// screenshot saves the page as it is to $COMMISSIONER_SCREENSHOTS/name (docs/ holds the ones the
+// docs show: COMMISSIONER_SCREENSHOTS=$PWD/docs COMMISSIONER_BROWSER=1 go test -run
+// TestConsoleInABrowser ./cmd/commissioner); nothing when the variable is unset.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("COMMISSIONER_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// jsonString is s as a JSON string.
+func jsonString(s string) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
