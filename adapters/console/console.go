@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/engine/audit"
 )
 
@@ -33,6 +34,33 @@ type Store interface {
 	RecentDeadLetters(ctx context.Context, kind string, before int64, limit int) ([]audit.DeadLetter, error)
 	// Counts returns how many decisions and dead letters are stored.
 	Counts(ctx context.Context) (decisions, deadLetters int64, err error)
+	// PolicyVersions returns every stored policy version of a program ("": every program), by
+	// program and version.
+	PolicyVersions(ctx context.Context, program string) ([]audit.StoredPolicy, error)
+	// PolicyDecisionCounts returns how many stored decisions each version of a program made, by
+	// version (absent: none).
+	PolicyDecisionCounts(ctx context.Context, program string) (map[int]int64, error)
+	// PayoutMonth returns a month's payout statements as `commissioner payouts --month` (without
+	// --close) builds them: month is valid (engine.MonthBounds).
+	PayoutMonth(ctx context.Context, month string) (PayoutMonth, error)
+}
+
+// PayoutMonth is a month's payout statements: those payable now (not paid yet) and, per program
+// whose month a run closed, the run and what it paid.
+type PayoutMonth struct {
+	Month      string    // "2026-10"
+	AsOf       time.Time // entries approved before it are in the month
+	Statements []engine.Statement
+	Runs       []PayoutRun // the runs that closed the month, by program
+}
+
+// PayoutRun is the run that closed a program's month, and the statements it paid.
+type PayoutRun struct {
+	ID               int64
+	Program          string
+	ClosedAt         time.Time
+	Payouts, Entries int64 // statements and ledger entries paid
+	Paid             []engine.Statement
 }
 
 // DecisionFilter selects recent decisions; zero fields select all.
@@ -127,6 +155,12 @@ func New(st Store, opts Options) *Console {
 	mux.Handle("GET /ui/{$}", c.signedIn(c.search))
 	mux.Handle("GET /ui/orders/{order_id}", c.signedIn(c.order))
 	mux.Handle("GET /ui/health", c.signedIn(c.health))
+	mux.Handle("GET /ui/policies", c.signedIn(c.policies))
+	mux.Handle("GET /ui/policies/{program}", c.signedIn(c.policies))
+	mux.Handle("GET /ui/policies/{program}/diff", c.signedIn(c.policyDiff))
+	mux.Handle("GET /ui/policies/{program}/{version}", c.signedIn(c.policy))
+	mux.Handle("GET /ui/payouts", c.signedIn(c.payoutsIndex))
+	mux.Handle("GET /ui/payouts/{month}", c.signedIn(c.payouts))
 	mux.Handle("/ui/", c.signedIn(func(w http.ResponseWriter, r *http.Request, _ *session) error {
 		return pageError{http.StatusNotFound, "There is no page at " + r.URL.Path + "."}
 	}))

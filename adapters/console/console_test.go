@@ -93,13 +93,19 @@ func freshPostgres(t *testing.T) store.Config {
 // letters: one of order o-1 (a bad amount), one of an unknown program.
 func filledStore(t *testing.T, cfg store.Config, n int) *store.Store {
 	t.Helper()
+	return filledStoreFrom(t, cfg, n, "../../policies")
+}
+
+// filledStoreFrom is filledStore deciding with the policies of dir.
+func filledStoreFrom(t *testing.T, cfg store.Config, n int, dir string) *store.Store {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	set, err := rules.LoadDir("../../policies")
+	set, err := rules.LoadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

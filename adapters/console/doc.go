@@ -11,6 +11,10 @@
 //	GET  /ui/                   search (?q= an order id, event id or decision id) and recent decisions
 //	GET  /ui/orders/{order_id}  every stored decision of an order, explained and proven, and its dead letters
 //	GET  /ui/health             dead letters (?kind=) and the store's counts
+//	GET  /ui/policies[/{program}]                 the stored policy versions and their decision counts
+//	GET  /ui/policies/{program}/{version}         a stored version: digest check, decisions made, numbered source
+//	GET  /ui/policies/{program}/diff?from=&to=    the line diff of two stored versions
+//	GET  /ui/payouts/{YYYY-MM}[.csv]              a month's statements, totals and closing runs (CSV: payouts --format csv)
 //	GET  /ui/assets/…           the stylesheet (open: the sign-in page uses it)
 //
 // Sign-in. The browser posts one of the bearer tokens the audit API accepts (http.tokens) once;

@@ -28,7 +28,7 @@ func parsePages() map[string]*template.Template {
 	funcs := template.FuncMap{"join": strings.Join}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "error", "search", "order", "health"} {
+	for _, name := range []string{"login", "error", "search", "order", "health", "policies", "policy", "diff", "payouts"} {
 		pages[name] = template.Must(template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+name+".html"))
 	}
 	return pages

@@ -16,6 +16,7 @@ type decisionView struct {
 	Current               bool
 	Program               string
 	PolicyVersion         int
+	PolicyURL             string // the stored version's page
 	PolicyDigest          string
 	PolicyFile, Effective string // "" when the policy could not be read
 	EventID, DecidedAt    string
@@ -51,7 +52,8 @@ type ruleView struct {
 func newDecisionView(x audit.Explained, current bool) decisionView {
 	d := &x.Decision
 	v := decisionView{ID: d.ID, Current: current, Program: d.Program, PolicyVersion: d.PolicyVersion, PolicyDigest: d.PolicyDigest,
-		EventID: d.EventID, StreamSeq: d.StreamSeq, DecidedAt: d.DecidedAt.UTC().Format(time.RFC3339), AffiliateID: d.AffiliateID,
+		PolicyURL: policyPath(d.Program, d.PolicyVersion),
+		EventID:   d.EventID, StreamSeq: d.StreamSeq, DecidedAt: d.DecidedAt.UTC().Format(time.RFC3339), AffiliateID: d.AffiliateID,
 		Qualified: d.Qualified, FailedRules: strings.Join(d.FailedRules, ", "), Rounding: d.Rounding}
 	if x.Policy.Digest != "" {
 		v.PolicyFile, v.Effective = x.Policy.File, x.Policy.EffectiveFrom.UTC().Format(time.RFC3339)

@@ -1,7 +1,7 @@
 package store
 
 // Reads for the console (adapters/console): recent decisions with filters, recent dead letters,
-// and the counts of what is stored. Every list is newest first and paged with a cursor (the last
+// the counts of what is stored and how many decisions each policy version made. Every list is newest first and paged with a cursor (the last
 // id of a page), so a page costs the same however deep it is.
 
 import (
@@ -103,4 +103,23 @@ func (s *Store) Counts(ctx context.Context) (decisions, deadLetters int64, err e
 		return 0, 0, fmt.Errorf("counting dead letters: %w", err)
 	}
 	return decisions, deadLetters, nil
+}
+
+// PolicyDecisionCounts returns how many stored decisions each policy version of a program made,
+// by version (a version that made none is absent).
+func (s *Store) PolicyDecisionCounts(ctx context.Context, program string) (map[int]int64, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT policy_version, count(*) FROM decisions WHERE program = ? GROUP BY policy_version", program)
+	if err != nil {
+		return nil, fmt.Errorf("counting the decisions of %s's policy versions: %w", program, err)
+	}
+	defer rows.Close()
+	out := map[int]int64{}
+	for rows.Next() {
+		var version, n int64
+		if err := rows.Scan(&version, &n); err != nil {
+			return nil, fmt.Errorf("counting the decisions of %s's policy versions: %w", program, err)
+		}
+		out[int(version)] = n
+	}
+	return out, rows.Err()
 }

@@ -2,17 +2,26 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/commissioner/commissioner/adapters/console"
 	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
+	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/engine/audit"
+	"github.com/commissioner/commissioner/rules"
 )
 
 // consoleStore is the store as the console's port reads it: the console's filter is converted
-// to the store's (the two adapters do not know each other).
-type consoleStore struct{ *store.Store }
+// to the store's (the two adapters do not know each other), and a month's payouts are built as
+// the payouts command builds them, with the payout terms of the policies the service runs
+// (policies; nil: the versions stored).
+type consoleStore struct {
+	*store.Store
+	policies func() *rules.Set
+}
 
 var _ console.Store = consoleStore{}
 
@@ -20,8 +29,69 @@ func (s consoleStore) RecentDecisions(ctx context.Context, f console.DecisionFil
 	return s.Store.RecentDecisions(ctx, store.DecisionFilter(f), before, limit)
 }
 
+// PayoutMonth builds a month's statements with the payouts command's own steps (payoutsRun:
+// prepare, preview, reprintClosedBefore), as `payouts --month M` without --close does, with the
+// payout terms of the policies the service runs — the set `payouts` loads from the same
+// directory — or, without a running set, of the versions stored.
+func (s consoleStore) PayoutMonth(ctx context.Context, month string) (console.PayoutMonth, error) {
+	m, asOf, err := engine.MonthBounds(month)
+	if err != nil {
+		return console.PayoutMonth{}, err
+	}
+	var set *rules.Set
+	if s.policies != nil {
+		set = s.policies()
+	}
+	if set == nil {
+		if set, err = storedPolicySet(ctx, s.Store); err != nil {
+			return console.PayoutMonth{}, err
+		}
+	}
+	r := &payoutsRun{p: payoutsParams{Month: m, Format: "csv"}, month: m, asOf: asOf, st: s.Store}
+	if err := r.prepare(ctx, set); err != nil {
+		return console.PayoutMonth{}, err
+	}
+	rep := payoutReport{Month: m, AsOf: asOf}
+	if err := r.preview(ctx, &rep); err != nil {
+		return console.PayoutMonth{}, err
+	}
+	if _, err := r.reprintClosedBefore(ctx, &rep); err != nil {
+		return console.PayoutMonth{}, err
+	}
+	out := console.PayoutMonth{Month: m, AsOf: asOf, Statements: rep.Statements}
+	for _, rr := range rep.Runs {
+		if rr.Before {
+			out.Runs = append(out.Runs, console.PayoutRun{ID: rr.Run.ID, Program: rr.Program, ClosedAt: rr.Run.ClosedAt,
+				Payouts: rr.Run.Payouts, Entries: rr.Run.Entries, Paid: rr.Paid})
+		}
+	}
+	return out, nil
+}
+
+// storedPolicySet compiles every stored policy version into a set (for their payout terms).
+func storedPolicySet(ctx context.Context, st *store.Store) (*rules.Set, error) {
+	sps, err := st.PolicyVersions(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	var ps []*rules.Policy
+	for _, sp := range sps {
+		p, problems := rules.Compile(sp.File, sp.Source)
+		if p == nil {
+			return nil, fmt.Errorf("policy %s v%d (%s): the stored source does not compile:\n%v", sp.Program, sp.Version, sp.File, problems)
+		}
+		ps = append(ps, p)
+	}
+	set, problems := rules.NewSet(ps)
+	if set == nil {
+		return nil, errors.New("the stored policy versions do not form a set:\n" + fmt.Sprint(problems))
+	}
+	return set, nil
+}
+
 // mountConsole serves the console (/ui/…) on the service's HTTP server; it signs in with the
-// audit API's bearer tokens and reads the store only.
-func mountConsole(srv *httpapi.Server, st *store.Store, cfg httpapi.Config, log *slog.Logger) {
-	srv.Handle("/ui/", console.New(consoleStore{st}, console.Options{Tokens: cfg.Tokens, Log: log}))
+// audit API's bearer tokens and reads the store only. policies gives the set the service runs
+// now (reloads included).
+func mountConsole(srv *httpapi.Server, st *store.Store, cfg httpapi.Config, policies func() *rules.Set, log *slog.Logger) {
+	srv.Handle("/ui/", console.New(consoleStore{st, policies}, console.Options{Tokens: cfg.Tokens, Log: log}))
 }

@@ -69,8 +69,9 @@ func browser(t *testing.T) context.Context {
 
 // TestConsoleInABrowser drives the console in a real headless Chromium against a running service
 // on demo-like data: a wrong token is refused, sign-in works, an order is found and its
-// decision page shows a failed rule's reason, an XSS-looking order id renders as text, and the
-// health page shows a dead letter's reason.
+// decision page shows a failed rule's reason, its policy version opens with its numbered source
+// and a diff, a payout month lists its statements, an XSS-looking order id renders as text, and
+// the health page shows a dead letter's reason.
 func TestConsoleInABrowser(t *testing.T) {
 	bctx := browser(t)
 	const token = "console-browser-test-token-0123456789"
@@ -161,6 +162,23 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("the decision's verdict says %q, want it reproduced", verdict)
 	}
 	screenshot(t, bctx, "console-decision.png")
+	// The decision's policy version, its numbered source, and a diff.
+	do("opening the policy version", chromedp.Click(chromedp.CSS(`a.policy-link`)), chromedp.WaitVisible(chromedp.CSS(`pre#source`)))
+	if n := get("reading the decision count", chromedp.Text(chromedp.CSS(`#decision-count`))); !strings.ContainsAny(n, "123456789") {
+		t.Errorf("the policy page counts %q decisions, want some", n)
+	}
+	if line := get("reading line 1", chromedp.Text(chromedp.CSS(`pre#source span.line#L1`))); !strings.Contains(line, "program") {
+		t.Errorf("line 1 of the source reads %q", line)
+	}
+	do("opening a diff", chromedp.Navigate(base+"/ui/policies/alibaba/diff?from=1&to=1"), chromedp.WaitVisible(chromedp.CSS(`#diff-summary`)))
+	if sum := get("reading the diff", chromedp.Text(chromedp.CSS(`#diff-summary`))); !strings.Contains(sum, "0 line(s) added, 0 removed") {
+		t.Errorf("a version against itself: %q", sum)
+	}
+	// The month's payouts: the statements and their totals.
+	do("opening a payout month", chromedp.Navigate(base+"/ui/payouts/2025-11"), chromedp.WaitVisible(chromedp.CSS(`table#statements`)))
+	if tot := get("reading the totals", chromedp.Text(chromedp.CSS(`table#totals`))); !strings.Contains(tot, "USD") {
+		t.Errorf("the month's totals: %q", tot)
+	}
 	// An order id that looks like a script is text.
 	do("opening the XSS-looking order", chromedp.Navigate(base+"/ui/orders/"+url.PathEscape(xssID)),
 		chromedp.WaitVisible(chromedp.CSS(`section.decision`)))

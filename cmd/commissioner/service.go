@@ -133,8 +133,8 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 		if err != nil {
 			return nil, err
 		}
-		mountAuditAPI(s.http, s.store, cfg.HTTP, s.checkpointKey, rd, log) // the audit API (/v1/…): audit.go
-		mountConsole(s.http, s.store, cfg.HTTP, log)                       // the console (/ui/…): console.go
+		mountAuditAPI(s.http, s.store, cfg.HTTP, s.checkpointKey, rd, log)                                    // the audit API (/v1/…): audit.go
+		mountConsole(s.http, s.store, cfg.HTTP, func() *rules.Set { return s.engine.Load().Policies() }, log) // the console (/ui/…): console.go
 		addr, err := s.http.Listen()
 		if err != nil {
 			return nil, err
