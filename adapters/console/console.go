@@ -43,6 +43,9 @@ type Store interface {
 	// PayoutMonth returns a month's payout statements as `commissioner payouts --month` (without
 	// --close) builds them: month is valid (engine.MonthBounds).
 	PayoutMonth(ctx context.Context, month string) (PayoutMonth, error)
+	// ReplayHistory returns the stored events a filter selects with their recorded decisions,
+	// for the what-if page (engine.Replay reads it; nothing is written).
+	ReplayHistory(f engine.EventFilter) engine.History
 }
 
 // PayoutMonth is a month's payout statements: those payable now (not paid yet) and, per program
@@ -78,6 +81,13 @@ const (
 	DefaultRequestTimeout = 10 * time.Second
 	PageSize              = 50 // rows of a list page
 	maxFormBytes          = 64 << 10
+	// The what-if page's bounds, those of POST /v1/replay (the audit API's defaults): a replay
+	// reads at most DefaultReplayMaxOrders orders within DefaultReplayTimeout, at most
+	// DefaultMaxReplays at once, of a candidate posted in at most maxWhatIfBytes.
+	DefaultReplayTimeout   = 30 * time.Second
+	DefaultReplayMaxOrders = 100_000
+	DefaultMaxReplays      = 2
+	maxWhatIfBytes         = 1 << 20
 )
 
 // Options configure the console.
@@ -91,6 +101,13 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Now is the clock of sessions (nil: time.Now).
 	Now func() time.Time
+	// ReplayTimeout, ReplayMaxOrders and MaxReplays bound the what-if page's replays as
+	// POST /v1/replay's (0: the Default… values, the audit API's): a replay that would read more
+	// orders, or take longer, stops with an error page; another beyond MaxReplays at once is
+	// refused with a "busy" page (429).
+	ReplayTimeout   time.Duration
+	ReplayMaxOrders int
+	MaxReplays      int
 	// Log receives one line per request that failed on the server's side (never a token); nil:
 	// discarded.
 	Log *slog.Logger
@@ -120,6 +137,7 @@ type Console struct {
 	auditor *audit.Auditor
 	pages   map[string]*template.Template
 	handler http.Handler
+	replays chan struct{} // a slot per what-if replay running (MaxReplays)
 
 	mu       sync.Mutex
 	sessions map[[sha256.Size]byte]session // by the SHA-256 of the cookie's value
@@ -141,11 +159,20 @@ func New(st Store, opts Options) *Console {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.ReplayTimeout <= 0 {
+		opts.ReplayTimeout = DefaultReplayTimeout
+	}
+	if opts.ReplayMaxOrders <= 0 {
+		opts.ReplayMaxOrders = DefaultReplayMaxOrders
+	}
+	if opts.MaxReplays <= 0 {
+		opts.MaxReplays = DefaultMaxReplays
+	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	c := &Console{st: st, opts: opts, tokens: tokenDigests(opts.Tokens), auditor: audit.NewAuditor(st),
-		pages: parsePages(), sessions: map[[sha256.Size]byte]session{}}
+		pages: parsePages(), sessions: map[[sha256.Size]byte]session{}, replays: make(chan struct{}, opts.MaxReplays)}
 	mux := http.NewServeMux()
 	assets, _ := fs.Sub(assetFS, "assets")
 	mux.Handle("GET /ui/assets/", http.StripPrefix("/ui/assets/", http.FileServerFS(assets)))
@@ -161,6 +188,8 @@ func New(st Store, opts Options) *Console {
 	mux.Handle("GET /ui/policies/{program}/{version}", c.signedIn(c.policy))
 	mux.Handle("GET /ui/payouts", c.signedIn(c.payoutsIndex))
 	mux.Handle("GET /ui/payouts/{month}", c.signedIn(c.payouts))
+	mux.Handle("GET /ui/whatif", c.signedIn(c.whatIfForm))
+	mux.Handle("POST /ui/whatif", c.signedInWith(maxWhatIfBytes, opts.ReplayTimeout, c.whatIf))
 	mux.Handle("/ui/", c.signedIn(func(w http.ResponseWriter, r *http.Request, _ *session) error {
 		return pageError{http.StatusNotFound, "There is no page at " + r.URL.Path + "."}
 	}))
@@ -194,6 +223,11 @@ func (e pageError) Error() string { return e.msg }
 // signedIn wraps a page that needs a session: without one it redirects to the sign-in form;
 // a POST must carry the session's CSRF token. The page's error is rendered as an error page.
 func (c *Console) signedIn(h func(http.ResponseWriter, *http.Request, *session) error) http.Handler {
+	return c.signedInWith(maxFormBytes, c.opts.RequestTimeout, h)
+}
+
+// signedInWith is signedIn with a POST's largest form and the request's deadline.
+func (c *Console) signedInWith(maxBytes int64, timeout time.Duration, h func(http.ResponseWriter, *http.Request, *session) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, ok := c.session(r)
 		if !ok {
@@ -201,14 +235,14 @@ func (c *Console) signedIn(h func(http.ResponseWriter, *http.Request, *session) 
 			return
 		}
 		if r.Method == http.MethodPost {
-			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+			r.Body = http.MaxBytesReader(w, r.Body, maxBytes)
 			if err := r.ParseForm(); err != nil || !equalSecret(r.PostForm.Get("csrf"), s.csrf) {
 				c.render(w, http.StatusForbidden, "error", page{Title: "Refused", CSRF: s.csrf, SignedIn: true,
 					Data: "The request was refused: its CSRF token is missing or wrong. Reload the page and try again."})
 				return
 			}
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), c.opts.RequestTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		if err := h(w, r.WithContext(ctx), &s); err != nil {
 			status, msg := http.StatusInternalServerError, "Something went wrong on the server's side; it has been logged."

@@ -15,6 +15,8 @@
 //	GET  /ui/policies/{program}/{version}         a stored version: digest check, decisions made, numbered source
 //	GET  /ui/policies/{program}/diff?from=&to=    the line diff of two stored versions
 //	GET  /ui/payouts/{YYYY-MM}[.csv]              a month's statements, totals and closing runs (CSV: payouts --format csv)
+//	GET  /ui/whatif             the what-if form: a candidate (pasted policy or stored version), from, to, affiliate
+//	POST /ui/whatif             replays it (bounded as POST /v1/replay) and shows the money per currency, then what changed
 //	GET  /ui/assets/…           the stylesheet (open: the sign-in page uses it)
 //
 // Sign-in. The browser posts one of the bearer tokens the audit API accepts (http.tokens) once;
@@ -24,9 +26,15 @@
 // sessions live in the process's memory, so a restart signs everyone out. Every page but the
 // sign-in form and the assets redirects (303) to /ui/login without a session.
 //
-// CSRF. Every POST carries a CSRF token in a hidden field named csrf: the session's for logout;
-// for the sign-in form (no session yet) a random value also set in a short-lived cookie on the
-// sign-in path (double submit). A POST without the right one is refused with 403.
+// CSRF. Every POST carries a CSRF token in a hidden field named csrf: the session's for logout
+// and the what-if page; for the sign-in form (no session yet) a random value also set in a
+// short-lived cookie on the sign-in path (double submit). A POST without the right one is
+// refused with 403.
+//
+// What-if. POST /ui/whatif compiles and checks the candidate (rules.Compile, rules.Lint: its
+// problems are shown with their lines), then runs engine.Replay on the history the Store port
+// reads (ReplayHistory), bounded as POST /v1/replay is (Options.ReplayTimeout, ReplayMaxOrders,
+// MaxReplays; cmd passes the audit API's): a dry run, nothing is written.
 //
 // Security headers on every response: a Content-Security-Policy allowing only the console's own
 // origin (no inline script, no third-party origin, no framing), X-Content-Type-Options: nosniff,

@@ -25,13 +25,29 @@ type page struct {
 
 // parsePages parses each page template with the layout. A broken template panics at start.
 func parsePages() map[string]*template.Template {
-	funcs := template.FuncMap{"join": strings.Join}
+	funcs := template.FuncMap{"join": strings.Join, "dict": dict}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "error", "search", "order", "health", "policies", "policy", "diff", "payouts"} {
+	for _, name := range []string{"login", "error", "search", "order", "health", "policies", "policy", "diff", "payouts", "whatif"} {
 		pages[name] = template.Must(template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+name+".html"))
 	}
 	return pages
+}
+
+// dict makes a map of key, value pairs: the arguments of a nested template.
+func dict(kv ...any) (map[string]any, error) {
+	if len(kv)%2 != 0 {
+		return nil, errors.New("dict: an odd number of arguments")
+	}
+	m := make(map[string]any, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		k, ok := kv[i].(string)
+		if !ok {
+			return nil, fmt.Errorf("dict: key %v is not a string", kv[i])
+		}
+		m[k] = kv[i+1]
+	}
+	return m, nil
 }
 
 // render writes a page; the template runs into a buffer first, so a failure is a clean 500.

@@ -90,8 +90,11 @@ func storedPolicySet(ctx context.Context, st *store.Store) (*rules.Set, error) {
 }
 
 // mountConsole serves the console (/ui/…) on the service's HTTP server; it signs in with the
-// audit API's bearer tokens and reads the store only. policies gives the set the service runs
-// now (reloads included).
+// audit API's bearer tokens and reads the store only; its what-if replays have the bounds of
+// POST /v1/replay (the same timeout, orders and http.max_replays). policies gives the set the
+// service runs now (reloads included).
 func mountConsole(srv *httpapi.Server, st *store.Store, cfg httpapi.Config, policies func() *rules.Set, log *slog.Logger) {
-	srv.Handle("/ui/", console.New(consoleStore{st, policies}, console.Options{Tokens: cfg.Tokens, Log: log}))
+	srv.Handle("/ui/", console.New(consoleStore{st, policies}, console.Options{Tokens: cfg.Tokens, Log: log,
+		// the what-if page is bounded as POST /v1/replay is
+		ReplayTimeout: httpapi.DefaultReplayTimeout, ReplayMaxOrders: httpapi.DefaultReplayMaxOrders, MaxReplays: cfg.MaxReplays}))
 }

@@ -70,8 +70,9 @@ func browser(t *testing.T) context.Context {
 // TestConsoleInABrowser drives the console in a real headless Chromium against a running service
 // on demo-like data: a wrong token is refused, sign-in works, an order is found and its
 // decision page shows a failed rule's reason, its policy version opens with its numbered source
-// and a diff, a payout month lists its statements, an XSS-looking order id renders as text, and
-// the health page shows a dead letter's reason.
+// and a diff, a payout month lists its statements, the README's 6% → 5% what-if gives the same
+// money as `commissioner replay`, an XSS-looking order id renders as text, and the health page
+// shows a dead letter's reason.
 func TestConsoleInABrowser(t *testing.T) {
 	bctx := browser(t)
 	const token = "console-browser-test-token-0123456789"
@@ -178,6 +179,31 @@ func TestConsoleInABrowser(t *testing.T) {
 	do("opening a payout month", chromedp.Navigate(base+"/ui/payouts/2025-11"), chromedp.WaitVisible(chromedp.CSS(`table#statements`)))
 	if tot := get("reading the totals", chromedp.Text(chromedp.CSS(`table#totals`))); !strings.Contains(tot, "USD") {
 		t.Errorf("the month's totals: %q", tot)
+	}
+	// The 6% → 5% what-if reads the same money as `commissioner replay`.
+	candidate := candidateFile(t, t.TempDir(), "v2.yaml", 2, "2025-01-01T00:00:00Z", returningRate6,
+		strings.Replace(returningRate6, `"6%"`, `"5%"`, 1))
+	src, err := os.ReadFile(candidate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	do("running the what-if", chromedp.Navigate(base+"/ui/whatif"), chromedp.WaitVisible(chromedp.CSS(`form#whatif`)),
+		chromedp.SetValue(chromedp.CSS(`textarea#policy`), string(src)), chromedp.Submit(chromedp.CSS(`form#whatif`)),
+		chromedp.WaitVisible(chromedp.CSS(`table#totals`)))
+	page := get("reading the USD difference", chromedp.Text(chromedp.CSS(`table#totals tr.total[data-currency="USD"] td.diff`)))
+	screenshot(t, bctx, "console-whatif.png")
+	doc, _, err := replayReport(t, svc.cfg, replayParams{Policy: candidate})
+	if err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	var cli string
+	for _, tot := range doc.Summary.Totals {
+		if tot.Currency == "USD" {
+			cli = tot.Diff
+		}
+	}
+	if cli == "" || !strings.HasPrefix(cli, "-") || strings.TrimSpace(page) != cli {
+		t.Errorf("what-if USD difference %q, replay --format json %q: want the same, negative", page, cli)
 	}
 	// An order id that looks like a script is text.
 	do("opening the XSS-looking order", chromedp.Navigate(base+"/ui/orders/"+url.PathEscape(xssID)),
