@@ -247,3 +247,26 @@ type EventFilter struct {
 	// sequence, then the latest stored.
 	LatestPerOrder bool
 }
+
+// ErrTooManyEvents is what a LimitHistory walk ends with when the history holds more events
+// than its bound.
+var ErrTooManyEvents = errors.New("the history holds more events than the replay may read")
+
+// LimitHistory is h, stopped with ErrTooManyEvents once more than max events were read: a
+// replay bounded for an interactive caller (POST /v1/replay, the console's what-if page).
+func LimitHistory(h History, max int) History { return limitedHistory{h, max} }
+
+type limitedHistory struct {
+	h   History
+	max int
+}
+
+func (l limitedHistory) Walk(ctx context.Context, fn func([]ReplayEvent) error) error {
+	n := 0
+	return l.h.Walk(ctx, func(batch []ReplayEvent) error {
+		if n += len(batch); n > l.max {
+			return ErrTooManyEvents
+		}
+		return fn(batch)
+	})
+}

@@ -7,7 +7,6 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -235,7 +234,7 @@ func (c *Console) order(w http.ResponseWriter, r *http.Request, s *session) erro
 	if len(ds) == 0 && len(dead) == 0 {
 		return pageError{http.StatusNotFound, fmt.Sprintf("Order %s has no stored decision and no dead-lettered event.", orderID)}
 	}
-	ds, current := inStreamOrder(ds)
+	ds, current := audit.InStreamOrder(ds)
 	d := orderData{OrderID: orderID}
 	for _, sd := range ds {
 		x, err := c.auditor.Explain(ctx, sd)
@@ -249,28 +248,6 @@ func (c *Console) order(w http.ResponseWriter, r *http.Request, s *session) erro
 	}
 	c.render(w, http.StatusOK, "order", page{Title: "Order " + orderID, CSRF: s.csrf, SignedIn: true, Data: d})
 	return nil
-}
-
-// inStreamOrder sorts an order's decisions by stream sequence (then id) and says which is current
-// in each program: of the decisions marked current when stored, the last stored (as explain does).
-func inStreamOrder(ds []audit.StoredDecision) ([]audit.StoredDecision, map[int64]bool) {
-	sort.SliceStable(ds, func(i, j int) bool {
-		if ds[i].StreamSeq != ds[j].StreamSeq {
-			return ds[i].StreamSeq < ds[j].StreamSeq
-		}
-		return ds[i].ID < ds[j].ID
-	})
-	last := map[string]int64{}
-	for _, d := range ds {
-		if d.Current && d.ID > last[d.Program] {
-			last[d.Program] = d.ID
-		}
-	}
-	current := make(map[int64]bool, len(last))
-	for _, id := range last {
-		current[id] = true
-	}
-	return ds, current
 }
 
 // --- health ---

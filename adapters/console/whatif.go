@@ -112,25 +112,6 @@ func (c *Console) versionOptions(ctx context.Context, d *whatIfData) error {
 	return nil
 }
 
-// errTooManyOrders stops a replay whose range holds more orders than the page replays.
-var errTooManyOrders = errors.New("too many orders")
-
-// boundedHistory stops the walk once more than max events were read (as POST /v1/replay's).
-type boundedHistory struct {
-	h   engine.History
-	max int
-}
-
-func (b boundedHistory) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error) error {
-	n := 0
-	return b.h.Walk(ctx, func(batch []engine.ReplayEvent) error {
-		if n += len(batch); n > b.max {
-			return errTooManyOrders
-		}
-		return fn(batch)
-	})
-}
-
 // POST /ui/whatif: a bounded dry-run replay of the candidate (pasted, or a stored version) on the
 // stored orders, as POST /v1/replay runs it; at most MaxReplays at once.
 func (c *Console) whatIf(w http.ResponseWriter, r *http.Request, s *session) error {
@@ -207,10 +188,10 @@ func (c *Console) whatIf(w http.ResponseWriter, r *http.Request, s *session) err
 			"%d what-if replays are running, the most at once: try again in a few seconds.", c.opts.MaxReplays)}
 	}
 	ef := engine.EventFilter{Program: p.Program, Affiliate: d.Affiliate, LatestPerOrder: true, From: from, To: to}
-	rep, err := engine.Replay(ctx, set, boundedHistory{c.st.ReplayHistory(ef), c.opts.ReplayMaxOrders},
+	rep, err := engine.Replay(ctx, set, engine.LimitHistory(c.st.ReplayHistory(ef), c.opts.ReplayMaxOrders),
 		engine.ReplayOptions{MaxChanges: whatIfMaxChanges})
 	switch {
-	case errors.Is(err, errTooManyOrders):
+	case errors.Is(err, engine.ErrTooManyEvents):
 		return pageError{http.StatusUnprocessableEntity, fmt.Sprintf(
 			"The range holds more than %d orders, the most one what-if replays: narrow it (from, to, affiliate), or run `commissioner replay`.",
 			c.opts.ReplayMaxOrders)}

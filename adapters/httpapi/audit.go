@@ -381,25 +381,6 @@ type ReplayRequest struct {
 	MaxChanges int `json:"max_changes,omitempty"`
 }
 
-// errTooManyOrders stops a replay whose range holds more orders than the API replays.
-var errTooManyOrders = errors.New("too many orders")
-
-// boundedHistory stops the walk once more than max events were read.
-type boundedHistory struct {
-	h   engine.History
-	max int
-}
-
-func (b boundedHistory) Walk(ctx context.Context, fn func([]engine.ReplayEvent) error) error {
-	n := 0
-	return b.h.Walk(ctx, func(batch []engine.ReplayEvent) error {
-		if n += len(batch); n > b.max {
-			return errTooManyOrders
-		}
-		return fn(batch)
-	})
-}
-
 // POST /v1/replay: a bounded dry-run replay of a candidate policy on stored orders; at most
 // MaxReplays at once.
 func (a *auditAPI) replay(w http.ResponseWriter, r *http.Request) error {
@@ -448,10 +429,10 @@ func (a *auditAPI) replay(w http.ResponseWriter, r *http.Request) error {
 	if req.To != nil {
 		f.To = req.To.UTC()
 	}
-	rep, err := engine.Replay(r.Context(), set, boundedHistory{a.st.ReplayHistory(f), a.opts.ReplayMaxOrders},
+	rep, err := engine.Replay(r.Context(), set, engine.LimitHistory(a.st.ReplayHistory(f), a.opts.ReplayMaxOrders),
 		engine.ReplayOptions{MaxChanges: req.MaxChanges})
 	switch {
-	case errors.Is(err, errTooManyOrders):
+	case errors.Is(err, engine.ErrTooManyEvents):
 		return apiError{http.StatusUnprocessableEntity, "too_many_orders", fmt.Sprintf(
 			"the range holds more than %d orders, the most one API replay reads: narrow it (from, to, affiliate), or run `commissioner replay`",
 			a.opts.ReplayMaxOrders)}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
 
@@ -116,7 +115,7 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, cps []aud
 		}
 		return fmt.Errorf("order %s has no stored decision and no dead-lettered event%s in %s", p.OrderID, where, st)
 	}
-	ds, current := inStreamOrder(ds)
+	ds, current := audit.InStreamOrder(ds)
 	a := audit.NewAuditor(st)
 	xs := make([]audit.Explained, 0, len(ds))
 	ok := true
@@ -174,30 +173,6 @@ func runExplain(ctx context.Context, st *store.Store, p explainParams, cps []aud
 		return exitCode(1)
 	}
 	return nil
-}
-
-// inStreamOrder sorts an order's decisions by stream sequence — the order its events arrived in
-// and took effect in; decision ids follow commits, which batches of different partitions make out
-// of order — and says which is current in each program: of the decisions the order's state
-// followed when they were stored, the last stored.
-func inStreamOrder(ds []audit.StoredDecision) ([]audit.StoredDecision, map[int64]bool) {
-	sort.SliceStable(ds, func(i, j int) bool {
-		if ds[i].StreamSeq != ds[j].StreamSeq {
-			return ds[i].StreamSeq < ds[j].StreamSeq
-		}
-		return ds[i].ID < ds[j].ID
-	})
-	last := map[string]int64{}
-	for _, d := range ds {
-		if d.Current && d.ID > last[d.Program] {
-			last[d.Program] = d.ID
-		}
-	}
-	current := make(map[int64]bool, len(last))
-	for _, id := range last {
-		current[id] = true
-	}
-	return ds, current
 }
 
 // writeExplained prints one decision for an auditor: a header of aligned fields, the check, then
