@@ -553,3 +553,25 @@ func TestReplayUsesTheRecordedAffiliateMonth(t *testing.T) {
 		t.Errorf("without the recorded month: assumed %d, drift %d; want 40 and some drift", rep.AffiliateAssumed, rep.Drift)
 	}
 }
+
+// TestVerdictOwnsItsAmounts: a decision's verdict keeps its amounts when the decision's amounts change,
+// however large they are (beyond apd's inline coefficients, which a copy by value would share).
+func TestVerdictOwnsItsAmounts(t *testing.T) {
+	set := mustSet(t, map[string]string{"shop/v1.yaml": shopPolicy(1, "2025-01-01T00:00:00Z", "10%", "")})
+	big := strings.Repeat("9", 38) + ".00"
+	o, err := engine.DecodeOrder([]byte(`{"order_id":"o","program":"shop","affiliate_id":"a","status":"completed",` +
+		`"placed_at":"2025-03-10T12:00:00Z","buyer":{"id":"b","country":"US","new":true},"currency":"USD","amount":"` + big + `"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := engine.New(set).Decide(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := d.Verdict()
+	want := v.Commission.Text('f')
+	d.Commission.Coeff.Add(&d.Commission.Coeff, apd.NewBigInt(1))
+	if got := v.Commission.Text('f'); got != want {
+		t.Errorf("the verdict's commission changed with the decision's: %s, was %s", got, want)
+	}
+}

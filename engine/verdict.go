@@ -25,17 +25,17 @@ type Verdict struct {
 // Verdict returns the decision's verdict, its amounts copied (its slices are shared).
 func (d *Decision) Verdict() Verdict {
 	v := Verdict{PolicyVersion: d.PolicyVersion, PolicyDigest: d.PolicyDigest, Qualified: d.Qualified,
-		FailedRules: d.FailedRules, RateRule: d.RateRule, HasFlat: d.hasFlat, Currency: d.Currency.Code, Rounding: string(d.Rounding)}
-	v.Rate.Set(&d.Rate)
-	v.Flat.Set(&d.Flat)
-	v.Base.Set(&d.Base)
-	v.Commission.Set(&d.Commission)
-	return v
+		FailedRules: d.FailedRules, RateRule: d.RateRule, Rate: d.Rate, Flat: d.Flat, HasFlat: d.hasFlat,
+		Base: d.Base, Commission: d.Commission, Currency: d.Currency.Code, Rounding: string(d.Rounding)}
+	return v.clone() // the decision's amounts may be reused; the verdict's are its own
 }
 
-// clone is v with its amounts copied (its slices are shared).
+// clone is v with its amounts copied (its slices are shared). The amounts are zeroed before they
+// are set: an apd.Decimal copied by value shares a large coefficient's big.Int, which Set would
+// then write into rather than copy.
 func (v *Verdict) clone() Verdict {
 	c := *v
+	c.Rate, c.Flat, c.Base, c.Commission = apd.Decimal{}, apd.Decimal{}, apd.Decimal{}, apd.Decimal{}
 	c.Rate.Set(&v.Rate)
 	c.Flat.Set(&v.Flat)
 	c.Base.Set(&v.Base)
