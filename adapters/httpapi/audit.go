@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -68,11 +69,13 @@ const (
 
 // AuditOptions configure the audit API. Zero limits take the defaults above.
 type AuditOptions struct {
-	// Tokens are the bearer tokens that may call /v1 (but /v1/openapi.json, which is open). With
-	// none, every call is refused with 401.
-	Tokens         []string
-	MaxBodyBytes   int64         // the largest request body
-	RequestTimeout time.Duration // each request's deadline (replay: ReplayTimeout)
+	// Tokens are the readers' bearer tokens: they may call every /v1 route that changes nothing
+	// (/v1/openapi.json is open). OperatorTokens may also call the routes that change state
+	// (POST /v1/dead-letters/redrive); a reader's token there is refused with 403. With no token
+	// at all, every call is refused with 401.
+	Tokens, OperatorTokens []string
+	MaxBodyBytes           int64         // the largest request body
+	RequestTimeout         time.Duration // each request's deadline (replay: ReplayTimeout)
 	// ReplayTimeout and ReplayMaxOrders bound POST /v1/replay: a replay that would read more
 	// orders, or take longer, is stopped and answered with an error.
 	ReplayTimeout   time.Duration
@@ -117,9 +120,10 @@ func OpenAPIDocument() []byte { return openAPIDocument }
 
 // auditAPI serves /v1.
 type auditAPI struct {
-	st     AuditStore
-	opts   AuditOptions
-	tokens [][sha256.Size]byte
+	st        AuditStore
+	opts      AuditOptions
+	tokens    [][sha256.Size]byte // readers' and operators'
+	operators [][sha256.Size]byte
 	// auditor re-runs decisions for GET /v1/decisions/{id}; it caches compiled stored policies.
 	auditor *audit.Auditor
 	// replays holds a slot per replay running (MaxReplays).
@@ -132,17 +136,23 @@ type auditAPI struct {
 func NewAuditAPI(st AuditStore, opts AuditOptions) http.Handler {
 	opts.defaults()
 	a := &auditAPI{st: st, opts: opts, auditor: audit.NewAuditor(st), replays: make(chan struct{}, opts.MaxReplays)}
-	a.tokens = tokenDigests(opts.Tokens)
+	a.tokens = tokenDigests(append(slices.Clip(opts.Tokens), opts.OperatorTokens...))
+	a.operators = tokenDigests(opts.OperatorTokens)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Write(openAPIDocument)
 	})
-	auth := func(timeout time.Duration, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	authAs := func(operator bool, timeout time.Duration, h func(http.ResponseWriter, *http.Request) error) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !a.authorized(r) {
 				a.unauthorized(w, r)
+				return
+			}
+			if operator && !bearerAuthorized(r, a.operators) {
+				writeJSON(w, http.StatusForbidden, ErrorView{Error: "forbidden",
+					Message: "this route changes state: it needs an operator's token (http.operator_tokens); this one reads only"})
 				return
 			}
 			ctx, cancel := context.WithTimeout(r.Context(), timeout)
@@ -156,13 +166,16 @@ func NewAuditAPI(st AuditStore, opts AuditOptions) http.Handler {
 			}
 		})
 	}
+	auth := func(timeout time.Duration, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+		return authAs(false, timeout, h)
+	}
 	mux.Handle("GET /v1/orders/{id}/decisions", auth(opts.RequestTimeout, a.orderDecisions))
 	mux.Handle("GET /v1/decisions/{id}", auth(opts.RequestTimeout, a.decision))
 	mux.Handle("GET /v1/policies/{program}/{version}", auth(opts.RequestTimeout, a.policy))
 	mux.Handle("POST /v1/replay", auth(opts.ReplayTimeout, a.replay))
 	mux.Handle("GET /v1/dead-letters", auth(opts.RequestTimeout, a.deadLetters))
 	mux.Handle("GET /v1/dead-letters/{id}", auth(opts.RequestTimeout, a.deadLetter))
-	mux.Handle("POST /v1/dead-letters/redrive", auth(MaxRedriveWait*time.Second+opts.RequestTimeout, a.redrive))
+	mux.Handle("POST /v1/dead-letters/redrive", authAs(true, MaxRedriveWait*time.Second+opts.RequestTimeout, a.redrive))
 	mux.Handle("/v1/", auth(opts.RequestTimeout, func(w http.ResponseWriter, r *http.Request) error {
 		return apiError{http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s (see /v1/openapi.json)", r.Method, r.URL.Path)}
 	}))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,9 +18,15 @@ import (
 // Config is the HTTP listener's configuration.
 type Config struct {
 	Addr string `koanf:"addr"` // host:port; "" disables the server
-	// Tokens are the bearer tokens the audit API (/v1) accepts; none refuses every call. They
-	// are secrets: String masks them. From the environment: COMMISSIONER_HTTP__TOKENS=a,b.
+	// Tokens are the bearer tokens of readers: they read everything the audit API (/v1) and the
+	// console (/ui/) show, and run what-ifs and audit verify, which change nothing. None refuses
+	// every call. They are secrets: String masks them. From the environment:
+	// COMMISSIONER_HTTP__TOKENS=a,b.
 	Tokens []string `koanf:"tokens"`
+	// OperatorTokens are the bearer tokens of operators: what a reader may, and what changes
+	// state — redriving dead letters, closing a payout month in the console.
+	// COMMISSIONER_HTTP__OPERATOR_TOKENS=a,b.
+	OperatorTokens []string `koanf:"operator_tokens"`
 	// MaxReplays is how many POST /v1/replay run at once (0: DefaultMaxReplays); more answer 429.
 	MaxReplays int `koanf:"max_replays"`
 }
@@ -29,9 +36,14 @@ const MinTokenLength = 16
 
 // Validate checks the address and the tokens.
 func (c Config) Validate() error {
-	for i, t := range c.Tokens {
-		if len(strings.TrimSpace(t)) < MinTokenLength || strings.TrimSpace(t) != t {
-			return fmt.Errorf("http.tokens[%d]: a token must be at least %d characters, without surrounding spaces", i, MinTokenLength)
+	for _, list := range []struct {
+		key    string
+		tokens []string
+	}{{"tokens", c.Tokens}, {"operator_tokens", c.OperatorTokens}} {
+		for i, t := range list.tokens {
+			if len(strings.TrimSpace(t)) < MinTokenLength || strings.TrimSpace(t) != t {
+				return fmt.Errorf("http.%s[%d]: a token must be at least %d characters, without surrounding spaces", list.key, i, MinTokenLength)
+			}
 		}
 	}
 	if c.Addr == "" {
@@ -45,7 +57,7 @@ func (c Config) Validate() error {
 
 // String describes the configuration with the tokens masked.
 func (c Config) String() string {
-	return fmt.Sprintf("addr=%q tokens=%d (hidden)", c.Addr, len(c.Tokens))
+	return fmt.Sprintf("addr=%q tokens=%d operator_tokens=%d (hidden)", c.Addr, len(c.Tokens), len(c.OperatorTokens))
 }
 
 // ReadinessCheck reports whether the service can do its work (broker connected, store reachable,
@@ -79,14 +91,15 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // readyz answers 200 or 503 to anyone (what a load balancer needs); why it is not ready — errors
-// that name hosts, addresses and the store — only to a caller with a bearer token of http.tokens.
+// that name hosts, addresses and the store — only to a caller with a bearer token of http.tokens
+// or http.operator_tokens.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if s.ready != nil {
 		if err := s.ready(ctx); err != nil {
 			body := map[string]string{"status": "not ready"}
-			if bearerAuthorized(r, tokenDigests(s.cfg.Tokens)) {
+			if bearerAuthorized(r, tokenDigests(append(slices.Clip(s.cfg.Tokens), s.cfg.OperatorTokens...))) {
 				body["error"] = err.Error()
 			}
 			writeJSON(w, http.StatusServiceUnavailable, body)

@@ -28,10 +28,10 @@ var _ httpapi.AuditStore = (*store.Store)(nil)
 // of the configuration. It reads the store; only its dead-letter redrive (rd) writes, to the
 // order stream.
 func mountAuditAPI(srv *httpapi.Server, st *store.Store, cfg httpapi.Config, key note.Verifier, rd httpapi.Redriver, log *slog.Logger) {
-	srv.MountAuditAPI(httpapi.NewAuditAPI(st, httpapi.AuditOptions{Tokens: cfg.Tokens, MaxReplays: cfg.MaxReplays, CheckpointKey: key,
+	srv.MountAuditAPI(httpapi.NewAuditAPI(st, httpapi.AuditOptions{Tokens: cfg.Tokens, OperatorTokens: cfg.OperatorTokens, MaxReplays: cfg.MaxReplays, CheckpointKey: key,
 		Redriver: rd, Log: log}))
-	if len(cfg.Tokens) == 0 {
-		log.Warn("audit API: no bearer tokens configured (http.tokens); every /v1 call is refused")
+	if len(cfg.Tokens)+len(cfg.OperatorTokens) == 0 {
+		log.Warn("audit API: no bearer tokens configured (http.tokens, http.operator_tokens); every /v1 call is refused")
 	}
 }
 

@@ -215,7 +215,10 @@ func (cf *configFlags) load() (Config, error) {
 				}
 				return "", nil // not configuration: dropped
 			}
-			if key == "http.tokens" { // a list: COMMISSIONER_HTTP__TOKENS=token1,token2
+			if key == "http.tokens" || key == "http.operator_tokens" { // a list: COMMISSIONER_HTTP__TOKENS=token1,token2
+				if value == "" {
+					return key, []string{} // set and empty: no token
+				}
 				return key, strings.Split(value, ",")
 			}
 			return key, value
@@ -249,6 +252,7 @@ func (cf *configFlags) load() (Config, error) {
 func (c Config) print(w io.Writer) error {
 	c.Store.DSN = c.storeConfig().String()
 	c.HTTP.Tokens = slices.Repeat([]string{"****"}, len(c.HTTP.Tokens)) // a new slice: the caller's stays whole
+	c.HTTP.OperatorTokens = slices.Repeat([]string{"****"}, len(c.HTTP.OperatorTokens))
 	if c.NATS.Token != "" {
 		c.NATS.Token = "****"
 	}

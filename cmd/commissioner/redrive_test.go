@@ -59,10 +59,10 @@ func TestDeadLettersRedrive(t *testing.T) {
 		`"buyer":{"id":"b","country":"US","new":true},"currency":"USD","amount":"-5"}`
 	last := publishAll(t, js, natsCfg, [][]byte{[]byte(shopOrder), []byte(badOrder)})
 
-	const token = "redrive-test-token-0123456789"
+	const token, operatorToken = "redrive-test-token-0123456789", "redrive-operator-token-0123456789"
 	cfg := pipelineConfig(t)
 	cfg.Policies = policies
-	cfg.HTTP.Addr, cfg.HTTP.Tokens = "127.0.0.1:0", []string{token}
+	cfg.HTTP.Addr, cfg.HTTP.Tokens, cfg.HTTP.OperatorTokens = "127.0.0.1:0", []string{token}, []string{operatorToken}
 	cfg.NATS.URL, cfg.NATS.User, cfg.NATS.Password = natsCfg.URL, natsCfg.User, natsCfg.Password
 	svc := startRunning(t, cfg)
 	waitSettledService(t, svc, last, time.Minute)
@@ -144,8 +144,8 @@ func TestDeadLettersRedrive(t *testing.T) {
 	if !errors.Is(err, exitCode(1)) || !strings.Contains(out, "still bad: dead letter") || !strings.Contains(out, "amount: -5 is negative") {
 		t.Errorf("redriving the invalid event: %v\n%s", err, out)
 	}
-	// The same through /v1.
-	call := func(method, path, body string) (int, []byte) {
+	// The same through /v1: reading with a reader's token, redriving with an operator's.
+	callAs := func(token, method, path, body string) (int, []byte) {
 		req, _ := http.NewRequest(method, "http://"+svc.httpAddr+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
 		res, err := http.DefaultClient.Do(req)
@@ -155,6 +155,12 @@ func TestDeadLettersRedrive(t *testing.T) {
 		defer res.Body.Close()
 		b, _ := io.ReadAll(res.Body)
 		return res.StatusCode, b
+	}
+	call := func(method, path, body string) (int, []byte) {
+		if method == "POST" {
+			return callAs(operatorToken, method, path, body)
+		}
+		return callAs(token, method, path, body)
 	}
 	var page struct {
 		DeadLetters []httpapi.DeadLetterView `json:"dead_letters"`
@@ -175,7 +181,11 @@ func TestDeadLettersRedrive(t *testing.T) {
 	if err := json.Unmarshal(body, &one); code != 200 || err != nil || one.Raw == nil || *one.Raw != badOrder || one.Reason != badDL.Reason {
 		t.Errorf("GET /v1/dead-letters/%d: %d %s", badDL.ID, code, body)
 	}
-	code, body = call("POST", "/v1/dead-letters/redrive", `{"ids": [`+strconv.FormatInt(badDL.ID, 10)+`], "wait_seconds": 5}`)
+	redriveBad := `{"ids": [` + strconv.FormatInt(badDL.ID, 10) + `], "wait_seconds": 5}`
+	if code, body := callAs(token, "POST", "/v1/dead-letters/redrive", redriveBad); code != 403 || !bytes.Contains(body, []byte("operator")) {
+		t.Errorf("POST /v1/dead-letters/redrive with a reader's token: %d %s, want 403", code, body)
+	}
+	code, body = call("POST", "/v1/dead-letters/redrive", redriveBad)
 	var rv httpapi.RedriveView
 	if err := json.Unmarshal(body, &rv); code != 200 || err != nil || rv.StillBad != 1 || rv.RedrivenBefore != 1 || rv.DeadLetters[0].Outcome != "still_bad" {
 		t.Errorf("POST /v1/dead-letters/redrive: %d %s", code, body)
