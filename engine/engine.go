@@ -133,27 +133,36 @@ func (e *Engine) DecideWith(ctx context.Context, p *rules.Policy, o *Order) (*De
 		if !ok {
 			continue
 		}
-		d.RateRule = r.ID
-		if r.Rate != nil {
-			d.Rate.Set(r.Rate)
+		if err := d.setTerms(p, r, o); err != nil {
+			return nil, err
 		}
-		var flat *apd.Decimal
-		if r.Flat != nil {
-			if flat = r.Flat[o.Currency.Code]; flat == nil {
-				return nil, fmt.Errorf("%s: rule %s: %w %s", p.File, r.ID, ErrNoFlatAmount, o.Currency.Code)
-			}
-			d.Flat.Set(flat)
-			d.hasFlat = true
-		}
-		d.Base = CommissionableAmount(o)
-		c, err := Commission(&d.Base, r.Rate, flat, o.Currency, p.Rounding)
-		if err != nil {
-			return nil, fmt.Errorf("order %s: %w", o.OrderID, err)
-		}
-		d.Commission = c
 		return d, nil
 	}
 	return nil, fmt.Errorf("%s: %w for order %s (program %s v%d)", p.File, ErrNoRateRule, o.OrderID, p.Program, p.Version)
+}
+
+// setTerms sets what the matching rate rule r of p pays the order: its rate rule, rate, flat
+// amount, the commissionable amount and the commission.
+func (d *Decision) setTerms(p *rules.Policy, r *rules.RateRule, o *Order) error {
+	d.RateRule = r.ID
+	if r.Rate != nil {
+		d.Rate.Set(r.Rate)
+	}
+	var flat *apd.Decimal
+	if r.Flat != nil {
+		if flat = r.Flat[o.Currency.Code]; flat == nil {
+			return fmt.Errorf("%s: rule %s: %w %s", p.File, r.ID, ErrNoFlatAmount, o.Currency.Code)
+		}
+		d.Flat.Set(flat)
+		d.hasFlat = true
+	}
+	d.Base = CommissionableAmount(o)
+	c, err := Commission(&d.Base, r.Rate, flat, o.Currency, p.Rounding)
+	if err != nil {
+		return fmt.Errorf("order %s: %w", o.OrderID, err)
+	}
+	d.Commission = c
+	return nil
 }
 
 // Stage is the part of a policy a rule belongs to.

@@ -161,7 +161,8 @@ func DecodeEvents(events []Event, out []Result) []Result {
 }
 
 // HistoryKeys returns what deciding the decoded results needs from the history: every order, and
-// the affiliate months of orders whose program has a version that reads affiliate.* inputs.
+// the affiliate months of orders whose program has a version (live or shadow) that reads
+// affiliate.* inputs.
 func (e *Engine) HistoryKeys(results []Result) ([]OrderKey, []MonthKey) {
 	orders := make([]OrderKey, 0, len(results))
 	var months []MonthKey
@@ -180,9 +181,7 @@ func (e *Engine) HistoryKeys(results []Result) ([]OrderKey, []MonthKey) {
 		}
 		r, ok := reads[o.Program]
 		if !ok {
-			for _, p := range e.set.Versions(o.Program) {
-				r = r || p.ReadsAffiliate()
-			}
+			r = e.readsAffiliate(o.Program) // its live versions' or its shadows'
 			reads[o.Program] = r
 		}
 		if r {

@@ -84,6 +84,10 @@ type BatchWrite struct {
 	// said so, or the batch held them twice): consumed, with no row of their own
 	// (reconciliation with the stream counts them as consumed).
 	SkippedSeqs []uint64
+	// Shadows are the shadow versions' outcomes for the batch's decided events (shadow.go). They
+	// are no part of the batch's transaction, chain or ledger: the caller stores them after the
+	// batch, best-effort (store.WriteShadows).
+	Shadows []ShadowRow
 }
 
 // Pass is one batch through the engine: it decides the decoded results (DecodeEvents) in batch
@@ -140,6 +144,9 @@ func (e *Engine) Pass(ctx context.Context, head PartitionHead, results []Result,
 			continue
 		}
 		d := r.Decision
+		if shadows := e.set.Shadows(d.Program); len(shadows) > 0 {
+			out.Shadows = e.decideShadows(ctx, out.Shadows, w, i, r, shadows)
+		}
 		booked := len(out.Ledger)
 		var st StateChange
 		var err error

@@ -110,38 +110,51 @@ func Replay(ctx context.Context, candidate *rules.Set, h History, opts ReplayOpt
 		opts.TopAffiliates = 10
 	}
 	eng := New(candidate)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	parts := []History{h}
-	if ph, ok := h.(PartitionedHistory); ok && workers > 1 {
-		ps, err := ph.Partitions(ctx, workers)
-		if err != nil {
-			return nil, fmt.Errorf("replaying: reading the history: %w", err)
-		}
-		parts = ps
-	}
 	aggs := make([]*replayAgg, workers)
 	for w := range aggs {
 		aggs[w] = newReplayAgg(eng, opts)
 	}
+	if err := walkReplay(ctx, h, aggs); err != nil {
+		return nil, err
+	}
+	return mergeReplay(candidate, aggs, opts)
+}
+
+// replayWorker is one worker's share of a replay (a replayAgg, or a sweep's aggregates of every
+// point): it decides the batches it is given, from one goroutine at a time.
+type replayWorker interface {
+	addBatch(ctx context.Context, batch []ReplayEvent)
+	// failure is what stopped the worker (a total that could not be summed exactly), or nil.
+	failure() error
+}
+
+// walkReplay walks the history once — in parts when it can split itself, one per worker — and
+// has the workers decide every batch. It returns the error that ended the replay, if any.
+func walkReplay[W replayWorker](ctx context.Context, h History, aggs []W) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	parts := []History{h}
+	if ph, ok := h.(PartitionedHistory); ok && len(aggs) > 1 {
+		ps, err := ph.Partitions(ctx, len(aggs))
+		if err != nil {
+			return fmt.Errorf("replaying: reading the history: %w", err)
+		}
+		parts = ps
+	}
 	var walkErrs []error
-	if len(parts) > 1 && len(parts) >= workers {
+	if len(parts) > 1 && len(parts) >= len(aggs) {
 		walkErrs = walkEach(ctx, cancel, parts, aggs)
 	} else {
 		walkErrs = walkToPool(ctx, cancel, parts, aggs)
 	}
-	if err := replayFailure(ctx, aggs, walkErrs); err != nil {
-		return nil, err
-	}
-	return mergeReplay(candidate, aggs, opts)
+	return replayFailure(ctx, aggs, walkErrs)
 }
 
 // walkEach replays when there are at least as many parts as workers: each worker walks parts
 // and decides what it reads, in its own goroutine, while the rows are still in its core's cache
 // (no hand-over), taking the next part when done with one. It returns each worker's walk error;
 // the first to fail cancels the others.
-func walkEach(ctx context.Context, cancel context.CancelFunc, parts []History, aggs []*replayAgg) []error {
+func walkEach[W replayWorker](ctx context.Context, cancel context.CancelFunc, parts []History, aggs []W) []error {
 	walkErrs := make([]error, len(aggs))
 	var next atomic.Int64
 	var walkers sync.WaitGroup
@@ -151,8 +164,8 @@ func walkEach(ctx context.Context, cancel context.CancelFunc, parts []History, a
 			defer walkers.Done()
 			decide := func(batch []ReplayEvent) error {
 				a.addBatch(ctx, batch)
-				if a.err != nil {
-					return a.err
+				if err := a.failure(); err != nil {
+					return err
 				}
 				return ctx.Err()
 			}
@@ -171,7 +184,7 @@ func walkEach(ctx context.Context, cancel context.CancelFunc, parts []History, a
 // walkToPool replays when there are fewer parts than workers: each part's walker hands batches
 // to the pool of workers. It returns each part's walk error; a failed walk, or a worker's
 // failure, cancels the rest.
-func walkToPool(ctx context.Context, cancel context.CancelFunc, parts []History, aggs []*replayAgg) []error {
+func walkToPool[W replayWorker](ctx context.Context, cancel context.CancelFunc, parts []History, aggs []W) []error {
 	jobs := make(chan []ReplayEvent, len(aggs)*2)
 	var workers sync.WaitGroup
 	for _, a := range aggs {
@@ -179,11 +192,11 @@ func walkToPool(ctx context.Context, cancel context.CancelFunc, parts []History,
 		go func() {
 			defer workers.Done()
 			for batch := range jobs {
-				if a.err != nil || ctx.Err() != nil {
+				if a.failure() != nil || ctx.Err() != nil {
 					continue // drain, so the walk never blocks
 				}
 				a.addBatch(ctx, batch)
-				if a.err != nil {
+				if a.failure() != nil {
 					cancel()
 				}
 			}
@@ -217,7 +230,7 @@ func walkToPool(ctx context.Context, cancel context.CancelFunc, parts []History,
 // replayFailure is the error that ended a replay, if any: a worker's own (a total that could
 // not be summed exactly) first, then the walks' (the first that is not a cancellation the
 // others caused), then ctx's.
-func replayFailure(ctx context.Context, aggs []*replayAgg, walkErrs []error) error {
+func replayFailure[W replayWorker](ctx context.Context, aggs []W, walkErrs []error) error {
 	var walkErr error
 	for _, err := range walkErrs {
 		if err != nil && (walkErr == nil || errors.Is(walkErr, context.Canceled)) {
@@ -225,8 +238,8 @@ func replayFailure(ctx context.Context, aggs []*replayAgg, walkErrs []error) err
 		}
 	}
 	for _, a := range aggs {
-		if a.err != nil {
-			return fmt.Errorf("replaying: %w", a.err)
+		if err := a.failure(); err != nil {
+			return fmt.Errorf("replaying: %w", err)
 		}
 	}
 	if walkErr != nil {

@@ -88,6 +88,10 @@ type replayAgg struct {
 
 	changes bounded[OrderChange]
 	drifted bounded[OrderChange]
+
+	// alike remembers the last pair of versions compared by rulesAlike (a sweep's points have
+	// one version each, so one pair is all there is).
+	alike alikePair
 }
 
 func newReplayAgg(eng *Engine, opts ReplayOptions) *replayAgg {
@@ -132,44 +136,64 @@ func (a *replayAgg) addBatch(ctx context.Context, batch []ReplayEvent) {
 	}
 }
 
+// failure is what stopped the aggregate (a total that could not be summed exactly), or nil.
+func (a *replayAgg) failure() error { return a.err }
+
 // add decides one event with the candidate and compares.
 func (a *replayAgg) add(ctx context.Context, ev *ReplayEvent) {
+	o, err := DecodeOrder(ev.Event.Raw)
+	a.addDecoded(ctx, ev, o, err, nil)
+}
+
+// addDecoded is add with the event already decoded (o, or the decoding's error): a sweep
+// decodes each event once for all its points' aggregates. like, when not nil, is another
+// candidate's decision of the same order: when the version that decides it here has the same
+// rules (rulesAlike), its decision is like's outcomes with this version's terms, not evaluated
+// again. It returns the decision (nil when there is none). It may set o's affiliate month (to
+// the recorded one, or an empty one), and never changes anything else of it.
+func (a *replayAgg) addDecoded(ctx context.Context, ev *ReplayEvent, o *Order, decodeErr error, like *Decision) *Decision {
 	a.events++
-	o, p, d := a.decide(ctx, ev)
+	if decodeErr != nil {
+		a.fail(ev, nil, decodeErr)
+		return nil
+	}
+	p, d := a.decide(ctx, ev, o, like)
 	if d == nil {
-		return
+		return nil
 	}
 	a.evaluated++
 	a.candidates[p]++
 	a.compare(ev, o, p, d)
+	return d
 }
 
-// decide decides the event with the candidate version that decides it, as the recorded
-// decision was made (the affiliate's month it recorded). It returns a nil decision when the
-// event could not be decided (counted, and kept as a sample) or the replay is being abandoned.
-func (a *replayAgg) decide(ctx context.Context, ev *ReplayEvent) (*Order, *rules.Policy, *Decision) {
-	o, err := DecodeOrder(ev.Event.Raw)
-	if err != nil {
-		a.fail(ev, nil, err)
-		return nil, nil, nil
-	}
+// decide decides the event's order with the candidate version that decides it, as the recorded
+// decision was made (the affiliate's month it recorded); from like when it can (see
+// addDecoded). It returns a nil decision when the event could not be decided (counted, and kept
+// as a sample) or the replay is being abandoned.
+func (a *replayAgg) decide(ctx context.Context, ev *ReplayEvent, o *Order, like *Decision) (*rules.Policy, *Decision) {
 	rec := ev.Recorded
 	p, err := candidatePolicy(a.eng.set, o, rec, a.opts.AsDeployed)
 	if err != nil {
 		a.fail(ev, o, err)
-		return nil, nil, nil
+		return nil, nil
 	}
 	if p.ReadsAffiliate() {
 		a.setAffiliate(o, rec)
 	}
-	d, err := a.eng.DecideWith(ctx, p, o)
+	var d *Decision
+	if like != nil && a.alike.same(like.Policy, p) {
+		d, err = like.withTermsOf(p, o)
+	} else {
+		d, err = a.eng.DecideWith(ctx, p, o)
+	}
 	if err != nil {
 		if ctx.Err() == nil { // else the replay is being abandoned
 			a.fail(ev, o, err)
 		}
-		return nil, nil, nil
+		return nil, nil
 	}
-	return o, p, d
+	return p, d
 }
 
 // setAffiliate gives the order the affiliate's month as it stood when the event was decided, as

@@ -25,6 +25,7 @@ var (
 var topLevelKeys = map[string]bool{
 	"program": true, "version": true, "effective_from": true, "description": true, "rounding": true,
 	"payout": true, "lifecycle": true, "constants": true, "qualify": true, "rates": true, "tests": true,
+	"stage": true, "sample": true,
 }
 
 var roundings = []apd.Rounder{apd.RoundHalfUp, apd.RoundHalfEven, apd.RoundHalfDown, apd.RoundDown, apd.RoundUp, apd.RoundCeiling, apd.RoundFloor}
@@ -46,12 +47,12 @@ func parseTree(ps *problems, source []byte) (map[string]any, bool) {
 }
 
 // decodeHeader reads the policy's top-level keys other than its constants, rules and tests:
-// program, version, effective_from, description, rounding, payout and lifecycle. It also reports
+// program, version, effective_from, description, rounding, payout, lifecycle, stage and sample. It also reports
 // any top-level key that is not known.
 func decodeHeader(ps *problems, tree map[string]any, p *Policy) {
 	for _, k := range sortedKeys(tree) {
 		if !topLevelKeys[k] {
-			ps.at(tree[k], CodeUnknownKey, "", "unknown key %q (known: program, version, effective_from, description, rounding, payout, lifecycle, constants, qualify, rates, tests)", k)
+			ps.at(tree[k], CodeUnknownKey, "", "unknown key %q (known: program, version, effective_from, description, rounding, payout, lifecycle, stage, sample, constants, qualify, rates, tests)", k)
 		}
 	}
 
@@ -81,6 +82,7 @@ func decodeHeader(ps *problems, tree map[string]any, p *Policy) {
 	}
 	p.Payout = decodePayout(ps, tree["payout"])
 	p.Lifecycle = decodeLifecycle(ps, tree["lifecycle"])
+	decodeStage(ps, tree, p)
 }
 
 // decodeRounding reads a rounding mode by its apd name; it reports (and returns "" for) one that

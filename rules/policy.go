@@ -30,6 +30,12 @@ type Policy struct {
 	Rounding      apd.Rounder
 	Payout        Payout
 	Lifecycle     Lifecycle
+	// Stage is StageShadow for a shadow version (stage: shadow): decided beside the live
+	// version and compared with it, never in force, pinned or booked. "" for a live version.
+	Stage string
+	// Sample is the share of events a shadow decides (sample: 0.1), chosen by a hash of the
+	// order's identity (InSample); nil when it decides every event.
+	Sample *apd.Decimal
 
 	File   string // the path it was loaded from
 	Source []byte // the file's bytes, exactly
@@ -41,6 +47,10 @@ type Policy struct {
 	Tests     []TestCase
 
 	readsAffiliate bool // some rule reads an affiliate.* input
+	// sampled: Sample is set and below 1; an event is in the sample when its hash is below
+	// sampleBelow (InSample).
+	sampled     bool
+	sampleBelow uint64
 }
 
 // ReadsAffiliate reports whether any rule reads the affiliate's month figures (affiliate.*): only

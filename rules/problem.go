@@ -55,7 +55,8 @@ const (
 	CodeType = "type"
 	// CodeInvalid: a value of the right shape that is not allowed: a malformed name or rule id, a
 	// version, timestamp, rounding, rate, currency, amount, duration or constant that does not
-	// parse or is out of range, a test order that is not JSON.
+	// parse or is out of range, a test order that is not JSON, a stage other than "shadow", a
+	// sample outside (0, 1] or on a version that is not a shadow.
 	CodeInvalid = "invalid"
 	// CodeDuplicate: what must be unique is used twice: a rule id in a policy, a test name in a
 	// policy, a program's version number across files.

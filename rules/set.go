@@ -14,14 +14,18 @@ import (
 // Set is a loaded, compiled set of policy versions for one or more programs. It is immutable and
 // safe for concurrent use; a reload builds a new Set and swaps it whole.
 type Set struct {
-	programs map[string][]*Policy // each sorted by (EffectiveFrom, Version)
+	programs map[string][]*Policy // the live versions, each sorted by (EffectiveFrom, Version)
+	// shadows are the shadow versions (stage: shadow), each program's by version: never in
+	// force (InForce, Version and Versions never return one), reached through Shadows.
+	shadows  map[string][]*Policy
 	warnings Problems
 }
 
 // NewSet builds a set from compiled policies, checking that no program has two files with one
-// version number.
+// version number (live and shadow versions of a program share one numbering). Shadow versions
+// are kept apart from the live ones (Shadows).
 func NewSet(policies []*Policy) (*Set, Problems) {
-	s := &Set{programs: map[string][]*Policy{}}
+	s := &Set{programs: map[string][]*Policy{}, shadows: map[string][]*Policy{}}
 	var ps Problems
 	byVersion := map[string]*Policy{}
 	for _, p := range policies {
@@ -31,7 +35,14 @@ func NewSet(policies []*Policy) (*Set, Problems) {
 			continue
 		}
 		byVersion[key] = p
+		if p.IsShadow() {
+			s.shadows[p.Program] = append(s.shadows[p.Program], p)
+			continue
+		}
 		s.programs[p.Program] = append(s.programs[p.Program], p)
+	}
+	for _, vs := range s.shadows {
+		sort.Slice(vs, func(i, j int) bool { return vs[i].Version < vs[j].Version })
 	}
 	for _, vs := range s.programs {
 		sort.Slice(vs, func(i, j int) bool {
@@ -207,7 +218,7 @@ func walkPolicyDir(dir string, fn func(path string)) error {
 // Warnings returns the problems that did not stop the set from loading.
 func (s *Set) Warnings() Problems { return s.warnings }
 
-// Programs returns the names of the loaded programs, sorted.
+// Programs returns the names of the programs with a live version, sorted.
 func (s *Set) Programs() []string {
 	out := make([]string, 0, len(s.programs))
 	for p := range s.programs {
@@ -217,20 +228,31 @@ func (s *Set) Programs() []string {
 	return out
 }
 
-// Versions returns a program's versions in effective order.
+// Versions returns a program's live versions in effective order (never a shadow).
 func (s *Set) Versions(program string) []*Policy { return s.programs[program] }
 
-// All returns every policy of every program, by program then effective order.
+// All returns every policy of every program, live and shadow: by program, each program's live
+// versions in effective order, then its shadows by version. Checks, tests and the store's
+// checks of version numbers and digests go through every file.
 func (s *Set) All() []*Policy {
 	var out []*Policy
-	for _, p := range s.Programs() {
+	names := s.Programs()
+	for p := range s.shadows {
+		if _, live := s.programs[p]; !live {
+			names = append(names, p)
+		}
+	}
+	sort.Strings(names)
+	for _, p := range names {
 		out = append(out, s.programs[p]...)
+		out = append(out, s.shadows[p]...)
 	}
 	return out
 }
 
-// InForce returns the version in force for a program at time at: the one with the latest
-// effective_from at or before at (the highest version number on a tie).
+// InForce returns the live version in force for a program at time at: the one with the latest
+// effective_from at or before at (the highest version number on a tie). A shadow version is
+// never in force.
 func (s *Set) InForce(program string, at time.Time) (*Policy, error) {
 	vs, ok := s.programs[program]
 	if !ok {
@@ -243,7 +265,8 @@ func (s *Set) InForce(program string, at time.Time) (*Policy, error) {
 	return vs[i-1], nil
 }
 
-// Version returns a program's version n.
+// Version returns a program's live version n (a pinned order's terms, --version); a shadow
+// version n is not one (ErrUnknownVersion, saying so).
 func (s *Set) Version(program string, n int) (*Policy, error) {
 	vs, ok := s.programs[program]
 	if !ok {
@@ -252,6 +275,11 @@ func (s *Set) Version(program string, n int) (*Policy, error) {
 	for _, p := range vs {
 		if p.Version == n {
 			return p, nil
+		}
+	}
+	for _, p := range s.shadows[program] {
+		if p.Version == n {
+			return nil, fmt.Errorf("%w: program %s version %d is a shadow version (%s), never in force", ErrUnknownVersion, program, n, p.File)
 		}
 	}
 	return nil, fmt.Errorf("%w: program %s has no version %d", ErrUnknownVersion, program, n)

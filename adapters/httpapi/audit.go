@@ -435,6 +435,7 @@ func (a *auditAPI) replay(w http.ResponseWriter, r *http.Request) error {
 	if set == nil {
 		return badRequest("%v", dup)
 	}
+	set = set.WithShadowsLive() // a shadow version's text is priced as if it were in force
 	f := engine.EventFilter{Program: p.Program, Affiliate: req.Affiliate, LatestPerOrder: !req.AllEvents}
 	if req.From != nil {
 		f.From = req.From.UTC()

@@ -592,6 +592,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		"/v1/dead-letters":                 {"get"},
 		"/v1/dead-letters/{id}":            {"get"},
 		"/v1/dead-letters/redrive":         {"post"},
+		"/v1/shadow/report":                {"get"},
 		"/v1/openapi.json":                 {"get"},
 		"/healthz":                         {"get"},
 		"/readyz":                          {"get"},

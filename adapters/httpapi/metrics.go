@@ -30,6 +30,9 @@ type Metrics struct {
 	lost         prometheus.Counter
 	// streamLost and streamPending are the last reconciliation with the stream.
 	streamLost, streamPending prometheus.Gauge
+	// The shadow versions' outcomes (metrics_shadow.go), by program and shadow version.
+	shadowDecided, shadowDiverged, shadowFailed *prometheus.CounterVec
+	shadowDelta                                 *prometheus.GaugeVec
 }
 
 // NewMetrics registers the metrics (and the Go runtime and process collectors) in a new registry.
@@ -57,6 +60,7 @@ func NewMetrics() *Metrics {
 	for _, c := range []prometheus.Collector{m.consumed, m.decided, m.deadLettered, m.acked, m.naked, m.termed, m.settleFailed, m.batchSeconds, m.evalSeconds, m.storeSeconds, m.reloads, m.owned, m.acquired, m.lost, m.streamLost, m.streamPending} {
 		f(c)
 	}
+	m.registerShadowMetrics()
 	return m
 }
 

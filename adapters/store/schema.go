@@ -203,6 +203,8 @@ func migrations() *migrate.Migrations {
 	ms.Add(addColumnMigration("20261203000003", "batches_skipped_seqs", "batches", "skipped_seqs", "TEXT NOT NULL DEFAULT ''"))
 	// Where affiliates are paid (payees), and where each payout was (payout_payees): payees.go.
 	ms.Add(scriptMigration("20261203000004", "payees", schemaPayees, `DROP TABLE IF EXISTS payout_payees; DROP TABLE IF EXISTS payees`))
+	// What shadow versions decided beside the live ones (shadow.go): outside the chain and the ledger.
+	ms.Add(scriptMigration("20261203000006", "shadow_decisions", schemaShadow, `DROP TABLE IF EXISTS shadow_decisions`))
 	return ms
 }
 

@@ -63,6 +63,7 @@ func mustStats(t *testing.T, s *Store) Stats {
 // runSuite is the store conformance suite: every database the store supports must pass it.
 func runSuite(t *testing.T, b backend) {
 	ctx := context.Background()
+	runShadowSuite(t, b) // shadow_test.go
 
 	t.Run("saves decisions, events and dead letters", func(t *testing.T) {
 		s := openStore(t, b.fresh(t))

@@ -309,6 +309,9 @@ func (r *loadRun) printSetup() {
 	fmt.Fprintf(r.out, "load: %d orders (%d‰ bad), batches of %d, %d partitions, GOMAXPROCS %d, load average %s\n",
 		r.p.Orders, r.p.BadPerMille, r.cfg.NATS.BatchSize, r.cfg.NATS.Partitions, runtime.GOMAXPROCS(0), loadAverage())
 	fmt.Fprintf(r.out, "store: %s\nnats:  %s\n", r.svc.store, natsAt)
+	if sh := shadowSetup(r.svc.engine.Load().Policies()); sh != "" {
+		fmt.Fprintf(r.out, "shadows: %s\n", sh)
+	}
 }
 
 // sample writes the generated orders to a pipe for the publisher, paced at p.Rate when set.
@@ -398,6 +401,10 @@ func (r *loadRun) consume(ctx, runCtx context.Context, publishing chan publishRe
 	}
 	if err := r.waitUntilSettled(ctx, start, publishing); err != nil {
 		return consumeResult{}, err
+	}
+	// The shadow versions' outcomes are written beside the pipeline: their cost counts too.
+	if err := r.svc.shadows.Flush(ctx); err != nil {
+		return consumeResult{}, fmt.Errorf("load: waiting for the shadow outcomes: %w", err)
 	}
 	c := consumeResult{took: time.Since(start), cpu: processCPU() - cpu0}
 	r.prog.Stop()
@@ -526,6 +533,10 @@ func (r *loadRun) report(ctx context.Context, c consumeResult) error {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Fprintf(out, "stored: %d decisions, %d dead letters\n", decisions, dead)
+	if c := r.svc.shadows.counts(); c.decided > 0 {
+		fmt.Fprintf(out, "shadows: %d outcomes decided (%d could not be), %d stored, %d failed to store, %d dropped\n",
+			c.decided, c.decideFailed, c.stored, c.failed, c.dropped)
+	}
 	if r.p.Rate == 0 {
 		fmt.Fprintf(out, "memory: peak RSS %s publishing, %s consuming; after the run Go heap %s in use, %s from the OS\n",
 			mib(r.publishPeak), mib(c.peak), mib(int64(ms.HeapInuse)), mib(int64(ms.Sys)))

@@ -41,7 +41,7 @@ func newPolicyCmd(s streams) *cobra.Command {
 		c.Flags().StringVar(&p.Policies, "policies", p.Policies, "policy directory (or one file)")
 	}
 	check.Flags().BoolVar(&p.Strict, "strict", false, "fail on warnings too")
-	cmd.AddCommand(check, test)
+	cmd.AddCommand(check, test, newPolicyPromoteCmd(s))
 	return cmd
 }
 
@@ -57,9 +57,12 @@ func runPolicyCheck(p policyParams, out io.Writer) error {
 		}
 		return err
 	}
-	var versions, qualify, rates int
+	var versions, shadows, qualify, rates int
 	for _, pol := range set.All() {
 		versions++
+		if pol.IsShadow() {
+			shadows++
+		}
 		qualify += len(pol.Qualify)
 		rates += len(pol.Rates)
 	}
@@ -71,8 +74,12 @@ func runPolicyCheck(p policyParams, out io.Writer) error {
 		fmt.Fprintf(out, "policy check: %d problem(s)\n", len(problems))
 		return exitCode(1)
 	}
-	fmt.Fprintf(out, "policy check: ok: %d program(s), %d version(s), %d qualification rule(s), %d rate rule(s)",
-		len(set.Programs()), versions, qualify, rates)
+	shadowNote := ""
+	if shadows > 0 {
+		shadowNote = fmt.Sprintf(" (%d shadow)", shadows)
+	}
+	fmt.Fprintf(out, "policy check: ok: %d program(s), %d version(s)%s, %d qualification rule(s), %d rate rule(s)",
+		len(set.Programs()), versions, shadowNote, qualify, rates)
 	if len(problems) > 0 {
 		fmt.Fprintf(out, ", %d warning(s)", len(problems))
 	}

@@ -43,13 +43,18 @@ type replayParams struct {
 	// All lists every row of the table's breakdowns; without it the rows of orders not
 	// qualified before or after (nothing to pay, nothing changed) are folded into one line.
 	All bool
+	// Sweep are the --sweep ranges: with any, the candidate's terms are varied over them and
+	// every point priced in one pass (sweep.go). Budgets are the --budget bounds (sweep.go).
+	Sweep   []engine.SweepAxis
+	Budgets []engine.Budget
 }
 
 func newReplayCmd(s streams) *cobra.Command {
 	p := replayParams{Format: "table", Source: "store", Changes: -1, Workers: runtime.GOMAXPROCS(0)}
 	var from, to string
+	var sweeps, budgets []string
 	cmd := &cobra.Command{
-		Use:   "replay (--policy FILE_OR_DIR | --version N) [--program P] [--from T] [--to T] [--affiliate A] [--format table|json|csv|html] [--out FILE] [--record] [--source store|stream]",
+		Use:   "replay (--policy FILE_OR_DIR | --version N) [--program P] [--from T] [--to T] [--affiliate A] [--format table|json|csv|html] [--out FILE] [--record] [--source store|stream] [--sweep RULE.rate=FROM..TO/STEP]… [--budget CUR:AMOUNT]…",
 		Short: "Price a policy change on real history: re-decide stored orders with a candidate policy and compare",
 		Long: `Re-decides the stored order events in the range (the latest event of each order, unless
 --all-events) with a candidate policy — a policy file or directory not yet deployed (--policy), or
@@ -80,7 +85,18 @@ is drift, listed in the report, and replay exits with status 3.
 
 --source stream reads the events from the NATS stream's history (an ordered consumer over every
 partition's stored events, orders.p.>, in stream order) instead of the store; recorded decisions still come from the store, by event id.
---from and --to take RFC 3339 times, dates (2025-10-01) or months (2025-10), in UTC; --to is exclusive.`,
+--from and --to take RFC 3339 times, dates (2025-10-01) or months (2025-10), in UTC; --to is exclusive.
+
+--sweep RULE.rate=4%..7%/0.5% (or RULE.flat.CUR=1.00..3.00/0.50, or a list: RULE.rate=5%,5.5%)
+prices the candidate file with the rule's term set to each value, in one pass over the history;
+several --sweep form a grid (at most 64 points). It prints the cost curve: per currency, the
+commission before and after and the orders changed at each point.
+
+--budget CUR:AMOUNT bounds the change in CUR: a candidate keeps to it when its difference (after −
+before) is at most AMOUNT — USD:-5000 asks for a saving of at least 5000 USD, USD:2000 allows at
+most 2000 USD more. A single candidate that does not keep to a budget makes replay exit with status
+4 (after the report); a sweep names the point at which its change crosses each budget (of the
+points that keep to it, the one closest to it) and exits with status 4 when no point keeps to one.`,
 		Args: cobra.NoArgs,
 	}
 	cf := addConfigFlags(cmd, storeFlags|natsFlags) // nats: --source stream
@@ -99,8 +115,13 @@ partition's stored events, orders.p.>, in stream order) instead of the store; re
 	f.IntVar(&p.Changes, "changes", p.Changes, "per-order changes to list (default: 100 for table and html, all for json and csv; 0: none)")
 	f.IntVar(&p.Workers, "workers", p.Workers, "events decided in parallel")
 	f.BoolVar(&p.All, "all", false, "table: list every rate-rule row, also the unchanged (not qualified) → (not qualified) ones")
+	f.StringArrayVar(&sweeps, "sweep", nil, "vary a term of the candidate file: RULE.rate=4%..7%/0.5%, RULE.flat.CUR=1.00..3.00/0.50 or RULE.rate=5%,6%; several form a grid")
+	f.StringArrayVar(&budgets, "budget", nil, "CUR:AMOUNT: the most the change in CUR may be (USD:-5000: save at least 5000 USD); exit status 4 when a candidate does not keep to it")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var err error
+		if err := p.parseSweep(sweeps, budgets); err != nil {
+			return err
+		}
 		if p.From, err = parseReplayTime("--from", from); err != nil {
 			return err
 		}
@@ -113,6 +134,9 @@ partition's stored events, orders.p.>, in stream order) instead of the store; re
 		cfg, err := cf.load()
 		if err != nil {
 			return err
+		}
+		if len(p.Sweep) > 0 {
+			return runSweep(cmd.Context(), cfg, p, s.out, s.err)
 		}
 		return runReplay(cmd.Context(), cfg, p, s.out, s.err)
 	}
@@ -153,6 +177,7 @@ func (p *replayParams) validate() error {
 	if !p.From.IsZero() && !p.To.IsZero() && !p.From.Before(p.To) {
 		errs = append(errs, fmt.Errorf("--from %s is not before --to %s", p.From.Format(time.RFC3339), p.To.Format(time.RFC3339)))
 	}
+	errs = append(errs, p.validateSweep()...)
 	if err := errors.Join(errs...); err != nil {
 		return usageError{err}
 	}
@@ -203,18 +228,11 @@ func runReplay(ctx context.Context, cfg Config, p replayParams, out, errOut io.W
 	run.Params = p // with the program the candidate implies
 	run.Filter = store.EventFilter{Program: p.Program, From: p.From, To: p.To, Affiliate: p.Affiliate, LatestPerOrder: !p.AllEvents}
 
-	var h engine.History
-	var fromStream *stream.History
-	if p.Source == "stream" {
-		sh, closeStream, err := openStreamHistory(ctx, cfg, st, run.Filter)
-		if err != nil {
-			return err
-		}
-		defer closeStream()
-		h, fromStream = sh, sh
-	} else {
-		h = st.History(run.Filter)
+	h, fromStream, closeHistory, err := replayHistory(ctx, cfg, st, p, run.Filter)
+	if err != nil {
+		return err
 	}
+	defer closeHistory()
 
 	limit := p.changesLimit()
 	run.ChangesCap = limit
@@ -251,11 +269,25 @@ func runReplay(ctx context.Context, cfg Config, p replayParams, out, errOut io.W
 		}
 		fmt.Fprintf(errOut, "recorded replay run %d\n", id)
 	}
+	budgetErr := checkReplayBudgets(p.Budgets, rep, errOut)
 	if rep.Drift > 0 {
 		fmt.Fprintf(errOut, "drift: %d of %d orders replayed with their recorded policy version did not reproduce their decision\n", rep.Drift, rep.SameVersion)
 		return exitCode(exitDrift)
 	}
-	return nil
+	return budgetErr
+}
+
+// replayHistory is where the replay reads the events: the store, or the stream's history (with
+// the store's decisions); closeHistory releases what it opened.
+func replayHistory(ctx context.Context, cfg Config, st *store.Store, p replayParams, filter store.EventFilter) (h engine.History, fromStream *stream.History, closeHistory func(), err error) {
+	if p.Source != "stream" {
+		return st.History(filter), nil, func() {}, nil
+	}
+	sh, closeStream, err := openStreamHistory(ctx, cfg, st, filter)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return sh, sh, closeStream, nil
 }
 
 // replayShowingProgress replays h with the candidate set, showing on a terminal errOut how many
@@ -393,6 +425,7 @@ func replayCandidate(ctx context.Context, st *store.Store, p *replayParams, run 
 		run.Candidate = p.Policy
 		if info, err := os.Stat(p.Policy); err == nil && !info.IsDir() {
 			run.Pinned = true
+			set = set.WithShadowsLive() // a shadow's file is priced as if it were in force
 		}
 		if p.Program != "" {
 			vs := set.Versions(p.Program)

@@ -69,7 +69,7 @@ what each rule said.`,
 	// paying, then the tools.
 	for _, c := range []func(streams) *cobra.Command{
 		newServeCmd, newPublishCmd, newDemoCmd,
-		newEvalCmd, newPolicyCmd, newReplayCmd,
+		newEvalCmd, newPolicyCmd, newReplayCmd, newShadowCmd,
 		newExplainCmd, newAuditCmd, newDeadLettersCmd, newPayoutsCmd, newAffiliatesCmd,
 		newLoadCmd, newSampleCmd, newConfigCmd,
 	} {

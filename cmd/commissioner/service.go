@@ -49,6 +49,8 @@ type service struct {
 	checkpoints   *audit.Checkpointer
 	checkpointLog *checkpointlog.Log
 	checkpointKey note.Verifier // the public key of the checkpoints (the audit API proves against them)
+	// shadows stores the shadow versions' outcomes after their batches (shadows.go).
+	shadows *shadowWriter
 }
 
 // logConnection logs losing the NATS connection once when it happens and once when it is back,
@@ -94,6 +96,7 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 	if s.store, err = store.Open(ctx, cfg.storeConfig()); err != nil {
 		return nil, err
 	}
+	s.shadows = newShadowWriter(s.store, s.metrics, log)
 	if err := s.store.CheckPolicies(ctx, set.All()); err != nil {
 		return nil, fmt.Errorf("checking policies against the decisions already stored: %w", err)
 	}
@@ -134,6 +137,7 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 			return nil, err
 		}
 		mountAuditAPI(s.http, s.store, cfg.HTTP, s.checkpointKey, rd, log)                                    // the audit API (/v1/…): audit.go
+		mountShadowAPI(s.http, s.store, cfg.HTTP, log)                                                        // GET /v1/shadow/report: shadow.go
 		mountConsole(s.http, s.store, cfg.HTTP, func() *rules.Set { return s.engine.Load().Policies() }, log) // the console (/ui/…): console.go
 		addr, err := s.http.Listen()
 		if err != nil {
@@ -196,6 +200,9 @@ func (s *service) close() {
 		}
 		s.embedded = nil
 	}
+	if s.shadows != nil {
+		s.shadows.Close() // stores what is queued, before the store closes
+	}
 	if s.store != nil {
 		if err := s.store.Close(); err != nil {
 			s.log.Warn("closing the store", "err", err)
@@ -255,7 +262,7 @@ func (s *service) reload(ctx context.Context) error {
 	s.metrics.Reloaded(true)
 	var versions []string
 	for _, p := range set.All() {
-		versions = append(versions, fmt.Sprintf("%s v%d", p.Program, p.Version))
+		versions = append(versions, fmt.Sprintf("%s v%d%s", p.Program, p.Version, map[bool]string{true: " (shadow)"}[p.IsShadow()]))
 	}
 	s.log.Info("policies reloaded", "versions", versions)
 	return nil

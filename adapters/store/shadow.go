@@ -1,0 +1,350 @@
+package store
+
+// Shadow outcomes: what shadow versions (stage: shadow) decided for the live events, stored apart
+// from the decisions — no part of a batch's transaction, chain or ledger, never read by payouts
+// or audit verify. The service writes them after the batch is stored, best-effort
+// (WriteShadows); `commissioner shadow report` and GET /v1/shadow/report read them beside the
+// live decisions of the same events (ShadowHistory).
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/apd/v3"
+
+	"github.com/commissioner/commissioner/engine"
+)
+
+// schemaShadow is one row per event and shadow version (migration 20261203000006): the event's
+// identity and order time (placed_at: the order's, never the wall clock), the shadow version and
+// digest, its verdict in short (a row whose shadow failed has error_kind and error, and zeros),
+// and the first rule whose outcome differed from the live decision (cause_*; "" when they
+// agreed). One index: unique, so an outcome is stored once however often its batch's shadows are
+// written (INSERT … ON CONFLICT DO NOTHING), and led by (program, version) for the report.
+const schemaShadow = `
+CREATE TABLE IF NOT EXISTS shadow_decisions (
+	program      {{Key}} NOT NULL,
+	version      BIGINT NOT NULL,
+	digest       TEXT NOT NULL,
+	event_id     {{Key}} NOT NULL,
+	order_id     {{Key}} NOT NULL,
+	placed_at    {{Time}} NOT NULL,
+	qualified    BOOLEAN NOT NULL,
+	failed_rules TEXT NOT NULL,
+	rate_rule    TEXT NOT NULL,
+	rate         {{Decimal}} NOT NULL,
+	flat         {{Decimal}},
+	commission   {{Decimal}} NOT NULL,
+	currency     TEXT NOT NULL,
+	diverged     BOOLEAN NOT NULL,
+	cause_kind   TEXT NOT NULL,
+	cause_stage  TEXT NOT NULL,
+	cause_rule   TEXT NOT NULL,
+	cause_old    TEXT NOT NULL,
+	cause_new    TEXT NOT NULL,
+	error_kind   TEXT NOT NULL,
+	error        TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS shadow_decisions_key ON shadow_decisions (program, version, digest, event_id);
+`
+
+// shadowTable is the columns WriteShadows writes, in the order of a row's values.
+var shadowTable = bulkTable{name: "shadow_decisions",
+	cols: []string{"program", "version", "digest", "event_id", "order_id", "placed_at", "qualified", "failed_rules", "rate_rule",
+		"rate", "flat", "commission", "currency", "diverged", "cause_kind", "cause_stage", "cause_rule", "cause_old", "cause_new",
+		"error_kind", "error"},
+	pgTypes: []string{"text", "bigint", "text", "text", "text", "timestamptz", "boolean", "text", "text",
+		"numeric", "numeric", "numeric", "text", "boolean", "text", "text", "text", "text", "text",
+		"text", "text"}}
+
+// WriteShadows stores shadow outcomes in one transaction, each once: an outcome stored already
+// (its event, version and digest) is left as it is, so writing a batch's outcomes again stores
+// nothing twice. It returns how many rows were new. Nothing it does touches the decisions, the
+// chain or the ledger; a failure leaves no row of the call.
+func (s *Store) WriteShadows(ctx context.Context, rows []engine.ShadowRow) (int, error) {
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	values := func(i int, args []any) []any {
+		r := &rows[i]
+		var flat any
+		if r.Flat != "" {
+			flat = r.Flat
+		}
+		rate, commission := r.Rate, r.Commission.Text('f')
+		if rate == "" {
+			rate = "0" // a shadow that failed: no verdict (error_kind says so)
+		}
+		stage := ""
+		if r.Cause.Kind == engine.CauseOutcome || r.Cause.Kind == engine.CauseTerms {
+			stage = r.Cause.Stage.String()
+		}
+		failed := r.FailedRules
+		if failed == "" {
+			failed = "[]"
+		}
+		return append(args, safeText(r.Program), int64(r.Version), r.Digest, safeText(r.EventID), safeText(r.OrderID), r.PlacedAt.UTC(),
+			r.Qualified, failed, r.RateRule, rate, flat, commission, r.Currency, r.Diverged,
+			r.Cause.Kind, stage, r.Cause.Rule, r.Cause.Old, r.Cause.New, r.ErrorKind, safeText(r.Error))
+	}
+	stored := 0
+	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
+		n, err := s.insertIgnoreRows(ctx, w, shadowTable, "program, version, digest, event_id", len(rows), values)
+		stored = n
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storing %d shadow outcomes: %w", len(rows), err)
+	}
+	return stored, nil
+}
+
+// insertIgnoreRows inserts n rows, leaving out (without an error) those whose conflict key is
+// stored, and returns how many were inserted: on SQLite through prepared multi-row INSERT OR
+// IGNOREs, on PostgreSQL as one INSERT … SELECT from unnested arrays, ON CONFLICT DO NOTHING.
+func (s *Store) insertIgnoreRows(ctx context.Context, w *wtx, t bulkTable, conflict string, n int, row rowValues) (int, error) {
+	if s.backend == SQLite {
+		ins := sqliteInsert{name: "insert-ignore " + t.name, head: "INSERT OR IGNORE INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") VALUES ",
+			cols: len(t.cols)}
+		args := make([]any, 0, sqliteMaxRows*ins.cols)
+		stored := 0
+		err := s.sqliteChunks(ctx, w, ins, n, func(st *sql.Stmt, lo, hi int) error {
+			args = args[:0]
+			for i := lo; i < hi; i++ {
+				args = row(i, args)
+			}
+			if len(args) != (hi-lo)*ins.cols {
+				return fmt.Errorf("%d values for %d rows of %d columns", len(args), hi-lo, ins.cols)
+			}
+			for j, v := range args {
+				if tm, ok := v.(time.Time); ok {
+					args[j] = tm.UTC().Format(sqliteTimeLayout)
+				}
+			}
+			res, err := st.ExecContext(ctx, args...)
+			if err != nil {
+				return err
+			}
+			k, err := res.RowsAffected()
+			stored += int(k)
+			return err
+		})
+		return stored, err
+	}
+	arrays := make([][]byte, len(t.cols))
+	for j := range arrays {
+		arrays[j] = append(make([]byte, 0, 16*n), '{')
+	}
+	args := make([]any, 0, len(t.cols))
+	for i := 0; i < n; i++ {
+		args = row(i, args[:0])
+		if len(args) != len(t.cols) {
+			return 0, fmt.Errorf("row %d has %d values for %d columns", i, len(args), len(t.cols))
+		}
+		for j, v := range args {
+			if i > 0 {
+				arrays[j] = append(arrays[j], ',')
+			}
+			var err error
+			if arrays[j], err = appendArrayElem(arrays[j], v); err != nil {
+				return 0, fmt.Errorf("column %s: %w", t.cols[j], err)
+			}
+		}
+	}
+	var q strings.Builder
+	q.WriteString("INSERT INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") SELECT * FROM unnest(")
+	params := make([]any, len(arrays))
+	for j := range arrays {
+		if j > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("$" + strconv.Itoa(j+1) + "::" + t.pgTypes[j] + "[]")
+		params[j] = string(append(arrays[j], '}'))
+	}
+	q.WriteString(") AS u ON CONFLICT (" + conflict + ") DO NOTHING")
+	res, err := w.Tx.Tx.ExecContext(ctx, q.String(), params...)
+	if err != nil {
+		return 0, err
+	}
+	k, err := res.RowsAffected()
+	return int(k), err
+}
+
+// ShadowVersions lists the shadow versions with outcomes stored for program ("": every program),
+// by program, version and digest.
+func (s *Store) ShadowVersions(ctx context.Context, program string) ([]engine.StoredShadowVersion, error) {
+	q := "SELECT program, version, digest, count(*), " + s.timeCol("min(placed_at)") + ", " + s.timeCol("max(placed_at)") +
+		" FROM shadow_decisions"
+	var args []any
+	if program != "" {
+		q, args = q+" WHERE program = ?", append(args, program)
+	}
+	q += " GROUP BY program, version, digest ORDER BY program, version, digest"
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading the shadow versions: %w", err)
+	}
+	defer rows.Close()
+	var out []engine.StoredShadowVersion
+	for rows.Next() {
+		var v engine.StoredShadowVersion
+		if err := rows.Scan(&v.Program, &v.Version, &v.Digest, &v.Events, timeScanner{&v.First}, timeScanner{&v.Last}); err != nil {
+			return nil, fmt.Errorf("reading the shadow versions: %w", err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading the shadow versions: %w", err)
+	}
+	return out, nil
+}
+
+// LatestOrder is the stored decision of a program with the latest order time (placed_at): a
+// version taking effect at or before it would have been in force for orders decided already.
+type LatestOrder struct {
+	OrderID  string
+	EventID  string
+	PlacedAt time.Time
+}
+
+// LatestDecided returns the program's stored decision with the latest placed_at; false when the
+// program has none.
+func (s *Store) LatestDecided(ctx context.Context, program string) (LatestOrder, bool, error) {
+	var out LatestOrder
+	err := s.db.QueryRowContext(ctx, "SELECT order_id, event_id, "+s.timeCol("placed_at")+" FROM decisions WHERE program = ? ORDER BY placed_at DESC, id DESC LIMIT 1",
+		program).Scan(&out.OrderID, &out.EventID, timeScanner{&out.PlacedAt})
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return LatestOrder{}, false, nil
+	case err != nil:
+		return LatestOrder{}, false, fmt.Errorf("reading the latest decision of program %s: %w", program, err)
+	}
+	return out, true, nil
+}
+
+// ShadowHistory returns the stored shadow outcomes the filter selects, each with the live
+// decision of its event: what engine.ShadowReportOf reads.
+func (s *Store) ShadowHistory(f engine.ShadowFilter) engine.ShadowHistory {
+	return &shadowHistory{s: s, f: f, batchSize: 512}
+}
+
+type shadowHistory struct {
+	s         *Store
+	f         engine.ShadowFilter
+	batchSize int
+}
+
+var _ engine.ShadowHistory = (*shadowHistory)(nil)
+
+// shadowColumns are a shadow outcome's columns as the walk reads them (decimals as text).
+const shadowColumns = "s.program, s.version, s.digest, s.qualified, s.failed_rules, s.rate_rule, CAST(s.rate AS TEXT), " +
+	"coalesce(CAST(s.flat AS TEXT), ''), CAST(s.commission AS TEXT), s.currency, s.diverged, s.cause_kind, s.cause_stage, s.cause_rule, " +
+	"s.cause_old, s.cause_new, s.error_kind, s.error"
+
+// Walk reads the outcomes in one query, joined with their events' live decisions, and marks
+// each order's latest event the shadow version decided (the highest stream sequence, then the
+// latest stored). See engine.ShadowHistory for the contract.
+func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) error) error {
+	s, f := h.s, h.f
+	var inputs bool
+	var one int
+	switch err := s.db.QueryRowContext(ctx, "SELECT 1 FROM decision_inputs LIMIT 1").Scan(&one); {
+	case err == nil:
+		inputs = true
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("reading decision inputs: %w", err)
+	}
+	var where []string
+	var args []any
+	if f.Program != "" {
+		where, args = append(where, "s.program = ?"), append(args, f.Program)
+	}
+	if f.Version != 0 {
+		where, args = append(where, "s.version = ?"), append(args, f.Version)
+	}
+	if !f.From.IsZero() {
+		where, args = append(where, "s.placed_at >= ?"), append(args, f.From.UTC())
+	}
+	if !f.To.IsZero() {
+		where, args = append(where, "s.placed_at < ?"), append(args, f.To.UTC())
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = " WHERE " + strings.Join(where, " AND ")
+	}
+	query := "SELECT s.event_id, d.stream_seq, d.raw, " + s.recordColumns(inputs) + ", " + shadowColumns +
+		", ROW_NUMBER() OVER (PARTITION BY s.program, s.order_id, s.version ORDER BY d.stream_seq DESC, d.id DESC) AS rn" +
+		" FROM shadow_decisions s JOIN decisions d ON d.event_id = s.event_id" + inputsJoin(inputs) + cond
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("reading shadow outcomes: %w", err)
+	}
+	defer rows.Close()
+	sc := newRecordScanner()
+	var (
+		eventID                     string
+		seq, rn                     int64
+		raw                         []byte
+		o                           engine.ShadowOutcome
+		failed, rate, flat, comm    string
+		stage, causeKind            string
+		causeRule, causeOld, causeN string
+	)
+	dest := append([]any{&eventID, &seq, &raw}, sc.dest()...)
+	dest = append(dest, &o.Program, &o.Version, &o.Digest, &o.Qualified, &failed, &o.RateRule, &rate, &flat, &comm, &o.Currency,
+		&o.Diverged, &causeKind, &stage, &causeRule, &causeOld, &causeN, &o.ErrorKind, &o.Error, &rn)
+	batch := make([]engine.ShadowEvent, 0, h.batchSize)
+	for rows.Next() {
+		o = engine.ShadowOutcome{}
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("reading shadow outcomes: %w", err)
+		}
+		if err := sc.split(); err != nil {
+			return fmt.Errorf("reading shadow outcomes: event %s: %w", eventID, err)
+		}
+		ev := engine.ShadowEvent{Event: engine.Event{ID: eventID, StreamSeq: uint64(seq), Raw: append([]byte(nil), raw...)}, Latest: rn == 1}
+		if ev.Live, err = sc.record(eventID); err != nil {
+			return fmt.Errorf("reading shadow outcomes: %w", err)
+		}
+		if err := json.Unmarshal([]byte(failed), &o.FailedRules); err != nil {
+			return fmt.Errorf("reading shadow outcomes: event %s: failed_rules %q: %w", eventID, failed, err)
+		}
+		for _, x := range []struct {
+			text string
+			d    *apd.Decimal
+		}{{rate, &o.Rate}, {comm, &o.Commission}, {flat, &o.Flat}} {
+			if x.text == "" {
+				continue
+			}
+			if _, _, err := x.d.SetString(x.text); err != nil {
+				return fmt.Errorf("reading shadow outcomes: event %s: %q is not a decimal: %w", eventID, x.text, err)
+			}
+		}
+		o.HasFlat = flat != ""
+		o.Cause = engine.Cause{Kind: causeKind, Rule: causeRule, Old: causeOld, New: causeN}
+		if stage == engine.StageRate.String() {
+			o.Cause.Stage = engine.StageRate
+		}
+		ev.Shadow = o
+		if len(batch) == h.batchSize {
+			if err := fn(batch); err != nil {
+				return err
+			}
+			batch = make([]engine.ShadowEvent, 0, h.batchSize)
+		}
+		batch = append(batch, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading shadow outcomes: %w", err)
+	}
+	if len(batch) > 0 {
+		return fn(batch)
+	}
+	return ctx.Err()
+}

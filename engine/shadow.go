@@ -1,0 +1,164 @@
+package engine
+
+// Shadow versions on the live stream: in the pass that decides a batch, each event decided by
+// its live version is also decided by every shadow version of its program (rules.Set.Shadows),
+// with the order already decoded and the same history (the affiliate's month). A shadow's
+// outcome is a ShadowRow: compact, apart from the decisions, outside the chain, the ledger and
+// the payouts. Nothing a shadow does changes what the live pass computes: its errors (and even a
+// panic) become the row's Error, and it is decided with a context the batch's deadline does not
+// cut short.
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/apd/v3"
+
+	"github.com/commissioner/commissioner/rules"
+)
+
+// ShadowRow is one shadow version's outcome for one event, as stored (store.WriteShadows):
+// the event's identity and order time, the shadow version and digest, its verdict in short,
+// and how it differs from the live decision of the same event.
+type ShadowRow struct {
+	Result int // the event's result in the batch (BatchWrite.Results)
+
+	EventID, OrderID, Program, AffiliateID string
+	// PlacedAt is the order's time: the time the row is filed under (never the wall clock).
+	PlacedAt time.Time
+	Version  int
+	Digest   string
+
+	Qualified   bool
+	FailedRules string // a JSON array of rule ids, as decisions store it
+	RateRule    string
+	Rate, Flat  string // Flat "" when the rule pays none
+	Commission  apd.Decimal
+	Currency    string
+
+	// Diverged: the shadow decided the event otherwise than the live version (qualification,
+	// failed rules, rate rule, terms or commission). Cause is the first rule whose outcome
+	// differs (see causeOf); Kind CauseNone when they agree.
+	Diverged bool
+	Cause    Cause
+
+	// ErrorKind and Error say why the shadow could not decide the event (ErrorKind…); "" when
+	// it did. A row with an error has no verdict.
+	ErrorKind, Error string
+
+	// The live decision's qualification and commission, for the metrics (not stored: the live
+	// decision is).
+	LiveQualified  bool
+	LiveCommission apd.Decimal
+}
+
+// SampleHash is the hash a shadow's sample is drawn by (rules.Policy.InSample): FNV-1a (64 bits)
+// of the order's identity, program and order id. Every event of an order hashes the same, so
+// an order is in a shadow's sample with all its events or with none, and a rerun of the same
+// events picks the same ones.
+func SampleHash(program, orderID string) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for i := 0; i < len(program); i++ {
+		h = (h ^ uint64(program[i])) * prime
+	}
+	h = (h ^ 0xff) * prime // a byte no program name holds: program and order id never run together
+	for i := 0; i < len(orderID); i++ {
+		h = (h ^ uint64(orderID[i])) * prime
+	}
+	return h
+}
+
+// Shadows returns the shadow versions of a program in the engine's set.
+func (e *Engine) Shadows(program string) []*rules.Policy { return e.set.Shadows(program) }
+
+// decideShadows decides result i (decided by its live version, not booked yet) with every shadow
+// of its program whose sample holds the order, and appends their rows. The walk gives the
+// affiliate's month as the live decision saw it. The order's inputs are left as they were.
+func (e *Engine) decideShadows(ctx context.Context, rows []ShadowRow, w *walk, i int, r *Result, shadows []*rules.Policy) []ShadowRow {
+	o := r.Order
+	saved := o.Affiliate
+	defer func() { o.Affiliate = saved }()
+	ctx = context.WithoutCancel(ctx) // a shadow's outcome never depends on the batch's deadline
+	var h uint64
+	hashed := false
+	for _, p := range shadows {
+		if p.Sample != nil {
+			if !hashed {
+				h, hashed = SampleHash(o.Program, o.OrderID), true
+			}
+			if !p.InSample(h) {
+				continue
+			}
+		}
+		o.Affiliate = AffiliateMonth{}
+		if p.ReadsAffiliate() {
+			o.Affiliate = w.figures(OrderKey{o.Program, o.OrderID}, o)
+		}
+		d, err := decideShadow(ctx, e, p, o)
+		rows = append(rows, shadowRow(i, r, p, d, err))
+	}
+	return rows
+}
+
+// decideShadow decides o with shadow p; a panic in the shadow's evaluation is its error.
+func decideShadow(ctx context.Context, e *Engine, p *rules.Policy, o *Order) (d *Decision, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			d, err = nil, fmt.Errorf("%s: shadow v%d panicked: %v", p.File, p.Version, x)
+		}
+	}()
+	return e.DecideWith(ctx, p, o)
+}
+
+// shadowRow is the row of shadow p's decision d (or its error) for result i.
+func shadowRow(i int, r *Result, p *rules.Policy, d *Decision, err error) ShadowRow {
+	o, live := r.Order, r.Decision
+	row := ShadowRow{Result: i, EventID: r.Event.ID, OrderID: o.OrderID, Program: o.Program, AffiliateID: o.AffiliateID,
+		PlacedAt: o.PlacedAt.UTC(), Version: p.Version, Digest: p.Digest, Currency: o.Currency.Code,
+		LiveQualified: live.Qualified}
+	row.LiveCommission.Set(&live.Commission)
+	if err != nil {
+		row.ErrorKind, row.Error = ErrorKind(err), err.Error()
+		row.FailedRules = "[]"
+		return row
+	}
+	row.Qualified, row.RateRule = d.Qualified, d.RateRule
+	row.FailedRules = string(AppendStrings(nil, d.FailedRules))
+	row.Rate = d.Rate.Text('f')
+	if d.hasFlat {
+		row.Flat = d.Flat.Text('f')
+	}
+	row.Commission.Set(&d.Commission)
+	if !sameVerdict(d, live) {
+		row.Diverged = true
+		row.Cause = causeOf(d, &RecordedDecision{Verdict: live.Verdict(), Trace: live.Outcomes()})
+	}
+	return row
+}
+
+// sameVerdict reports whether two decisions of one order say the same: qualification, failed
+// rules, rate rule, terms and commission (by value: 6 and 6.0 are one rate).
+func sameVerdict(a, b *Decision) bool {
+	return a.Qualified == b.Qualified && slices.Equal(a.FailedRules, b.FailedRules) && a.RateRule == b.RateRule &&
+		a.Rate.Cmp(&b.Rate) == 0 && a.hasFlat == b.hasFlat && (!a.hasFlat || a.Flat.Cmp(&b.Flat) == 0) &&
+		a.Commission.Cmp(&b.Commission) == 0 && a.Currency.Code == b.Currency.Code
+}
+
+// readsAffiliate reports whether any version of the program, live or shadow, reads the
+// affiliate's month (affiliate.*): then deciding its orders needs the month loaded.
+func (e *Engine) readsAffiliate(program string) bool {
+	for _, p := range e.set.Versions(program) {
+		if p.ReadsAffiliate() {
+			return true
+		}
+	}
+	for _, p := range e.set.Shadows(program) {
+		if p.ReadsAffiliate() {
+			return true
+		}
+	}
+	return false
+}
