@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,6 +44,9 @@ type Store interface {
 	// PayoutMonth returns a month's payout statements as `commissioner payouts --month` (without
 	// --close) builds them: month is valid (engine.MonthBounds).
 	PayoutMonth(ctx context.Context, month string) (PayoutMonth, error)
+	// LastVerifyRun returns the latest recorded run of audit verify (the CLI's or the console's);
+	// audit.ErrNotFound when none was recorded.
+	LastVerifyRun(ctx context.Context) (audit.VerifyRun, error)
 	// ReplayHistory returns the stored events a filter selects with their recorded decisions,
 	// for the what-if page (engine.Replay reads it; nothing is written).
 	ReplayHistory(f engine.EventFilter) engine.History
@@ -90,11 +94,59 @@ const (
 	maxWhatIfBytes         = 1 << 20
 )
 
+// PayoutCloser closes payout months: what `commissioner payouts --month M --close` does (without
+// a bank file), for an operator's session (cmd implements it with the payouts command's steps).
+type PayoutCloser interface {
+	// ClosePayoutMonth closes the month of every program with payable entries, paying their
+	// statements, and returns the runs that closed it now (none: it was closed before, or
+	// nothing was payable). month is valid (engine.MonthBounds) and has ended.
+	ClosePayoutMonth(ctx context.Context, month string) ([]PayoutRun, error)
+}
+
+// Operations is what the health page shows of the running service beyond the store, and the
+// audit verify it starts there (cmd implements it over the service).
+type Operations interface {
+	// PolicyLoads returns the policy loads since the service started — the first at start, then
+	// each reload, applied or refused — newest first.
+	PolicyLoads() []PolicyLoad
+	// Lag returns each partition's backlog in the order stream.
+	Lag(ctx context.Context) ([]PartitionLag, error)
+	// StartVerify starts `audit verify` over the whole store in the background, to be recorded
+	// as run by `by` (Store.LastVerifyRun then returns it); false when one is running already.
+	StartVerify(by string) bool
+	// VerifyRunning returns when the audit verify running now started (zero: none is running).
+	VerifyRunning() time.Time
+}
+
+// PolicyLoad is one load of the policy directory: the versions it put in force, or why it was
+// refused (the running set then stayed in force).
+type PolicyLoad struct {
+	At       time.Time
+	Applied  bool
+	Versions []string // "alibaba v2"
+	Err      string
+}
+
+// PartitionLag is one partition's backlog: events in the stream not delivered to its consumer
+// yet, and delivered but not acknowledged (deciding or waiting to be redelivered).
+type PartitionLag struct {
+	Partition           int
+	Pending, AckPending uint64
+	Consumer            string // the partition's durable consumer; "" when it has none yet
+}
+
 // Options configure the console.
 type Options struct {
-	// Tokens are the tokens that may sign in: the audit API's bearer tokens (http.tokens). With
-	// none, every sign-in is refused.
-	Tokens []string
+	// Tokens are the readers' tokens: a reader reads every page, runs what-ifs and audit verify
+	// (which change nothing). OperatorTokens may also change state: close a payout month. They
+	// are the audit API's bearer tokens (http.tokens, http.operator_tokens); with none, every
+	// sign-in is refused.
+	Tokens, OperatorTokens []string
+	// Payouts, when set, lets an operator close a payout month from its page.
+	Payouts PayoutCloser
+	// Ops, when set, adds the service's policy loads, stream lag and an audit verify button to
+	// the health page.
+	Ops Operations
 	// SessionTTL is how long a session lasts after sign-in (0: DefaultSessionTTL).
 	SessionTTL time.Duration
 	// RequestTimeout is each request's deadline (0: DefaultRequestTimeout).
@@ -131,21 +183,49 @@ var assetFS embed.FS
 
 // Console serves /ui/. Build it with New; it is an http.Handler, safe for concurrent use.
 type Console struct {
-	st      Store
-	opts    Options
-	tokens  [][sha256.Size]byte
-	auditor *audit.Auditor
-	pages   map[string]*template.Template
-	handler http.Handler
-	replays chan struct{} // a slot per what-if replay running (MaxReplays)
+	st        Store
+	opts      Options
+	tokens    [][sha256.Size]byte // readers' and operators'
+	operators [][sha256.Size]byte
+	auditor   *audit.Auditor
+	pages     map[string]*template.Template
+	handler   http.Handler
+	replays   chan struct{} // a slot per what-if replay running (MaxReplays)
 
 	mu       sync.Mutex
 	sessions map[[sha256.Size]byte]session // by the SHA-256 of the cookie's value
 }
 
 type session struct {
-	csrf    string
-	expires time.Time
+	csrf     string
+	expires  time.Time
+	operator bool // signed in with an operator's token
+}
+
+// Roles, as a page shows them.
+const (
+	roleReader   = "reader"
+	roleOperator = "operator"
+)
+
+func (s *session) role() string {
+	if s.operator {
+		return roleOperator
+	}
+	return roleReader
+}
+
+// page is a signed-in page of the session.
+func (s *session) page(title string, data any) page {
+	return page{Title: title, CSRF: s.csrf, SignedIn: true, Role: s.role(), Data: data}
+}
+
+// needOperator refuses a reader's session the pages that change state.
+func needOperator(s *session, what string) error {
+	if s.operator {
+		return nil
+	}
+	return pageError{http.StatusForbidden, "Your token reads only: " + what + " needs an operator's token (http.operator_tokens). Sign in with one."}
 }
 
 // New returns the console reading st. Mount it at /ui/ (http.ServeMux.Handle("/ui/", c)).
@@ -171,11 +251,13 @@ func New(st Store, opts Options) *Console {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Console{st: st, opts: opts, tokens: tokenDigests(opts.Tokens), auditor: audit.NewAuditor(st),
+	c := &Console{st: st, opts: opts, tokens: tokenDigests(append(slices.Clip(opts.Tokens), opts.OperatorTokens...)),
+		operators: tokenDigests(opts.OperatorTokens), auditor: audit.NewAuditor(st),
 		pages: parsePages(), sessions: map[[sha256.Size]byte]session{}, replays: make(chan struct{}, opts.MaxReplays)}
 	mux := http.NewServeMux()
 	assets, _ := fs.Sub(assetFS, "assets")
 	mux.Handle("GET /ui/assets/", http.StripPrefix("/ui/assets/", http.FileServerFS(assets)))
+	mux.HandleFunc("GET /ui/assets/replay-report.css", replayReportCSS)
 	mux.HandleFunc("GET /ui/login", c.loginForm)
 	mux.HandleFunc("POST /ui/login", c.login)
 	mux.Handle("POST /ui/logout", c.signedIn(c.logout))
@@ -188,6 +270,8 @@ func New(st Store, opts Options) *Console {
 	mux.Handle("GET /ui/policies/{program}/{version}", c.signedIn(c.policy))
 	mux.Handle("GET /ui/payouts", c.signedIn(c.payoutsIndex))
 	mux.Handle("GET /ui/payouts/{month}", c.signedIn(c.payouts))
+	mux.Handle("POST /ui/payouts/{month}/close", c.signedIn(c.closePayouts))
+	mux.Handle("POST /ui/health/verify", c.signedIn(c.startVerify))
 	mux.Handle("GET /ui/whatif", c.signedIn(c.whatIfForm))
 	mux.Handle("POST /ui/whatif", c.signedInWith(maxWhatIfBytes, opts.ReplayTimeout, c.whatIf))
 	mux.Handle("/ui/", c.signedIn(func(w http.ResponseWriter, r *http.Request, _ *session) error {
@@ -237,8 +321,8 @@ func (c *Console) signedInWith(maxBytes int64, timeout time.Duration, h func(htt
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, maxBytes)
 			if err := r.ParseForm(); err != nil || !equalSecret(r.PostForm.Get("csrf"), s.csrf) {
-				c.render(w, http.StatusForbidden, "error", page{Title: "Refused", CSRF: s.csrf, SignedIn: true,
-					Data: "The request was refused: its CSRF token is missing or wrong. Reload the page and try again."})
+				c.render(w, http.StatusForbidden, "error", s.page("Refused",
+					"The request was refused: its CSRF token is missing or wrong. Reload the page and try again."))
 				return
 			}
 		}
@@ -251,7 +335,7 @@ func (c *Console) signedInWith(maxBytes int64, timeout time.Duration, h func(htt
 			} else {
 				c.opts.Log.Error("console", "method", r.Method, "path", r.URL.Path, "err", err)
 			}
-			c.render(w, status, "error", page{Title: http.StatusText(status), CSRF: s.csrf, SignedIn: true, Data: msg})
+			c.render(w, status, "error", s.page(http.StatusText(status), msg))
 		}
 	})
 }
@@ -279,10 +363,10 @@ func (c *Console) session(r *http.Request) (session, bool) {
 }
 
 // newSession starts a session and returns the cookie's value. Expired sessions are dropped.
-func (c *Console) newSession() (string, session) {
+func (c *Console) newSession(operator bool) (string, session) {
 	value, csrf := randomToken(), randomToken()
 	now := c.opts.Now()
-	s := session{csrf: csrf, expires: now.Add(c.opts.SessionTTL)}
+	s := session{csrf: csrf, expires: now.Add(c.opts.SessionTTL), operator: operator}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, old := range c.sessions {
@@ -302,16 +386,21 @@ func (c *Console) endSession(r *http.Request) {
 	}
 }
 
-// tokenAccepted reports whether token is one of the configured tokens: SHA-256 digests compared
-// in constant time, every one of them, so neither which nor how long leaks.
-func (c *Console) tokenAccepted(token string) bool {
+// tokenAccepted reports whether token is one of the configured tokens, and an operator's:
+// SHA-256 digests compared in constant time, every one of them, so neither which nor how long
+// leaks.
+func (c *Console) tokenAccepted(token string) (ok, operator bool) {
 	if token == "" {
-		return false
+		return false, false
 	}
 	got := sha256.Sum256([]byte(token))
+	return oneOf(got, c.tokens), oneOf(got, c.operators)
+}
+
+func oneOf(got [sha256.Size]byte, digests [][sha256.Size]byte) bool {
 	match := 0
-	for i := range c.tokens {
-		match |= subtle.ConstantTimeCompare(got[:], c.tokens[i][:])
+	for i := range digests {
+		match |= subtle.ConstantTimeCompare(got[:], digests[i][:])
 	}
 	return match == 1
 }
@@ -362,11 +451,12 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 			Data: "The sign-in was refused: its CSRF token is missing or wrong. Open the sign-in page again."})
 		return
 	}
-	if !c.tokenAccepted(r.PostForm.Get("token")) {
+	ok, operator := c.tokenAccepted(r.PostForm.Get("token"))
+	if !ok {
 		c.showLogin(w, r, http.StatusUnauthorized, "the token is not valid")
 		return
 	}
-	value, _ := c.newSession()
+	value, _ := c.newSession(operator)
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/ui/login", MaxAge: -1,
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: value, Path: "/ui/", MaxAge: int(c.opts.SessionTTL / time.Second),

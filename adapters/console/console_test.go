@@ -307,7 +307,7 @@ func testSignIn(t *testing.T, ts *httptest.Server) {
 	t.Run("an expired session redirects to sign-in", func(t *testing.T) {
 		now := time.Now()
 		st := New(nil, Options{Tokens: []string{testToken}, Now: func() time.Time { return now }})
-		value, _ := st.newSession()
+		value, _ := st.newSession(false)
 		r := httptest.NewRequest("GET", "/ui/", nil)
 		r.AddCookie(&http.Cookie{Name: sessionCookie, Value: value})
 		if _, ok := st.session(r); !ok {

@@ -8,7 +8,10 @@
 //	GET  /ui/login              the sign-in form (a field named token)
 //	POST /ui/login              signs in: a session cookie, then 303 to /ui/
 //	POST /ui/logout             ends the session
-//	GET  /ui/                   search (?q= an order id, event id or decision id) and recent decisions
+//	GET  /ui/                   search (?q= an order id, event id or decision id) and recent decisions: filters
+//	                            program=, qualified=yes|no, rate_rule=, from=, to= (days decided, inclusive);
+//	                            limit= rows a page (1 to MaxPageSize, 500; PageSize, 50, when absent);
+//	                            before= the page's cursor (its next-page link keeps the filters and the limit)
 //	GET  /ui/orders/{order_id}  every stored decision of an order, explained and proven, and its dead letters
 //	GET  /ui/health             dead letters (?kind=) and the store's counts
 //	GET  /ui/policies[/{program}]                 the stored policy versions and their decision counts
@@ -34,7 +37,11 @@
 // What-if. POST /ui/whatif compiles and checks the candidate (rules.Compile, rules.Lint: its
 // problems are shown with their lines), then runs engine.Replay on the history the Store port
 // reads (ReplayHistory), bounded as POST /v1/replay is (Options.ReplayTimeout, ReplayMaxOrders,
-// MaxReplays; cmd passes the audit API's): a dry run, nothing is written.
+// MaxReplays; cmd passes the audit API's): a dry run, nothing is written. The result is the
+// replay report of adapters/replayreport — the view and template body `replay --format html`
+// writes too, so the two cannot drift — with its stylesheet at /ui/assets/replay-report.css and
+// the changed orders linked to their decision pages. replayreport is the one adapter the console
+// imports: a pure rendering package that imports no adapter (layering_test.go).
 //
 // Security headers on every response: a Content-Security-Policy allowing only the console's own
 // origin (no inline script, no third-party origin, no framing), X-Content-Type-Options: nosniff,

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/commissioner/commissioner/adapters/replayreport"
 	"github.com/commissioner/commissioner/engine/audit"
 )
 
@@ -19,6 +20,7 @@ type page struct {
 	Title    string
 	CSRF     string // the hidden csrf field of the page's forms
 	SignedIn bool   // show the navigation and the sign-out button
+	Role     string // the session's: "reader" or "operator"
 	Data     any
 }
 
@@ -30,6 +32,8 @@ func parsePages() map[string]*template.Template {
 	for _, name := range []string{"login", "error", "search", "order", "health", "policies", "policy", "diff", "payouts", "whatif"} {
 		pages[name] = template.Must(template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+name+".html"))
 	}
+	// the what-if result is the replay report's body, the one `replay --format html` writes
+	pages["whatif"] = template.Must(replayreport.ParseTemplates(pages["whatif"]))
 	return pages
 }
 
@@ -69,10 +73,16 @@ func orderPath(orderID string) string { return "/ui/orders/" + url.PathEscape(or
 
 type searchData struct {
 	Q, Program, Qualified, RateRule, From, To string
+	Limit                                     int    // rows a page shows (?limit=, PageSize when absent)
+	MaxLimit                                  int    // MaxPageSize, for the form
 	NotFound                                  string // the query that found nothing
 	Rows                                      []recentRow
 	Next                                      string // the next page's URL; "" on the last
 }
+
+// MaxPageSize is the most rows a search page shows (?limit=, 1 to MaxPageSize; PageSize when
+// absent).
+const MaxPageSize = 500
 
 type recentRow struct {
 	ID                         int64
@@ -88,7 +98,14 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, s *session) err
 	ctx := r.Context()
 	q := r.URL.Query()
 	d := searchData{Q: strings.TrimSpace(q.Get("q")), Program: q.Get("program"), Qualified: q.Get("qualified"),
-		RateRule: q.Get("rate_rule"), From: q.Get("from"), To: q.Get("to")}
+		RateRule: q.Get("rate_rule"), From: q.Get("from"), To: q.Get("to"), Limit: PageSize, MaxLimit: MaxPageSize}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxPageSize {
+			return pageError{http.StatusBadRequest, fmt.Sprintf("limit must be a number of rows from 1 to %d.", MaxPageSize)}
+		}
+		d.Limit = n
+	}
 	status := http.StatusOK
 	if d.Q != "" {
 		orderID, err := c.find(r, d.Q)
@@ -123,21 +140,25 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, s *session) err
 	if err != nil {
 		return err
 	}
-	ds, err := c.st.RecentDecisions(ctx, f, before, PageSize+1)
+	ds, err := c.st.RecentDecisions(ctx, f, before, d.Limit+1)
 	if err != nil {
 		return err
 	}
-	if len(ds) > PageSize {
-		ds = ds[:PageSize]
+	if len(ds) > d.Limit {
+		ds = ds[:d.Limit]
 		next := url.Values{}
 		for k, v := range map[string]string{"program": d.Program, "qualified": d.Qualified, "rate_rule": d.RateRule, "from": d.From, "to": d.To} {
 			if v != "" {
 				next.Set(k, v)
 			}
 		}
+		if d.Limit != PageSize {
+			next.Set("limit", strconv.Itoa(d.Limit))
+		}
 		next.Set("before", strconv.FormatInt(ds[len(ds)-1].ID, 10))
 		d.Next = "/ui/?" + next.Encode()
 	}
+	d.Rows = make([]recentRow, 0, len(ds))
 	for _, x := range ds {
 		row := recentRow{ID: x.ID, OrderID: x.OrderID, OrderURL: orderPath(x.OrderID), Program: x.Program, AffiliateID: x.AffiliateID,
 			DecidedAt: x.DecidedAt.UTC().Format(time.RFC3339), Version: x.PolicyVersion, Qualified: x.Qualified,
@@ -149,7 +170,7 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, s *session) err
 		}
 		d.Rows = append(d.Rows, row)
 	}
-	c.render(w, status, "search", page{Title: "Search", CSRF: s.csrf, SignedIn: true, Data: d})
+	c.render(w, status, "search", s.page("Search", d))
 	return nil
 }
 
@@ -246,7 +267,7 @@ func (c *Console) order(w http.ResponseWriter, r *http.Request, s *session) erro
 	for _, dl := range dead {
 		d.DeadLetters = append(d.DeadLetters, newDeadLetterRow(dl))
 	}
-	c.render(w, http.StatusOK, "order", page{Title: "Order " + orderID, CSRF: s.csrf, SignedIn: true, Data: d})
+	c.render(w, http.StatusOK, "order", s.page("Order "+orderID, d))
 	return nil
 }
 
@@ -258,6 +279,8 @@ type healthData struct {
 	Decisions, DeadLetters int64
 	Rows                   []deadLetterRow
 	Next                   string
+	Ops                    *opsView // the service's side; nil without Options.Ops
+	Verify                 verifyView
 }
 
 // deadLetterKinds are engine.ErrorKind's values, offered by the health page's filter.
@@ -289,6 +312,10 @@ func (c *Console) health(w http.ResponseWriter, r *http.Request, s *session) err
 	for _, dl := range dead {
 		d.Rows = append(d.Rows, newDeadLetterRow(dl))
 	}
-	c.render(w, http.StatusOK, "health", page{Title: "Health", CSRF: s.csrf, SignedIn: true, Data: d})
+	if d.Verify, err = c.verifyView(ctx); err != nil {
+		return err
+	}
+	d.Ops = c.opsView(ctx)
+	c.render(w, http.StatusOK, "health", s.page("Health", d))
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,10 @@ type payoutsData struct {
 	Totals                       []totalRow
 	Runs                         []runView
 	Closed                       string // the sentence naming the runs that closed the month; "" when none did
+	// Close is the closing form's state: "" (the console cannot close months), "operator"
+	// (show the form), "reader" (say who can), "open" (the month has not ended) or "nothing"
+	// (no statement is payable now).
+	Close, CloseAction string
 }
 
 // payouts shows a month's statements (GET /ui/payouts/2026-10) or writes them as CSV
@@ -97,8 +102,23 @@ func (c *Console) payouts(w http.ResponseWriter, r *http.Request, s *session) er
 	if len(closed) > 0 {
 		d.Closed = m + " is closed: " + strings.Join(closed, "; ") + "."
 	}
-	c.render(w, http.StatusOK, "payouts", page{Title: "Payouts " + m, CSRF: s.csrf, SignedIn: true, Data: d})
+	d.Close, d.CloseAction = c.closeState(s, pm), payoutsPath(m)+"/close"
+	c.render(w, http.StatusOK, "payouts", s.page("Payouts "+m, d))
 	return nil
+}
+
+// closeState is what the page offers for closing the month (payoutsData.Close).
+func (c *Console) closeState(s *session, pm PayoutMonth) string {
+	payable := slices.ContainsFunc(pm.Statements, func(st engine.Statement) bool { return st.Payable })
+	switch {
+	case c.opts.Payouts == nil:
+		return ""
+	case c.opts.Now().Before(pm.AsOf):
+		return "open"
+	case !payable:
+		return "nothing"
+	}
+	return s.role()
 }
 
 func statementRows(sts []engine.Statement) []statementRow {

@@ -47,7 +47,7 @@ func (c *Console) policies(w http.ResponseWriter, r *http.Request, s *session) e
 	if program != "" {
 		title = "Policies of " + program
 	}
-	c.render(w, http.StatusOK, "policies", page{Title: title, CSRF: s.csrf, SignedIn: true, Data: policiesData{Program: program, Versions: rows}})
+	c.render(w, http.StatusOK, "policies", s.page(title, policiesData{Program: program, Versions: rows}))
 	return nil
 }
 
@@ -138,7 +138,7 @@ func (c *Console) policy(w http.ResponseWriter, r *http.Request, s *session) err
 	for i, l := range splitLines(string(sp.Source)) {
 		d.Lines = append(d.Lines, sourceLine{N: i + 1, Text: l})
 	}
-	c.render(w, http.StatusOK, "policy", page{Title: fmt.Sprintf("Policy %s v%d", program, version), CSRF: s.csrf, SignedIn: true, Data: d})
+	c.render(w, http.StatusOK, "policy", s.page(fmt.Sprintf("Policy %s v%d", program, version), d))
 	return nil
 }
 
@@ -192,7 +192,7 @@ func (c *Console) policyDiff(w http.ResponseWriter, r *http.Request, s *session)
 			d.Removed++
 		}
 	}
-	c.render(w, http.StatusOK, "diff", page{Title: fmt.Sprintf("Policy %s: v%d → v%d", program, from, to), CSRF: s.csrf, SignedIn: true, Data: d})
+	c.render(w, http.StatusOK, "diff", s.page(fmt.Sprintf("Policy %s: v%d → v%d", program, from, to), d))
 	return nil
 }
 

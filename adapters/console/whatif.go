@@ -7,10 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/cockroachdb/apd/v3"
-
+	"github.com/commissioner/commissioner/adapters/replayreport"
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/engine/audit"
 	"github.com/commissioner/commissioner/rules"
@@ -24,8 +22,8 @@ const whatIfMaxChanges = 100
 type whatIfData struct {
 	Policy, Version, From, To, Affiliate string
 	Versions                             []versionOption
-	Problems                             []problemView // the candidate's compile or lint problems
-	Result                               *whatIfResult
+	Problems                             []problemView      // the candidate's compile or lint problems
+	Result                               *replayreport.View // after a run: the replay report's body
 }
 
 type versionOption struct {
@@ -38,55 +36,6 @@ type problemView struct {
 	Severity     string
 	Rule         string
 	Message      string
-}
-
-// whatIfResult is a replay laid out: the money first, then what changed.
-type whatIfResult struct {
-	Candidate  string // "alibaba v2 (pasted)"
-	Range      string // the orders replayed, in words
-	Events     int64
-	Evaluated  int64
-	Errors     int64
-	Changed    int64 // commission changed
-	Totals     []groupRow
-	Bars       []barRow
-	ByRateRule groupTable
-	ByMarket   groupTable
-	ByBuyer    groupTable
-	Changes    []changeRow
-	ChangesAll int64
-	Truncated  bool // more changed than listed
-	BarsHeight int
-}
-
-// groupRow is one row of the totals or a breakdown: exact decimal text, the difference signed.
-type groupRow struct {
-	Key, Currency        string
-	Orders, Changed      int64
-	Before, After, Diff  string
-	Sign                 string // "negative", "positive", "zero"
-	OldRule, NewRule     string // the rate-rule breakdown's
-	RateRuleMoved        bool
-	ChangePercent        string // the totals': the difference in % of before ("" when before is 0)
-	changePercent        float64
-	hasPercent, isChange bool
-}
-
-// groupTable is a breakdown: the rows whose commission changed, and the others (folded).
-type groupTable struct{ Changed, Unchanged []groupRow }
-
-// barRow is one currency's bar of the change in % (inline SVG; geometry only, the figures are
-// the exact text beside it).
-type barRow struct {
-	Currency, Percent, Sign string
-	Y, X, Width, TextY      int
-}
-
-type changeRow struct {
-	OrderID, OrderURL, AffiliateID, PlacedAt string
-	Currency, Market, Buyer                  string
-	OldRule, NewRule, Before, After, Diff    string
-	Sign, Cause                              string
 }
 
 // GET /ui/whatif: the form.
@@ -202,7 +151,7 @@ func (c *Console) whatIf(w http.ResponseWriter, r *http.Request, s *session) err
 	case err != nil:
 		return err
 	}
-	d.Result = newWhatIfResult(rep, fmt.Sprintf("%s v%d (%s)", p.Program, p.Version, origin), d)
+	d.Result = whatIfReport(rep, fmt.Sprintf("%s v%d (%s)", p.Program, p.Version, origin), d)
 	return show(http.StatusOK)
 }
 
@@ -218,12 +167,9 @@ func problemViews(ps rules.Problems) []problemView {
 	return out
 }
 
-func newWhatIfResult(rep *engine.ReplayReport, candidate string, d whatIfData) *whatIfResult {
-	res := &whatIfResult{Candidate: candidate, Events: rep.Events, Evaluated: rep.Evaluated, Changed: rep.CommissionChanged,
-		ChangesAll: rep.ChangesTotal}
-	for _, n := range rep.Errors {
-		res.Errors += n
-	}
+// whatIfReport lays out a what-if's replay as `replay --format html` does (one view model, one
+// template body): the changed orders link to their decision pages.
+func whatIfReport(rep *engine.ReplayReport, candidate string, d whatIfData) *replayreport.View {
 	rng := "every stored order"
 	switch {
 	case d.From != "" && d.To != "":
@@ -236,132 +182,18 @@ func newWhatIfResult(rep *engine.ReplayReport, candidate string, d whatIfData) *
 	if d.Affiliate != "" {
 		rng += " of affiliate " + d.Affiliate
 	}
-	res.Range = rng + " (the latest event of each)"
-	for _, t := range rep.Totals {
-		g := newGroupRow(engine.ReplayGroup{Currency: t.Currency, Orders: t.Orders, Changed: t.Changed, Before: t.Before, After: t.After, Diff: t.Diff})
-		if t.Before.Sign() != 0 {
-			var pct apd.Decimal
-			ctx := apd.BaseContext.WithPrecision(34)
-			ctx.Quo(&pct, &t.Diff, &t.Before)
-			ctx.Mul(&pct, &pct, apd.New(100, 0))
-			ctx.Quantize(&pct, &pct, -2)
-			g.ChangePercent = signed(&pct) + "%"
-			g.changePercent, _ = pct.Float64() // the bar's length only
-			g.hasPercent = true
-		}
-		res.Totals = append(res.Totals, g)
-	}
-	res.Bars = bars(res.Totals)
-	res.BarsHeight = len(res.Bars) * barHeight
-	for _, g := range rep.ByRateRule {
-		row := newGroupRow(g.ReplayGroup)
-		row.OldRule, row.NewRule, row.RateRuleMoved = ruleName(g.Old), ruleName(g.New), g.Old != g.New
-		res.ByRateRule.add(row)
-	}
-	for _, g := range rep.ByMarket {
-		res.ByMarket.add(newGroupRow(g))
-	}
-	for _, g := range rep.ByBuyer {
-		res.ByBuyer.add(newGroupRow(g))
-	}
-	for i := range rep.Changes {
-		ch := &rep.Changes[i]
-		row := changeRow{OrderID: ch.OrderID, OrderURL: orderPath(ch.OrderID), AffiliateID: ch.AffiliateID,
-			PlacedAt: ch.PlacedAt.UTC().Format(time.RFC3339), Currency: ch.Currency, Market: ch.Market, Buyer: "returning",
-			NewRule: ruleName(ch.New.RateRule), After: ch.New.Commission.Text('f'), Cause: ch.Cause.String()}
-		if ch.NewBuyer {
-			row.Buyer = "new"
-		}
-		var diff apd.Decimal
-		if ch.Old == nil {
-			row.OldRule, row.Before = ruleName(engine.NoRecord), "—"
-			diff.Set(&ch.New.Commission)
-		} else {
-			row.OldRule, row.Before = ruleName(ch.Old.RateRule), ch.Old.Commission.Text('f')
-			engine.SumContext.Sub(&diff, &ch.New.Commission, &ch.Old.Commission)
-		}
-		row.Diff, row.Sign = signed(&diff), signOf(&diff)
-		res.Changes = append(res.Changes, row)
-	}
-	res.Truncated = res.ChangesAll > int64(len(res.Changes))
-	return res
+	return replayreport.New(rep, replayreport.Options{
+		Candidate:   candidate,
+		Range:       rng + " (the latest event of each)",
+		OrderURL:    orderPath,
+		MoreChanges: "commissioner replay --format csv lists them all",
+		Warnings:    replayreport.ReportWarnings(rep),
+	})
 }
 
-func (t *groupTable) add(g groupRow) {
-	if g.Changed > 0 || g.isChange {
-		t.Changed = append(t.Changed, g)
-	} else {
-		t.Unchanged = append(t.Unchanged, g)
-	}
-}
-
-func newGroupRow(g engine.ReplayGroup) groupRow {
-	return groupRow{Key: g.Key, Currency: g.Currency, Orders: g.Orders, Changed: g.Changed, Before: g.Before.Text('f'),
-		After: g.After.Text('f'), Diff: signed(&g.Diff), Sign: signOf(&g.Diff), isChange: g.Diff.Sign() != 0}
-}
-
-// ruleName is a rate rule as the page shows it: "" is not qualified.
-func ruleName(r string) string {
-	if r == "" {
-		return "(not qualified)"
-	}
-	return r
-}
-
-// signed prints a difference with its sign: +1.50, -0.25, 0.00.
-func signed(d *apd.Decimal) string {
-	s := d.Text('f')
-	if d.Sign() > 0 {
-		return "+" + s
-	}
-	return s
-}
-
-func signOf(d *apd.Decimal) string {
-	switch d.Sign() {
-	case -1:
-		return "negative"
-	case 1:
-		return "positive"
-	}
-	return "zero"
-}
-
-// The bars' geometry: a zero line in the middle of barWidth, each bar a row barHeight high.
-const (
-	barWidth  = 400
-	barHeight = 24
-)
-
-// bars lays out one bar per currency with a change in %: its length relative to the largest.
-func bars(totals []groupRow) []barRow {
-	largest := 0.0
-	for _, t := range totals {
-		if t.hasPercent && abs(t.changePercent) > largest {
-			largest = abs(t.changePercent)
-		}
-	}
-	var out []barRow
-	for _, t := range totals {
-		if !t.hasPercent {
-			continue
-		}
-		b := barRow{Currency: t.Currency, Percent: t.ChangePercent, Sign: t.Sign, Y: len(out) * barHeight, X: barWidth / 2}
-		b.TextY = b.Y + barHeight/2 + 4
-		if largest > 0 {
-			b.Width = int(abs(t.changePercent) / largest * (barWidth/2 - 10))
-		}
-		if t.changePercent < 0 {
-			b.X -= b.Width
-		}
-		out = append(out, b)
-	}
-	return out
-}
-
-func abs(f float64) float64 {
-	if f < 0 {
-		return -f
-	}
-	return f
+// GET /ui/assets/replay-report.css: the stylesheet of the replay report's body, the what-if
+// result's (replayreport.CSS; the standalone report inlines the same).
+func replayReportCSS(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	w.Write(replayreport.CSS())
 }

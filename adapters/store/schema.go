@@ -43,7 +43,8 @@ func typesFor(d dialect.Name) columnTypes {
 //
 // Per decided order the service writes, when the order is new and qualifies, two rows: its
 // decision, which holds its event (4 index entries on PostgreSQL, with the primary key; 3 beside
-// the table on SQLite), and a ledger entry (2; 1): 6 on PostgreSQL, 4 on SQLite. An order's state
+// the table on SQLite), and a ledger entry (2; 1): 6 on PostgreSQL, 4 on SQLite (and one more for
+// the console's search since migration 20261203000007: decisions_recent). An order's state
 // is not stored apart: it is its decisions (see engine.Snapshot.AddDecision). The ledger has no
 // index by order: audit verify, its one reader by order, sorts it.
 const schema = `
@@ -203,8 +204,13 @@ func migrations() *migrate.Migrations {
 	ms.Add(addColumnMigration("20261203000003", "batches_skipped_seqs", "batches", "skipped_seqs", "TEXT NOT NULL DEFAULT ''"))
 	// Where affiliates are paid (payees), and where each payout was (payout_payees): payees.go.
 	ms.Add(scriptMigration("20261203000004", "payees", schemaPayees, `DROP TABLE IF EXISTS payout_payees; DROP TABLE IF EXISTS payees`))
+	// The recorded runs of audit verify (verifyruns.go): the console shows the last.
+	ms.Add(scriptMigration("20261203000005", "verify_runs", schemaVerifyRuns, `DROP TABLE IF EXISTS verify_runs`))
 	// What shadow versions decided beside the live ones (shadow.go): outside the chain and the ledger.
 	ms.Add(scriptMigration("20261203000006", "shadow_decisions", schemaShadow, `DROP TABLE IF EXISTS shadow_decisions`))
+	// The console's indexes: a filtered search and an order's dead letters (console.go).
+	ms.Add(scriptMigration("20261203000007", "console_search", schemaConsoleSearch,
+		`DROP INDEX IF EXISTS decisions_recent; DROP INDEX IF EXISTS batches_created; DROP INDEX IF EXISTS dead_letters_order`))
 	return ms
 }
 

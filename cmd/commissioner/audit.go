@@ -273,6 +273,7 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 			opts.OnFinding(f)
 		}
 	}
+	recordVerifyRun(ctx, st, audit.NewVerifyRun("cli", p.Program, start, time.Now(), rep, err), errOut)
 	if err != nil {
 		return fmt.Errorf("verifying %s: %w", st, err)
 	}
@@ -291,6 +292,18 @@ func runAuditVerify(ctx context.Context, st *store.Store, p auditVerifyParams, o
 		return exitCode(1)
 	}
 	return nil
+}
+
+// recordVerifyRun records the run in the store, where the console's health page shows the last
+// one. A run cut short by ctx is not recorded; a store that refuses the row (a read-only
+// replica) only gets a note: the verification itself stands.
+func recordVerifyRun(ctx context.Context, st *store.Store, run audit.VerifyRun, errOut io.Writer) {
+	if ctx.Err() != nil {
+		return
+	}
+	if _, err := st.RecordVerifyRun(ctx, run); err != nil {
+		fmt.Fprintf(errOut, "note: this run was not recorded in the store: %v\n", err)
+	}
 }
 
 // writeAuditJSON completes doc, which holds the findings shown, with the report and writes it.

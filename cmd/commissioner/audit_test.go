@@ -72,6 +72,11 @@ func verifyJSON(t *testing.T, st *store.Store) (auditJSON, bool) {
 	if doc.OK == failed {
 		t.Errorf("audit verify: ok %t but exit 1 %t", doc.OK, failed)
 	}
+	// Every run is recorded, for the console's health page.
+	run, err := st.LastVerifyRun(context.Background())
+	if err != nil || run.By != "cli" || run.OK() != doc.OK || run.Findings != doc.FindingsTotal || run.Decisions != doc.Decisions {
+		t.Errorf("the recorded run: %+v, %v; want by cli, ok %t, %d findings, %d decisions", run, err, doc.OK, doc.FindingsTotal, doc.Decisions)
+	}
 	return doc, failed
 }
 

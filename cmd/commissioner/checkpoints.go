@@ -202,6 +202,21 @@ func reconcile(ctx context.Context, cfg Config, st *store.Store) (audit.Reconcil
 	return audit.Reconcile(state, seqs, sources), nil
 }
 
+// verifyOptions are audit verify's options when the console runs it: with the service's
+// checkpoint key, the stored checkpoints are held against the chains too.
+func (s *service) verifyOptions(ctx context.Context) (audit.VerifyOptions, error) {
+	var opts audit.VerifyOptions
+	if s.checkpointKey == nil {
+		return opts, nil
+	}
+	cps, err := s.store.Checkpoints(ctx)
+	if err != nil || len(cps) == 0 {
+		return opts, err
+	}
+	opts.Checkpoints, opts.CheckpointKey = cps, s.checkpointKey
+	return opts, nil
+}
+
 // reconcileLoop reconciles the store with the order stream every interval until ctx ends: the
 // metrics say how many events were lost and how many are pending, and a loss that grew is an
 // ERROR (audit verify --reconcile names the sequences).

@@ -89,12 +89,42 @@ func storedPolicySet(ctx context.Context, st *store.Store) (*rules.Set, error) {
 	return set, nil
 }
 
-// mountConsole serves the console (/ui/…) on the service's HTTP server; it signs in with the
-// audit API's bearer tokens and reads the store only; its what-if replays have the bounds of
-// POST /v1/replay (the same timeout, orders and http.max_replays). policies gives the set the
-// service runs now (reloads included).
-func mountConsole(srv *httpapi.Server, st *store.Store, cfg httpapi.Config, policies func() *rules.Set, log *slog.Logger) {
-	srv.Handle("/ui/", console.New(consoleStore{st, policies}, console.Options{Tokens: cfg.Tokens, Log: log,
+// ClosePayoutMonth closes a month as `payouts --month M --close` (without --export) does, with
+// the payout terms of the policies the service runs, and returns the runs that closed it now.
+func (s consoleStore) ClosePayoutMonth(ctx context.Context, month string) ([]console.PayoutRun, error) {
+	m, asOf, err := engine.MonthBounds(month)
+	if err != nil {
+		return nil, err
+	}
+	set := s.policies()
+	r := &payoutsRun{p: payoutsParams{Month: m, Close: true, Format: "csv"}, month: m, asOf: asOf, st: s.Store}
+	if err := r.prepare(ctx, set); err != nil {
+		return nil, err
+	}
+	rep := payoutReport{Month: m, AsOf: asOf, Close: true}
+	if err := r.closeMonth(ctx, &rep); err != nil {
+		return nil, err
+	}
+	var out []console.PayoutRun
+	for _, rr := range rep.Runs {
+		if rr.Closed {
+			out = append(out, console.PayoutRun{ID: rr.Run.ID, Program: rr.Program, ClosedAt: rr.Run.ClosedAt,
+				Payouts: rr.Run.Payouts, Entries: rr.Run.Entries})
+		}
+	}
+	return out, nil
+}
+
+// mountConsole serves the console (/ui/…) on the service's HTTP server. It signs in with the
+// audit API's bearer tokens — readers (http.tokens) and operators (http.operator_tokens, who
+// may also close payout months) — reads the store with the policies the service runs now
+// (reloads included), and shows the service's policy loads, stream backlog and audit verify on
+// its health page. Its what-if replays have the bounds of POST /v1/replay (the same timeout,
+// orders and http.max_replays).
+func mountConsole(srv *httpapi.Server, s *service, cfg httpapi.Config, log *slog.Logger) {
+	st := consoleStore{s.store, func() *rules.Set { return s.engine.Load().Policies() }}
+	srv.Handle("/ui/", console.New(st, console.Options{Tokens: cfg.Tokens, OperatorTokens: cfg.OperatorTokens, Log: log,
+		Payouts: st, Ops: serviceOps{s},
 		// the what-if page is bounded as POST /v1/replay is
 		ReplayTimeout: httpapi.DefaultReplayTimeout, ReplayMaxOrders: httpapi.DefaultReplayMaxOrders, MaxReplays: cfg.MaxReplays}))
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/commissioner/commissioner/adapters/stream"
+	"github.com/commissioner/commissioner/engine/payout"
 )
 
 // browserRequired reports whether the browser tests must run: in CI (.ci/run sets
@@ -70,14 +72,15 @@ func browser(t *testing.T) context.Context {
 // TestConsoleInABrowser drives the console in a real headless Chromium against a running service
 // on demo-like data: a wrong token is refused, sign-in works, an order is found and its
 // decision page shows a failed rule's reason, its policy version opens with its numbered source
-// and a diff, a payout month lists its statements, the README's 6% → 5% what-if gives the same
+// and a diff, a payout month lists its statements, a reader is not offered closing it and an
+// operator closes it (the closed month then shows its run), the README's 6% → 5% what-if gives the same
 // money as `commissioner replay`, an XSS-looking order id renders as text, and the health page
 // shows a dead letter's reason.
 func TestConsoleInABrowser(t *testing.T) {
 	bctx := browser(t)
-	const token = "console-browser-test-token-0123456789"
+	const token, operatorToken = "console-browser-test-token-0123456789", "console-browser-operator-token-0123456789"
 	cfg := pipelineConfig(t)
-	cfg.HTTP.Addr, cfg.HTTP.Tokens = "127.0.0.1:0", []string{token}
+	cfg.HTTP.Addr, cfg.HTTP.Tokens, cfg.HTTP.OperatorTokens = "127.0.0.1:0", []string{token}, []string{operatorToken}
 	cfg.Policies = filepath.Join("..", "..", "policies") // relative: the pages (and screenshots) show no path of this machine
 	svc := startRunning(t, cfg)
 
@@ -110,6 +113,20 @@ func TestConsoleInABrowser(t *testing.T) {
 	if disqualified == "" {
 		t.Fatal("the sample has no disqualified order")
 	}
+
+	// Every affiliate has payee details, so a month can be closed and paid.
+	entries, err := svc.store.Payable(context.Background(), "", time.Date(2025, 12, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("payable entries of 2025-11: %d, %v", len(entries), err)
+	}
+	var payees []payout.Payee
+	for _, e := range entries {
+		if !slices.ContainsFunc(payees, func(p payout.Payee) bool { return p.AffiliateID == e.AffiliateID }) {
+			payees = append(payees, payout.Payee{Program: "alibaba", AffiliateID: e.AffiliateID,
+				Party: payout.Party{Name: "Affiliate " + e.AffiliateID, IBAN: "DE89370400440532013000"}})
+		}
+	}
+	setPayees(t, svc.store, payees...)
 
 	base := "http://" + svc.httpAddr
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -180,6 +197,31 @@ func TestConsoleInABrowser(t *testing.T) {
 	if tot := get("reading the totals", chromedp.Text(chromedp.CSS(`table#totals`))); !strings.Contains(tot, "USD") {
 		t.Errorf("the month's totals: %q", tot)
 	}
+	// A reader (an auditor) cannot close the month: no form, and the page says who can.
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#close-month").length`)); err != nil || n != 0 {
+		t.Errorf("a reader's payouts page has %d closing forms (%v), want none", n, err)
+	}
+	if text := get("reading who may close", chromedp.Text(chromedp.CSS(`#close-month-role`))); !strings.Contains(text, "operator") {
+		t.Errorf("a reader's payouts page says %q about closing", text)
+	}
+	// An operator closes it, and the closed month shows what its run paid.
+	signInAs := func(tok string) {
+		t.Helper()
+		do("signing out", chromedp.Click(chromedp.CSS(`#logout button`)), chromedp.WaitVisible(chromedp.CSS(`#login`)))
+		do("signing in again", chromedp.SetValue(chromedp.CSS(`#login input[name="token"]`), tok),
+			chromedp.Submit(chromedp.CSS(`#login`)), chromedp.WaitVisible(chromedp.CSS(`#recent`)))
+	}
+	signInAs(operatorToken)
+	do("closing the month", chromedp.Navigate(base+"/ui/payouts/2025-11"), chromedp.WaitVisible(chromedp.CSS(`form#close-month`)),
+		chromedp.SetValue(chromedp.CSS(`form#close-month input[name="confirm"]`), "2025-11"),
+		chromedp.Submit(chromedp.CSS(`form#close-month`)), chromedp.WaitVisible(chromedp.CSS(`#closed`)))
+	if text := get("reading the closed month", chromedp.Text(chromedp.CSS(`#closed`))); !strings.Contains(text, "2025-11 is closed: alibaba by run") {
+		t.Errorf("the closed month says %q", text)
+	}
+	if paid := get("reading what the run paid", chromedp.Text(chromedp.CSS(`section.run table.totals`))); !strings.Contains(paid, "USD") {
+		t.Errorf("the closing run paid %q", paid)
+	}
+	signInAs(token)
 	// The 6% → 5% what-if reads the same money as `commissioner replay`.
 	candidate := candidateFile(t, t.TempDir(), "v2.yaml", 2, "2025-01-01T00:00:00Z", returningRate6,
 		strings.Replace(returningRate6, `"6%"`, `"5%"`, 1))
@@ -192,6 +234,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`table#totals`)))
 	page := get("reading the USD difference", chromedp.Text(chromedp.CSS(`table#totals tr.total[data-currency="USD"] td.diff`)))
 	screenshot(t, bctx, "console-whatif.png")
+	checkReportLayout(t, bctx, "the what-if page") // the replay report's body: nothing clipped, the money first
 	doc, _, err := replayReport(t, svc.cfg, replayParams{Policy: candidate})
 	if err != nil {
 		t.Fatalf("replay: %v", err)

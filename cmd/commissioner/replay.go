@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/commissioner/commissioner/adapters/httpapi"
+	"github.com/commissioner/commissioner/adapters/replayreport"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
 	"github.com/commissioner/commissioner/engine"
@@ -311,13 +312,7 @@ func replayWarnings(rep *engine.ReplayReport, fromStream *stream.History) []stri
 	if fromStream != nil && fromStream.Skipped > 0 {
 		warnings = append(warnings, fmt.Sprintf("skipped %d stream messages that are not valid orders (the service dead-lettered them)", fromStream.Skipped))
 	}
-	if rep.AffiliateAssumed > 0 {
-		warnings = append(warnings, fmt.Sprintf("%d orders were decided by a candidate version that reads the affiliate's month (affiliate.*) with none recorded for them: their month counted as empty", rep.AffiliateAssumed))
-	}
-	if rep.DigestMismatch > 0 {
-		warnings = append(warnings, fmt.Sprintf("%d orders were recorded by a version with the candidate's number but another digest: that policy text changed without a new version", rep.DigestMismatch))
-	}
-	return warnings
+	return append(warnings, replayreport.ReportWarnings(rep)...) // affiliate months assumed, digests that differ
 }
 
 // countEvents counts in n the events walked from h (for the progress line); a partitioned

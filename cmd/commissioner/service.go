@@ -51,6 +51,9 @@ type service struct {
 	checkpointKey note.Verifier // the public key of the checkpoints (the audit API proves against them)
 	// shadows stores the shadow versions' outcomes after their batches (shadows.go).
 	shadows *shadowWriter
+	// loads are the policy loads since start; verify runs audit verify for the console.
+	loads  policyLoads
+	verify *verifyJob
 }
 
 // logConnection logs losing the NATS connection once when it happens and once when it is back,
@@ -104,6 +107,7 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 		return nil, fmt.Errorf("checking policies against the orders already decided: %w", err)
 	}
 	s.engine.Store(engine.New(set))
+	s.loads.add(set, nil)
 
 	if cfg.NATS.URL == "" {
 		if s.embedded, err = stream.StartEmbedded(ctx, cfg.NATS); err != nil {
@@ -136,9 +140,10 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 		if err != nil {
 			return nil, err
 		}
-		mountAuditAPI(s.http, s.store, cfg.HTTP, s.checkpointKey, rd, log)                                    // the audit API (/v1/…): audit.go
-		mountShadowAPI(s.http, s.store, cfg.HTTP, log)                                                        // GET /v1/shadow/report: shadow.go
-		mountConsole(s.http, s.store, cfg.HTTP, func() *rules.Set { return s.engine.Load().Policies() }, log) // the console (/ui/…): console.go
+		mountAuditAPI(s.http, s.store, cfg.HTTP, s.checkpointKey, rd, log) // the audit API (/v1/…): audit.go
+		mountShadowAPI(s.http, s.store, cfg.HTTP, log)                     // GET /v1/shadow/report: shadow.go
+		s.verify = newVerifyJob(s.store, s.verifyOptions, log)
+		mountConsole(s.http, s, cfg.HTTP, log) // the console (/ui/…): console.go
 		addr, err := s.http.Listen()
 		if err != nil {
 			return nil, err
@@ -164,6 +169,9 @@ func (s *service) Run(ctx context.Context) error {
 		g.Go(func() error { return s.checkpoints.Run(gctx) })
 	}
 	g.Go(func() error { return s.reconcileLoop(gctx) })
+	if s.verify != nil {
+		g.Go(func() error { return s.verify.Run(gctx) })
+	}
 	err := g.Wait()
 	if s.checkpoints != nil {
 		// The heads the writers left, signed after they stopped.
@@ -255,11 +263,13 @@ func (s *service) reload(ctx context.Context) error {
 	}
 	if err != nil {
 		s.metrics.Reloaded(false)
+		s.loads.add(nil, err)
 		s.log.Error("policy reload refused; the running policies stay in force", "err", err)
 		return err
 	}
 	s.engine.Store(engine.New(set))
 	s.metrics.Reloaded(true)
+	s.loads.add(set, nil)
 	var versions []string
 	for _, p := range set.All() {
 		versions = append(versions, fmt.Sprintf("%s v%d%s", p.Program, p.Version, map[bool]string{true: " (shadow)"}[p.IsShadow()]))
