@@ -33,7 +33,11 @@ func (l *policyLoads) add(set *rules.Set, err error) {
 		load.Err = err.Error()
 	} else {
 		for _, p := range set.All() {
-			load.Versions = append(load.Versions, fmt.Sprintf("%s v%d", p.Program, p.Version))
+			v := fmt.Sprintf("%s v%d", p.Program, p.Version)
+			if p.IsShadow() {
+				v += " (shadow)"
+			}
+			load.Versions = append(load.Versions, v)
 		}
 	}
 	l.mu.Lock()

@@ -270,11 +270,7 @@ func (s *service) reload(ctx context.Context) error {
 	s.engine.Store(engine.New(set))
 	s.metrics.Reloaded(true)
 	s.loads.add(set, nil)
-	var versions []string
-	for _, p := range set.All() {
-		versions = append(versions, fmt.Sprintf("%s v%d%s", p.Program, p.Version, map[bool]string{true: " (shadow)"}[p.IsShadow()]))
-	}
-	s.log.Info("policies reloaded", "versions", versions)
+	s.log.Info("policies reloaded", "versions", s.loads.newestFirst()[0].Versions)
 	return nil
 }
 
