@@ -147,6 +147,9 @@ type Options struct {
 	// Ops, when set, adds the service's policy loads, stream lag and an audit verify button to
 	// the health page.
 	Ops Operations
+	// Shadows, when set, adds the shadow pages (/ui/shadows) and their link in the navigation:
+	// the shadow versions with outcomes stored and each one's report. Nil: no page, no link.
+	Shadows ShadowSource
 	// SessionTTL is how long a session lasts after sign-in (0: DefaultSessionTTL).
 	SessionTTL time.Duration
 	// RequestTimeout is each request's deadline (0: DefaultRequestTimeout).
@@ -274,6 +277,7 @@ func New(st Store, opts Options) *Console {
 	mux.Handle("POST /ui/health/verify", c.signedIn(c.startVerify))
 	mux.Handle("GET /ui/whatif", c.signedIn(c.whatIfForm))
 	mux.Handle("POST /ui/whatif", c.signedInWith(maxWhatIfBytes, opts.ReplayTimeout, c.whatIf))
+	c.mountShadows(mux)
 	mux.Handle("/ui/", c.signedIn(func(w http.ResponseWriter, r *http.Request, _ *session) error {
 		return pageError{http.StatusNotFound, "There is no page at " + r.URL.Path + "."}
 	}))

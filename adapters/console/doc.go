@@ -19,7 +19,13 @@
 //	GET  /ui/policies/{program}/diff?from=&to=    the line diff of two stored versions
 //	GET  /ui/payouts/{YYYY-MM}[.csv]              a month's statements, totals and closing runs (CSV: payouts --format csv)
 //	GET  /ui/whatif             the what-if form: a candidate (pasted policy or stored version), from, to, affiliate
-//	POST /ui/whatif             replays it (bounded as POST /v1/replay) and shows the money per currency, then what changed
+//	POST /ui/whatif             replays it (bounded as POST /v1/replay) and shows the money per currency, then what changed;
+//	                            a shadow version (stage: shadow) is priced as if it were in force, as replay --policy does
+//	GET  /ui/shadows            with Options.Shadows: the shadow versions with outcomes stored (program, version, digest,
+//	                            events, whether the service runs it and its sample), each linking to its report
+//	GET  /ui/shadows/{program}/{version}?from=&to=&orders=
+//	                            a shadow version's report on the orders placed from, to (days, inclusive): the
+//	                            body `shadow report --format html` writes, its diverging orders linked
 //	GET  /ui/assets/…           the stylesheet (open: the sign-in page uses it)
 //
 // Sign-in. The browser posts one of the bearer tokens the audit API accepts (http.tokens) once;
@@ -42,6 +48,15 @@
 // writes too, so the two cannot drift — with its stylesheet at /ui/assets/replay-report.css and
 // the changed orders linked to their decision pages. replayreport is the one adapter the console
 // imports: a pure rendering package that imports no adapter (layering_test.go).
+//
+// Shadows. With Options.Shadows (a ShadowSource: cmd passes the store and the shadow versions the
+// service runs), GET /ui/shadows lists the shadow versions with outcomes stored and
+// GET /ui/shadows/{program}/{version} shows one's report — engine.ShadowReportOf over the stored
+// outcomes, laid out by replayreport (NewShadow, the template "shadow-report") exactly as
+// `commissioner shadow report --format html` writes it, the diverging orders linked to their
+// decision pages — bounded by ReplayTimeout; the navigation links them. Without it there is no
+// such page and no link. Shadow versions are never stored as policy versions (a batch stores the
+// versions its live decisions used), so the policy pages never list one.
 //
 // Security headers on every response: a Content-Security-Policy allowing only the console's own
 // origin (no inline script, no third-party origin, no framing), X-Content-Type-Options: nosniff,

@@ -21,6 +21,7 @@ type page struct {
 	CSRF     string // the hidden csrf field of the page's forms
 	SignedIn bool   // show the navigation and the sign-out button
 	Role     string // the session's: "reader" or "operator"
+	Shadows  bool   // the console has the shadow pages (Options.Shadows): the navigation links them
 	Data     any
 }
 
@@ -29,11 +30,13 @@ func parsePages() map[string]*template.Template {
 	funcs := template.FuncMap{"join": strings.Join, "dict": dict}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "error", "search", "order", "health", "policies", "policy", "diff", "payouts", "whatif"} {
+	for _, name := range []string{"login", "error", "search", "order", "health", "policies", "policy", "diff", "payouts", "whatif", "shadows", "shadowversion"} {
 		pages[name] = template.Must(template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+name+".html"))
 	}
-	// the what-if result is the replay report's body, the one `replay --format html` writes
+	// the what-if result is the replay report's body, the one `replay --format html` writes; the
+	// shadow version's, the shadow report's that `shadow report --format html` writes
 	pages["whatif"] = template.Must(replayreport.ParseTemplates(pages["whatif"]))
+	pages["shadowversion"] = template.Must(replayreport.ParseTemplates(pages["shadowversion"]))
 	return pages
 }
 
@@ -55,6 +58,7 @@ func dict(kv ...any) (map[string]any, error) {
 
 // render writes a page; the template runs into a buffer first, so a failure is a clean 500.
 func (c *Console) render(w http.ResponseWriter, status int, name string, p page) {
+	p.Shadows = c.opts.Shadows != nil
 	var buf bytes.Buffer
 	if err := c.pages[name].ExecuteTemplate(&buf, "layout", p); err != nil {
 		c.opts.Log.Error("console: rendering", "page", name, "err", err)

@@ -127,6 +127,7 @@ func (c *Console) whatIf(w http.ResponseWriter, r *http.Request, s *session) err
 		d.Problems = problemViews(dup)
 		return show(http.StatusUnprocessableEntity)
 	}
+	set = set.WithShadowsLive() // a shadow version's text is priced as if it were in force, as replay --policy does
 
 	select {
 	case c.replays <- struct{}{}:

@@ -22,6 +22,18 @@
 // no script and nothing fetched. CSS is the stylesheet of the report's body, which a page that
 // includes the body serves beside its own.
 //
+// The shadow report (engine.ShadowReport: what a shadow version decided beside the live
+// decisions of the same events) is laid out the same way, for the console's shadow page and
+// `commissioner shadow report --format html`: NewShadow builds its ShadowView, the template
+// "shadow-report" renders it, WriteShadowHTML writes the standalone page, with the same CSS. The
+// live decisions are its before and the shadow its after; it leads with the money per currency
+// and its chart, then the live × shadow qualification matrix and the counts, the breakdowns by
+// rate rule, by the first rule whose outcome differs, by market and by buyer (the unchanged rows
+// folded), the affiliates with the largest changes, the orders that diverged most with both
+// outcomes and the first differing rule (linked to the console's decision page, or with their
+// `commissioner explain` command), the orders the shadow could not decide, and last the events
+// seen and the versions (shadow: digest, events, orders, sample; live).
+//
 // Money stays exact: every amount is apd decimal text; float64 only sets a bar's length. The
 // charts are inline SVG whose label column is sized from the longest label (an overestimate of
 // its rendered width), so a label is never clipped.

@@ -8,7 +8,7 @@ import (
 	"github.com/commissioner/commissioner/engine"
 )
 
-//go:embed templates/report.html templates/page.html
+//go:embed templates/report.html templates/shadow.html templates/page.html
 var templateFS embed.FS
 
 //go:embed report.css
@@ -17,19 +17,20 @@ var reportCSS []byte
 //go:embed page.css
 var pageCSS string
 
-// CSS returns the stylesheet of the report's body: a page that includes the "replay-report"
-// template serves it beside its own (the console: /ui/assets/replay-report.css). The caller must
+// CSS returns the stylesheet of the reports' bodies: a page that includes the "replay-report" or
+// the "shadow-report" template serves it beside its own (the console: /ui/assets/replay-report.css). The caller must
 // not modify the slice.
 func CSS() []byte { return reportCSS }
 
-// ParseTemplates adds the report's templates to t and returns it: "replay-report" renders a
-// *View. The templates it adds are all named "replay-…", and the function it adds "breakable":
-// t must not define them otherwise.
+// ParseTemplates adds the reports' templates to t and returns it: "replay-report" renders a
+// *View, "shadow-report" a *ShadowView. The templates it adds are all named "replay-…" or
+// "shadow-…", and the function it adds "breakable": t must not define them otherwise.
 func ParseTemplates(t *template.Template) (*template.Template, error) {
-	return t.Funcs(funcs).ParseFS(templateFS, "templates/report.html")
+	return t.Funcs(funcs).ParseFS(templateFS, "templates/report.html", "templates/shadow.html")
 }
 
-// standalone is the whole page: the report's body inside a document with its CSS inline.
+// standalone is the whole page: a report's body inside a document with its CSS inline
+// ("replay-page", "shadow-page").
 var standalone = template.Must(ParseTemplates(template.Must(template.New("page.html").ParseFS(templateFS, "templates/page.html"))))
 
 // WriteHTML writes rep as one standalone HTML page titled "Replay of <opts.Candidate>": the

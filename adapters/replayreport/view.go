@@ -102,6 +102,7 @@ type Breakdown struct {
 	ID, Title string // the table's id (its folded rows': ID-unchanged) and heading
 	KeyName   string // the key's column: "Market"; "" for the rate-rule breakdown
 	Rules     bool   // the rate-rule breakdown: two key columns, recorded and candidate rule
+	Sides     Sides  // the heads of the two sides' columns
 	Note      string
 	Chart     Chart
 	Changed   []Row
@@ -139,6 +140,16 @@ type RecordedVersion struct {
 	Orders                   int64
 }
 
+// Sides name the two sides a report compares, in its column heads and its captions: a replay's
+// recorded decisions and candidate, a shadow report's live decisions and shadow version.
+type Sides struct {
+	OldRule, NewRule string // the rate-rule breakdown's key columns: "Recorded rule", "Candidate rule"
+	Before, After    string // the money columns: "Before", "After"
+	old, new         string // in captions: "recorded", "candidate"
+}
+
+var replaySides = Sides{OldRule: "Recorded rule", NewRule: "Candidate rule", Before: "Before", After: "After", old: "recorded", new: "candidate"}
+
 // New lays out rep. rep.Changes are the changed orders listed (nil: none, though
 // rep.ChangesTotal counts them).
 func New(rep *engine.ReplayReport, opts Options) *View {
@@ -150,8 +161,8 @@ func New(rep *engine.ReplayReport, opts Options) *View {
 	}
 	v.setTotals(rep)
 	v.setCounts(rep)
-	v.Breakdowns = []Breakdown{rateRuleBreakdown(rep.ByRateRule), marketBreakdown(rep.ByMarket), buyerBreakdown(rep.ByBuyer),
-		affiliateBreakdown(rep.TopAffiliates)}
+	v.Breakdowns = []Breakdown{rateRuleBreakdown(rep.ByRateRule, replaySides), marketBreakdown(rep.ByMarket, replaySides),
+		buyerBreakdown(rep.ByBuyer, replaySides), affiliateBreakdown(rep.TopAffiliates, replaySides)}
 	v.setChanges(rep, opts.OrderURL)
 	for i := range rep.Drifted {
 		c := &rep.Drifted[i]
@@ -236,8 +247,8 @@ func (v *View) setCounts(rep *engine.ReplayReport) {
 	v.QualificationChart = newChart("qualification-bars", "Qualification changes (orders)", bars)
 }
 
-func rateRuleBreakdown(gs []engine.RateRuleGroup) Breakdown {
-	b := Breakdown{ID: "by-rate-rule", Title: "By rate rule (recorded → candidate)", Rules: true}
+func rateRuleBreakdown(gs []engine.RateRuleGroup, s Sides) Breakdown {
+	b := Breakdown{ID: "by-rate-rule", Title: "By rate rule (" + s.old + " → " + s.new + ")", Rules: true, Sides: s}
 	// the chart: the orders of each move that changed, over every currency
 	type move struct{ orders, changed int64 }
 	moves := map[string]*move{}
@@ -264,30 +275,30 @@ func rateRuleBreakdown(gs []engine.RateRuleGroup) Breakdown {
 		bars = append(bars, bar{Label: k, Value: float64(m.orders), Sign: "count",
 			Text: plural(int(m.orders), "order", "orders") + ", " + strconv.FormatInt(m.changed, 10) + " with another commission"})
 	}
-	b.Chart = newChart("rate-rule-bars", "Orders moving between rate rules or paid otherwise, recorded → candidate", bars)
+	b.Chart = newChart("rate-rule-bars", "Orders moving between rate rules or paid otherwise, "+s.old+" → "+s.new, bars)
 	return b
 }
 
-func marketBreakdown(gs []engine.ReplayGroup) Breakdown {
-	b := keyedBreakdown("by-market", "By buyer market", "Market", gs)
-	b.Chart = newChart("market-bars", "Change by buyer market, in % of the recorded commission", keyedBars(b.Changed))
+func marketBreakdown(gs []engine.ReplayGroup, s Sides) Breakdown {
+	b := keyedBreakdown("by-market", "By buyer market", "Market", gs, s)
+	b.Chart = newChart("market-bars", "Change by buyer market, in % of the "+s.old+" commission", keyedBars(b.Changed))
 	return b
 }
 
-func buyerBreakdown(gs []engine.ReplayGroup) Breakdown {
-	b := keyedBreakdown("by-buyer", "By new vs returning buyer", "Buyer", gs)
-	b.Chart = newChart("buyer-bars", "Change by new vs returning buyer, in % of the recorded commission", keyedBars(b.Changed))
+func buyerBreakdown(gs []engine.ReplayGroup, s Sides) Breakdown {
+	b := keyedBreakdown("by-buyer", "By new vs returning buyer", "Buyer", gs, s)
+	b.Chart = newChart("buyer-bars", "Change by new vs returning buyer, in % of the "+s.old+" commission", keyedBars(b.Changed))
 	return b
 }
 
-func affiliateBreakdown(gs []engine.ReplayGroup) Breakdown {
-	b := keyedBreakdown("top-affiliates", "Affiliates with the largest changes", "Affiliate", gs)
+func affiliateBreakdown(gs []engine.ReplayGroup, s Sides) Breakdown {
+	b := keyedBreakdown("top-affiliates", "Affiliates with the largest changes", "Affiliate", gs, s)
 	b.Note = "The ten per currency whose commission changed the most; the others are in the totals."
 	return b
 }
 
-func keyedBreakdown(id, title, keyName string, gs []engine.ReplayGroup) Breakdown {
-	b := Breakdown{ID: id, Title: title, KeyName: keyName}
+func keyedBreakdown(id, title, keyName string, gs []engine.ReplayGroup, s Sides) Breakdown {
+	b := Breakdown{ID: id, Title: title, KeyName: keyName, Sides: s}
 	for _, g := range gs {
 		r := newRow(g)
 		if r.changed() {

@@ -23,7 +23,10 @@ type consoleStore struct {
 	policies func() *rules.Set
 }
 
-var _ console.Store = consoleStore{}
+var (
+	_ console.Store        = consoleStore{}
+	_ console.ShadowSource = consoleStore{}
+)
 
 func (s consoleStore) RecentDecisions(ctx context.Context, f console.DecisionFilter, before int64, limit int) ([]audit.StoredDecision, error) {
 	return s.Store.RecentDecisions(ctx, store.DecisionFilter(f), before, limit)
@@ -66,6 +69,19 @@ func (s consoleStore) PayoutMonth(ctx context.Context, month string) (console.Pa
 		}
 	}
 	return out, nil
+}
+
+// LoadedShadows returns the shadow versions of the policies the service runs now (the shadow
+// pages show their sample); none without a running set. The store's ShadowVersions and
+// ShadowHistory are the rest of the console's ShadowSource.
+func (s consoleStore) LoadedShadows() []*rules.Policy {
+	if s.policies == nil {
+		return nil
+	}
+	if set := s.policies(); set != nil {
+		return set.AllShadows()
+	}
+	return nil
 }
 
 // storedPolicySet compiles every stored policy version into a set (for their payout terms).
@@ -120,11 +136,12 @@ func (s consoleStore) ClosePayoutMonth(ctx context.Context, month string) ([]con
 // may also close payout months) — reads the store with the policies the service runs now
 // (reloads included), and shows the service's policy loads, stream backlog and audit verify on
 // its health page. Its what-if replays have the bounds of POST /v1/replay (the same timeout,
-// orders and http.max_replays).
+// orders and http.max_replays), and so do its shadow reports (the timeout). Its shadow pages read
+// the stored shadow outcomes and the shadow versions the service runs.
 func mountConsole(srv *httpapi.Server, s *service, cfg httpapi.Config, log *slog.Logger) {
 	st := consoleStore{s.store, func() *rules.Set { return s.engine.Load().Policies() }}
 	srv.Handle("/ui/", console.New(st, console.Options{Tokens: cfg.Tokens, OperatorTokens: cfg.OperatorTokens, Log: log,
-		Payouts: st, Ops: serviceOps{s},
+		Payouts: st, Ops: serviceOps{s}, Shadows: st,
 		// the what-if page is bounded as POST /v1/replay is
 		ReplayTimeout: httpapi.DefaultReplayTimeout, ReplayMaxOrders: httpapi.DefaultReplayMaxOrders, MaxReplays: cfg.MaxReplays}))
 }

@@ -256,6 +256,9 @@ func TestConsoleInABrowser(t *testing.T) {
 	if err != nil || !strings.Contains(heading, xssID) || scripts != 0 {
 		t.Errorf("the XSS-looking order: heading %q, %d script elements (%v); want the id as text and no script", heading, scripts, err)
 	}
+	// A shadow version's report, from the navigation, reads the money `shadow report` prints.
+	storeShadowOutcomes(t, svc.store)
+	checkShadowPage(t, bctx, base, svc.cfg)
 	// The health page lists the dead letters with their reasons.
 	do("opening the health page", chromedp.Navigate(base+"/ui/health"), chromedp.WaitVisible(chromedp.CSS(`#dead-letters`)))
 	if text := get("reading the dead letters", chromedp.Text(chromedp.CSS(`#dead-letters`))); !strings.Contains(text, "negative") {

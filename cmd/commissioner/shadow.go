@@ -33,6 +33,7 @@ type shadowReportParams struct {
 	Format   string    // table, json, csv, html
 	Out      string    // "": standard output
 	Orders   int       // diverging orders listed
+	Policies string    // the policy directory: html shows the shadow versions' sample from it
 }
 
 func newShadowCmd(s streams) *cobra.Command {
@@ -125,6 +126,7 @@ func runShadowReport(ctx context.Context, cfg Config, p shadowReportParams, out 
 	if err != nil {
 		return fmt.Errorf("shadow report: %w", err)
 	}
+	p.Policies = cfg.Policies
 	return writeShadowReport(rep, filter, p, out)
 }
 
@@ -148,7 +150,7 @@ func writeShadowReport(rep *engine.ShadowReport, f engine.ShadowFilter, p shadow
 	case "csv":
 		err = writeShadowCSV(bw, rep, p.Out)
 	case "html":
-		err = writeShadowHTML(bw, rep, f)
+		err = writeShadowHTML(bw, rep, f, p)
 	default:
 		err = writeShadowTable(bw, rep, f)
 	}

@@ -128,7 +128,7 @@ func runSweep(ctx context.Context, cfg Config, p replayParams, out, errOut io.Wr
 	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as replay: allocates fast, keeps little
 	sets := make([]*rules.Set, len(sr.Points))
 	for i := range sr.Points {
-		sets[i] = sr.Points[i].Set
+		sets[i] = sr.Points[i].Set.WithShadowsLive() // a shadow's file is priced as if it were in force, as replay --policy does
 	}
 	// The points list no orders: each keeps the one the engine keeps at least.
 	opts := engine.ReplayOptions{Workers: p.Workers, MaxChanges: 1}
