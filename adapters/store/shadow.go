@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,9 +24,12 @@ import (
 
 // schemaShadow is one row per event and shadow version (migration 20261203000006): the event's
 // identity and order time (placed_at: the order's, never the wall clock), the shadow version and
-// digest, its verdict in short (a row whose shadow failed has error_kind and error, and zeros),
-// and the first rule whose outcome differed from the live decision (cause_*; "" when they
-// agreed). One index: unique, so an outcome is stored once however often its batch's shadows are
+// digest, and whether it diverged from the live decision. Most outcomes agree with it, and an
+// agreeing row stores no verdict (its columns NULL): the live decision of the same event is it,
+// to the cent (see engine.ShadowRow.Diverged), and the report reads it from there. A diverging
+// row holds the shadow's verdict in short and the first rule whose outcome differed (cause_*); a
+// row whose shadow failed, error_kind and error. The primary key is the one index (on SQLite the
+// table itself: WITHOUT ROWID), so an outcome is stored once however often its batch's shadows are
 // written (INSERT … ON CONFLICT DO NOTHING), and led by (program, version) for the report.
 const schemaShadow = `
 CREATE TABLE IF NOT EXISTS shadow_decisions (
@@ -35,33 +39,36 @@ CREATE TABLE IF NOT EXISTS shadow_decisions (
 	event_id     {{Key}} NOT NULL,
 	order_id     {{Key}} NOT NULL,
 	placed_at    {{Time}} NOT NULL,
-	qualified    BOOLEAN NOT NULL,
-	failed_rules TEXT NOT NULL,
-	rate_rule    TEXT NOT NULL,
-	rate         {{Decimal}} NOT NULL,
-	flat         {{Decimal}},
-	commission   {{Decimal}} NOT NULL,
-	currency     TEXT NOT NULL,
 	diverged     BOOLEAN NOT NULL,
-	cause_kind   TEXT NOT NULL,
-	cause_stage  TEXT NOT NULL,
-	cause_rule   TEXT NOT NULL,
-	cause_old    TEXT NOT NULL,
-	cause_new    TEXT NOT NULL,
-	error_kind   TEXT NOT NULL,
-	error        TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS shadow_decisions_key ON shadow_decisions (program, version, digest, event_id);
+	qualified    BOOLEAN,
+	failed_rules TEXT,
+	rate_rule    TEXT,
+	rate         {{Decimal}},
+	flat         {{Decimal}},
+	commission   {{Decimal}},
+	currency     TEXT,
+	cause_kind   TEXT,
+	cause_stage  TEXT,
+	cause_rule   TEXT,
+	cause_old    TEXT,
+	cause_new    TEXT,
+	error_kind   TEXT,
+	error        TEXT,
+	PRIMARY KEY (program, version, digest, event_id)
+){{WithoutRowID}};
 `
 
 // shadowTable is the columns WriteShadows writes, in the order of a row's values.
 var shadowTable = bulkTable{name: "shadow_decisions",
-	cols: []string{"program", "version", "digest", "event_id", "order_id", "placed_at", "qualified", "failed_rules", "rate_rule",
-		"rate", "flat", "commission", "currency", "diverged", "cause_kind", "cause_stage", "cause_rule", "cause_old", "cause_new",
-		"error_kind", "error"},
-	pgTypes: []string{"text", "bigint", "text", "text", "text", "timestamptz", "boolean", "text", "text",
-		"numeric", "numeric", "numeric", "text", "boolean", "text", "text", "text", "text", "text",
-		"text", "text"}}
+	cols:    []string{"program", "version", "digest", "event_id", "order_id", "placed_at", "diverged"},
+	pgTypes: []string{"text", "bigint", "text", "text", "text", "timestamptz", "boolean"}}
+
+// shadowVerdictTable is shadowTable with the verdict, for a row that diverged or failed.
+var shadowVerdictTable = bulkTable{name: "shadow_decisions",
+	cols: append(slices.Clip(shadowTable.cols), "qualified", "failed_rules", "rate_rule", "rate", "flat", "commission", "currency",
+		"cause_kind", "cause_stage", "cause_rule", "cause_old", "cause_new", "error_kind", "error"),
+	pgTypes: append(slices.Clip(shadowTable.pgTypes), "boolean", "text", "text", "numeric", "numeric", "numeric", "text",
+		"text", "text", "text", "text", "text", "text", "text")}
 
 // WriteShadows stores shadow outcomes in one transaction, each once: an outcome stored already
 // (its event, version and digest) is left as it is, so writing a batch's outcomes again stores
@@ -71,8 +78,22 @@ func (s *Store) WriteShadows(ctx context.Context, rows []engine.ShadowRow) (int,
 	if len(rows) == 0 {
 		return 0, nil
 	}
-	values := func(i int, args []any) []any {
-		r := &rows[i]
+	// Two inserts: the rows that agree with their live decision (the keys only), and those with
+	// a verdict of their own (diverged, or failed).
+	var agree, own []int
+	for i := range rows {
+		if rows[i].Diverged || rows[i].ErrorKind != "" {
+			own = append(own, i)
+		} else {
+			agree = append(agree, i)
+		}
+	}
+	keys := func(r *engine.ShadowRow, args []any) []any {
+		return append(args, safeText(r.Program), int64(r.Version), r.Digest, safeText(r.EventID), safeText(r.OrderID), r.PlacedAt.UTC(), r.Diverged)
+	}
+	agreeing := func(i int, args []any) []any { return keys(&rows[agree[i]], args) }
+	verdict := func(i int, args []any) []any {
+		r := &rows[own[i]]
 		var flat any
 		if r.Flat != "" {
 			flat = r.Flat
@@ -89,14 +110,19 @@ func (s *Store) WriteShadows(ctx context.Context, rows []engine.ShadowRow) (int,
 		if failed == "" {
 			failed = "[]"
 		}
-		return append(args, safeText(r.Program), int64(r.Version), r.Digest, safeText(r.EventID), safeText(r.OrderID), r.PlacedAt.UTC(),
-			r.Qualified, failed, r.RateRule, rate, flat, commission, r.Currency, r.Diverged,
+		return append(keys(r, args), r.Qualified, failed, r.RateRule, rate, flat, commission, r.Currency,
 			r.Cause.Kind, stage, r.Cause.Rule, r.Cause.Old, r.Cause.New, r.ErrorKind, safeText(r.Error))
 	}
 	stored := 0
 	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
-		n, err := s.insertIgnoreRows(ctx, w, shadowTable, "program, version, digest, event_id", len(rows), values)
-		stored = n
+		const key = "program, version, digest, event_id"
+		n, err := s.insertIgnoreRows(ctx, w, shadowTable, key, len(agree), agreeing)
+		if err != nil || len(own) == 0 {
+			stored = n
+			return err
+		}
+		m, err := s.insertIgnoreRows(ctx, w, shadowVerdictTable, key, len(own), verdict)
+		stored = n + m
 		return err
 	})
 	if err != nil {
@@ -110,7 +136,7 @@ func (s *Store) WriteShadows(ctx context.Context, rows []engine.ShadowRow) (int,
 // IGNOREs, on PostgreSQL as one INSERT … SELECT from unnested arrays, ON CONFLICT DO NOTHING.
 func (s *Store) insertIgnoreRows(ctx context.Context, w *wtx, t bulkTable, conflict string, n int, row rowValues) (int, error) {
 	if s.backend == SQLite {
-		ins := sqliteInsert{name: "insert-ignore " + t.name, head: "INSERT OR IGNORE INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") VALUES ",
+		ins := sqliteInsert{name: "insert-ignore " + t.name + " (" + strconv.Itoa(len(t.cols)) + " columns)", head: "INSERT OR IGNORE INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") VALUES ",
 			cols: len(t.cols)}
 		args := make([]any, 0, sqliteMaxRows*ins.cols)
 		stored := 0
@@ -243,9 +269,11 @@ type shadowHistory struct {
 var _ engine.ShadowHistory = (*shadowHistory)(nil)
 
 // shadowColumns are a shadow outcome's columns as the walk reads them (decimals as text).
-const shadowColumns = "s.program, s.version, s.digest, s.qualified, s.failed_rules, s.rate_rule, CAST(s.rate AS TEXT), " +
-	"coalesce(CAST(s.flat AS TEXT), ''), CAST(s.commission AS TEXT), s.currency, s.diverged, s.cause_kind, s.cause_stage, s.cause_rule, " +
-	"s.cause_old, s.cause_new, s.error_kind, s.error"
+const shadowColumns = "s.program, s.version, s.digest, coalesce(s.qualified, false), coalesce(s.failed_rules, '[]'), " +
+	"coalesce(s.rate_rule, ''), coalesce(CAST(s.rate AS TEXT), ''), coalesce(CAST(s.flat AS TEXT), ''), " +
+	"coalesce(CAST(s.commission AS TEXT), ''), coalesce(s.currency, ''), s.diverged, coalesce(s.cause_kind, ''), " +
+	"coalesce(s.cause_stage, ''), coalesce(s.cause_rule, ''), coalesce(s.cause_old, ''), coalesce(s.cause_new, ''), " +
+	"coalesce(s.error_kind, ''), coalesce(s.error, '')"
 
 // Walk reads the outcomes in one query, joined with their events' live decisions, and marks
 // each order's latest event the shadow version decided (the highest stream sequence, then the
@@ -331,6 +359,9 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 		if stage == engine.StageRate.String() {
 			o.Cause.Stage = engine.StageRate
 		}
+		if !o.Diverged && o.ErrorKind == "" {
+			agreed(&o, ev.Live) // stored without a verdict: the live decision's is the shadow's
+		}
 		ev.Shadow = o
 		if len(batch) == h.batchSize {
 			if err := fn(batch); err != nil {
@@ -347,4 +378,15 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 		return fn(batch)
 	}
 	return ctx.Err()
+}
+
+// agreed gives an outcome stored as agreeing with its live decision (no verdict of its own) the
+// live decision's verdict: a shadow that did not diverge decided the same qualification, failed
+// rules, rate rule, terms and commission (engine.ShadowRow.Diverged).
+func agreed(o *engine.ShadowOutcome, live *engine.RecordedDecision) {
+	o.Qualified, o.RateRule, o.HasFlat, o.Currency = live.Qualified, live.RateRule, live.HasFlat, live.Currency
+	o.FailedRules = slices.Clone(live.FailedRules)
+	o.Rate.Set(&live.Rate)
+	o.Flat.Set(&live.Flat)
+	o.Commission.Set(&live.Commission)
 }
