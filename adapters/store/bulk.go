@@ -275,7 +275,23 @@ func chunkSize(rest, max int) int {
 // sqliteExecRows executes a prepared multi-row statement over n rows, checking that each
 // chunk changed every one of its rows.
 func (s *Store) sqliteExecRows(ctx context.Context, w *wtx, ins sqliteInsert, n int, row rowValues) error {
+	_, err := s.sqliteRows(ctx, w, ins, n, row, func(got, want int64) error {
+		if got != want {
+			return fmt.Errorf("%w: %d of %d rows stored, the others broke a constraint (a unique key)", errNotAllStored, got, want)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing %d rows (%s): %w", n, ins.name, err)
+	}
+	return nil
+}
+
+// sqliteRows executes a prepared multi-row statement over n rows, in chunks, and returns how many
+// rows the chunks changed; check sees each chunk's count against its rows.
+func (s *Store) sqliteRows(ctx context.Context, w *wtx, ins sqliteInsert, n int, row rowValues, check func(got, want int64) error) (int64, error) {
 	args := make([]any, 0, sqliteMaxRows*ins.cols)
+	var changed int64
 	err := s.sqliteChunks(ctx, w, ins, n, func(st *sql.Stmt, lo, hi int) error {
 		args = args[:0]
 		for i := lo; i < hi; i++ {
@@ -297,15 +313,10 @@ func (s *Store) sqliteExecRows(ctx context.Context, w *wtx, ins sqliteInsert, n 
 		if err != nil {
 			return err
 		}
-		if got != int64(hi-lo) {
-			return fmt.Errorf("%w: %d of %d rows stored, the others broke a constraint (a unique key)", errNotAllStored, got, hi-lo)
-		}
-		return nil
+		changed += got
+		return check(got, int64(hi-lo))
 	})
-	if err != nil {
-		return fmt.Errorf("storing %d rows (%s): %w", n, ins.name, err)
-	}
-	return nil
+	return changed, err
 }
 
 // appendCopyValue appends one value of a row as a COPY text-format field.
