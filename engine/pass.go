@@ -176,6 +176,9 @@ func (e *Engine) Pass(ctx context.Context, head PartitionHead, results []Result,
 	out.Header = BatchHeader{Partition: head.Partition, Seq: head.Seq + 1, Epoch: head.Epoch, Prev: head.Hash,
 		Root: MerkleRoot(leaves), Leaves: len(leaves), FirstStreamSeq: first, LastStreamSeq: last}
 	out.Hash = out.Header.Hash()
+	for i := range out.Shadows {
+		out.Shadows[i].Partition, out.Shadows[i].BatchSeq = out.Header.Partition, out.Header.Seq
+	}
 	return out, nil
 }
 

@@ -48,6 +48,15 @@ type ShadowRow struct {
 	// it did. A row with an error has no verdict.
 	ErrorKind, Error string
 
+	// Partition and BatchSeq are the batch that stored the live decision (set once the batch
+	// is built). SampleBelow is the shadow's sample bound (rules.Policy.SampleBound; Sampled
+	// false: every order): with them the store records which events the shadow decided as one
+	// row per batch, and keeps only the outcomes that differ from the live decisions.
+	Partition   int
+	BatchSeq    uint64
+	SampleBelow uint64
+	Sampled     bool
+
 	// The live decision's qualification and commission, for the metrics (not stored: the live
 	// decision is).
 	LiveQualified  bool
@@ -119,6 +128,7 @@ func shadowRow(i int, r *Result, p *rules.Policy, d *Decision, err error) Shadow
 	row := ShadowRow{Result: i, EventID: r.Event.ID, OrderID: o.OrderID, Program: o.Program, AffiliateID: o.AffiliateID,
 		PlacedAt: o.PlacedAt.UTC(), Version: p.Version, Digest: p.Digest, Currency: o.Currency.Code,
 		LiveQualified: live.Qualified}
+	row.SampleBelow, row.Sampled = p.SampleBound()
 	row.LiveCommission.Set(&live.Commission)
 	if err != nil {
 		row.ErrorKind, row.Error = ErrorKind(err), err.Error()

@@ -31,6 +31,10 @@ func (p *Policy) IsShadow() bool { return p.Stage == StageShadow }
 // same events.
 func (p *Policy) InSample(h uint64) bool { return !p.sampled || h < p.sampleBelow }
 
+// SampleBound is InSample's bound: an order whose hash is below it is in the sample; sampled is
+// false for a version that decides every order.
+func (p *Policy) SampleBound() (below uint64, sampled bool) { return p.sampleBelow, p.sampled }
+
 // decodeStage reads stage and sample: stage may only be "shadow"; sample (a fraction in (0, 1]
 // such as 0.1, or a percentage such as "10%") only with it.
 func decodeStage(ps *problems, tree map[string]any, p *Policy) {

@@ -22,16 +22,32 @@ import (
 	"github.com/commissioner/commissioner/engine"
 )
 
-// schemaShadow is one row per event and shadow version (migration 20261203000006): the event's
-// identity and order time (placed_at: the order's, never the wall clock), the shadow version and
-// digest, and whether it diverged from the live decision. Most outcomes agree with it, and an
-// agreeing row stores no verdict (its columns NULL): the live decision of the same event is it,
-// to the cent (see engine.ShadowRow.Diverged), and the report reads it from there. A diverging
-// row holds the shadow's verdict in short and the first rule whose outcome differed (cause_*); a
-// row whose shadow failed, error_kind and error. The primary key is the one index (on SQLite the
-// table itself: WITHOUT ROWID), so an outcome is stored once however often its batch's shadows are
-// written (INSERT … ON CONFLICT DO NOTHING), and led by (program, version) for the report.
+// schemaShadow stores what shadow versions decided (migrations 20261203000006) in two tables.
+// shadow_batches says which events a shadow version decided: one row per batch of live decisions
+// and shadow version (program, version, digest), with the shadow's sample bound ("" when it
+// decides every order; else an order is in the sample when engine.SampleHash is below it), how
+// many events it decided and their order times. The events are the batch's decisions of the
+// program whose orders are in the sample (a shadow decides every live decision of its program in
+// the pass). shadow_decisions holds the outcomes that differ from the live decision: the shadow's
+// verdict in short and the first rule whose outcome differed (cause_*), or, for a shadow that
+// failed, error_kind and error. Every other outcome agreed with its live decision, to the cent
+// (engine.ShadowRow.Diverged), and is read from it: most outcomes cost no row of their own. Each
+// table's primary key is its one index (on SQLite the table itself, WITHOUT ROWID), so an outcome
+// is stored once however often its batch's shadows are written (INSERT … ON CONFLICT DO
+// NOTHING), led by (program, version) for the report.
 const schemaShadow = `
+CREATE TABLE IF NOT EXISTS shadow_batches (
+	program      {{Key}} NOT NULL,
+	version      BIGINT NOT NULL,
+	digest       TEXT NOT NULL,
+	part         BIGINT NOT NULL,
+	batch_seq    BIGINT NOT NULL,
+	sample_below TEXT NOT NULL,
+	events       BIGINT NOT NULL,
+	first_placed {{Time}} NOT NULL,
+	last_placed  {{Time}} NOT NULL,
+	PRIMARY KEY (program, version, digest, part, batch_seq)
+){{WithoutRowID}};
 CREATE TABLE IF NOT EXISTS shadow_decisions (
 	program      {{Key}} NOT NULL,
 	version      BIGINT NOT NULL,
@@ -40,35 +56,48 @@ CREATE TABLE IF NOT EXISTS shadow_decisions (
 	order_id     {{Key}} NOT NULL,
 	placed_at    {{Time}} NOT NULL,
 	diverged     BOOLEAN NOT NULL,
-	qualified    BOOLEAN,
-	failed_rules TEXT,
-	rate_rule    TEXT,
-	rate         {{Decimal}},
+	qualified    BOOLEAN NOT NULL,
+	failed_rules TEXT NOT NULL,
+	rate_rule    TEXT NOT NULL,
+	rate         {{Decimal}} NOT NULL,
 	flat         {{Decimal}},
-	commission   {{Decimal}},
-	currency     TEXT,
-	cause_kind   TEXT,
-	cause_stage  TEXT,
-	cause_rule   TEXT,
-	cause_old    TEXT,
-	cause_new    TEXT,
-	error_kind   TEXT,
-	error        TEXT,
+	commission   {{Decimal}} NOT NULL,
+	currency     TEXT NOT NULL,
+	cause_kind   TEXT NOT NULL,
+	cause_stage  TEXT NOT NULL,
+	cause_rule   TEXT NOT NULL,
+	cause_old    TEXT NOT NULL,
+	cause_new    TEXT NOT NULL,
+	error_kind   TEXT NOT NULL,
+	error        TEXT NOT NULL,
 	PRIMARY KEY (program, version, digest, event_id)
 ){{WithoutRowID}};
 `
 
-// shadowTable is the columns WriteShadows writes, in the order of a row's values.
-var shadowTable = bulkTable{name: "shadow_decisions",
-	cols:    []string{"program", "version", "digest", "event_id", "order_id", "placed_at", "diverged"},
-	pgTypes: []string{"text", "bigint", "text", "text", "text", "timestamptz", "boolean"}}
+// shadowBatchTable and shadowTable are the columns WriteShadows writes, in the order of a row's
+// values.
+var shadowBatchTable = bulkTable{name: "shadow_batches",
+	cols:    []string{"program", "version", "digest", "part", "batch_seq", "sample_below", "events", "first_placed", "last_placed"},
+	pgTypes: []string{"text", "bigint", "text", "bigint", "bigint", "text", "bigint", "timestamptz", "timestamptz"}}
 
-// shadowVerdictTable is shadowTable with the verdict, for a row that diverged or failed.
-var shadowVerdictTable = bulkTable{name: "shadow_decisions",
-	cols: append(slices.Clip(shadowTable.cols), "qualified", "failed_rules", "rate_rule", "rate", "flat", "commission", "currency",
-		"cause_kind", "cause_stage", "cause_rule", "cause_old", "cause_new", "error_kind", "error"),
-	pgTypes: append(slices.Clip(shadowTable.pgTypes), "boolean", "text", "text", "numeric", "numeric", "numeric", "text",
-		"text", "text", "text", "text", "text", "text", "text")}
+var shadowTable = bulkTable{name: "shadow_decisions",
+	cols: []string{"program", "version", "digest", "event_id", "order_id", "placed_at", "diverged", "qualified", "failed_rules",
+		"rate_rule", "rate", "flat", "commission", "currency", "cause_kind", "cause_stage", "cause_rule", "cause_old", "cause_new",
+		"error_kind", "error"},
+	pgTypes: []string{"text", "bigint", "text", "text", "text", "timestamptz", "boolean", "boolean", "text",
+		"text", "numeric", "numeric", "numeric", "text", "text", "text", "text", "text", "text",
+		"text", "text"}}
+
+// shadowBatch is a shadow_batches row: the events one shadow version decided in one batch.
+type shadowBatch struct {
+	program, digest         string
+	version                 int
+	part                    int
+	seq                     uint64
+	sampleBelow             string
+	events                  int64
+	firstPlaced, lastPlaced time.Time
+}
 
 // WriteShadows stores shadow outcomes in one transaction, each once: an outcome stored already
 // (its event, version and digest) is left as it is, so writing a batch's outcomes again stores
@@ -78,20 +107,40 @@ func (s *Store) WriteShadows(ctx context.Context, rows []engine.ShadowRow) (int,
 	if len(rows) == 0 {
 		return 0, nil
 	}
-	// Two inserts: the rows that agree with their live decision (the keys only), and those with
-	// a verdict of their own (diverged, or failed).
-	var agree, own []int
+	// The batches the shadows decided in, and the outcomes with a verdict of their own.
+	var batches []shadowBatch
+	at := map[[2]string]int{} // by the shadow version and the batch
+	var own []int
 	for i := range rows {
-		if rows[i].Diverged || rows[i].ErrorKind != "" {
+		r := &rows[i]
+		if r.Diverged || r.ErrorKind != "" {
 			own = append(own, i)
-		} else {
-			agree = append(agree, i)
+		}
+		k := [2]string{r.Program + "\x00" + strconv.Itoa(r.Version) + "\x00" + r.Digest, strconv.Itoa(r.Partition) + ":" + strconv.FormatUint(r.BatchSeq, 10)}
+		j, ok := at[k]
+		if !ok {
+			j = len(batches)
+			at[k] = j
+			b := shadowBatch{program: safeText(r.Program), version: r.Version, digest: r.Digest, part: r.Partition, seq: r.BatchSeq,
+				firstPlaced: r.PlacedAt.UTC(), lastPlaced: r.PlacedAt.UTC()}
+			if r.Sampled {
+				b.sampleBelow = strconv.FormatUint(r.SampleBelow, 10)
+			}
+			batches = append(batches, b)
+		}
+		b := &batches[j]
+		b.events++
+		if r.PlacedAt.Before(b.firstPlaced) {
+			b.firstPlaced = r.PlacedAt.UTC()
+		}
+		if r.PlacedAt.After(b.lastPlaced) {
+			b.lastPlaced = r.PlacedAt.UTC()
 		}
 	}
-	keys := func(r *engine.ShadowRow, args []any) []any {
-		return append(args, safeText(r.Program), int64(r.Version), r.Digest, safeText(r.EventID), safeText(r.OrderID), r.PlacedAt.UTC(), r.Diverged)
+	batchValues := func(i int, args []any) []any {
+		b := &batches[i]
+		return append(args, b.program, int64(b.version), b.digest, int64(b.part), int64(b.seq), b.sampleBelow, b.events, b.firstPlaced, b.lastPlaced)
 	}
-	agreeing := func(i int, args []any) []any { return keys(&rows[agree[i]], args) }
 	verdict := func(i int, args []any) []any {
 		r := &rows[own[i]]
 		var flat any
@@ -110,19 +159,23 @@ func (s *Store) WriteShadows(ctx context.Context, rows []engine.ShadowRow) (int,
 		if failed == "" {
 			failed = "[]"
 		}
-		return append(keys(r, args), r.Qualified, failed, r.RateRule, rate, flat, commission, r.Currency,
+		return append(args, safeText(r.Program), int64(r.Version), r.Digest, safeText(r.EventID), safeText(r.OrderID), r.PlacedAt.UTC(),
+			r.Diverged, r.Qualified, failed, r.RateRule, rate, flat, commission, r.Currency,
 			r.Cause.Kind, stage, r.Cause.Rule, r.Cause.Old, r.Cause.New, r.ErrorKind, safeText(r.Error))
 	}
+	// A batch's outcomes are new when its shadow_batches row is: they are written together.
 	stored := 0
 	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
-		const key = "program, version, digest, event_id"
-		n, err := s.insertIgnoreRows(ctx, w, shadowTable, key, len(agree), agreeing)
-		if err != nil || len(own) == 0 {
-			stored = n
-			return err
+		stored = 0
+		for i := range batches {
+			n, err := s.insertIgnoreRows(ctx, w, shadowBatchTable, "program, version, digest, part, batch_seq", 1,
+				func(_ int, args []any) []any { return batchValues(i, args) })
+			if err != nil {
+				return err
+			}
+			stored += n * int(batches[i].events)
 		}
-		m, err := s.insertIgnoreRows(ctx, w, shadowVerdictTable, key, len(own), verdict)
-		stored = n + m
+		_, err := s.insertIgnoreRows(ctx, w, shadowTable, "program, version, digest, event_id", len(own), verdict)
 		return err
 	})
 	if err != nil {
@@ -183,8 +236,8 @@ func (s *Store) insertIgnoreRows(ctx context.Context, w *wtx, t bulkTable, confl
 // ShadowVersions lists the shadow versions with outcomes stored for program ("": every program),
 // by program, version and digest.
 func (s *Store) ShadowVersions(ctx context.Context, program string) ([]engine.StoredShadowVersion, error) {
-	q := "SELECT program, version, digest, count(*), " + s.timeCol("min(placed_at)") + ", " + s.timeCol("max(placed_at)") +
-		" FROM shadow_decisions"
+	q := "SELECT program, version, digest, sum(events), " + s.timeCol("min(first_placed)") + ", " + s.timeCol("max(last_placed)") +
+		" FROM shadow_batches"
 	var args []any
 	if program != "" {
 		q, args = q+" WHERE program = ?", append(args, program)
@@ -247,9 +300,9 @@ type shadowHistory struct {
 var _ engine.ShadowHistory = (*shadowHistory)(nil)
 
 // shadowColumns are a shadow outcome's columns as the walk reads them (decimals as text).
-const shadowColumns = "s.program, s.version, s.digest, coalesce(s.qualified, false), coalesce(s.failed_rules, '[]'), " +
+const shadowColumns = "b.program, b.version, b.digest, coalesce(s.qualified, false), coalesce(s.failed_rules, '[]'), " +
 	"coalesce(s.rate_rule, ''), coalesce(CAST(s.rate AS TEXT), ''), coalesce(CAST(s.flat AS TEXT), ''), " +
-	"coalesce(CAST(s.commission AS TEXT), ''), coalesce(s.currency, ''), s.diverged, coalesce(s.cause_kind, ''), " +
+	"coalesce(CAST(s.commission AS TEXT), ''), coalesce(s.currency, ''), coalesce(s.diverged, false), coalesce(s.cause_kind, ''), " +
 	"coalesce(s.cause_stage, ''), coalesce(s.cause_rule, ''), coalesce(s.cause_old, ''), coalesce(s.cause_new, ''), " +
 	"coalesce(s.error_kind, ''), coalesce(s.error, '')"
 
@@ -269,24 +322,29 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 	var where []string
 	var args []any
 	if f.Program != "" {
-		where, args = append(where, "s.program = ?"), append(args, f.Program)
+		where, args = append(where, "b.program = ?"), append(args, f.Program)
 	}
 	if f.Version != 0 {
-		where, args = append(where, "s.version = ?"), append(args, f.Version)
+		where, args = append(where, "b.version = ?"), append(args, f.Version)
 	}
 	if !f.From.IsZero() {
-		where, args = append(where, "s.placed_at >= ?"), append(args, f.From.UTC())
+		where, args = append(where, "d.placed_at >= ?"), append(args, f.From.UTC())
 	}
 	if !f.To.IsZero() {
-		where, args = append(where, "s.placed_at < ?"), append(args, f.To.UTC())
+		where, args = append(where, "d.placed_at < ?"), append(args, f.To.UTC())
 	}
 	cond := ""
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
-	query := "SELECT s.event_id, d.stream_seq, d.raw, " + s.recordColumns(inputs) + ", " + shadowColumns +
-		", ROW_NUMBER() OVER (PARTITION BY s.program, s.order_id, s.version ORDER BY d.stream_seq DESC, d.id DESC) AS rn" +
-		" FROM shadow_decisions s JOIN decisions d ON d.event_id = s.event_id" + inputsJoin(inputs) + cond
+	// The events each shadow decided: its batches' decisions of the program (the sample is drawn
+	// below, by order), with the outcome stored when it differed from the live one.
+	query := "SELECT d.event_id, d.order_id, b.sample_below, d.stream_seq, d.raw, " + s.recordColumns(inputs) + ", " + shadowColumns +
+		", ROW_NUMBER() OVER (PARTITION BY b.program, d.order_id, b.version ORDER BY d.stream_seq DESC, d.id DESC) AS rn" +
+		" FROM shadow_batches b JOIN batches bt ON bt.part = b.part AND bt.seq = b.batch_seq" +
+		" JOIN decisions d ON d.id BETWEEN bt.first_decision_id AND bt.last_decision_id AND d.program = b.program" +
+		" LEFT JOIN shadow_decisions s ON s.program = b.program AND s.version = b.version AND s.digest = b.digest AND s.event_id = d.event_id" +
+		inputsJoin(inputs) + cond
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("reading shadow outcomes: %w", err)
@@ -294,7 +352,7 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 	defer rows.Close()
 	sc := newRecordScanner()
 	var (
-		eventID                     string
+		eventID, orderID, below     string
 		seq, rn                     int64
 		raw                         []byte
 		o                           engine.ShadowOutcome
@@ -302,7 +360,7 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 		stage, causeKind            string
 		causeRule, causeOld, causeN string
 	)
-	dest := append([]any{&eventID, &seq, &raw}, sc.dest()...)
+	dest := append([]any{&eventID, &orderID, &below, &seq, &raw}, sc.dest()...)
 	dest = append(dest, &o.Program, &o.Version, &o.Digest, &o.Qualified, &failed, &o.RateRule, &rate, &flat, &comm, &o.Currency,
 		&o.Diverged, &causeKind, &stage, &causeRule, &causeOld, &causeN, &o.ErrorKind, &o.Error, &rn)
 	batch := make([]engine.ShadowEvent, 0, h.batchSize)
@@ -310,6 +368,15 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 		o = engine.ShadowOutcome{}
 		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("reading shadow outcomes: %w", err)
+		}
+		if below != "" { // a sampled shadow: did it decide this order?
+			b, err := strconv.ParseUint(below, 10, 64)
+			if err != nil {
+				return fmt.Errorf("reading shadow outcomes: the sample bound %q of %s v%d: %w", below, o.Program, o.Version, err)
+			}
+			if engine.SampleHash(o.Program, orderID) >= b {
+				continue
+			}
 		}
 		if err := sc.split(); err != nil {
 			return fmt.Errorf("reading shadow outcomes: event %s: %w", eventID, err)

@@ -138,6 +138,14 @@ func storeShadowOutcomes(t *testing.T, st *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each outcome belongs to the batch that stored its live decision in st (the store records
+	// which events a shadow decided by batch), not to the scratch store's.
+	for i := range b.Shadows {
+		r := &b.Shadows[i]
+		if err := st.DB().QueryRowContext(ctx, "SELECT part, batch_seq FROM decisions WHERE event_id = ?", r.EventID).Scan(&r.Partition, &r.BatchSeq); err != nil {
+			t.Fatalf("the batch of event %s: %v", r.EventID, err)
+		}
+	}
 	if n, err := st.WriteShadows(ctx, b.Shadows); err != nil || n == 0 {
 		t.Fatalf("storing %d shadow outcomes: %d stored, %v", len(b.Shadows), n, err)
 	}
