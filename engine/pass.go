@@ -85,8 +85,8 @@ type BatchWrite struct {
 	// (reconciliation with the stream counts them as consumed).
 	SkippedSeqs []uint64
 	// Shadows are the shadow versions' outcomes for the batch's decided events (shadow.go). They
-	// are no part of the batch's transaction, chain or ledger: the caller stores them after the
-	// batch, best-effort (store.WriteShadows).
+	// are no part of the chain or the ledger: the store writes them in the batch's transaction,
+	// insert-or-ignore, apart from the decisions (store.WriteBatch).
 	Shadows []ShadowRow
 }
 

@@ -17,7 +17,7 @@ func (m *Metrics) registerShadowMetrics() {
 	m.shadowDiverged = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "commissioner_shadow_divergences_total",
 		Help: "Events a shadow version decided otherwise than the live decision, by program and shadow version."}, labels)
 	m.shadowFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "commissioner_shadow_failures_total",
-		Help: "Shadow outcomes that failed, by program, shadow version and stage: decide (the shadow could not decide the event), store (writing the outcome failed), dropped (the writer's queue was full). A failure never touches the live decision or its ack."},
+		Help: "Shadow outcomes that failed, by program, shadow version and stage: decide (the shadow could not decide the event; its error is stored as its outcome). A failure never touches the live decision or its ack."},
 		append(labels, "stage"))
 	m.shadowDelta = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "commissioner_shadow_commission_delta",
 		Help: "The shadow's commission less the live one, summed over the events it decided since the process started, by program, shadow version and currency (for watching; commissioner shadow report has the exact figures)."},
@@ -25,12 +25,9 @@ func (m *Metrics) registerShadowMetrics() {
 	m.Registry.MustRegister(m.shadowDecided, m.shadowDiverged, m.shadowFailed, m.shadowDelta)
 }
 
-// Shadow failure stages (ShadowFailed).
-const (
-	ShadowFailedDecide  = "decide"
-	ShadowFailedStore   = "store"
-	ShadowFailedDropped = "dropped"
-)
+// ShadowFailedDecide is the stage of a shadow that could not decide an event (the only stage:
+// the outcomes are stored with their batch).
+const ShadowFailedDecide = "decide"
 
 // ShadowDecided counts a shadow version's outcomes of one batch: decided, diverged from the
 // live decision, and failed to decide.
@@ -43,12 +40,6 @@ func (m *Metrics) ShadowDecided(program string, version int, decided, diverged, 
 	if failed > 0 {
 		m.shadowFailed.WithLabelValues(program, v, ShadowFailedDecide).Add(float64(failed))
 	}
-}
-
-// ShadowFailed counts n outcomes of a shadow version lost at a stage (ShadowFailedStore,
-// ShadowFailedDropped).
-func (m *Metrics) ShadowFailed(program string, version int, stage string, n int) {
-	m.shadowFailed.WithLabelValues(program, strconv.Itoa(version), stage).Add(float64(n))
 }
 
 // ShadowCommissionDelta adds a batch's shadow-less-live commission in one currency. The sum is

@@ -1,9 +1,10 @@
 package store
 
 // Shadow outcomes: what shadow versions (stage: shadow) decided for the live events, stored apart
-// from the decisions — no part of a batch's transaction, chain or ledger, never read by payouts
-// or audit verify. The service writes them after the batch is stored, best-effort
-// (WriteShadows); `commissioner shadow report` and GET /v1/shadow/report read them beside the
+// from the decisions — no part of the chain or the ledger, never read by payouts or audit
+// verify. WriteBatch writes a batch's outcomes in its transaction (writeShadowRows: insert-or-
+// ignore, so they cannot fail a batch that would be stored without them); WriteShadows writes
+// some on their own. `commissioner shadow report` and GET /v1/shadow/report read them beside the
 // live decisions of the same events (ShadowHistory).
 
 import (
@@ -107,6 +108,21 @@ func (s *Store) WriteShadows(ctx context.Context, rows []engine.ShadowRow) (int,
 	if len(rows) == 0 {
 		return 0, nil
 	}
+	stored := 0
+	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
+		var err error
+		stored, err = s.writeShadowRows(ctx, w, rows)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storing %d shadow outcomes: %w", len(rows), err)
+	}
+	return stored, nil
+}
+
+// writeShadowRows writes shadow outcomes in the write transaction w and returns how many were
+// new. A batch's outcomes are new when its shadow_batches row is: they are written together.
+func (s *Store) writeShadowRows(ctx context.Context, w *wtx, rows []engine.ShadowRow) (int, error) {
 	// The batches the shadows decided in, and the outcomes with a verdict of their own.
 	var batches []shadowBatch
 	at := map[[2]string]int{} // by the shadow version and the batch
@@ -163,23 +179,17 @@ func (s *Store) WriteShadows(ctx context.Context, rows []engine.ShadowRow) (int,
 			r.Diverged, r.Qualified, failed, r.RateRule, rate, flat, commission, r.Currency,
 			r.Cause.Kind, stage, r.Cause.Rule, r.Cause.Old, r.Cause.New, r.ErrorKind, safeText(r.Error))
 	}
-	// A batch's outcomes are new when its shadow_batches row is: they are written together.
 	stored := 0
-	err := s.writeTx(ctx, func(ctx context.Context, w *wtx) error {
-		stored = 0
-		for i := range batches {
-			n, err := s.insertIgnoreRows(ctx, w, shadowBatchTable, "program, version, digest, part, batch_seq", 1,
-				func(_ int, args []any) []any { return batchValues(i, args) })
-			if err != nil {
-				return err
-			}
-			stored += n * int(batches[i].events)
+	for i := range batches {
+		n, err := s.insertIgnoreRows(ctx, w, shadowBatchTable, "program, version, digest, part, batch_seq", 1,
+			func(_ int, args []any) []any { return batchValues(i, args) })
+		if err != nil {
+			return 0, err
 		}
-		_, err := s.insertIgnoreRows(ctx, w, shadowTable, "program, version, digest, event_id", len(own), verdict)
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("storing %d shadow outcomes: %w", len(rows), err)
+		stored += n * int(batches[i].events)
+	}
+	if _, err := s.insertIgnoreRows(ctx, w, shadowTable, "program, version, digest, event_id", len(own), verdict); err != nil {
+		return 0, err
 	}
 	return stored, nil
 }
@@ -342,7 +352,8 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 	query := "SELECT d.event_id, d.order_id, b.sample_below, d.stream_seq, d.raw, " + s.recordColumns(inputs) + ", " + shadowColumns +
 		", ROW_NUMBER() OVER (PARTITION BY b.program, d.order_id, b.version ORDER BY d.stream_seq DESC, d.id DESC) AS rn" +
 		" FROM shadow_batches b JOIN batches bt ON bt.part = b.part AND bt.seq = b.batch_seq" +
-		" JOIN decisions d ON d.id BETWEEN bt.first_decision_id AND bt.last_decision_id AND d.program = b.program" +
+		" JOIN decisions d ON d.id BETWEEN bt.first_decision_id AND bt.last_decision_id AND d.part = b.part AND d.batch_seq = b.batch_seq" +
+		" AND d.program = b.program" + // the id range finds the rows (concurrent batches' ids may interleave on PostgreSQL)
 		" LEFT JOIN shadow_decisions s ON s.program = b.program AND s.version = b.version AND s.digest = b.digest AND s.event_id = d.event_id" +
 		inputsJoin(inputs) + cond
 	rows, err := s.db.QueryContext(ctx, query, args...)

@@ -160,7 +160,8 @@ func SavedOf(b *engine.BatchWrite) Saved {
 // WriteBatch stores a batch in one transaction: the fence (the partition's row moves to the
 // batch, only from the batch before it and for the epoch that holds it), the policy versions on
 // first use, the decisions with their events and leaves (each only as the next of its order's
-// line), dead letters, ledger entries, decision inputs and the batch row. On any error nothing is
+// line), dead letters, ledger entries, decision inputs, the shadow versions' outcomes (outside
+// the chain: writeShadowRows) and the batch row. On any error nothing is
 // stored; the error matches engine.ErrFenced when that is why, and both engine.ErrEventsStored and
 // engine.ErrStaleHistory when a decision collides with a stored one (its event is stored
 // already, or its order's line moved on): the writer passes the batch again either way.
@@ -211,6 +212,11 @@ func (s *Store) writeBatchRows(ctx context.Context, w *wtx, b *engine.BatchWrite
 	}
 	if err := s.writeInputs(ctx, w, b, ids); err != nil {
 		return err
+	}
+	if len(b.Shadows) > 0 {
+		if _, err := s.writeShadowRows(ctx, w, b.Shadows); err != nil {
+			return err
+		}
 	}
 	// One row: a plain INSERT (a COPY's set-up costs PostgreSQL several round trips).
 	var firstID, lastID int64

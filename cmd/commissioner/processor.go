@@ -97,7 +97,7 @@ func (p *processor) Process(ctx context.Context, part stream.Partition, batch []
 	}
 	m.Stored(time.Since(start))
 	p.svc.checkpointHead(w.Head())
-	p.svc.shadows.Add(b.Shadows) // best-effort, after the batch is stored; never blocks
+	p.svc.shadows.count(b.Shadows) // metrics: the outcomes were stored with the batch
 	var out stream.BatchOutcome
 	for _, d := range b.Dead {
 		out.Dead = append(out.Dead, stream.DeadLetter{Index: d.Result, Reason: d.Reason})

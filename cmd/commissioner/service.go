@@ -49,8 +49,8 @@ type service struct {
 	checkpoints   *audit.Checkpointer
 	checkpointLog *checkpointlog.Log
 	checkpointKey note.Verifier // the public key of the checkpoints (the audit API proves against them)
-	// shadows stores the shadow versions' outcomes after their batches (shadows.go).
-	shadows *shadowWriter
+	// shadows counts the shadow versions' outcomes, stored with their batches (shadows.go).
+	shadows *shadowCounter
 	// loads are the policy loads since start; verify runs audit verify for the console.
 	loads  policyLoads
 	verify *verifyJob
@@ -99,7 +99,7 @@ func startService(ctx context.Context, cfg Config, log *slog.Logger) (_ *service
 	if s.store, err = store.Open(ctx, cfg.storeConfig()); err != nil {
 		return nil, err
 	}
-	s.shadows = newShadowWriter(s.store, s.metrics, log)
+	s.shadows = newShadowCounter(s.metrics, log)
 	if err := s.store.CheckPolicies(ctx, set.All()); err != nil {
 		return nil, fmt.Errorf("checking policies against the decisions already stored: %w", err)
 	}
@@ -207,9 +207,6 @@ func (s *service) close() {
 			s.log.Warn("stopping the embedded NATS server", "err", err)
 		}
 		s.embedded = nil
-	}
-	if s.shadows != nil {
-		s.shadows.Close() // stores what is queued, before the store closes
 	}
 	if s.store != nil {
 		if err := s.store.Close(); err != nil {
