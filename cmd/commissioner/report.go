@@ -21,28 +21,35 @@ import (
 
 // writeReplayReport writes the report in format to the file path (standard output when "").
 func writeReplayReport(run *replayRun, format, path string, stdout io.Writer) error {
+	return writeReportFile(path, stdout, "the report", func(w io.Writer) error {
+		switch format {
+		case "json":
+			return writeReportJSON(w, run)
+		case "csv":
+			return writeReportCSV(w, run, path)
+		case "html":
+			return writeReportHTML(w, run)
+		}
+		return writeReportTable(w, run)
+	})
+}
+
+// writeReportFile runs write on a buffer to the file path (created; standard output when "") and
+// flushes and closes it: the one way replay, sweep and shadow reports reach their output. An
+// error names what (the report) and is returned once, whichever step failed.
+func writeReportFile(path string, stdout io.Writer, what string, write func(io.Writer) error) error {
 	w := stdout
 	var f *os.File
 	if path != "" {
 		var err error
 		if f, err = os.Create(path); err != nil {
-			return fmt.Errorf("writing the report: %w", err)
+			return fmt.Errorf("writing %s: %w", what, err)
 		}
 		defer f.Close()
 		w = f
 	}
 	bw := bufio.NewWriterSize(w, 1<<16)
-	var err error
-	switch format {
-	case "json":
-		err = writeReportJSON(bw, run)
-	case "csv":
-		err = writeReportCSV(bw, run, path)
-	case "html":
-		err = writeReportHTML(bw, run)
-	default:
-		err = writeReportTable(bw, run)
-	}
+	err := write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -50,7 +57,7 @@ func writeReplayReport(run *replayRun, format, path string, stdout io.Writer) er
 		err = f.Close()
 	}
 	if err != nil {
-		return fmt.Errorf("writing the report: %w", err)
+		return fmt.Errorf("writing %s: %w", what, err)
 	}
 	return nil
 }
@@ -135,27 +142,38 @@ func writeReportCSV(w io.Writer, run *replayRun, path string) error {
 
 func writeTotalsCSV(w io.Writer, run *replayRun) error {
 	rep := run.Report
+	return writeGroupsCSV(w, csvTotalsHeader, rep.Totals, rep.ByRateRule,
+		csvGroups{"market", rep.ByMarket}, csvGroups{"buyer", rep.ByBuyer}, csvGroups{"affiliate", rep.TopAffiliates})
+}
+
+// csvGroups are one breakdown of a report, named in the CSV's group column.
+type csvGroups struct {
+	name   string
+	groups []engine.ReplayGroup
+}
+
+// writeGroupsCSV writes a report's money as CSV under header (group, old, key, currency, orders,
+// changed, before, after, difference): the totals per currency, the moves between rate rules
+// (old: the recorded or live rule), then each breakdown in turn. Replay's totals file and the
+// shadow report's share it.
+func writeGroupsCSV(w io.Writer, header []string, totals []engine.CurrencyTotal, byRateRule []engine.RateRuleGroup, breakdowns ...csvGroups) error {
 	cw := csv.NewWriter(w)
-	cw.Write(csvTotalsHeader)
+	cw.Write(header)
 	row := func(group, old string, g engine.ReplayGroup) {
 		cw.Write([]string{group, old, g.Key, g.Currency, strconv.FormatInt(g.Orders, 10), strconv.FormatInt(g.Changed, 10),
 			g.Before.Text('f'), g.After.Text('f'), httpapi.SignedDecimal(&g.Diff)})
 	}
-	for _, t := range rep.Totals {
+	for _, t := range totals {
 		row("total", "", engine.ReplayGroup{Currency: t.Currency, Orders: t.Orders, Changed: t.Changed, Before: t.Before, After: t.After, Diff: t.Diff})
 	}
-	for _, g := range rep.ByRateRule {
+	for _, g := range byRateRule {
 		g.Key = g.New
 		row("rate_rule", g.Old, g.ReplayGroup)
 	}
-	for _, g := range rep.ByMarket {
-		row("market", "", g)
-	}
-	for _, g := range rep.ByBuyer {
-		row("buyer", "", g)
-	}
-	for _, g := range rep.TopAffiliates {
-		row("affiliate", "", g)
+	for _, b := range breakdowns {
+		for _, g := range b.groups {
+			row(b.name, "", g)
+		}
 	}
 	cw.Flush()
 	return cw.Error()

@@ -4,7 +4,6 @@ package main
 // decisions of the same events, priced like a replay (live as before, shadow as after).
 
 import (
-	"bufio"
 	"context"
 	"encoding/csv"
 	"errors"
@@ -132,38 +131,17 @@ func runShadowReport(ctx context.Context, cfg Config, p shadowReportParams, out 
 
 // writeShadowReport writes the report in p's format to p.Out (standard output when "").
 func writeShadowReport(rep *engine.ShadowReport, f engine.ShadowFilter, p shadowReportParams, stdout io.Writer) error {
-	w := stdout
-	var file *os.File
-	if p.Out != "" {
-		var err error
-		if file, err = os.Create(p.Out); err != nil {
-			return fmt.Errorf("writing the shadow report: %w", err)
+	return writeReportFile(p.Out, stdout, "the shadow report", func(w io.Writer) error {
+		switch p.Format {
+		case "json":
+			return writeJSONDoc(w, httpapi.NewShadowDocument(rep, f))
+		case "csv":
+			return writeShadowCSV(w, rep, p.Out)
+		case "html":
+			return writeShadowHTML(w, rep, f, p)
 		}
-		defer file.Close()
-		w = file
-	}
-	bw := bufio.NewWriterSize(w, 1<<16)
-	var err error
-	switch p.Format {
-	case "json":
-		err = writeJSONDoc(bw, httpapi.NewShadowDocument(rep, f))
-	case "csv":
-		err = writeShadowCSV(bw, rep, p.Out)
-	case "html":
-		err = writeShadowHTML(bw, rep, f, p)
-	default:
-		err = writeShadowTable(bw, rep, f)
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil && file != nil {
-		err = file.Close()
-	}
-	if err != nil {
-		return fmt.Errorf("writing the shadow report: %w", err)
-	}
-	return nil
+		return writeShadowTable(w, rep, f)
+	})
 }
 
 // shadowRangeLabel describes the orders a report covers.
@@ -287,33 +265,8 @@ func writeShadowCSV(w io.Writer, rep *engine.ShadowReport, path string) error {
 		return err
 	}
 	totals := func(w io.Writer) error {
-		cw := csv.NewWriter(w)
-		cw.Write(csvShadowTotalsHeader)
-		row := func(group, live string, g engine.ReplayGroup) {
-			cw.Write([]string{group, live, g.Key, g.Currency, strconv.FormatInt(g.Orders, 10), strconv.FormatInt(g.Changed, 10),
-				g.Before.Text('f'), g.After.Text('f'), httpapi.SignedDecimal(&g.Diff)})
-		}
-		for _, t := range rep.Totals {
-			row("total", "", engine.ReplayGroup{Currency: t.Currency, Orders: t.Orders, Changed: t.Changed, Before: t.Before, After: t.After, Diff: t.Diff})
-		}
-		for _, g := range rep.ByRateRule {
-			g.Key = g.New
-			row("rate_rule", g.Old, g.ReplayGroup)
-		}
-		for _, g := range rep.ByCause {
-			row("first_differing_rule", "", g)
-		}
-		for _, g := range rep.ByMarket {
-			row("market", "", g)
-		}
-		for _, g := range rep.ByBuyer {
-			row("buyer", "", g)
-		}
-		for _, g := range rep.TopAffiliates {
-			row("affiliate", "", g)
-		}
-		cw.Flush()
-		return cw.Error()
+		return writeGroupsCSV(w, csvShadowTotalsHeader, rep.Totals, rep.ByRateRule, csvGroups{"first_differing_rule", rep.ByCause},
+			csvGroups{"market", rep.ByMarket}, csvGroups{"buyer", rep.ByBuyer}, csvGroups{"affiliate", rep.TopAffiliates})
 	}
 	if path == "" {
 		if _, err := io.WriteString(w, "\n"); err != nil {

@@ -6,13 +6,11 @@ package main
 // (sweep_html.go).
 
 import (
-	"bufio"
 	"context"
 	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -275,38 +273,17 @@ func sweepBudgetLines(sr *sweepRun) []string {
 
 // writeSweepReport writes the sweep in format to the file path (standard output when "").
 func writeSweepReport(sr *sweepRun, format, path string, stdout io.Writer) error {
-	w := stdout
-	var f *os.File
-	if path != "" {
-		var err error
-		if f, err = os.Create(path); err != nil {
-			return fmt.Errorf("writing the report: %w", err)
+	return writeReportFile(path, stdout, "the report", func(w io.Writer) error {
+		switch format {
+		case "json":
+			return writeJSONDoc(w, sweepDocument(sr))
+		case "csv":
+			return writeSweepCSV(w, sr)
+		case "html":
+			return writeSweepHTML(w, sr)
 		}
-		defer f.Close()
-		w = f
-	}
-	bw := bufio.NewWriterSize(w, 1<<16)
-	var err error
-	switch format {
-	case "json":
-		err = writeJSONDoc(bw, sweepDocument(sr))
-	case "csv":
-		err = writeSweepCSV(bw, sr)
-	case "html":
-		err = writeSweepHTML(bw, sr)
-	default:
-		err = writeSweepTable(bw, sr)
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil && f != nil {
-		err = f.Close()
-	}
-	if err != nil {
-		return fmt.Errorf("writing the report: %w", err)
-	}
-	return nil
+		return writeSweepTable(w, sr)
+	})
 }
 
 func sweepDocument(sr *sweepRun) httpapi.SweepDocument {
