@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
@@ -137,11 +136,12 @@ type PartitionLag struct {
 
 // Options configure the console.
 type Options struct {
-	// Tokens are the readers' tokens: a reader reads every page, runs what-ifs and audit verify
-	// (which change nothing). OperatorTokens may also change state: close a payout month. They
-	// are the audit API's bearer tokens (http.tokens, http.operator_tokens); with none, every
-	// sign-in is refused.
-	Tokens, OperatorTokens []string
+	// Authenticate checks a sign-in's token: ok for a reader's or an operator's, operator for an
+	// operator's. A reader reads every page and runs what-ifs and audit verify (which change
+	// nothing); an operator may also change state: close a payout month. cmd gives the audit
+	// API's check (httpapi.Tokens.Check) over http.tokens and http.operator_tokens, so both
+	// compare tokens one way. Nil refuses every sign-in.
+	Authenticate func(token string) (ok, operator bool)
 	// Payouts, when set, lets an operator close a payout month from its page.
 	Payouts PayoutCloser
 	// Ops, when set, adds the service's policy loads, stream lag and an audit verify button to
@@ -186,14 +186,12 @@ var assetFS embed.FS
 
 // Console serves /ui/. Build it with New; it is an http.Handler, safe for concurrent use.
 type Console struct {
-	st        Store
-	opts      Options
-	tokens    [][sha256.Size]byte // readers' and operators'
-	operators [][sha256.Size]byte
-	auditor   *audit.Auditor
-	pages     map[string]*template.Template
-	handler   http.Handler
-	replays   chan struct{} // a slot per what-if replay running (MaxReplays)
+	st      Store
+	opts    Options
+	auditor *audit.Auditor
+	pages   map[string]*template.Template
+	handler http.Handler
+	replays chan struct{} // a slot per what-if replay running (MaxReplays)
 
 	mu       sync.Mutex
 	sessions map[[sha256.Size]byte]session // by the SHA-256 of the cookie's value
@@ -254,8 +252,10 @@ func New(st Store, opts Options) *Console {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Console{st: st, opts: opts, tokens: tokenDigests(append(slices.Clip(opts.Tokens), opts.OperatorTokens...)),
-		operators: tokenDigests(opts.OperatorTokens), auditor: audit.NewAuditor(st),
+	if opts.Authenticate == nil {
+		opts.Authenticate = func(string) (bool, bool) { return false, false }
+	}
+	c := &Console{st: st, opts: opts, auditor: audit.NewAuditor(st),
 		pages: parsePages(), sessions: map[[sha256.Size]byte]session{}, replays: make(chan struct{}, opts.MaxReplays)}
 	mux := http.NewServeMux()
 	assets, _ := fs.Sub(assetFS, "assets")
@@ -390,33 +390,6 @@ func (c *Console) endSession(r *http.Request) {
 	}
 }
 
-// tokenAccepted reports whether token is one of the configured tokens, and an operator's:
-// SHA-256 digests compared in constant time, every one of them, so neither which nor how long
-// leaks.
-func (c *Console) tokenAccepted(token string) (ok, operator bool) {
-	if token == "" {
-		return false, false
-	}
-	got := sha256.Sum256([]byte(token))
-	return oneOf(got, c.tokens), oneOf(got, c.operators)
-}
-
-func oneOf(got [sha256.Size]byte, digests [][sha256.Size]byte) bool {
-	match := 0
-	for i := range digests {
-		match |= subtle.ConstantTimeCompare(got[:], digests[i][:])
-	}
-	return match == 1
-}
-
-func tokenDigests(tokens []string) [][sha256.Size]byte {
-	out := make([][sha256.Size]byte, len(tokens))
-	for i, t := range tokens {
-		out[i] = sha256.Sum256([]byte(t))
-	}
-	return out
-}
-
 // equalSecret compares two secrets in constant time; an empty one never matches.
 func equalSecret(got, want string) bool {
 	return got != "" && want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
@@ -455,7 +428,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 			Data: "The sign-in was refused: its CSRF token is missing or wrong. Open the sign-in page again."})
 		return
 	}
-	ok, operator := c.tokenAccepted(r.PostForm.Get("token"))
+	ok, operator := c.opts.Authenticate(r.PostForm.Get("token"))
 	if !ok {
 		c.showLogin(w, r, http.StatusUnauthorized, "the token is not valid")
 		return

@@ -20,6 +20,7 @@ import (
 
 	"github.com/uptrace/bun/driver/pgdriver"
 
+	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/engine/audit"
@@ -39,6 +40,10 @@ func (s testStore) RecentDecisions(ctx context.Context, f DecisionFilter, before
 }
 
 var _ Store = testStore{}
+
+// testAuth signs in with testToken (a reader's) and operatorToken (an operator's), checked as
+// cmd checks them: the audit API's tokens (a test may use another adapter; the console may not).
+var testAuth = httpapi.NewTokens([]string{testToken}, []string{operatorToken}).Check
 
 // backends are the databases the console is tested on.
 var backends = []struct {
@@ -227,7 +232,7 @@ func TestConsole(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			st := filledStore(t, b.fresh(t), 12)
-			ts := httptest.NewServer(New(testStore{st}, Options{Tokens: []string{testToken}}))
+			ts := httptest.NewServer(New(testStore{st}, Options{Authenticate: testAuth}))
 			t.Cleanup(ts.Close)
 			t.Run("sign-in", func(t *testing.T) { testSignIn(t, ts) })
 			t.Run("pages", func(t *testing.T) { testPages(t, ts, st) })
@@ -306,7 +311,7 @@ func testSignIn(t *testing.T, ts *httptest.Server) {
 	})
 	t.Run("an expired session redirects to sign-in", func(t *testing.T) {
 		now := time.Now()
-		st := New(nil, Options{Tokens: []string{testToken}, Now: func() time.Time { return now }})
+		st := New(nil, Options{Authenticate: testAuth, Now: func() time.Time { return now }})
 		value, _ := st.newSession(false)
 		r := httptest.NewRequest("GET", "/ui/", nil)
 		r.AddCookie(&http.Cookie{Name: sessionCookie, Value: value})

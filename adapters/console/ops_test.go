@@ -79,7 +79,7 @@ func TestRoles(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			st := filledStore(t, b.fresh(t), 12)
 			ctx := context.Background()
-			ts := httptest.NewServer(New(testStore{st}, Options{Tokens: []string{testToken}, OperatorTokens: []string{operatorToken},
+			ts := httptest.NewServer(New(testStore{st}, Options{Authenticate: testAuth,
 				Payouts: testStore{st}, Now: func() time.Time { return time.Date(2025, 12, 15, 0, 0, 0, 0, time.UTC) }}))
 			t.Cleanup(ts.Close)
 			reader, operator := newClient(t, ts), newClient(t, ts)
@@ -150,7 +150,7 @@ func TestHealthShowsTheService(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			st := filledStore(t, b.fresh(t), 12)
 			ops := &testOps{st: st}
-			ts := httptest.NewServer(New(testStore{st}, Options{Tokens: []string{testToken}, Ops: ops}))
+			ts := httptest.NewServer(New(testStore{st}, Options{Authenticate: testAuth, Ops: ops}))
 			t.Cleanup(ts.Close)
 			c := newClient(t, ts)
 			wantStatus(t, c.signIn(testToken), http.StatusSeeOther, "sign-in")

@@ -113,7 +113,7 @@ func twoVersions(t *testing.T) string {
 
 func signedIn(t *testing.T, st *store.Store) *client {
 	t.Helper()
-	ts := httptest.NewServer(New(testStore{st}, Options{Tokens: []string{testToken}}))
+	ts := httptest.NewServer(New(testStore{st}, Options{Authenticate: testAuth}))
 	t.Cleanup(ts.Close)
 	c := newClient(t, ts)
 	wantStatus(t, c.signIn(testToken), http.StatusSeeOther, "sign-in")
@@ -300,7 +300,7 @@ func TestPayoutPages(t *testing.T) {
 // TestNewPagesNeedASession: without a session every new page redirects to the sign-in form.
 func TestNewPagesNeedASession(t *testing.T) {
 	st := filledStore(t, backends[0].fresh(t), 3)
-	ts := httptest.NewServer(New(testStore{st}, Options{Tokens: []string{testToken}}))
+	ts := httptest.NewServer(New(testStore{st}, Options{Authenticate: testAuth}))
 	t.Cleanup(ts.Close)
 	c := newClient(t, ts)
 	for _, path := range []string{"/ui/policies", "/ui/policies/alibaba", "/ui/policies/alibaba/1", "/ui/policies/alibaba/diff?from=1&to=1",

@@ -16,7 +16,7 @@ var nextLink = regexp.MustCompile(`<a id="next-page" href="([^"]+)"`)
 // its next-page link keeps the limit and the filters, and a limit out of range is refused.
 func TestSearchLimit(t *testing.T) {
 	st := filledStore(t, backends[0].fresh(t), 12) // 13 decisions (o-0 … o-11 and the <script> order)
-	ts := httptest.NewServer(New(testStore{st}, Options{Tokens: []string{testToken}}))
+	ts := httptest.NewServer(New(testStore{st}, Options{Authenticate: testAuth}))
 	t.Cleanup(ts.Close)
 	c := newClient(t, ts)
 	wantStatus(t, c.signIn(testToken), http.StatusSeeOther, "sign-in")

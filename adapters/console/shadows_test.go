@@ -153,7 +153,7 @@ func TestShadowPages(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			st, shadow := shadowedStore(t, b.fresh(t), 40)
-			ts := httptestServer(t, New(testStore{st}, Options{Tokens: []string{testToken}, Shadows: testShadows{st, []*rules.Policy{shadow}}}))
+			ts := httptestServer(t, New(testStore{st}, Options{Authenticate: testAuth, Shadows: testShadows{st, []*rules.Policy{shadow}}}))
 			c := newClient(t, ts)
 			wantStatus(t, c.signIn(testToken), http.StatusSeeOther, "sign-in") // a reader's token
 
@@ -225,7 +225,7 @@ func TestShadowPages(t *testing.T) {
 // writes (replayreport): the same sections in the same order and the same money.
 func TestShadowPageIsTheShadowReport(t *testing.T) {
 	st, shadow := shadowedStore(t, backends[0].fresh(t), 40)
-	ts := httptestServer(t, New(testStore{st}, Options{Tokens: []string{testToken}, Shadows: testShadows{st, []*rules.Policy{shadow}}}))
+	ts := httptestServer(t, New(testStore{st}, Options{Authenticate: testAuth, Shadows: testShadows{st, []*rules.Policy{shadow}}}))
 	c := newClient(t, ts)
 	wantStatus(t, c.signIn(testToken), http.StatusSeeOther, "sign-in")
 	page := c.do("GET", "/ui/shadows/alibaba/2", nil)
@@ -276,7 +276,7 @@ func TestShadowPageIsTheShadowReport(t *testing.T) {
 // and show nothing.
 func TestShadowPagesNeedASession(t *testing.T) {
 	st, shadow := shadowedStore(t, backends[0].fresh(t), 3)
-	ts := httptestServer(t, New(testStore{st}, Options{Tokens: []string{testToken}, Shadows: testShadows{st, []*rules.Policy{shadow}}}))
+	ts := httptestServer(t, New(testStore{st}, Options{Authenticate: testAuth, Shadows: testShadows{st, []*rules.Policy{shadow}}}))
 	c := newClient(t, ts)
 	for _, path := range []string{"/ui/shadows", "/ui/shadows/alibaba/2", "/ui/shadows/alibaba/2?from=2025-10-01&to=2025-10-31"} {
 		r := c.do("GET", path, nil)
@@ -318,7 +318,7 @@ func (slowHistory) Walk(ctx context.Context, _ func([]engine.ShadowEvent) error)
 // page saying to narrow the range.
 func TestShadowReportIsBounded(t *testing.T) {
 	st, shadow := shadowedStore(t, backends[0].fresh(t), 3)
-	ts := httptestServer(t, New(testStore{st}, Options{Tokens: []string{testToken}, ReplayTimeout: 100 * time.Millisecond,
+	ts := httptestServer(t, New(testStore{st}, Options{Authenticate: testAuth, ReplayTimeout: 100 * time.Millisecond,
 		Shadows: slowShadows{testShadows{st, []*rules.Policy{shadow}}}}))
 	c := newClient(t, ts)
 	wantStatus(t, c.signIn(testToken), http.StatusSeeOther, "sign-in")

@@ -189,7 +189,7 @@ func TestWhatIf(t *testing.T) {
 // TestWhatIfBusy: beyond MaxReplays at once, a what-if is refused with a clear page.
 func TestWhatIfBusy(t *testing.T) {
 	st := filledStore(t, backends[0].fresh(t), 3)
-	con := New(testStore{st}, Options{Tokens: []string{testToken}, MaxReplays: 1})
+	con := New(testStore{st}, Options{Authenticate: testAuth, MaxReplays: 1})
 	ts := httptestServer(t, con)
 	c := newClient(t, ts)
 	wantStatus(t, c.signIn(testToken), http.StatusSeeOther, "sign-in")
@@ -203,7 +203,7 @@ func TestWhatIfBusy(t *testing.T) {
 }
 
 func newTestServer(t *testing.T, st Store) *httptest.Server {
-	return httptestServer(t, New(st, Options{Tokens: []string{testToken}}))
+	return httptestServer(t, New(st, Options{Authenticate: testAuth}))
 }
 
 func httptestServer(t *testing.T, h http.Handler) *httptest.Server {

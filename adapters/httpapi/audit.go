@@ -2,15 +2,12 @@ package httpapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -120,10 +117,9 @@ func OpenAPIDocument() []byte { return openAPIDocument }
 
 // auditAPI serves /v1.
 type auditAPI struct {
-	st        AuditStore
-	opts      AuditOptions
-	tokens    [][sha256.Size]byte // readers' and operators'
-	operators [][sha256.Size]byte
+	st     AuditStore
+	opts   AuditOptions
+	tokens *Tokens
 	// auditor re-runs decisions for GET /v1/decisions/{id}; it caches compiled stored policies.
 	auditor *audit.Auditor
 	// replays holds a slot per replay running (MaxReplays).
@@ -136,8 +132,7 @@ type auditAPI struct {
 func NewAuditAPI(st AuditStore, opts AuditOptions) http.Handler {
 	opts.defaults()
 	a := &auditAPI{st: st, opts: opts, auditor: audit.NewAuditor(st), replays: make(chan struct{}, opts.MaxReplays)}
-	a.tokens = tokenDigests(append(slices.Clip(opts.Tokens), opts.OperatorTokens...))
-	a.operators = tokenDigests(opts.OperatorTokens)
+	a.tokens = NewTokens(opts.Tokens, opts.OperatorTokens)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -146,11 +141,12 @@ func NewAuditAPI(st AuditStore, opts AuditOptions) http.Handler {
 	})
 	authAs := func(operator bool, timeout time.Duration, h func(http.ResponseWriter, *http.Request) error) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !a.authorized(r) {
+			ok, isOperator := a.tokens.Bearer(r)
+			if !ok {
 				a.unauthorized(w, r)
 				return
 			}
-			if operator && !bearerAuthorized(r, a.operators) {
+			if operator && !isOperator {
 				writeJSON(w, http.StatusForbidden, ErrorView{Error: "forbidden",
 					Message: "this route changes state: it needs an operator's token (http.operator_tokens); this one reads only"})
 				return
@@ -186,32 +182,10 @@ func NewAuditAPI(st AuditStore, opts AuditOptions) http.Handler {
 // stay open.
 func (s *Server) MountAuditAPI(h http.Handler) { s.mux.Handle("/v1/", h) }
 
-// authorized compares the bearer token with every configured token in constant time (each a
-// SHA-256 digest, so lengths never leak either).
-func (a *auditAPI) authorized(r *http.Request) bool { return bearerAuthorized(r, a.tokens) }
-
-// bearerAuthorized reports whether the request's bearer token is one of the tokens (SHA-256
-// digests), compared in constant time.
-func bearerAuthorized(r *http.Request, tokens [][sha256.Size]byte) bool {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return false
-	}
-	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-	match := 0
-	for i := range tokens {
-		match |= subtle.ConstantTimeCompare(got[:], tokens[i][:])
-	}
-	return match == 1
-}
-
-// tokenDigests are the tokens' SHA-256 digests, as bearerAuthorized compares them.
-func tokenDigests(tokens []string) [][sha256.Size]byte {
-	out := make([][sha256.Size]byte, len(tokens))
-	for i, t := range tokens {
-		out[i] = sha256.Sum256([]byte(t))
-	}
-	return out
+// authorized reports whether the request carries a reader's or an operator's bearer token.
+func (a *auditAPI) authorized(r *http.Request) bool {
+	ok, _ := a.tokens.Bearer(r)
+	return ok
 }
 
 func (a *auditAPI) unauthorized(w http.ResponseWriter, r *http.Request) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -67,6 +66,7 @@ type ReadinessCheck func(ctx context.Context) error
 // Server is the HTTP server. Build it with New; Run serves until the context ends.
 type Server struct {
 	cfg      Config
+	tokens   *Tokens // the configuration's, for /readyz
 	mux      *http.ServeMux
 	ready    ReadinessCheck
 	listener net.Listener
@@ -75,7 +75,7 @@ type Server struct {
 // New returns a server with /healthz, /readyz and /metrics (from gatherer) registered. More
 // routes can be added with Handle before Run.
 func New(cfg Config, gatherer prometheus.Gatherer, ready ReadinessCheck) *Server {
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), ready: ready}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), ready: ready, tokens: NewTokens(cfg.Tokens, cfg.OperatorTokens)}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -99,7 +99,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.ready != nil {
 		if err := s.ready(ctx); err != nil {
 			body := map[string]string{"status": "not ready"}
-			if bearerAuthorized(r, tokenDigests(append(slices.Clip(s.cfg.Tokens), s.cfg.OperatorTokens...))) {
+			if ok, _ := s.tokens.Bearer(r); ok {
 				body["error"] = err.Error()
 			}
 			writeJSON(w, http.StatusServiceUnavailable, body)

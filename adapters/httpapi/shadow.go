@@ -33,7 +33,7 @@ const DefaultShadowReportTimeout = 30 * time.Second
 func NewShadowReportHandler(st ShadowReader, opts AuditOptions) http.Handler {
 	opts.defaults()
 	a := &auditAPI{opts: opts}
-	a.tokens = tokenDigests(append(append([]string(nil), opts.Tokens...), opts.OperatorTokens...))
+	a.tokens = NewTokens(opts.Tokens, opts.OperatorTokens)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorized(r) {
 			a.unauthorized(w, r)

@@ -140,7 +140,7 @@ func (s consoleStore) ClosePayoutMonth(ctx context.Context, month string) ([]con
 // the stored shadow outcomes and the shadow versions the service runs.
 func mountConsole(srv *httpapi.Server, s *service, cfg httpapi.Config, log *slog.Logger) {
 	st := consoleStore{s.store, func() *rules.Set { return s.engine.Load().Policies() }}
-	srv.Handle("/ui/", console.New(st, console.Options{Tokens: cfg.Tokens, OperatorTokens: cfg.OperatorTokens, Log: log,
+	srv.Handle("/ui/", console.New(st, console.Options{Authenticate: httpapi.NewTokens(cfg.Tokens, cfg.OperatorTokens).Check, Log: log,
 		Payouts: st, Ops: serviceOps{s}, Shadows: st,
 		// the what-if page is bounded as POST /v1/replay is
 		ReplayTimeout: httpapi.DefaultReplayTimeout, ReplayMaxOrders: httpapi.DefaultReplayMaxOrders, MaxReplays: cfg.MaxReplays}))

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/commissioner/commissioner/adapters/console"
+	"github.com/commissioner/commissioner/adapters/httpapi"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/adapters/stream"
 	"github.com/commissioner/commissioner/engine"
@@ -328,7 +329,7 @@ func BenchmarkConsole(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { st.Close() })
-	h := console.New(consoleStore{Store: st}, console.Options{Tokens: []string{consoleBenchToken}, RequestTimeout: time.Minute})
+	h := console.New(consoleStore{Store: st}, console.Options{Authenticate: httpapi.NewTokens([]string{consoleBenchToken}, nil).Check, RequestTimeout: time.Minute})
 	c := signInBench(b, h)
 
 	// The orders to open: a random decision's order each, a lone one and one with two decisions.
