@@ -31,6 +31,8 @@ type ShadowRow struct {
 	Version  int
 	Digest   string
 
+	// The shadow's verdict, set when it Diverged: an outcome that agrees with the live decision
+	// is that decision's verdict, to the cent, and is neither formatted nor stored again.
 	Qualified   bool
 	FailedRules string // a JSON array of rule ids, as decisions store it
 	RateRule    string
@@ -135,6 +137,9 @@ func shadowRow(i int, r *Result, p *rules.Policy, d *Decision, err error) Shadow
 		row.FailedRules = "[]"
 		return row
 	}
+	if sameVerdict(d, live) {
+		return row // its verdict is the live decision's
+	}
 	row.Qualified, row.RateRule = d.Qualified, d.RateRule
 	row.FailedRules = string(AppendStrings(nil, d.FailedRules))
 	row.Rate = d.Rate.Text('f')
@@ -142,10 +147,8 @@ func shadowRow(i int, r *Result, p *rules.Policy, d *Decision, err error) Shadow
 		row.Flat = d.Flat.Text('f')
 	}
 	row.Commission.Set(&d.Commission)
-	if !sameVerdict(d, live) {
-		row.Diverged = true
-		row.Cause = causeOf(d, &RecordedDecision{Verdict: live.Verdict(), Trace: live.Outcomes()})
-	}
+	row.Diverged = true
+	row.Cause = causeOf(d, &RecordedDecision{Verdict: live.Verdict(), Trace: live.Outcomes()})
 	return row
 }
 
