@@ -27,7 +27,7 @@ type page struct {
 
 // parsePages parses each page template with the layout. A broken template panics at start.
 func parsePages() map[string]*template.Template {
-	funcs := template.FuncMap{"join": strings.Join, "dict": dict}
+	funcs := template.FuncMap{"join": strings.Join}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
 	pages := map[string]*template.Template{}
 	for _, name := range []string{"login", "error", "search", "order", "health", "policies", "policy", "diff", "payouts", "whatif", "shadows", "shadowversion"} {
@@ -38,22 +38,6 @@ func parsePages() map[string]*template.Template {
 	pages["whatif"] = template.Must(replayreport.ParseTemplates(pages["whatif"]))
 	pages["shadowversion"] = template.Must(replayreport.ParseTemplates(pages["shadowversion"]))
 	return pages
-}
-
-// dict makes a map of key, value pairs: the arguments of a nested template.
-func dict(kv ...any) (map[string]any, error) {
-	if len(kv)%2 != 0 {
-		return nil, errors.New("dict: an odd number of arguments")
-	}
-	m := make(map[string]any, len(kv)/2)
-	for i := 0; i < len(kv); i += 2 {
-		k, ok := kv[i].(string)
-		if !ok {
-			return nil, fmt.Errorf("dict: key %v is not a string", kv[i])
-		}
-		m[k] = kv[i+1]
-	}
-	return m, nil
 }
 
 // render writes a page; the template runs into a buffer first, so a failure is a clean 500.
