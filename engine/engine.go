@@ -47,6 +47,10 @@ func ErrorKind(err error) string {
 type Engine struct {
 	set  *rules.Set
 	pool sync.Pool
+	// alike holds, for each version of a program (live) and each shadow of it, whether the two
+	// differ in terms only (rulesAlike): then the shadow's decision is the live one's rule
+	// outcomes with its own terms, and its rules need no evaluation of their own.
+	alike map[[2]*rules.Policy]bool
 }
 
 type evalState struct {
@@ -56,7 +60,14 @@ type evalState struct {
 
 // New returns an engine over a loaded policy set.
 func New(set *rules.Set) *Engine {
-	e := &Engine{set: set}
+	e := &Engine{set: set, alike: map[[2]*rules.Policy]bool{}}
+	for _, program := range set.Programs() {
+		for _, sh := range set.Shadows(program) {
+			for _, v := range set.Versions(program) {
+				e.alike[[2]*rules.Policy{v, sh}] = rulesAlike(v, sh)
+			}
+		}
+	}
 	e.pool.New = func() any {
 		st := &evalState{}
 		st.act = rules.NewActivation(&st.vars)

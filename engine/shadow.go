@@ -108,19 +108,26 @@ func (e *Engine) decideShadows(ctx context.Context, rows []ShadowRow, w *walk, i
 		if p.ReadsAffiliate() {
 			o.Affiliate = w.figures(OrderKey{o.Program, o.OrderID}, o)
 		}
-		d, err := decideShadow(ctx, e, p, o)
+		d, err := decideShadow(ctx, e, p, o, r.Decision)
 		rows = append(rows, shadowRow(i, r, p, d, err))
 	}
 	return rows
 }
 
-// decideShadow decides o with shadow p; a panic in the shadow's evaluation is its error.
-func decideShadow(ctx context.Context, e *Engine, p *rules.Policy, o *Order) (d *Decision, err error) {
+// decideShadow decides o with shadow p, live being the live decision of o; a panic in the
+// shadow's evaluation is its error. A shadow that differs from live's version in terms only (a
+// changed rate or flat amount: rulesAlike) takes live's rule outcomes with its own terms, as a
+// sweep's points do, which is the decision its rules would make: they are live's rules, with
+// the same order and the same affiliate's month.
+func decideShadow(ctx context.Context, e *Engine, p *rules.Policy, o *Order, live *Decision) (d *Decision, err error) {
 	defer func() {
 		if x := recover(); x != nil {
 			d, err = nil, fmt.Errorf("%s: shadow v%d panicked: %v", p.File, p.Version, x)
 		}
 	}()
+	if e.alike[[2]*rules.Policy{live.Policy, p}] {
+		return live.withTermsOf(p, o)
+	}
 	return e.DecideWith(ctx, p, o)
 }
 
@@ -175,3 +182,4 @@ func (e *Engine) readsAffiliate(program string) bool {
 	}
 	return false
 }
+

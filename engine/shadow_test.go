@@ -110,6 +110,26 @@ func TestPassWithShadows(t *testing.T) {
 			t.Errorf("%s: the row's live side %s, the decision's %s", r.OrderID, r.LiveCommission.Text('f'), d.Commission.Text('f'))
 		}
 	}
+	// A shadow that differs in terms only takes the live decision's rule outcomes (rulesAlike);
+	// each of its rows is what evaluating its own rules gives, to the cent.
+	for _, sh := range []*rules.Policy{cut, sampled} {
+		for _, r := range byVersion[sh.Version] {
+			full, err := with.DecideWith(ctx, sh, got.Results[r.Result].Order)
+			if err != nil {
+				t.Fatalf("v%d, %s: %v", sh.Version, r.OrderID, err)
+			}
+			verdict, commission := r.RateRule, r.Commission
+			if !r.Diverged {
+				live := got.Results[r.Result].Decision
+				verdict, commission = live.RateRule, live.Commission
+			}
+			if full.RateRule != verdict || full.Commission.Cmp(&commission) != 0 {
+				t.Errorf("v%d, %s: the row says %s %s, its rules %s %s", sh.Version, r.OrderID,
+					verdict, commission.Text('f'), full.RateRule, full.Commission.Text('f'))
+			}
+		}
+	}
+
 	// The sample: exactly the orders whose identity hashes into it, whatever the batch.
 	in := 0
 	for _, r := range got.Results {
