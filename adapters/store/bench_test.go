@@ -10,20 +10,30 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/commissioner/commissioner/engine"
 )
 
 // BenchmarkSaveBatch measures SaveBatch alone with realistic batches of 1 000 results (about 90%
 // qualified, 10% failing a rule, and a few dead letters), each iteration a new batch of new events
-// into a growing database. orders/s is the figure to compare with the pipeline's targets.
+// into a growing database. orders/s is the figure to compare with the pipeline's targets. The
+// +shadow runs decide and store each batch with one unsampled shadow too (the seed with returning
+// buyers in the selected markets at 5%): what a shadow costs the write path.
 func BenchmarkSaveBatch(b *testing.B) {
 	for _, bc := range []struct {
-		name string
-		be   backend
-	}{{"sqlite", sqliteBackend()}, {"postgres", postgresBackend()}} {
+		name   string
+		be     backend
+		shadow bool
+	}{{"sqlite", sqliteBackend(), false}, {"sqlite+shadow", sqliteBackend(), true},
+		{"postgres", postgresBackend(), false}, {"postgres+shadow", postgresBackend(), true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := bc.be.fresh(b)
 			s := openStore(b, cfg)
 			ctx := context.Background()
+			var eng *engine.Engine // nil: the batch's own policies (saveBatch)
+			if bc.shadow {
+				eng = engine.New(mustSetOf(b, seedPolicy(b), shadowSeedPolicy(b, "5%", "")))
+			}
 			live := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
 			var cpu time.Duration
 			server := serverCPU(b, s, cfg)
@@ -34,7 +44,7 @@ func BenchmarkSaveBatch(b *testing.B) {
 					invalid: 3, unknownProgram: 1, noPolicy: 1, seed: uint64(i), liveFrom: live.Add(time.Duration(i) * time.Minute)})
 				cpu0 := processCPU()
 				b.StartTimer()
-				saved, err := saveBatch(ctx, s, batch)
+				saved, err := saveBatchWith(ctx, s, eng, batch)
 				b.StopTimer()
 				cpu += processCPU() - cpu0
 				if err != nil {

@@ -22,6 +22,11 @@ var (
 // saveBatch decides results' events again (with the policies that decided them) and stores them
 // as one batch of the Store's partition.
 func saveBatch(ctx context.Context, s *Store, results []engine.Result) (Saved, error) {
+	return saveBatchWith(ctx, s, nil, results)
+}
+
+// saveBatchWith is saveBatch deciding the events with eng (nil: the policies that decided them).
+func saveBatchWith(ctx context.Context, s *Store, eng *engine.Engine, results []engine.Result) (Saved, error) {
 	writersMu.Lock()
 	w := writers[s]
 	writersMu.Unlock()
@@ -44,9 +49,11 @@ func saveBatch(ctx context.Context, s *Store, results []engine.Result) (Saved, e
 			ps = append(ps, d.Policy)
 		}
 	}
-	eng, err := engineOf(ps)
-	if err != nil {
-		return Saved{}, err
+	if eng == nil {
+		var err error
+		if eng, err = engineOf(ps); err != nil {
+			return Saved{}, err
+		}
 	}
 	b, err := w.Write(ctx, eng, events)
 	if err != nil {
