@@ -145,6 +145,9 @@ func (e *Engine) Pass(ctx context.Context, head PartitionHead, results []Result,
 		}
 		d := r.Decision
 		if shadows := e.set.Shadows(d.Program); len(shadows) > 0 {
+			if out.Shadows == nil { // sized for the batch, as the decisions are
+				out.Shadows = make([]ShadowRow, 0, (len(results)-i)*len(shadows))
+			}
 			out.Shadows = e.decideShadows(ctx, out.Shadows, w, i, r, shadows)
 		}
 		booked := len(out.Ledger)
