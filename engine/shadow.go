@@ -10,8 +10,11 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/cockroachdb/apd/v3"
@@ -183,3 +186,117 @@ func (e *Engine) readsAffiliate(program string) bool {
 	return false
 }
 
+// AppendOutcome appends the outcome of a row with a verdict of its own (Diverged, or ErrorKind
+// set) in the form the store keeps it, one JSON object led by the event's id:
+//
+//	{"event":"…","qualified":true,"failed_rules":[],"rate_rule":"selected_returning","rate":"5",
+//	 "commission":"12.34","cause":{"kind":"terms","stage":"rate","rule":"selected_returning","old":"6%","new":"5%"}}
+//
+// with "flat" when the rate rule pays a flat amount and "cause" when something made the
+// difference ("stage" with a rule's outcome or terms); or, for a shadow that could not decide
+// the event, {"event":"…","error_kind":"rule_error","error":"…"}. Decimals are strings, as
+// written. The event's id and the error are in StorableText's form (no NUL, valid UTF-8), the id
+// as the event's decision stores it. ParseShadowOutcome reads it back.
+func (r *ShadowRow) AppendOutcome(b []byte) []byte {
+	b = append(b, `{"event":`...)
+	b = appendString(b, StorableText(r.EventID)) // as decisions store it: what the outcome is read back by
+	if r.ErrorKind != "" {
+		b = append(b, `,"error_kind":`...)
+		b = appendString(b, r.ErrorKind)
+		b = append(b, `,"error":`...)
+		b = appendString(b, StorableText(r.Error))
+		return append(b, '}')
+	}
+	b = append(b, `,"qualified":`...)
+	b = strconv.AppendBool(b, r.Qualified)
+	b = append(b, `,"failed_rules":`...)
+	if r.FailedRules == "" {
+		b = append(b, "[]"...)
+	} else {
+		b = append(b, r.FailedRules...) // a JSON array already (AppendStrings)
+	}
+	b = append(b, `,"rate_rule":`...)
+	b = appendString(b, r.RateRule)
+	b = append(b, `,"rate":`...)
+	b = appendString(b, r.Rate)
+	if r.Flat != "" {
+		b = append(b, `,"flat":`...)
+		b = appendString(b, r.Flat)
+	}
+	b = append(b, `,"commission":"`...)
+	b = r.Commission.Append(b, 'f')
+	b = append(b, '"')
+	if c := &r.Cause; c.Kind != CauseNone {
+		b = append(b, `,"cause":{"kind":`...)
+		b = appendString(b, c.Kind)
+		if c.Kind == CauseOutcome || c.Kind == CauseTerms {
+			b = append(b, `,"stage":`...)
+			b = appendString(b, c.Stage.String())
+		}
+		b = append(b, `,"rule":`...)
+		b = appendString(b, c.Rule)
+		b = append(b, `,"old":`...)
+		b = appendString(b, c.Old)
+		b = append(b, `,"new":`...)
+		b = appendString(b, c.New)
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+// storedOutcome is AppendOutcome's form, as ParseShadowOutcome decodes it.
+type storedOutcome struct {
+	Event       string   `json:"event"`
+	Qualified   bool     `json:"qualified"`
+	FailedRules []string `json:"failed_rules"`
+	RateRule    string   `json:"rate_rule"`
+	Rate        string   `json:"rate"`
+	Flat        string   `json:"flat"`
+	Commission  string   `json:"commission"`
+	Cause       *struct {
+		Kind, Stage, Rule, Old, New string
+	} `json:"cause"`
+	ErrorKind string `json:"error_kind"`
+	Error     string `json:"error"`
+}
+
+// ParseShadowOutcome reads an outcome in AppendOutcome's form into o (its verdict, cause and
+// error; o's program, version, digest and currency are the caller's to set) and returns the
+// event's id. The error names the field that does not read.
+func ParseShadowOutcome(data []byte, o *ShadowOutcome) (eventID string, err error) {
+	var s storedOutcome
+	if err := json.Unmarshal(data, &s); err != nil {
+		return "", fmt.Errorf("a shadow outcome: %w", err)
+	}
+	if s.Event == "" {
+		return "", errors.New(`a shadow outcome without "event"`)
+	}
+	o.ErrorKind, o.Error = s.ErrorKind, s.Error
+	o.Diverged = s.ErrorKind == ""
+	if !o.Diverged {
+		return s.Event, nil
+	}
+	o.Qualified, o.RateRule, o.FailedRules = s.Qualified, s.RateRule, s.FailedRules
+	if o.FailedRules == nil {
+		o.FailedRules = []string{}
+	}
+	for _, x := range []struct {
+		name, text string
+		d          *apd.Decimal
+	}{{"rate", s.Rate, &o.Rate}, {"commission", s.Commission, &o.Commission}, {"flat", s.Flat, &o.Flat}} {
+		if x.text == "" && x.name == "flat" {
+			continue
+		}
+		if _, _, err := x.d.SetString(x.text); err != nil {
+			return "", fmt.Errorf("the shadow outcome of event %s: %s %q is not a decimal", s.Event, x.name, x.text)
+		}
+	}
+	o.HasFlat = s.Flat != ""
+	if c := s.Cause; c != nil {
+		o.Cause = Cause{Kind: c.Kind, Rule: c.Rule, Old: c.Old, New: c.New}
+		if c.Stage == StageRate.String() {
+			o.Cause.Stage = StageRate
+		}
+	}
+	return s.Event, nil
+}

@@ -215,6 +215,8 @@ func migrations() *migrate.Migrations {
 	// The console's indexes: a filtered search and an order's dead letters (console.go).
 	ms.Add(scriptMigration("20261203000007", "console_search", schemaConsoleSearch,
 		`DROP INDEX IF EXISTS decisions_recent; DROP INDEX IF EXISTS batches_created; DROP INDEX IF EXISTS dead_letters_order`))
+	// A batch's shadow outcomes in its shadow_batches row rather than a row each (shadow.go).
+	ms.Add(shadowOutcomesMigration())
 	return ms
 }
 
@@ -239,16 +241,7 @@ func addColumnMigration(name, comment, table, column, def string) migrate.Migrat
 		Up: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
 			db := m.DB()
 			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-				var n int
-				q := "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?"
-				if db.Dialect().Name() == dialect.PG {
-					q = "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?"
-				}
-				if err := tx.NewRaw(q, table, column).Scan(ctx, &n); err != nil || n > 0 {
-					return err
-				}
-				_, err := tx.ExecContext(ctx, "ALTER TABLE "+table+" ADD COLUMN "+column+" "+def)
-				return err
+				return addColumn(ctx, tx, db.Dialect().Name() == dialect.PG, table, column, def)
 			})
 		},
 		Down: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
@@ -256,6 +249,20 @@ func addColumnMigration(name, comment, table, column, def string) migrate.Migrat
 			return err
 		},
 	}
+}
+
+// addColumn adds a column in tx unless the table has it already.
+func addColumn(ctx context.Context, tx bun.Tx, pg bool, table, column, def string) error {
+	var n int
+	q := "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?"
+	if pg {
+		q = "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?"
+	}
+	if err := tx.NewRaw(q, table, column).Scan(ctx, &n); err != nil || n > 0 {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, "ALTER TABLE "+table+" ADD COLUMN "+column+" "+def)
+	return err
 }
 
 // scriptMigration is a migration that runs up, rendered for the database's column types, in a

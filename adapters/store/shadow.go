@@ -10,7 +10,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -18,24 +17,28 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cockroachdb/apd/v3"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+	"github.com/uptrace/bun/migrate"
 
 	"github.com/commissioner/commissioner/engine"
 )
 
-// schemaShadow stores what shadow versions decided (migrations 20261203000006) in two tables.
-// shadow_batches says which events a shadow version decided: one row per batch of live decisions
-// and shadow version (program, version, digest), with the shadow's sample bound ("" when it
-// decides every order; else an order is in the sample when engine.SampleHash is below it), how
-// many events it decided and their order times. The events are the batch's decisions of the
-// program whose orders are in the sample (a shadow decides every live decision of its program in
-// the pass). shadow_decisions holds the outcomes that differ from the live decision: the shadow's
-// verdict in short and the first rule whose outcome differed (cause_*), or, for a shadow that
-// failed, error_kind and error. Every other outcome agreed with its live decision, to the cent
-// (engine.ShadowRow.Diverged), and is read from it: most outcomes cost no row of their own. Each
-// table's primary key is its one index (on SQLite the table itself, WITHOUT ROWID), so an outcome
-// is stored once however often its batch's shadows are written (INSERT … ON CONFLICT DO
-// NOTHING), led by (program, version) for the report.
+// schemaShadow (migration 20261203000006) made the two tables shadow outcomes were first stored
+// in; migration 20261203000008 (shadowOutcomesMigration) moved the second into the first, and
+// shadow_batches is now where they are. It says which events a shadow version decided: one row per
+// batch of live decisions and shadow version (program, version, digest), with the shadow's sample
+// bound ("" when it decides every order; else an order is in the sample when engine.SampleHash is
+// below it), how many events it decided and their order times. The events are the batch's
+// decisions of the program whose orders are in the sample (a shadow decides every live decision of
+// its program in the pass). Its outcomes column holds, as a JSON array, the outcomes that differ
+// from the live decision or failed, each in engine.ShadowRow.AppendOutcome's form ({"event":…,
+// verdict, cause} or {"event":…, "error_kind", "error"}); every other outcome agreed with its live
+// decision, to the cent (engine.ShadowRow.Diverged), and is read from it. So a batch's outcomes
+// are one row and one index entry however many differ (a row per outcome cost PostgreSQL about 18
+// µs each, see docs/speed.md), and the row's primary key stores them once however often the batch
+// is written (INSERT … ON CONFLICT DO NOTHING). SQL reads them with json_each (SQLite) or
+// json_array_elements (PostgreSQL).
 const schemaShadow = `
 CREATE TABLE IF NOT EXISTS shadow_batches (
 	program      {{Key}} NOT NULL,
@@ -75,19 +78,101 @@ CREATE TABLE IF NOT EXISTS shadow_decisions (
 ){{WithoutRowID}};
 `
 
-// shadowBatchTable and shadowTable are the columns WriteShadows writes, in the order of a row's
-// values.
-var shadowBatchTable = bulkTable{name: "shadow_batches",
-	cols:    []string{"program", "version", "digest", "part", "batch_seq", "sample_below", "events", "first_placed", "last_placed"},
-	pgTypes: []string{"text", "bigint", "text", "bigint", "bigint", "text", "bigint", "timestamptz", "timestamptz"}}
+// shadowOutcomesMigration (20261203000008) adds shadow_batches.outcomes, moves each
+// shadow_decisions row into its batch's outcomes (the batch that stored its event's live
+// decision) in AppendOutcome's form, and drops shadow_decisions. Run again, or by a second process
+// after the first, it finds the column and no table, and does nothing.
+func shadowOutcomesMigration() migrate.Migration {
+	return migrate.Migration{
+		Name:    "20261203000008",
+		Comment: "shadow_outcomes",
+		Up: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
+			db := m.DB()
+			pg := db.Dialect().Name() == dialect.PG
+			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				if err := addColumn(ctx, tx, pg, "shadow_batches", "outcomes", "TEXT NOT NULL DEFAULT '[]'"); err != nil {
+					return err
+				}
+				view := shadowOutcomesViewSQLite
+				if pg {
+					view = shadowOutcomesViewPostgres
+				}
+				if _, err := tx.ExecContext(ctx, view); err != nil {
+					return fmt.Errorf("creating the view shadow_outcomes: %w", err)
+				}
+				var n int
+				q := "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'shadow_decisions'"
+				if pg {
+					q = "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'shadow_decisions'"
+				}
+				if err := tx.NewRaw(q).Scan(ctx, &n); err != nil || n == 0 {
+					return err
+				}
+				move := shadowMoveSQLite
+				if pg {
+					move = shadowMovePostgres
+				}
+				if _, err := tx.ExecContext(ctx, move); err != nil {
+					return fmt.Errorf("moving shadow_decisions into shadow_batches.outcomes: %w", err)
+				}
+				_, err := tx.ExecContext(ctx, "DROP TABLE shadow_decisions")
+				return err
+			})
+		},
+		Down: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
+			_, err := m.DB().ExecContext(ctx, "DROP VIEW IF EXISTS shadow_outcomes; ALTER TABLE shadow_batches DROP COLUMN outcomes")
+			return err
+		},
+	}
+}
 
-var shadowTable = bulkTable{name: "shadow_decisions",
-	cols: []string{"program", "version", "digest", "event_id", "order_id", "placed_at", "diverged", "qualified", "failed_rules",
-		"rate_rule", "rate", "flat", "commission", "currency", "cause_kind", "cause_stage", "cause_rule", "cause_old", "cause_new",
-		"error_kind", "error"},
-	pgTypes: []string{"text", "bigint", "text", "text", "text", "timestamptz", "boolean", "boolean", "text",
-		"text", "numeric", "numeric", "numeric", "text", "text", "text", "text", "text", "text",
-		"text", "text"}}
+// The view shadow_outcomes has one row per outcome stored with a verdict of its own: its shadow
+// version and batch, the batch's order times, its event's id, its error_kind ("" when it
+// decided) and the outcome as stored (AppendOutcome's JSON). The shadow report reads it; so may
+// anyone with SQL (SELECT … FROM shadow_outcomes WHERE version = 2 AND error_kind <> '').
+const (
+	shadowOutcomesViewSQLite = `CREATE VIEW IF NOT EXISTS shadow_outcomes AS
+	SELECT sb.program, sb.version, sb.digest, sb.part, sb.batch_seq, sb.first_placed, sb.last_placed,
+		json_extract(o.value, '$.event') AS event_id, coalesce(json_extract(o.value, '$.error_kind'), '') AS error_kind,
+		o.value AS outcome
+	FROM shadow_batches sb, json_each(sb.outcomes) o`
+	shadowOutcomesViewPostgres = `CREATE OR REPLACE VIEW shadow_outcomes AS
+	SELECT sb.program, sb.version, sb.digest, sb.part, sb.batch_seq, sb.first_placed, sb.last_placed,
+		(o.value->>'event') COLLATE "C" AS event_id, coalesce(o.value->>'error_kind', '') AS error_kind,
+		o.value::text AS outcome
+	FROM shadow_batches sb, json_array_elements(sb.outcomes::json) AS o(value)`
+)
+
+// shadowMoveSQLite and shadowMovePostgres write each batch's shadow_decisions rows into its
+// outcomes, as AppendOutcome writes them (a failed outcome keeps its empty verdict beside its
+// error; ParseShadowOutcome reads only the error then).
+const (
+	shadowMoveSQLite = `UPDATE shadow_batches SET outcomes = coalesce((
+	SELECT json_group_array(json_object('event', s.event_id,
+		'qualified', json(CASE WHEN s.qualified THEN 'true' ELSE 'false' END), 'failed_rules', json(s.failed_rules),
+		'rate_rule', s.rate_rule, 'rate', s.rate, 'flat', s.flat, 'commission', s.commission,
+		'cause', CASE WHEN s.cause_kind <> '' THEN json_object('kind', s.cause_kind, 'stage', s.cause_stage,
+			'rule', s.cause_rule, 'old', s.cause_old, 'new', s.cause_new) END,
+		'error_kind', s.error_kind, 'error', s.error))
+	FROM shadow_decisions s JOIN decisions d ON d.event_id = s.event_id
+	WHERE s.program = shadow_batches.program AND s.version = shadow_batches.version AND s.digest = shadow_batches.digest
+		AND d.part = shadow_batches.part AND d.batch_seq = shadow_batches.batch_seq), '[]')`
+	shadowMovePostgres = `UPDATE shadow_batches b SET outcomes = coalesce((
+	SELECT json_agg(json_build_object('event', s.event_id,
+		'qualified', s.qualified, 'failed_rules', s.failed_rules::json,
+		'rate_rule', s.rate_rule, 'rate', s.rate::text, 'flat', s.flat::text, 'commission', s.commission::text,
+		'cause', CASE WHEN s.cause_kind <> '' THEN json_build_object('kind', s.cause_kind, 'stage', s.cause_stage,
+			'rule', s.cause_rule, 'old', s.cause_old, 'new', s.cause_new) END,
+		'error_kind', s.error_kind, 'error', s.error))::text
+	FROM shadow_decisions s JOIN decisions d ON d.event_id = s.event_id
+	WHERE s.program = b.program AND s.version = b.version AND s.digest = b.digest
+		AND d.part = b.part AND d.batch_seq = b.batch_seq), '[]')`
+)
+
+// shadowBatchTable is the columns writeShadowRows writes, in the order of a row's values.
+var shadowBatchTable = bulkTable{name: "shadow_batches",
+	cols:    []string{"program", "version", "digest", "part", "batch_seq", "sample_below", "events", "first_placed", "last_placed", "outcomes"},
+	pgTypes: []string{"text", "bigint", "text", "bigint", "bigint", "text", "bigint", "timestamptz", "timestamptz", "text"}}
 
 // shadowBatch is a shadow_batches row: the events one shadow version decided in one batch.
 type shadowBatch struct {
@@ -98,6 +183,7 @@ type shadowBatch struct {
 	sampleBelow             string
 	events                  int64
 	firstPlaced, lastPlaced time.Time
+	outcomes                []byte // a JSON array of the outcomes with a verdict of their own
 }
 
 // WriteShadows stores shadow outcomes in one transaction, each once: an outcome stored already
@@ -121,24 +207,20 @@ func (s *Store) WriteShadows(ctx context.Context, rows []engine.ShadowRow) (int,
 }
 
 // writeShadowRows writes shadow outcomes in the write transaction w and returns how many were
-// new. A batch's outcomes are new when its shadow_batches row is: they are written together.
+// new: one shadow_batches row per batch and shadow version, holding the outcomes with a verdict
+// of their own. A batch's outcomes are new when its row is.
 func (s *Store) writeShadowRows(ctx context.Context, w *wtx, rows []engine.ShadowRow) (int, error) {
-	// The batches the shadows decided in, and the outcomes with a verdict of their own.
 	var batches []shadowBatch
-	at := map[[2]string]int{} // by the shadow version and the batch
-	var own []int
+	at := map[shadowBatchKey]int{}
 	for i := range rows {
 		r := &rows[i]
-		if r.Diverged || r.ErrorKind != "" {
-			own = append(own, i)
-		}
-		k := [2]string{r.Program + "\x00" + strconv.Itoa(r.Version) + "\x00" + r.Digest, strconv.Itoa(r.Partition) + ":" + strconv.FormatUint(r.BatchSeq, 10)}
+		k := shadowBatchKey{r.Program, r.Version, r.Digest, r.Partition, r.BatchSeq}
 		j, ok := at[k]
 		if !ok {
 			j = len(batches)
 			at[k] = j
 			b := shadowBatch{program: safeText(r.Program), version: r.Version, digest: r.Digest, part: r.Partition, seq: r.BatchSeq,
-				firstPlaced: r.PlacedAt.UTC(), lastPlaced: r.PlacedAt.UTC()}
+				firstPlaced: r.PlacedAt.UTC(), lastPlaced: r.PlacedAt.UTC(), outcomes: []byte{'['}}
 			if r.Sampled {
 				b.sampleBelow = strconv.FormatUint(r.SampleBelow, 10)
 			}
@@ -152,46 +234,39 @@ func (s *Store) writeShadowRows(ctx context.Context, w *wtx, rows []engine.Shado
 		if r.PlacedAt.After(b.lastPlaced) {
 			b.lastPlaced = r.PlacedAt.UTC()
 		}
+		if r.Diverged || r.ErrorKind != "" {
+			if len(b.outcomes) > 1 {
+				b.outcomes = append(b.outcomes, ',')
+			}
+			b.outcomes = r.AppendOutcome(b.outcomes)
+		}
 	}
-	batchValues := func(i int, args []any) []any {
-		b := &batches[i]
-		return append(args, b.program, int64(b.version), b.digest, int64(b.part), int64(b.seq), b.sampleBelow, b.events, b.firstPlaced, b.lastPlaced)
-	}
-	verdict := func(i int, args []any) []any {
-		r := &rows[own[i]]
-		var flat any
-		if r.Flat != "" {
-			flat = r.Flat
-		}
-		rate, commission := r.Rate, r.Commission.Text('f')
-		if rate == "" {
-			rate = "0" // a shadow that failed: no verdict (error_kind says so)
-		}
-		stage := ""
-		if r.Cause.Kind == engine.CauseOutcome || r.Cause.Kind == engine.CauseTerms {
-			stage = r.Cause.Stage.String()
-		}
-		failed := r.FailedRules
-		if failed == "" {
-			failed = "[]"
-		}
-		return append(args, safeText(r.Program), int64(r.Version), r.Digest, safeText(r.EventID), safeText(r.OrderID), r.PlacedAt.UTC(),
-			r.Diverged, r.Qualified, failed, r.RateRule, rate, flat, commission, r.Currency,
-			r.Cause.Kind, stage, r.Cause.Rule, r.Cause.Old, r.Cause.New, r.ErrorKind, safeText(r.Error))
+	for i := range batches {
+		batches[i].outcomes = append(batches[i].outcomes, ']')
 	}
 	stored := 0
 	for i := range batches {
+		b := &batches[i]
 		n, err := s.insertIgnoreRows(ctx, w, shadowBatchTable, "program, version, digest, part, batch_seq", 1,
-			func(_ int, args []any) []any { return batchValues(i, args) })
+			func(_ int, args []any) []any {
+				return append(args, b.program, int64(b.version), b.digest, int64(b.part), int64(b.seq), b.sampleBelow, b.events,
+					b.firstPlaced, b.lastPlaced, safeText(string(b.outcomes)))
+			})
 		if err != nil {
 			return 0, err
 		}
-		stored += n * int(batches[i].events)
-	}
-	if _, err := s.insertIgnoreRows(ctx, w, shadowTable, "program, version, digest, event_id", len(own), verdict); err != nil {
-		return 0, err
+		stored += n * int(b.events)
 	}
 	return stored, nil
+}
+
+// shadowBatchKey names a shadow_batches row: a shadow version and a batch.
+type shadowBatchKey struct {
+	program string
+	version int
+	digest  string
+	part    int
+	seq     uint64
 }
 
 // insertIgnoreRows inserts n rows, leaving out (without an error) those whose conflict key is
@@ -309,13 +384,6 @@ type shadowHistory struct {
 
 var _ engine.ShadowHistory = (*shadowHistory)(nil)
 
-// shadowColumns are a shadow outcome's columns as the walk reads them (decimals as text).
-const shadowColumns = "b.program, b.version, b.digest, coalesce(s.qualified, false), coalesce(s.failed_rules, '[]'), " +
-	"coalesce(s.rate_rule, ''), coalesce(CAST(s.rate AS TEXT), ''), coalesce(CAST(s.flat AS TEXT), ''), " +
-	"coalesce(CAST(s.commission AS TEXT), ''), coalesce(s.currency, ''), coalesce(s.diverged, false), coalesce(s.cause_kind, ''), " +
-	"coalesce(s.cause_stage, ''), coalesce(s.cause_rule, ''), coalesce(s.cause_old, ''), coalesce(s.cause_new, ''), " +
-	"coalesce(s.error_kind, ''), coalesce(s.error, '')"
-
 // Walk reads the outcomes in one query, joined with their events' live decisions, and marks
 // each order's latest event the shadow version decided (the highest stream sequence, then the
 // latest stored). See engine.ShadowHistory for the contract.
@@ -329,51 +397,55 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 	case !errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("reading decision inputs: %w", err)
 	}
-	var where []string
-	var args []any
+	// The filter, on the outcomes' batches (so) and on the events (b, d: the batches' decisions).
+	var batchWhere, where []string
+	var batchArgs, args []any
 	if f.Program != "" {
+		batchWhere, batchArgs = append(batchWhere, "so.program = ?"), append(batchArgs, f.Program)
 		where, args = append(where, "b.program = ?"), append(args, f.Program)
 	}
 	if f.Version != 0 {
+		batchWhere, batchArgs = append(batchWhere, "so.version = ?"), append(batchArgs, f.Version)
 		where, args = append(where, "b.version = ?"), append(args, f.Version)
 	}
 	if !f.From.IsZero() {
+		batchWhere, batchArgs = append(batchWhere, "so.last_placed >= ?"), append(batchArgs, f.From.UTC())
 		where, args = append(where, "d.placed_at >= ?"), append(args, f.From.UTC())
 	}
 	if !f.To.IsZero() {
+		batchWhere, batchArgs = append(batchWhere, "so.first_placed < ?"), append(batchArgs, f.To.UTC())
 		where, args = append(where, "d.placed_at < ?"), append(args, f.To.UTC())
 	}
-	cond := ""
+	cond, batchCond := "", ""
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
+		batchCond = " WHERE " + strings.Join(batchWhere, " AND ")
 	}
 	// The events each shadow decided: its batches' decisions of the program (the sample is drawn
-	// below, by order), with the outcome stored when it differed from the live one.
-	query := "SELECT d.event_id, d.order_id, b.sample_below, d.stream_seq, d.raw, " + s.recordColumns(inputs) + ", " + shadowColumns +
+	// below, by order), with the outcome when it differed from the live one.
+	query := "SELECT d.event_id, d.order_id, b.sample_below, d.stream_seq, d.raw, " + s.recordColumns(inputs) +
+		", b.program, b.version, b.digest, coalesce(s.outcome, '')" +
 		", ROW_NUMBER() OVER (PARTITION BY b.program, d.order_id, b.version ORDER BY d.stream_seq DESC, d.id DESC) AS rn" +
 		" FROM shadow_batches b JOIN batches bt ON bt.part = b.part AND bt.seq = b.batch_seq" +
 		" JOIN decisions d ON d.id BETWEEN bt.first_decision_id AND bt.last_decision_id AND d.part = b.part AND d.batch_seq = b.batch_seq" +
 		" AND d.program = b.program" + // the id range finds the rows (concurrent batches' ids may interleave on PostgreSQL)
-		" LEFT JOIN shadow_decisions s ON s.program = b.program AND s.version = b.version AND s.digest = b.digest AND s.event_id = d.event_id" +
+		" LEFT JOIN (SELECT so.program, so.version, so.digest, so.part, so.batch_seq, so.event_id, so.outcome FROM shadow_outcomes so" + batchCond + ") s ON s.program = b.program AND s.version = b.version AND s.digest = b.digest" +
+		" AND s.part = b.part AND s.batch_seq = b.batch_seq AND s.event_id = d.event_id" +
 		inputsJoin(inputs) + cond
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	rows, err := s.db.QueryContext(ctx, query, append(batchArgs, args...)...)
 	if err != nil {
 		return fmt.Errorf("reading shadow outcomes: %w", err)
 	}
 	defer rows.Close()
 	sc := newRecordScanner()
 	var (
-		eventID, orderID, below     string
-		seq, rn                     int64
-		raw                         []byte
-		o                           engine.ShadowOutcome
-		failed, rate, flat, comm    string
-		stage, causeKind            string
-		causeRule, causeOld, causeN string
+		eventID, orderID, below string
+		seq, rn                 int64
+		raw, outcome            []byte
+		o                       engine.ShadowOutcome
 	)
 	dest := append([]any{&eventID, &orderID, &below, &seq, &raw}, sc.dest()...)
-	dest = append(dest, &o.Program, &o.Version, &o.Digest, &o.Qualified, &failed, &o.RateRule, &rate, &flat, &comm, &o.Currency,
-		&o.Diverged, &causeKind, &stage, &causeRule, &causeOld, &causeN, &o.ErrorKind, &o.Error, &rn)
+	dest = append(dest, &o.Program, &o.Version, &o.Digest, &outcome, &rn)
 	batch := make([]engine.ShadowEvent, 0, h.batchSize)
 	for rows.Next() {
 		o = engine.ShadowOutcome{}
@@ -396,28 +468,12 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 		if ev.Live, err = sc.record(eventID); err != nil {
 			return fmt.Errorf("reading shadow outcomes: %w", err)
 		}
-		if err := json.Unmarshal([]byte(failed), &o.FailedRules); err != nil {
-			return fmt.Errorf("reading shadow outcomes: event %s: failed_rules %q: %w", eventID, failed, err)
+		if len(outcome) == 0 {
+			agreed(&o, ev.Live) // no verdict of its own: the live decision's is the shadow's
+		} else if _, err := engine.ParseShadowOutcome(outcome, &o); err != nil {
+			return fmt.Errorf("reading shadow outcomes of %s v%d: event %s: %w", o.Program, o.Version, eventID, err)
 		}
-		for _, x := range []struct {
-			text string
-			d    *apd.Decimal
-		}{{rate, &o.Rate}, {comm, &o.Commission}, {flat, &o.Flat}} {
-			if x.text == "" {
-				continue
-			}
-			if _, _, err := x.d.SetString(x.text); err != nil {
-				return fmt.Errorf("reading shadow outcomes: event %s: %q is not a decimal: %w", eventID, x.text, err)
-			}
-		}
-		o.HasFlat = flat != ""
-		o.Cause = engine.Cause{Kind: causeKind, Rule: causeRule, Old: causeOld, New: causeN}
-		if stage == engine.StageRate.String() {
-			o.Cause.Stage = engine.StageRate
-		}
-		if !o.Diverged && o.ErrorKind == "" {
-			agreed(&o, ev.Live) // stored without a verdict: the live decision's is the shadow's
-		}
+		o.Currency = ev.Live.Currency // the order's
 		ev.Shadow = o
 		if len(batch) == h.batchSize {
 			if err := fn(batch); err != nil {
@@ -440,7 +496,7 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 // live decision's verdict: a shadow that did not diverge decided the same qualification, failed
 // rules, rate rule, terms and commission (engine.ShadowRow.Diverged).
 func agreed(o *engine.ShadowOutcome, live *engine.RecordedDecision) {
-	o.Qualified, o.RateRule, o.HasFlat, o.Currency = live.Qualified, live.RateRule, live.HasFlat, live.Currency
+	o.Qualified, o.RateRule, o.HasFlat = live.Qualified, live.RateRule, live.HasFlat
 	o.FailedRules = slices.Clone(live.FailedRules)
 	o.Rate.Set(&live.Rate)
 	o.Flat.Set(&live.Flat)

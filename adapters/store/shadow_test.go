@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -75,7 +76,7 @@ func runShadowSuite(t *testing.T, b backend) {
 			}
 		}
 		var rowsOwn int64
-		if err := s.DB().NewRaw("SELECT count(*) FROM shadow_decisions").Scan(ctx, &rowsOwn); err != nil {
+		if err := s.DB().NewRaw("SELECT count(*) FROM shadow_outcomes").Scan(ctx, &rowsOwn); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.DB().NewRaw("SELECT coalesce(sum(events), 0) FROM shadow_batches").Scan(ctx, &stored); err != nil {
@@ -227,4 +228,109 @@ func runShadowSuite(t *testing.T, b backend) {
 			t.Errorf("a range after every order: %d events, %v", rep.Events, err)
 		}
 	})
+}
+
+// runShadowMigrationSuite: outcomes stored a row each in shadow_decisions (migration
+// 20261203000006, as the first build of shadows wrote them) read the same after migration
+// 20261203000008 has moved them into their batches' rows as they read when written there.
+func runShadowMigrationSuite(t *testing.T, b backend) {
+	ctx := context.Background()
+	s := openStore(t, b.fresh(t))
+	cut := shadowSeedPolicy(t, "5%", "")
+	// Version 3 divides by zero for every order in a selected market, on half the orders.
+	src := strings.Replace(string(shadowSeedPolicy(t, "6%", "sample: 0.5\n").Source),
+		"expr: order.status == \"completed\"", "expr: 'order.status == \"completed\" && (order.buyer.country in selected_markets ? 1 / (size(order.items) - size(order.items)) == 0 : true)'", 1)
+	broken, ps := rules.Compile("shadow/v3.yaml", []byte(strings.Replace(src, "version: 2\n", "version: 3\n", 1)))
+	if broken == nil {
+		t.Fatal(ps)
+	}
+	eng := engine.New(mustSetOf(t, seedPolicy(t), cut, broken))
+	results := genBatch(t, batchSpec{prefix: "sm", orders: 300, seed: 23})
+	events := make([]engine.Event, len(results))
+	for i := range results {
+		events[i] = results[i].Event
+	}
+	w, err := engine.ClaimPartition(ctx, s, int(nextPart.Add(1)), nextEpoch.Add(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw, err := w.Write(ctx, eng, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := func() string {
+		t.Helper()
+		rep, err := engine.ShadowReportOf(ctx, s.ShadowHistory(engine.ShadowFilter{Program: "alibaba"}), engine.ShadowReportOptions{MaxOrders: 1000, MaxErrors: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Diverged == 0 || rep.Errors[engine.ErrorKindRule] == 0 {
+			t.Fatalf("report: %d diverged, errors %v; want some of each", rep.Diverged, rep.Errors)
+		}
+		j, err := json.Marshal(rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(j)
+	}
+	want := report()
+
+	// The store as migration 6 left it: shadow_decisions with a row per outcome of its own,
+	// shadow_batches without outcomes, migration 8 not applied.
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := s.DB().ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec("DROP VIEW shadow_outcomes")
+	exec("ALTER TABLE shadow_batches DROP COLUMN outcomes")
+	if err := execScript(ctx, s.DB(), render(schemaShadow, typesFor(s.DB().Dialect().Name()))); err != nil {
+		t.Fatal(err)
+	}
+	own := 0
+	for _, r := range bw.Shadows {
+		if !r.Diverged && r.ErrorKind == "" {
+			continue
+		}
+		own++
+		var flat any
+		if r.Flat != "" {
+			flat = r.Flat
+		}
+		rate, failed, stage := r.Rate, r.FailedRules, ""
+		if rate == "" {
+			rate = "0"
+		}
+		if failed == "" {
+			failed = "[]"
+		}
+		if r.Cause.Kind == engine.CauseOutcome || r.Cause.Kind == engine.CauseTerms {
+			stage = r.Cause.Stage.String()
+		}
+		exec("INSERT INTO shadow_decisions (program, version, digest, event_id, order_id, placed_at, diverged, qualified, failed_rules, "+
+			"rate_rule, rate, flat, commission, currency, cause_kind, cause_stage, cause_rule, cause_old, cause_new, error_kind, error) "+
+			"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			r.Program, r.Version, r.Digest, r.EventID, r.OrderID, r.PlacedAt.UTC(), r.Diverged, r.Qualified, failed,
+			r.RateRule, rate, flat, r.Commission.Text('f'), r.Currency, r.Cause.Kind, stage, r.Cause.Rule, r.Cause.Old, r.Cause.New,
+			r.ErrorKind, r.Error)
+	}
+	exec("DELETE FROM " + migrationsTable + " WHERE name = '20261203000008'")
+
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var moved int
+	if err := s.DB().NewRaw("SELECT count(*) FROM shadow_outcomes").Scan(ctx, &moved); err != nil || moved != own {
+		t.Fatalf("after migration 8: %d outcomes in shadow_outcomes (%v), want the %d of shadow_decisions", moved, err, own)
+	}
+	if got := report(); got != want {
+		t.Errorf("the report after migration 8:\n%s\nwant, as written in the batches' rows:\n%s", got, want)
+	}
+	if _, err := s.DB().ExecContext(ctx, "SELECT count(*) FROM shadow_decisions"); err == nil {
+		t.Error("shadow_decisions is still there")
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Errorf("migrating again: %v", err)
+	}
 }

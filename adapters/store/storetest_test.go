@@ -64,6 +64,9 @@ func mustStats(t *testing.T, s *Store) Stats {
 func runSuite(t *testing.T, b backend) {
 	ctx := context.Background()
 	runShadowSuite(t, b) // shadow_test.go
+	t.Run("shadow outcomes stored a row each are moved into their batches by migration 8", func(t *testing.T) {
+		runShadowMigrationSuite(t, b)
+	})
 
 	t.Run("saves decisions, events and dead letters", func(t *testing.T) {
 		s := openStore(t, b.fresh(t))

@@ -178,7 +178,7 @@ func TestShadowThroughPipeline(t *testing.T) {
 			if n := count(t, st, "SELECT coalesce(sum(events), 0) FROM shadow_batches WHERE version = 2"); n != decisions {
 				t.Errorf("%d shadow outcomes stored, want one per decision: %d", n, decisions)
 			}
-			if n := count(t, st, "SELECT count(*) FROM shadow_decisions WHERE version = 2"); n == 0 || n >= decisions {
+			if n := count(t, st, "SELECT count(*) FROM shadow_outcomes WHERE version = 2"); n == 0 || n >= decisions {
 				t.Errorf("%d shadow outcomes with a row of their own, want those that differ from the live decisions: some, not all %d", n, decisions)
 			}
 
@@ -389,7 +389,7 @@ func TestShadowRuleErrorLeavesLiveUntouched(t *testing.T) {
 			if report, failed := verifyJSON(t, st); failed || !report.OK {
 				t.Errorf("audit verify: %+v", report)
 			}
-			failedRows := count(t, st, "SELECT count(*) FROM shadow_decisions WHERE error_kind = 'rule_error'")
+			failedRows := count(t, st, "SELECT count(*) FROM shadow_outcomes WHERE error_kind = 'rule_error'")
 			all := count(t, st, "SELECT coalesce(sum(events), 0) FROM shadow_batches") // every outcome, agreeing ones included
 			if failedRows == 0 || all <= failedRows || all >= 430 {
 				t.Errorf("shadow outcomes: %d of %d failed; want some failed, some decided, and about half the events (sample 0.5)", failedRows, all)
