@@ -89,29 +89,26 @@ func shadowOutcomesMigration() migrate.Migration {
 		Up: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
 			db := m.DB()
 			pg := db.Dialect().Name() == dialect.PG
+			dialectSQL := func(sqlite, postgres string) string {
+				if pg {
+					return postgres
+				}
+				return sqlite
+			}
 			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 				if err := addColumn(ctx, tx, pg, "shadow_batches", "outcomes", "TEXT NOT NULL DEFAULT '[]'"); err != nil {
 					return err
 				}
-				view := shadowOutcomesViewSQLite
-				if pg {
-					view = shadowOutcomesViewPostgres
-				}
-				if _, err := tx.ExecContext(ctx, view); err != nil {
+				if _, err := tx.ExecContext(ctx, dialectSQL(shadowOutcomesViewSQLite, shadowOutcomesViewPostgres)); err != nil {
 					return fmt.Errorf("creating the view shadow_outcomes: %w", err)
 				}
 				var n int
-				q := "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'shadow_decisions'"
-				if pg {
-					q = "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'shadow_decisions'"
-				}
+				q := dialectSQL("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'shadow_decisions'",
+					"SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'shadow_decisions'")
 				if err := tx.NewRaw(q).Scan(ctx, &n); err != nil || n == 0 {
 					return err
 				}
-				move := shadowMoveSQLite
-				if pg {
-					move = shadowMovePostgres
-				}
+				move := dialectSQL(shadowMoveSQLite, shadowMovePostgres)
 				if _, err := tx.ExecContext(ctx, move); err != nil {
 					return fmt.Errorf("moving shadow_decisions into shadow_batches.outcomes: %w", err)
 				}
@@ -129,7 +126,7 @@ func shadowOutcomesMigration() migrate.Migration {
 // The view shadow_outcomes has one row per outcome stored with a verdict of its own: its shadow
 // version and batch, the batch's order times, its event's id, its error_kind ("" when it
 // decided) and the outcome as stored (AppendOutcome's JSON). The shadow report reads it; so may
-// anyone with SQL (SELECT … FROM shadow_outcomes WHERE version = 2 AND error_kind <> ''). On
+// anyone with SQL (SELECT … FROM shadow_outcomes WHERE version = 2 AND error_kind = 'rule_error'). On
 // SQLite, event_id is CAST to TEXT, the type of decisions.event_id (json_extract's result has
 // none), so that it joins with decisions as SQL users expect.
 const (

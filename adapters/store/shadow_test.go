@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -43,19 +44,7 @@ func runShadowSuite(t *testing.T, b backend) {
 		s := openStore(t, b.fresh(t))
 		shadow := shadowSeedPolicy(t, "5%", "")
 		eng := engine.New(mustSetOf(t, seedPolicy(t), shadow))
-		results := genBatch(t, batchSpec{prefix: "sh", orders: 200, invalid: 3, seed: 21})
-		events := make([]engine.Event, len(results))
-		for i := range results {
-			events[i] = results[i].Event
-		}
-		w, err := engine.ClaimPartition(ctx, s, int(nextPart.Add(1)), nextEpoch.Add(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bw, err := w.Write(ctx, eng, events)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, bw := writeShadowBatch(t, s, eng, batchSpec{prefix: "sh", orders: 200, invalid: 3, seed: 21})
 		if len(bw.Shadows) != len(bw.Decisions) {
 			t.Fatalf("%d shadow outcomes for %d decisions, want one each", len(bw.Shadows), len(bw.Decisions))
 		}
@@ -168,27 +157,9 @@ func runShadowSuite(t *testing.T, b backend) {
 
 	t.Run("a shadow that fails to decide is stored as its error, the batch as without it", func(t *testing.T) {
 		s := openStore(t, b.fresh(t))
-		// Divides by zero for every order in a selected market: a run-time error.
-		src := strings.Replace(string(shadowSeedPolicy(t, "6%", "sample: 0.5\n").Source),
-			"expr: order.status == \"completed\"", "expr: 'order.status == \"completed\" && (order.buyer.country in selected_markets ? 1 / (size(order.items) - size(order.items)) == 0 : true)'", 1)
-		broken, ps := rules.Compile("shadow/v2.yaml", []byte(src))
-		if broken == nil {
-			t.Fatal(ps)
-		}
+		broken := brokenShadowPolicy(t, 2)
 		eng := engine.New(mustSetOf(t, seedPolicy(t), broken))
-		results := genBatch(t, batchSpec{prefix: "se", orders: 200, seed: 22})
-		events := make([]engine.Event, len(results))
-		for i := range results {
-			events[i] = results[i].Event
-		}
-		w, err := engine.ClaimPartition(ctx, s, int(nextPart.Add(1)), nextEpoch.Add(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bw, err := w.Write(ctx, eng, events)
-		if err != nil {
-			t.Fatal(err)
-		}
+		results, bw := writeShadowBatch(t, s, eng, batchSpec{prefix: "se", orders: 200, seed: 22})
 		if len(bw.Dead) != 0 || len(bw.Decisions) != 200 {
 			t.Fatalf("%d decisions, %d dead letters; want 200, 0", len(bw.Decisions), len(bw.Dead))
 		}
@@ -237,27 +208,9 @@ func runShadowMigrationSuite(t *testing.T, b backend) {
 	ctx := context.Background()
 	s := openStore(t, b.fresh(t))
 	cut := shadowSeedPolicy(t, "5%", "")
-	// Version 3 divides by zero for every order in a selected market, on half the orders.
-	src := strings.Replace(string(shadowSeedPolicy(t, "6%", "sample: 0.5\n").Source),
-		"expr: order.status == \"completed\"", "expr: 'order.status == \"completed\" && (order.buyer.country in selected_markets ? 1 / (size(order.items) - size(order.items)) == 0 : true)'", 1)
-	broken, ps := rules.Compile("shadow/v3.yaml", []byte(strings.Replace(src, "version: 2\n", "version: 3\n", 1)))
-	if broken == nil {
-		t.Fatal(ps)
-	}
+	broken := brokenShadowPolicy(t, 3)
 	eng := engine.New(mustSetOf(t, seedPolicy(t), cut, broken))
-	results := genBatch(t, batchSpec{prefix: "sm", orders: 300, seed: 23})
-	events := make([]engine.Event, len(results))
-	for i := range results {
-		events[i] = results[i].Event
-	}
-	w, err := engine.ClaimPartition(ctx, s, int(nextPart.Add(1)), nextEpoch.Add(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bw, err := w.Write(ctx, eng, events)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, bw := writeShadowBatch(t, s, eng, batchSpec{prefix: "sm", orders: 300, seed: 23})
 	report := func() string {
 		t.Helper()
 		rep, err := engine.ShadowReportOf(ctx, s.ShadowHistory(engine.ShadowFilter{Program: "alibaba"}), engine.ShadowReportOptions{MaxOrders: 1000, MaxErrors: 1000})
@@ -333,4 +286,39 @@ func runShadowMigrationSuite(t *testing.T, b backend) {
 	if err := s.Migrate(ctx); err != nil {
 		t.Errorf("migrating again: %v", err)
 	}
+}
+
+// brokenShadowPolicy is the seed as shadow version n, sampling half the orders, whose rule divides
+// by zero for every order in a selected market: a run-time error.
+func brokenShadowPolicy(tb testing.TB, n int) *rules.Policy {
+	tb.Helper()
+	src := strings.Replace(string(shadowSeedPolicy(tb, "6%", "sample: 0.5\n").Source),
+		"expr: order.status == \"completed\"", "expr: 'order.status == \"completed\" && (order.buyer.country in selected_markets ? 1 / (size(order.items) - size(order.items)) == 0 : true)'", 1)
+	src = strings.Replace(src, "version: 2\n", fmt.Sprintf("version: %d\n", n), 1)
+	p, ps := rules.Compile(fmt.Sprintf("shadow/v%d.yaml", n), []byte(src))
+	if p == nil {
+		tb.Fatal(ps)
+	}
+	return p
+}
+
+// writeShadowBatch decides the events of a generated batch with eng and stores them as a batch of a
+// partition of their own.
+func writeShadowBatch(tb testing.TB, s *Store, eng *engine.Engine, spec batchSpec) ([]engine.Result, *engine.BatchWrite) {
+	tb.Helper()
+	ctx := context.Background()
+	results := genBatch(tb, spec)
+	events := make([]engine.Event, len(results))
+	for i := range results {
+		events[i] = results[i].Event
+	}
+	w, err := engine.ClaimPartition(ctx, s, int(nextPart.Add(1)), nextEpoch.Add(1))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	bw, err := w.Write(ctx, eng, events)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return results, bw
 }
