@@ -2,9 +2,13 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/cockroachdb/apd/v3"
 
 	"github.com/commissioner/commissioner/engine"
 	"github.com/commissioner/commissioner/rules"
@@ -197,4 +201,70 @@ func mustSetOf(t *testing.T, ps ...*rules.Policy) *rules.Set {
 		t.Fatal(problems)
 	}
 	return set
+}
+
+// TestShadowOutcomeRoundTrip: an outcome as AppendOutcome stores it reads back the same
+// (ParseShadowOutcome), with each kind of verdict, and an event id and error that are not valid
+// UTF-8 or hold a NUL are stored as StorableText makes them, what the event's decision stores.
+func TestShadowOutcomeRoundTrip(t *testing.T) {
+	dec := func(s string) (d apd.Decimal) {
+		if _, _, err := d.SetString(s); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for _, c := range []struct {
+		name string
+		row  engine.ShadowRow
+		want engine.ShadowOutcome
+		id   string
+	}{{
+		name: "a rate cut",
+		row: engine.ShadowRow{EventID: "ev-1", Diverged: true, Qualified: true, FailedRules: "[]", RateRule: "selected_returning",
+			Rate: "5", Commission: dec("12.34"),
+			Cause: engine.Cause{Kind: engine.CauseTerms, Stage: engine.StageRate, Rule: "selected_returning", Old: "6%", New: "5%"}},
+		want: engine.ShadowOutcome{Diverged: true, Qualified: true, FailedRules: []string{}, RateRule: "selected_returning",
+			Rate: dec("5"), Commission: dec("12.34"),
+			Cause: engine.Cause{Kind: engine.CauseTerms, Stage: engine.StageRate, Rule: "selected_returning", Old: "6%", New: "5%"}},
+		id: "ev-1",
+	}, {
+		name: "disqualified by a rule",
+		row: engine.ShadowRow{EventID: "ev-2", Diverged: true, FailedRules: `["no_refunds","cookie \"window\""]`, Rate: "0", Commission: dec("0.00"),
+			Cause: engine.Cause{Kind: engine.CauseOutcome, Stage: engine.StageQualify, Rule: "no_refunds", Old: "pass", New: "fail"}},
+		want: engine.ShadowOutcome{Diverged: true, FailedRules: []string{"no_refunds", `cookie "window"`}, Rate: dec("0"), Commission: dec("0.00"),
+			Cause: engine.Cause{Kind: engine.CauseOutcome, Stage: engine.StageQualify, Rule: "no_refunds", Old: "pass", New: "fail"}},
+		id: "ev-2",
+	}, {
+		name: "a flat amount, rounded otherwise",
+		row: engine.ShadowRow{EventID: "ev-3", Diverged: true, Qualified: true, RateRule: "cpa", Rate: "0", Flat: "2.50", Commission: dec("2.50"),
+			Cause: engine.Cause{Kind: engine.CauseOther, Old: "half_up", New: "half_even"}},
+		want: engine.ShadowOutcome{Diverged: true, Qualified: true, FailedRules: []string{}, RateRule: "cpa", Rate: dec("0"),
+			Flat: dec("2.50"), HasFlat: true, Commission: dec("2.50"), Cause: engine.Cause{Kind: engine.CauseOther, Old: "half_up", New: "half_even"}},
+		id: "ev-3",
+	}, {
+		name: "a failed shadow, its id and error not valid text",
+		row:  engine.ShadowRow{EventID: "ev-\xff\x00", ErrorKind: engine.ErrorKindRule, Error: "division by zero\x00 in \xfe"},
+		want: engine.ShadowOutcome{ErrorKind: engine.ErrorKindRule, Error: "division by zero\uFFFD in \uFFFD"},
+		id:   engine.StorableText("ev-\xff\x00"),
+	}} {
+		t.Run(c.name, func(t *testing.T) {
+			stored := c.row.AppendOutcome(nil)
+			if !json.Valid(stored) {
+				t.Fatalf("not JSON: %s", stored)
+			}
+			var got engine.ShadowOutcome
+			id, err := engine.ParseShadowOutcome(stored, &got)
+			if err != nil {
+				t.Fatalf("%s: %v", stored, err)
+			}
+			if id != c.id || !reflect.DeepEqual(got, c.want) {
+				t.Errorf("%s read back as %q %+v, want %q %+v", stored, id, got, c.id, c.want)
+			}
+		})
+	}
+	for _, bad := range []string{`{"qualified":true}`, `{"event":"e","rate":"five","commission":"1"}`, `[1]`} {
+		if _, err := engine.ParseShadowOutcome([]byte(bad), &engine.ShadowOutcome{}); err == nil {
+			t.Errorf("%s read without an error", bad)
+		}
+	}
 }
