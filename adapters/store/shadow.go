@@ -117,8 +117,7 @@ func shadowOutcomesMigration() migrate.Migration {
 			})
 		},
 		Down: func(ctx context.Context, m *migrate.Migrator, _ *migrate.Migration) error {
-			_, err := m.DB().ExecContext(ctx, "DROP VIEW IF EXISTS shadow_outcomes; ALTER TABLE shadow_batches DROP COLUMN outcomes")
-			return err
+			return execScript(ctx, m.DB(), "DROP VIEW IF EXISTS shadow_outcomes; ALTER TABLE shadow_batches DROP COLUMN outcomes")
 		},
 	}
 }
