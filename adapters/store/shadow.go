@@ -10,6 +10,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -382,9 +383,9 @@ type shadowHistory struct {
 
 var _ engine.ShadowHistory = (*shadowHistory)(nil)
 
-// Walk reads the outcomes stored with a verdict of their own (outcomes), then, in one query, the
-// events the shadow versions decided with their live decisions, and marks each order's latest
-// event the shadow version decided (the highest stream sequence, then the latest stored). See
+// Walk reads the events the shadow versions decided with their live decisions, batch by batch
+// (each shadow batch's outcomes beside its events), and marks each order's latest event the
+// shadow version decided (the highest stream sequence, then the latest stored; notLatest). See
 // engine.ShadowHistory for the contract.
 func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) error) error {
 	s, f := h.s, h.f
@@ -396,15 +397,12 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 	case !errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("reading decision inputs: %w", err)
 	}
-	// The filter, on the outcomes' batches (so) and on the events (b, d: the batches' decisions).
-	var batchWhere, where []string
-	var batchArgs, args []any
+	var where []string
+	var args []any
 	if f.Program != "" {
-		batchWhere, batchArgs = append(batchWhere, "so.program = ?"), append(batchArgs, f.Program)
 		where, args = append(where, "b.program = ?"), append(args, f.Program)
 	}
 	if f.Version != 0 {
-		batchWhere, batchArgs = append(batchWhere, "so.version = ?"), append(batchArgs, f.Version)
 		where, args = append(where, "b.version = ?"), append(args, f.Version)
 	}
 	// On SQLite a unary + keeps a term on d from choosing an index over the id range (below).
@@ -413,25 +411,22 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 		placed = "+d.placed_at"
 	}
 	if !f.From.IsZero() {
-		batchWhere, batchArgs = append(batchWhere, "so.last_placed >= ?"), append(batchArgs, f.From.UTC())
 		where, args = append(where, placed+" >= ?"), append(args, f.From.UTC())
 	}
 	if !f.To.IsZero() {
-		batchWhere, batchArgs = append(batchWhere, "so.first_placed < ?"), append(batchArgs, f.To.UTC())
 		where, args = append(where, placed+" < ?"), append(args, f.To.UTC())
 	}
-	cond, batchCond := "", ""
+	cond := ""
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
-		batchCond = " WHERE " + strings.Join(batchWhere, " AND ")
 	}
 	// The events each shadow decided: its batches' decisions of the program (the sample is drawn
-	// below, by order), with the outcome when it differed from the live one. Each shadow batch's
-	// decisions are found by the batch's id range (concurrent batches' ids may interleave on
-	// PostgreSQL: part and batch_seq pick the batch's own). SQLite, without statistics, would
-	// rather walk an index of every decision of the program for each batch (decisions_recent:
-	// O(batches × decisions)) or index all decisions anew: its joins are CROSS JOINs, which fix
-	// the order, and the unary + leaves the id range the only way to d.
+	// below, by order). Each shadow batch's decisions are found by the batch's id range
+	// (concurrent batches' ids may interleave on PostgreSQL: part and batch_seq pick the batch's
+	// own). SQLite, without statistics, would rather walk an index of every decision of the
+	// program for each batch (decisions_recent: O(batches × decisions)) or index all decisions
+	// anew: its joins are CROSS JOINs, which fix the order, and the unary + leaves the id range the
+	// only way to d.
 	from := " FROM shadow_batches b JOIN batches bt ON bt.part = b.part AND bt.seq = b.batch_seq" +
 		" JOIN decisions d ON d.id BETWEEN bt.first_decision_id AND bt.last_decision_id AND d.part = b.part AND d.batch_seq = b.batch_seq" +
 		" AND d.program = b.program"
@@ -440,14 +435,24 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 			" CROSS JOIN decisions d ON d.id BETWEEN bt.first_decision_id AND bt.last_decision_id AND +d.part = b.part AND +d.batch_seq = b.batch_seq" +
 			" AND +d.program = b.program"
 	}
-	own, err := h.outcomes(ctx, batchCond, batchArgs)
+	notLatest, err := h.notLatest(ctx, from+cond, args)
 	if err != nil {
 		return err
 	}
-	query := "SELECT d.event_id, d.order_id, b.sample_below, d.stream_seq, d.raw, " + s.recordColumns(inputs) +
-		", b.program, b.version, b.digest" +
-		", ROW_NUMBER() OVER (PARTITION BY b.program, d.order_id, b.version ORDER BY d.stream_seq DESC, d.id DESC) AS rn" +
-		from + inputsJoin(inputs) + cond
+	// The events in shadow batch order; the first row of each shadow batch carries its outcomes
+	// (the ones that differ or failed, AppendOutcome's JSON array), so that only one batch's are
+	// in memory at a time. (Joined in SQL with each event, the outcomes' JSON made both databases
+	// read a batch's whole array again for each of its events when their tables had no
+	// statistics yet: minutes for 200 000 orders.)
+	// (The window numbers a batch's rows without its outcomes: SQLite buffers a window's rows with
+	// every column they name, and the array on each of them cost seconds.)
+	query := "SELECT e.event_id, e.order_id, e.sample_below, e.stream_seq, e.raw, e.record, e.program, e.version, e.digest, e.part, e.batch_seq" +
+		", CASE WHEN e.first = 1 THEN (SELECT sb.outcomes FROM shadow_batches sb WHERE sb.program = e.program AND sb.version = e.version" +
+		" AND sb.digest = e.digest AND sb.part = e.part AND sb.batch_seq = e.batch_seq) ELSE '' END" +
+		" FROM (SELECT d.id, d.event_id, d.order_id, b.sample_below, d.stream_seq, d.raw, " + s.recordColumns(inputs) + " AS record" +
+		", b.program, b.version, b.digest, b.part, b.batch_seq" +
+		", ROW_NUMBER() OVER (PARTITION BY b.program, b.version, b.digest, b.part, b.batch_seq ORDER BY d.id) AS first" +
+		from + inputsJoin(inputs) + cond + ") e ORDER BY e.program, e.version, e.digest, e.part, e.batch_seq, e.id"
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("reading shadow outcomes: %w", err)
@@ -456,17 +461,23 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 	sc := newRecordScanner()
 	var (
 		eventID, orderID, below string
-		seq, rn                 int64
-		raw                     []byte
+		seq, part, batchSeq     int64
+		raw, outcomes           []byte
 		o                       engine.ShadowOutcome
 	)
 	dest := append([]any{&eventID, &orderID, &below, &seq, &raw}, sc.dest()...)
-	dest = append(dest, &o.Program, &o.Version, &o.Digest, &rn)
+	dest = append(dest, &o.Program, &o.Version, &o.Digest, &part, &batchSeq, &outcomes)
+	own := map[string]engine.ShadowOutcome{} // the current shadow batch's, by event
 	batch := make([]engine.ShadowEvent, 0, h.batchSize)
 	for rows.Next() {
 		o = engine.ShadowOutcome{}
 		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("reading shadow outcomes: %w", err)
+		}
+		if len(outcomes) > 0 { // the first event of a shadow batch
+			if own, err = batchOutcomes(outcomes); err != nil {
+				return fmt.Errorf("reading shadow outcomes of %s v%d, batch %d of partition %d: %w", o.Program, o.Version, batchSeq, part, err)
+			}
 		}
 		if below != "" { // a sampled shadow: did it decide this order?
 			b, err := strconv.ParseUint(below, 10, 64)
@@ -480,18 +491,16 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 		if err := sc.split(); err != nil {
 			return fmt.Errorf("reading shadow outcomes: event %s: %w", eventID, err)
 		}
-		ev := engine.ShadowEvent{Event: engine.Event{ID: eventID, StreamSeq: uint64(seq), Raw: append([]byte(nil), raw...)}, Latest: rn == 1}
+		ev := engine.ShadowEvent{Event: engine.Event{ID: eventID, StreamSeq: uint64(seq), Raw: append([]byte(nil), raw...)},
+			Latest: !notLatest[shadowEventKey{o.Program, o.Version, eventID}]}
 		if ev.Live, err = sc.record(eventID); err != nil {
 			return fmt.Errorf("reading shadow outcomes: %w", err)
 		}
-		k := outcomeKey{shadow: own.shadows[shadowKey{o.Program, o.Version, o.Digest}], event: eventID}
-		if outcome, ok := own.by[k]; !ok || k.shadow == 0 {
-			agreed(&o, ev.Live) // no verdict of its own: the live decision's is the shadow's
+		if stored, ok := own[eventID]; ok {
+			stored.Program, stored.Version, stored.Digest = o.Program, o.Version, o.Digest
+			o = stored
 		} else {
-			delete(own.by, k) // an event is read once per shadow version
-			if _, err := engine.ParseShadowOutcome(outcome, &o); err != nil {
-				return fmt.Errorf("reading shadow outcomes of %s v%d: event %s: %w", o.Program, o.Version, eventID, err)
-			}
+			agreed(&o, ev.Live) // no verdict of its own: the live decision's is the shadow's
 		}
 		o.Currency = ev.Live.Currency // the order's
 		ev.Shadow = o
@@ -512,57 +521,55 @@ func (h *shadowHistory) Walk(ctx context.Context, fn func([]engine.ShadowEvent) 
 	return ctx.Err()
 }
 
-// storedOutcomes are the outcomes stored with a verdict of their own (shadow_outcomes), as stored,
-// by shadow version and event.
-type storedOutcomes struct {
-	shadows map[shadowKey]int // a shadow version's number here, from 1
-	by      map[outcomeKey][]byte
-}
-
-type shadowKey struct {
+// shadowEventKey is an event a shadow version decided.
+type shadowEventKey struct {
 	program string
 	version int
-	digest  string
+	event   string
 }
 
-type outcomeKey struct {
-	shadow int
-	event  string
-}
-
-// outcomes reads the outcomes with a verdict of their own of the shadow batches the filter
-// (cond, args: on shadow_outcomes so) selects. Walk reads them first, in a scan of the batches'
-// rows, and then the events alone: joined in SQL, the view's JSON made PostgreSQL re-read a batch's
-// whole array for each of its events when the tables had no statistics yet (minutes for 200 000
-// orders). They are the outcomes that differ or failed (about a third of the events for the 6% →
-// 5% shadow), each kept as stored (its JSON, some 200 bytes) until its event is read.
-func (h *shadowHistory) outcomes(ctx context.Context, cond string, args []any) (*storedOutcomes, error) {
-	rows, err := h.s.db.QueryContext(ctx, "SELECT so.program, so.version, so.digest, so.event_id, so.outcome FROM shadow_outcomes so"+cond, args...)
+// notLatest returns the events (from and its conditions: the events Walk reads) that are not
+// their order's latest one their shadow version decided — a narrow window over the events,
+// without their bytes; only orders with more than one event have any.
+func (h *shadowHistory) notLatest(ctx context.Context, fromWhere string, args []any) (map[shadowEventKey]bool, error) {
+	rows, err := h.s.db.QueryContext(ctx, "SELECT program, version, event_id FROM (SELECT b.program, b.version, d.event_id"+
+		", ROW_NUMBER() OVER (PARTITION BY b.program, d.order_id, b.version ORDER BY d.stream_seq DESC, d.id DESC) AS rn"+
+		fromWhere+") e WHERE rn > 1", args...)
 	if err != nil {
-		return nil, fmt.Errorf("reading shadow outcomes: %w", err)
+		return nil, fmt.Errorf("reading shadow outcomes: the orders' latest events: %w", err)
 	}
 	defer rows.Close()
-	own := &storedOutcomes{shadows: map[shadowKey]int{}, by: map[outcomeKey][]byte{}}
-	var (
-		sk      shadowKey
-		event   string
-		outcome []byte
-	)
+	out := map[shadowEventKey]bool{}
 	for rows.Next() {
-		if err := rows.Scan(&sk.program, &sk.version, &sk.digest, &event, &outcome); err != nil {
-			return nil, fmt.Errorf("reading shadow outcomes: %w", err)
+		var k shadowEventKey
+		if err := rows.Scan(&k.program, &k.version, &k.event); err != nil {
+			return nil, fmt.Errorf("reading shadow outcomes: the orders' latest events: %w", err)
 		}
-		n := own.shadows[sk]
-		if n == 0 {
-			n = len(own.shadows) + 1
-			own.shadows[sk] = n
-		}
-		own.by[outcomeKey{n, event}] = append([]byte(nil), outcome...)
+		out[k] = true
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading shadow outcomes: %w", err)
+		return nil, fmt.Errorf("reading shadow outcomes: the orders' latest events: %w", err)
 	}
-	return own, nil
+	return out, nil
+}
+
+// batchOutcomes reads a shadow batch's outcomes (AppendOutcome's objects, as a JSON array), by
+// event.
+func batchOutcomes(data []byte) (map[string]engine.ShadowOutcome, error) {
+	var elems []json.RawMessage
+	if err := json.Unmarshal(data, &elems); err != nil {
+		return nil, fmt.Errorf("its outcomes: %w", err)
+	}
+	out := make(map[string]engine.ShadowOutcome, len(elems))
+	for _, e := range elems {
+		var o engine.ShadowOutcome
+		id, err := engine.ParseShadowOutcome(e, &o)
+		if err != nil {
+			return nil, err
+		}
+		out[id] = o
+	}
+	return out, nil
 }
 
 // agreed gives an outcome stored as agreeing with its live decision (no verdict of its own) the
