@@ -125,10 +125,11 @@ func shadowOutcomesMigration() migrate.Migration {
 
 // The view shadow_outcomes has one row per outcome stored with a verdict of its own: its shadow
 // version and batch, the batch's order times, its event's id, its error_kind ("" when it
-// decided) and the outcome as stored (AppendOutcome's JSON). The shadow report reads it; so may
-// anyone with SQL (SELECT … FROM shadow_outcomes WHERE version = 2 AND error_kind = 'rule_error'). On
-// SQLite, event_id is CAST to TEXT, the type of decisions.event_id (json_extract's result has
-// none), so that it joins with decisions as SQL users expect.
+// decided) and the outcome as stored (AppendOutcome's JSON). It is for SQL (SELECT … FROM
+// shadow_outcomes WHERE version = 2 AND error_kind = 'rule_error'); the shadow report reads each
+// batch's array beside its events instead. On SQLite, event_id is CAST to TEXT, the type of
+// decisions.event_id (json_extract's result has none), so that it joins with decisions as SQL
+// users expect.
 const (
 	shadowOutcomesViewSQLite = `CREATE VIEW IF NOT EXISTS shadow_outcomes AS
 	SELECT sb.program, sb.version, sb.digest, sb.part, sb.batch_seq, sb.first_placed, sb.last_placed,
