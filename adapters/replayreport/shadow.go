@@ -191,26 +191,9 @@ func WriteShadowHTML(w io.Writer, rep *engine.ShadowReport, f engine.ShadowFilte
 }
 
 func (v *ShadowView) setShadowTotals(rep *engine.ShadowReport) {
-	var bars []bar
-	for _, t := range rep.Totals {
-		r := newRow(engine.ReplayGroup{Key: t.Currency, Currency: t.Currency, Orders: t.Orders, Changed: t.Changed,
-			Before: t.Before, After: t.After, Diff: t.Diff})
-		if r.changed() {
-			v.Totals = append(v.Totals, r)
-			b := percentBar(r, r.Currency)
-			b.Key = ""
-			bars = append(bars, b)
-		} else {
-			v.TotalsUnchanged = append(v.TotalsUnchanged, r)
-		}
-	}
-	v.TotalsChart = newChart("change-bars", "The shadow's change in commission by currency, in % of the live commission", bars)
-	if n := len(v.TotalsUnchanged); n > 0 {
-		v.TotalsChart.Note = plural(n, "currency", "currencies") + " unchanged, not charted"
-	}
-	if len(bars) == 0 && len(rep.Totals) > 0 {
-		v.TotalsChart.Empty = "The shadow pays what the live decisions pay, in every currency."
-	}
+	v.Totals, v.TotalsUnchanged, v.TotalsChart = totalsSection(rep.Totals,
+		"The shadow's change in commission by currency, in % of the live commission",
+		"The shadow pays what the live decisions pay, in every currency.")
 }
 
 func (v *ShadowView) setMatrix(rep *engine.ShadowReport) {
@@ -268,7 +251,7 @@ func (v *ShadowView) setDiverging(rep *engine.ShadowReport, orderURL func(string
 	for i := range rep.Diverging {
 		ch := &rep.Diverging[i]
 		d := Divergence{OrderID: ch.OrderID, Program: ch.Program, AffiliateID: ch.AffiliateID, PlacedAt: ch.PlacedAt.UTC().Format(time.RFC3339),
-			Currency: ch.Currency, Market: ch.Market, Buyer: "returning", Live: verdictLabel(ch.Old), Shadow: verdictLabel(&ch.New),
+			Currency: ch.Currency, Market: ch.Market, Buyer: "returning", Live: VerdictLabel(ch.Old), Shadow: VerdictLabel(&ch.New),
 			ShadowCommission: ch.New.Commission.Text('f'), Cause: ch.Cause.String()}
 		d.PlacedDay, d.PlacedClock, _ = strings.Cut(d.PlacedAt, "T")
 		d.PlacedClock = "T" + d.PlacedClock

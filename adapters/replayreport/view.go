@@ -166,8 +166,8 @@ func New(rep *engine.ReplayReport, opts Options) *View {
 	v.setChanges(rep, opts.OrderURL)
 	for i := range rep.Drifted {
 		c := &rep.Drifted[i]
-		v.Drifted = append(v.Drifted, Drifted{OrderID: c.OrderID, EventID: c.EventID, Recorded: verdictLabel(c.Old),
-			Replayed: verdictLabel(&c.New), Commission: commissionChange(c), DiffersIn: strings.Join(c.DriftFields, ", ")})
+		v.Drifted = append(v.Drifted, Drifted{OrderID: c.OrderID, EventID: c.EventID, Recorded: VerdictLabel(c.Old),
+			Replayed: VerdictLabel(&c.New), Commission: CommissionChange(c), DiffersIn: strings.Join(c.DriftFields, ", ")})
 	}
 	v.ErrorKinds = errorKinds(rep.Errors)
 	for _, e := range rep.ErrorSamples {
@@ -201,26 +201,35 @@ func ReportWarnings(rep *engine.ReplayReport) []string {
 }
 
 func (v *View) setTotals(rep *engine.ReplayReport) {
+	v.Totals, v.TotalsUnchanged, v.TotalsChart = totalsSection(rep.Totals,
+		"Change in commission by currency, in % of the recorded commission", "The commission changed in no currency.")
+}
+
+// totalsSection is a report's totals per currency: the rows of the currencies whose commission
+// changed, those of the others, and the chart of the change in % (titled title; empty its text
+// when no currency changed). Replay and shadow reports show their totals alike.
+func totalsSection(totals []engine.CurrencyTotal, title, empty string) (changed, unchanged []Row, chart Chart) {
 	var bars []bar
-	for _, t := range rep.Totals {
+	for _, t := range totals {
 		r := newRow(engine.ReplayGroup{Key: t.Currency, Currency: t.Currency, Orders: t.Orders, Changed: t.Changed,
 			Before: t.Before, After: t.After, Diff: t.Diff})
 		if r.changed() {
-			v.Totals = append(v.Totals, r)
+			changed = append(changed, r)
 			b := percentBar(r, r.Currency)
 			b.Key = "" // the currency is the key
 			bars = append(bars, b)
 		} else {
-			v.TotalsUnchanged = append(v.TotalsUnchanged, r)
+			unchanged = append(unchanged, r)
 		}
 	}
-	v.TotalsChart = newChart("change-bars", "Change in commission by currency, in % of the recorded commission", bars)
-	if n := len(v.TotalsUnchanged); n > 0 {
-		v.TotalsChart.Note = plural(n, "currency", "currencies") + " unchanged, not charted"
+	chart = newChart("change-bars", title, bars)
+	if n := len(unchanged); n > 0 {
+		chart.Note = plural(n, "currency", "currencies") + " unchanged, not charted"
 	}
-	if len(bars) == 0 && len(rep.Totals) > 0 {
-		v.TotalsChart.Empty = "The commission changed in no currency."
+	if len(bars) == 0 && len(totals) > 0 {
+		chart.Empty = empty
 	}
+	return changed, unchanged, chart
 }
 
 func (v *View) setCounts(rep *engine.ReplayReport) {
@@ -427,9 +436,9 @@ func signOf(d *apd.Decimal) string {
 	return "zero"
 }
 
-// verdictLabel summarises one side of a change: "v1 selected_returning 6%", "v1 not qualified
+// VerdictLabel summarises one side of a change: "v1 selected_returning 6%", "v1 not qualified
 // (completed, click_in_window)", "(no decision)".
-func verdictLabel(s *engine.Verdict) string {
+func VerdictLabel(s *engine.Verdict) string {
 	if s == nil {
 		return "(no decision)"
 	}
@@ -439,7 +448,9 @@ func verdictLabel(s *engine.Verdict) string {
 	return fmt.Sprintf("v%d %s %s", s.PolicyVersion, s.RateRule, s.Terms())
 }
 
-func commissionChange(c *engine.OrderChange) string {
+// CommissionChange is an order's commission before and after: "7.41 → 6.18" ("—" when none
+// was recorded).
+func CommissionChange(c *engine.OrderChange) string {
 	old := "—"
 	if c.Old != nil {
 		old = c.Old.Commission.Text('f')
