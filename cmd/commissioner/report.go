@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/commissioner/commissioner/adapters/httpapi"
+	"github.com/commissioner/commissioner/adapters/replayreport"
 	"github.com/commissioner/commissioner/engine"
 )
 
@@ -187,26 +188,6 @@ func ruleLabel(id string) string {
 		return "(not qualified)"
 	}
 	return id
-}
-
-// sideLabel summarises one side of a change: "v1 selected_returning 6%", "v1 not qualified
-// (completed, click_in_window)", "(none)".
-func sideLabel(s *engine.Verdict) string {
-	if s == nil {
-		return "(no decision)"
-	}
-	if !s.Qualified {
-		return fmt.Sprintf("v%d not qualified (%s)", s.PolicyVersion, strings.Join(s.FailedRules, ", "))
-	}
-	return fmt.Sprintf("v%d %s %s", s.PolicyVersion, s.RateRule, s.Terms())
-}
-
-func commissionLabel(c *engine.OrderChange) string {
-	old := "—"
-	if c.Old != nil {
-		old = c.Old.Commission.Text('f')
-	}
-	return old + " → " + c.New.Commission.Text('f')
 }
 
 // rangeLabel describes the orders replayed.
@@ -396,7 +377,7 @@ func driftRows(rep *engine.ReplayReport) [][]string {
 	var rows [][]string
 	for i := range rep.Drifted {
 		c := &rep.Drifted[i]
-		rows = append(rows, []string{c.OrderID, c.EventID, sideLabel(c.Old), sideLabel(&c.New), commissionLabel(c), strings.Join(c.DriftFields, ", ")})
+		rows = append(rows, []string{c.OrderID, c.EventID, replayreport.VerdictLabel(c.Old), replayreport.VerdictLabel(&c.New), replayreport.CommissionChange(c), strings.Join(c.DriftFields, ", ")})
 	}
 	return rows
 }
@@ -414,8 +395,8 @@ func changeRows(changes []engine.OrderChange) [][]string {
 	var rows [][]string
 	for i := range changes {
 		c := &changes[i]
-		rows = append(rows, []string{c.OrderID, c.PlacedAt.UTC().Format(time.RFC3339), c.Currency, sideLabel(c.Old),
-			sideLabel(&c.New), commissionLabel(c), httpapi.ChangeDifference(c), c.Cause.String()})
+		rows = append(rows, []string{c.OrderID, c.PlacedAt.UTC().Format(time.RFC3339), c.Currency, replayreport.VerdictLabel(c.Old),
+			replayreport.VerdictLabel(&c.New), replayreport.CommissionChange(c), httpapi.ChangeDifference(c), c.Cause.String()})
 	}
 	return rows
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/commissioner/commissioner/adapters/httpapi"
+	"github.com/commissioner/commissioner/adapters/replayreport"
 	"github.com/commissioner/commissioner/adapters/store"
 	"github.com/commissioner/commissioner/engine"
 )
@@ -222,8 +223,8 @@ func writeShadowTable(w io.Writer, rep *engine.ShadowReport, f engine.ShadowFilt
 	var rows [][]string
 	for i := range rep.Diverging {
 		c := &rep.Diverging[i]
-		rows = append(rows, []string{c.OrderID, c.PlacedAt.UTC().Format(time.RFC3339), c.Currency, sideLabel(c.Old), sideLabel(&c.New),
-			commissionLabel(c), httpapi.ChangeDifference(c), c.Cause.String(), httpapi.ExplainCommand(c.Program, c.OrderID)})
+		rows = append(rows, []string{c.OrderID, c.PlacedAt.UTC().Format(time.RFC3339), c.Currency, replayreport.VerdictLabel(c.Old), replayreport.VerdictLabel(&c.New),
+			replayreport.CommissionChange(c), httpapi.ChangeDifference(c), c.Cause.String(), httpapi.ExplainCommand(c.Program, c.OrderID)})
 	}
 	writeMoneyTable(w, title, []string{"ORDER", "PLACED", "CURRENCY", "LIVE", "SHADOW", "COMMISSION", "DIFFERENCE", "WHAT MADE THE DIFFERENCE", "EXPLAIN"}, rows)
 	if len(rep.ErrorSamples) > 0 {
