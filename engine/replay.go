@@ -87,6 +87,21 @@ func candidatePolicy(set *rules.Set, o *Order, rec *RecordedDecision, asDeployed
 	return set.InForce(o.Program, o.PlacedAt)
 }
 
+// setDefaults fills the options left zero (20 errors kept, 10 top affiliates) and returns how
+// many workers to run (Workers, or GOMAXPROCS). Replay and ReplaySweep read their options alike.
+func (opts *ReplayOptions) setDefaults() (workers int) {
+	if opts.MaxErrors <= 0 {
+		opts.MaxErrors = 20
+	}
+	if opts.TopAffiliates <= 0 {
+		opts.TopAffiliates = 10
+	}
+	if opts.Workers > 0 {
+		return opts.Workers
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
 // Replay decides every event of the history with the candidate policy set and compares each
 // decision with the one recorded for the event. Which candidate version decides an order:
 // see ReplayOptions.AsDeployed.
@@ -99,16 +114,7 @@ func Replay(ctx context.Context, candidate *rules.Set, h History, opts ReplayOpt
 	if candidate == nil {
 		return nil, errors.New("replaying: no candidate policy set")
 	}
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	if opts.MaxErrors <= 0 {
-		opts.MaxErrors = 20
-	}
-	if opts.TopAffiliates <= 0 {
-		opts.TopAffiliates = 10
-	}
+	workers := opts.setDefaults()
 	eng := New(candidate)
 	aggs := make([]*replayAgg, workers)
 	for w := range aggs {

@@ -16,7 +16,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 
 	"github.com/cockroachdb/apd/v3"
@@ -283,16 +282,7 @@ func ReplaySweep(ctx context.Context, candidates []*rules.Set, h History, opts R
 			return nil, errors.New("replaying a sweep: a nil candidate policy set")
 		}
 	}
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	if opts.MaxErrors <= 0 {
-		opts.MaxErrors = 20
-	}
-	if opts.TopAffiliates <= 0 {
-		opts.TopAffiliates = 10
-	}
+	workers := opts.setDefaults()
 	engines := make([]*Engine, len(candidates))
 	for i, c := range candidates {
 		engines[i] = New(c)
