@@ -115,14 +115,8 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, s *session) err
 		return pageError{http.StatusBadRequest, "qualified must be yes or no."}
 	}
 	var err error
-	if f.From, err = parseDay("from", d.From); err != nil {
+	if f.From, f.To, err = parseDays(d.From, d.To); err != nil {
 		return err
-	}
-	if f.To, err = parseDay("to", d.To); err != nil {
-		return err
-	}
-	if !f.To.IsZero() {
-		f.To = f.To.AddDate(0, 0, 1) // to is inclusive: the whole day
 	}
 	before, err := parseCursor(q.Get("before"))
 	if err != nil {
@@ -208,6 +202,23 @@ func parseDay(name, s string) (time.Time, error) {
 		return t, pageError{http.StatusBadRequest, fmt.Sprintf("%s must be a date, YYYY-MM-DD.", name)}
 	}
 	return t, nil
+}
+
+// parseDays reads a range of days, from and to both inclusive, as [from, the day after to):
+// either may be "" (no bound).
+func parseDays(from, to string) (time.Time, time.Time, error) {
+	f, err := parseDay("from", from)
+	if err != nil {
+		return f, f, err
+	}
+	t, err := parseDay("to", to)
+	if err != nil {
+		return f, t, err
+	}
+	if !t.IsZero() {
+		t = t.AddDate(0, 0, 1) // to is inclusive: the whole day
+	}
+	return f, t, nil
 }
 
 func parseCursor(s string) (int64, error) {

@@ -148,14 +148,8 @@ func (c *Console) shadowReport(w http.ResponseWriter, r *http.Request, s *sessio
 		d.Orders, d.KeepOrders = n, true
 	}
 	f := engine.ShadowFilter{Program: program, Version: version}
-	if f.From, err = parseDay("from", d.From); err != nil {
+	if f.From, f.To, err = parseDays(d.From, d.To); err != nil {
 		return err
-	}
-	if f.To, err = parseDay("to", d.To); err != nil {
-		return err
-	}
-	if !f.To.IsZero() {
-		f.To = f.To.AddDate(0, 0, 1) // to is inclusive: the whole day
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
 		return pageError{http.StatusBadRequest, "from must not be after to."}
