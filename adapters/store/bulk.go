@@ -187,8 +187,22 @@ func (s *Store) upsertRows(ctx context.Context, w *wtx, t bulkTable, conflict st
 	// unnested. Prepared multi-row statements of 128 rows cost a Parse per statement size, a
 	// Bind of ~1 700 parameters and a round trip per chunk: ~20 ms of a batch of 1 000 orders
 	// in the write transaction, of which ~13 ms was the inserts themselves.
+	sel, params, err := pgUnnest(t, n, row)
+	if err != nil {
+		return fmt.Errorf("storing %d rows of %s: %w", n, t.name, err)
+	}
+	q := head[:len(head)-len(" VALUES ")] + sel + tail
+	if _, err := w.Tx.Tx.ExecContext(ctx, q, params...); err != nil {
+		return fmt.Errorf("storing %d rows of %s: %w", n, t.name, err)
+	}
+	return nil
+}
+
+// pgUnnest is the SELECT of n rows of t for an INSERT on PostgreSQL — " SELECT * FROM
+// unnest($1::type[], …) AS u" — and its parameters: each column's values as one array literal.
+func pgUnnest(t bulkTable, n int, row rowValues) (string, []any, error) {
 	if len(t.pgTypes) != len(t.cols) {
-		return fmt.Errorf("storing %d rows of %s: %d column types for %d columns", n, t.name, len(t.pgTypes), len(t.cols))
+		return "", nil, fmt.Errorf("%d column types for %d columns", len(t.pgTypes), len(t.cols))
 	}
 	arrays := make([][]byte, len(t.cols))
 	for j := range arrays {
@@ -198,7 +212,7 @@ func (s *Store) upsertRows(ctx context.Context, w *wtx, t bulkTable, conflict st
 	for i := 0; i < n; i++ {
 		args = row(i, args[:0])
 		if len(args) != len(t.cols) {
-			return fmt.Errorf("storing %d rows of %s: row %d has %d values for %d columns", n, t.name, i, len(args), len(t.cols))
+			return "", nil, fmt.Errorf("row %d has %d values for %d columns", i, len(args), len(t.cols))
 		}
 		for j, v := range args {
 			if i > 0 {
@@ -206,12 +220,11 @@ func (s *Store) upsertRows(ctx context.Context, w *wtx, t bulkTable, conflict st
 			}
 			var err error
 			if arrays[j], err = appendArrayElem(arrays[j], v); err != nil {
-				return fmt.Errorf("storing %d rows of %s: column %s: %w", n, t.name, t.cols[j], err)
+				return "", nil, fmt.Errorf("column %s: %w", t.cols[j], err)
 			}
 		}
 	}
 	var q strings.Builder
-	q.WriteString(head[:len(head)-len(" VALUES ")])
 	q.WriteString(" SELECT * FROM unnest(")
 	params := make([]any, len(arrays))
 	for j := range arrays {
@@ -222,11 +235,7 @@ func (s *Store) upsertRows(ctx context.Context, w *wtx, t bulkTable, conflict st
 		params[j] = string(append(arrays[j], '}'))
 	}
 	q.WriteString(") AS u")
-	q.WriteString(tail)
-	if _, err := w.Tx.Tx.ExecContext(ctx, q.String(), params...); err != nil {
-		return fmt.Errorf("storing %d rows of %s: %w", n, t.name, err)
-	}
-	return nil
+	return q.String(), params, nil
 }
 
 // appendArrayElem appends v as an element of a PostgreSQL array literal: strings (and times)

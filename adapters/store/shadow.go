@@ -279,38 +279,12 @@ func (s *Store) insertIgnoreRows(ctx context.Context, w *wtx, t bulkTable, confl
 		stored, err := s.sqliteRows(ctx, w, ins, n, row, func(int64, int64) error { return nil }) // a row stored already is left out
 		return int(stored), err
 	}
-	arrays := make([][]byte, len(t.cols))
-	for j := range arrays {
-		arrays[j] = append(make([]byte, 0, 16*n), '{')
+	sel, params, err := pgUnnest(t, n, row)
+	if err != nil {
+		return 0, fmt.Errorf("storing %d rows of %s: %w", n, t.name, err)
 	}
-	args := make([]any, 0, len(t.cols))
-	for i := 0; i < n; i++ {
-		args = row(i, args[:0])
-		if len(args) != len(t.cols) {
-			return 0, fmt.Errorf("row %d has %d values for %d columns", i, len(args), len(t.cols))
-		}
-		for j, v := range args {
-			if i > 0 {
-				arrays[j] = append(arrays[j], ',')
-			}
-			var err error
-			if arrays[j], err = appendArrayElem(arrays[j], v); err != nil {
-				return 0, fmt.Errorf("column %s: %w", t.cols[j], err)
-			}
-		}
-	}
-	var q strings.Builder
-	q.WriteString("INSERT INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ") SELECT * FROM unnest(")
-	params := make([]any, len(arrays))
-	for j := range arrays {
-		if j > 0 {
-			q.WriteString(", ")
-		}
-		q.WriteString("$" + strconv.Itoa(j+1) + "::" + t.pgTypes[j] + "[]")
-		params[j] = string(append(arrays[j], '}'))
-	}
-	q.WriteString(") AS u ON CONFLICT (" + conflict + ") DO NOTHING")
-	res, err := w.Tx.Tx.ExecContext(ctx, q.String(), params...)
+	q := "INSERT INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ")" + sel + " ON CONFLICT (" + conflict + ") DO NOTHING"
+	res, err := w.Tx.Tx.ExecContext(ctx, q, params...)
 	if err != nil {
 		return 0, err
 	}
