@@ -139,7 +139,7 @@ func NewShadow(rep *engine.ShadowReport, f engine.ShadowFilter, opts ShadowOptio
 	if !v.Linked && len(v.Diverging) > 0 {
 		v.ExplainExample = "commissioner explain " + shellQuote(v.Diverging[0].OrderID) + " --program " + v.ProgramArg
 	}
-	v.ErrorKinds = errorKinds(rep.Errors)
+	v.ErrorKinds = ErrorKinds(rep.Errors)
 	for _, e := range rep.ErrorSamples {
 		v.ErrorSamples = append(v.ErrorSamples, ErrorSample{OrderID: e.OrderID, EventID: e.EventID, Kind: e.Kind, Reason: e.Reason})
 	}
@@ -205,7 +205,7 @@ func (v *ShadowView) setMatrix(rep *engine.ShadowReport) {
 	n := func(x int64) string { return strconv.FormatInt(x, 10) }
 	v.Counts = []Count{
 		{Label: "Orders compared", Value: n(rep.Compared), Note: "each order's latest event the shadow decided"},
-		{Label: "not decidable by the shadow", Value: n(v.Errors), Note: errorKinds(rep.Errors), Part: true},
+		{Label: "not decidable by the shadow", Value: n(v.Errors), Note: ErrorKinds(rep.Errors), Part: true},
 		{Label: "Newly qualified", Value: n(m.ShadowOnly), Note: "the live decision did not qualify them, the shadow does"},
 		{Label: "Newly disqualified", Value: n(m.LiveOnly), Note: "the live decision qualified them, the shadow does not"},
 		{Label: "Decision changed", Value: n(rep.Diverged), Note: "in any way"},

@@ -169,7 +169,7 @@ func New(rep *engine.ReplayReport, opts Options) *View {
 		v.Drifted = append(v.Drifted, Drifted{OrderID: c.OrderID, EventID: c.EventID, Recorded: VerdictLabel(c.Old),
 			Replayed: VerdictLabel(&c.New), Commission: CommissionChange(c), DiffersIn: strings.Join(c.DriftFields, ", ")})
 	}
-	v.ErrorKinds = errorKinds(rep.Errors)
+	v.ErrorKinds = ErrorKinds(rep.Errors)
 	for _, e := range rep.ErrorSamples {
 		v.ErrorSamples = append(v.ErrorSamples, ErrorSample{OrderID: e.OrderID, EventID: e.EventID, Kind: e.Kind, Reason: e.Reason})
 	}
@@ -237,7 +237,7 @@ func (v *View) setCounts(rep *engine.ReplayReport) {
 	v.Counts = []Count{
 		{Label: "Orders evaluated", Value: n(rep.Evaluated)},
 		{Label: "with no recorded decision", Value: n(rep.Unrecorded), Note: "no commission before", Part: true},
-		{Label: "not decidable by the candidate", Value: n(v.Errors), Note: errorKinds(rep.Errors), Part: true},
+		{Label: "not decidable by the candidate", Value: n(v.Errors), Note: ErrorKinds(rep.Errors), Part: true},
 		{Label: "Newly qualified", Value: n(rep.NewlyQualified)},
 		{Label: "Newly disqualified", Value: n(rep.NewlyDisqualified)},
 		{Label: "Decision changed", Value: n(rep.Changed), Note: "in any way"},
@@ -458,7 +458,8 @@ func CommissionChange(c *engine.OrderChange) string {
 	return old + " → " + c.New.Commission.Text('f')
 }
 
-func errorKinds(m map[string]int64) string {
+// ErrorKinds lists the counts of the kinds of error in m, in a fixed order: "invalid 3, rule_error 1".
+func ErrorKinds(m map[string]int64) string {
 	var parts []string
 	for _, k := range []string{engine.ErrorKindInvalid, engine.ErrorKindUnknownProgram, engine.ErrorKindNoPolicy, engine.ErrorKindPinMissing, engine.ErrorKindRule} {
 		if m[k] > 0 {

@@ -285,7 +285,7 @@ func writeReportCounts(w io.Writer, rep *engine.ReplayReport) {
 	n := func(v int64) string { return strconv.FormatInt(v, 10) }
 	line("Orders evaluated", n(rep.Evaluated))
 	line("  with no recorded decision", n(rep.Unrecorded))
-	line("  not decidable by the candidate", n(countTotal(rep.Errors)), errorKinds(rep.Errors))
+	line("  not decidable by the candidate", n(countTotal(rep.Errors)), replayreport.ErrorKinds(rep.Errors))
 	line("Newly qualified", n(rep.NewlyQualified))
 	line("Newly disqualified", n(rep.NewlyDisqualified))
 	line("Decision changed", n(rep.Changed))
@@ -407,14 +407,4 @@ func countTotal(m map[string]int64) int64 {
 		n += v
 	}
 	return n
-}
-
-func errorKinds(m map[string]int64) string {
-	var parts []string
-	for _, k := range []string{engine.ErrorKindInvalid, engine.ErrorKindUnknownProgram, engine.ErrorKindNoPolicy, engine.ErrorKindPinMissing, engine.ErrorKindRule} {
-		if m[k] > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
-		}
-	}
-	return strings.Join(parts, ", ")
 }

@@ -183,7 +183,7 @@ func writeShadowTable(w io.Writer, rep *engine.ShadowReport, f engine.ShadowFilt
 	}
 	line("Events the shadow decided", n(rep.Events))
 	line("Orders compared", n(rep.Compared), "(each order's latest event)")
-	line("  not decidable by the shadow", n(countTotal(rep.Errors)), errorKinds(rep.Errors))
+	line("  not decidable by the shadow", n(countTotal(rep.Errors)), replayreport.ErrorKinds(rep.Errors))
 	line("Newly qualified", n(rep.Matrix.ShadowOnly))
 	line("Newly disqualified", n(rep.Matrix.LiveOnly))
 	line("Decision changed", n(rep.Diverged))
